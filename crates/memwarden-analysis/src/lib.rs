@@ -1,0 +1,1 @@
+//! Pure analysis over snapshots and their history.

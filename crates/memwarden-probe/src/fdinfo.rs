@@ -1,0 +1,130 @@
+//! DRM client usage stats in /proc/PID/fdinfo/FD (the kernel's drm-usage-stats document).
+
+/// One DRM client as an fdinfo file describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrmClient {
+    pub driver: String,
+    /// PCI address of the device, `0000:c3:00.0`.
+    pub pdev: Option<String>,
+    pub client_id: Option<u64>,
+    /// Resident bytes in device-local memory (amdgpu `vram`, xe `vram0`, i915 `local0`).
+    pub vram_bytes: Option<u64>,
+    /// Resident bytes in system memory mapped for the GPU (amdgpu/xe `gtt`, i915 `system0`).
+    pub gtt_bytes: Option<u64>,
+}
+
+/// Which of our two figures a driver's region name belongs to.
+fn region_kind(region: &str) -> Option<bool> {
+    match region {
+        "vram" | "local0" => Some(true),
+        r if r.starts_with("vram") => Some(true),
+        "gtt" | "system0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses an fdinfo file; `None` when it is not a DRM client (no `drm-driver` key).
+pub fn parse_drm_fdinfo(buf: &[u8]) -> Option<DrmClient> {
+    // Most fds are not DRM: skip the parse unless the key is there at all.
+    if !contains(buf, b"drm-driver:") {
+        return None;
+    }
+    let text = std::str::from_utf8(buf).ok()?;
+    let mut client = DrmClient::default();
+    let mut have_driver = false;
+    // `drm-resident-*` is the current name and `drm-memory-*` the deprecated one of the same
+    // figure; when a driver prints both, the current one wins.
+    let mut legacy: [Option<u64>; 2] = [None, None];
+    let mut current: [Option<u64>; 2] = [None, None];
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "drm-driver" => {
+                client.driver = crate::sanitize::sanitize(value, 32);
+                have_driver = true;
+            }
+            "drm-pdev" => client.pdev = Some(crate::sanitize::sanitize(value, 32)),
+            "drm-client-id" => client.client_id = value.parse().ok(),
+            _ => {
+                let (slots, region) = if let Some(r) = key.strip_prefix("drm-resident-") {
+                    (&mut current, r)
+                } else if let Some(r) = key.strip_prefix("drm-memory-") {
+                    (&mut legacy, r)
+                } else {
+                    continue;
+                };
+                if let (Some(is_vram), Some(bytes)) = (region_kind(region), parse_amount(value)) {
+                    let slot = &mut slots[usize::from(!is_vram)];
+                    *slot = Some(slot.unwrap_or(0).saturating_add(bytes));
+                }
+            }
+        }
+    }
+    if !have_driver {
+        return None;
+    }
+    client.vram_bytes = current[0].or(legacy[0]);
+    client.gtt_bytes = current[1].or(legacy[1]);
+    Some(client)
+}
+
+/// `123`, `4 KiB`, `5 MiB`, `6 GiB` -> bytes.
+pub fn parse_amount(value: &str) -> Option<u64> {
+    let mut parts = value.split_ascii_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    let shift = match parts.next() {
+        None => 0,
+        Some("KiB") => 10,
+        Some("MiB") => 20,
+        Some("GiB") => 30,
+        Some(_) => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amdgpu_legacy_keys() {
+        let t = b"pos:\t0\nflags:\t02100002\nmnt_id:\t24\ndrm-driver:\tamdgpu\n\
+drm-pdev:\t0000:c3:00.0\ndrm-client-id:\t17\ndrm-memory-vram:\t5120 KiB\n\
+drm-memory-gtt:\t24 MiB\ndrm-memory-cpu:\t0 KiB\ndrm-engine-gfx:\t1000 ns\n";
+        let c = parse_drm_fdinfo(t).unwrap();
+        assert_eq!(c.driver, "amdgpu");
+        assert_eq!(c.pdev.as_deref(), Some("0000:c3:00.0"));
+        assert_eq!(c.client_id, Some(17));
+        assert_eq!(c.vram_bytes, Some(5 << 20));
+        assert_eq!(c.gtt_bytes, Some(24 << 20));
+    }
+
+    #[test]
+    fn resident_wins_over_memory() {
+        let t = b"drm-driver: amdgpu\ndrm-memory-vram: 1 MiB\ndrm-resident-vram: 2 MiB\n";
+        assert_eq!(parse_drm_fdinfo(t).unwrap().vram_bytes, Some(2 << 20));
+    }
+
+    #[test]
+    fn xe_and_i915_regions_and_bare_bytes() {
+        let xe = b"drm-driver: xe\ndrm-resident-vram0: 4096\ndrm-resident-gtt: 8192\n";
+        let c = parse_drm_fdinfo(xe).unwrap();
+        assert_eq!((c.vram_bytes, c.gtt_bytes), (Some(4096), Some(8192)));
+        let i915 = b"drm-driver: i915\ndrm-resident-local0: 1 KiB\ndrm-resident-system0: 2 KiB\n";
+        let c = parse_drm_fdinfo(i915).unwrap();
+        assert_eq!((c.vram_bytes, c.gtt_bytes), (Some(1024), Some(2048)));
+    }
+
+    #[test]
+    fn not_drm() {
+        assert_eq!(parse_drm_fdinfo(b"pos:\t0\nflags:\t02\nmnt_id:\t1\n"), None);
+        assert_eq!(parse_amount("3 PiB"), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! NVIDIA GPUs through NVML, loaded at run time so one binary runs with and without the driver.
+//!
+//! The logic sits behind [`NvidiaDevice`] so that it is tested with a fake device on machines
+//! without a GPU; [`Nvml`] is the real one.
+
+use std::collections::BTreeMap;
+
+use crate::snapshot::{Gpu, Vendor};
+
+/// What memwarden asks of one NVIDIA device. Errors are short strings for the snapshot's
+/// `error` field: a device that answers some calls and not others is still shown.
+pub trait NvidiaDevice {
+    fn name(&self) -> Result<String, String>;
+    fn bus_id(&self) -> Result<String, String>;
+    /// (total, used) bytes.
+    fn memory(&self) -> Result<(u64, u64), String>;
+    /// (pid, used bytes when the driver knows them).
+    fn compute_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String>;
+    fn graphics_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String>;
+}
+
+/// Per-process VRAM on one device. A process in both the compute and the graphics list holds
+/// one allocation seen twice, so the lists merge by max, never by sum. A pid whose figure the
+/// driver withholds still appears, with `None`.
+pub fn merge_process_lists(
+    compute: &[(u32, Option<u64>)],
+    graphics: &[(u32, Option<u64>)],
+) -> BTreeMap<u32, Option<u64>> {
+    let mut merged: BTreeMap<u32, Option<u64>> = BTreeMap::new();
+    for &(pid, bytes) in compute.iter().chain(graphics) {
+        let slot = merged.entry(pid).or_insert(None);
+        *slot = match (*slot, bytes) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    merged
+}
+
+/// One device's reading: its card, and its processes when they were asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceReading {
+    pub gpu: Gpu,
+    pub processes: BTreeMap<u32, Option<u64>>,
+}
+
+/// Reads a device. `with_processes` is false for the cheap memory-only reading (the process
+/// lists are slow and take the driver lock).
+pub fn read_device(
+    device: &dyn NvidiaDevice,
+    index: u32,
+    with_processes: bool,
+    numa_node: impl FnOnce(&str) -> Option<u32>,
+) -> DeviceReading {
+    let mut errors = Vec::new();
+    let mut note = |what: &str, e: String| errors.push(format!("{what}: {e}"));
+    let name = device.name().unwrap_or_else(|e| {
+        note("name", e);
+        "NVIDIA GPU".into()
+    });
+    let bus_id = device
+        .bus_id()
+        .map(|b| super::normalize_bus_id(&b))
+        .unwrap_or_else(|e| {
+            note("bus id", e);
+            String::new()
+        });
+    let (total, used) = match device.memory() {
+        Ok((t, u)) => (Some(t), Some(u)),
+        Err(e) => {
+            note("memory", e);
+            (None, None)
+        }
+    };
+    let mut processes = BTreeMap::new();
+    if with_processes {
+        let compute = device.compute_processes().unwrap_or_else(|e| {
+            note("compute processes", e);
+            Vec::new()
+        });
+        let graphics = device.graphics_processes().unwrap_or_else(|e| {
+            note("graphics processes", e);
+            Vec::new()
+        });
+        processes = merge_process_lists(&compute, &graphics);
+    }
+    let numa = if bus_id.is_empty() {
+        None
+    } else {
+        numa_node(&bus_id)
+    };
+    DeviceReading {
+        gpu: Gpu {
+            index,
+            vendor: Vendor::Nvidia,
+            name: crate::sanitize::sanitize(&name, crate::sanitize::NAME_MAX),
+            bus_id,
+            numa_node: numa,
+            vram_total_bytes: total,
+            vram_used_bytes: used,
+            gtt_total_bytes: None,
+            gtt_used_bytes: None,
+            unified_memory: false,
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
+        },
+        processes,
+    }
+}
+
+/// The real NVML, initialised once per run.
+pub struct Nvml {
+    nvml: nvml_wrapper::Nvml,
+}
+
+impl std::fmt::Debug for Nvml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nvml")
+    }
+}
+
+impl Nvml {
+    /// Loads libnvidia-ml and initialises it; the error says why not (no driver, no device).
+    pub fn init() -> Result<Nvml, String> {
+        nvml_wrapper::Nvml::init()
+            .map(|nvml| Nvml { nvml })
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn device_count(&self) -> Result<u32, String> {
+        self.nvml.device_count().map_err(|e| e.to_string())
+    }
+
+    /// Calls `f` with device `index` (NVML's device handles borrow the library handle).
+    pub fn with_device<R>(
+        &self,
+        index: u32,
+        f: impl FnOnce(&dyn NvidiaDevice) -> R,
+    ) -> Result<R, String> {
+        let device = self
+            .nvml
+            .device_by_index(index)
+            .map_err(|e| e.to_string())?;
+        Ok(f(&NvmlDevice(device)))
+    }
+}
+
+struct NvmlDevice<'a>(nvml_wrapper::Device<'a>);
+
+fn process_list(
+    list: Vec<nvml_wrapper::struct_wrappers::device::ProcessInfo>,
+) -> Vec<(u32, Option<u64>)> {
+    use nvml_wrapper::enums::device::UsedGpuMemory;
+    list.into_iter()
+        .map(|p| {
+            let bytes = match p.used_gpu_memory {
+                UsedGpuMemory::Used(b) => Some(b),
+                UsedGpuMemory::Unavailable => None,
+            };
+            (p.pid, bytes)
+        })
+        .collect()
+}
+
+impl NvidiaDevice for NvmlDevice<'_> {
+    fn name(&self) -> Result<String, String> {
+        self.0.name().map_err(|e| e.to_string())
+    }
+
+    fn bus_id(&self) -> Result<String, String> {
+        self.0
+            .pci_info()
+            .map(|p| p.bus_id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn memory(&self) -> Result<(u64, u64), String> {
+        self.0
+            .memory_info()
+            .map(|m| (m.total, m.used))
+            .map_err(|e| e.to_string())
+    }
+
+    fn compute_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String> {
+        self.0
+            .running_compute_processes()
+            .map(process_list)
+            .map_err(|e| e.to_string())
+    }
+
+    fn graphics_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String> {
+        self.0
+            .running_graphics_processes()
+            .map(process_list)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that answers from fixed data, standing in for a GPU this machine lacks.
+    struct FakeDevice {
+        memory: Result<(u64, u64), String>,
+        compute: Vec<(u32, Option<u64>)>,
+        graphics: Vec<(u32, Option<u64>)>,
+    }
+
+    impl NvidiaDevice for FakeDevice {
+        fn name(&self) -> Result<String, String> {
+            Ok("NVIDIA GeForce RTX 4090\x1b[2J".into())
+        }
+        fn bus_id(&self) -> Result<String, String> {
+            Ok("00000000:01:00.0".into())
+        }
+        fn memory(&self) -> Result<(u64, u64), String> {
+            self.memory.clone()
+        }
+        fn compute_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String> {
+            Ok(self.compute.clone())
+        }
+        fn graphics_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String> {
+            Ok(self.graphics.clone())
+        }
+    }
+
+    #[test]
+    fn merge_is_max_not_sum() {
+        let m = merge_process_lists(
+            &[(10, Some(500)), (11, Some(100)), (12, None)],
+            &[(10, Some(300)), (11, Some(900)), (12, Some(7)), (13, None)],
+        );
+        assert_eq!(m[&10], Some(500));
+        assert_eq!(m[&11], Some(900));
+        assert_eq!(m[&12], Some(7));
+        assert_eq!(m[&13], None);
+        assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn reads_a_fake_device() {
+        let dev = FakeDevice {
+            memory: Ok((24 << 30, 10 << 30)),
+            compute: vec![(42, Some(8 << 30))],
+            graphics: vec![(42, Some(8 << 30)), (43, Some(1 << 30))],
+        };
+        let r = read_device(&dev, 0, true, |bus| (bus == "0000:01:00.0").then_some(1));
+        assert_eq!(r.gpu.name, "NVIDIA GeForce RTX 4090 [2J");
+        assert_eq!(r.gpu.bus_id, "0000:01:00.0");
+        assert_eq!(r.gpu.numa_node, Some(1));
+        assert_eq!(r.gpu.vram_total_bytes, Some(24 << 30));
+        assert_eq!(r.gpu.vram_free_bytes(), Some(14 << 30));
+        assert_eq!(r.processes[&42], Some(8 << 30));
+        assert_eq!(r.processes[&43], Some(1 << 30));
+        assert_eq!(r.gpu.error, None);
+        let cheap = read_device(&dev, 0, false, |_| None);
+        assert!(cheap.processes.is_empty());
+    }
+
+    #[test]
+    fn a_device_without_memory_info_is_still_shown() {
+        let dev = FakeDevice {
+            memory: Err("Not Supported".into()),
+            compute: vec![],
+            graphics: vec![],
+        };
+        let r = read_device(&dev, 3, true, |_| None);
+        assert_eq!(r.gpu.index, 3);
+        assert_eq!(r.gpu.vram_total_bytes, None);
+        assert_eq!(r.gpu.error.as_deref(), Some("memory: Not Supported"));
+    }
+
+    #[test]
+    fn real_nvml_degrades_without_a_driver() {
+        // On a machine without the NVIDIA driver this must be an error string, not a crash;
+        // on one with it, the device count must be readable.
+        match Nvml::init() {
+            Ok(nvml) => assert!(nvml.device_count().is_ok()),
+            Err(e) => assert!(!e.is_empty()),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! memwarden-probe reads a machine, once, into a [`Snapshot`]: host RAM, processes, cgroups,
+//! GPUs (NVML and DRM) and NUMA nodes. Every read goes through a [`HostRoot`] so that a fake
+//! machine laid out as a directory tree can stand in for the real one. No policy, no history.
+
+pub mod cgroup;
+pub mod fdinfo;
+pub mod gpu;
+pub mod meminfo;
+pub mod net;
+pub mod numa;
+pub mod probe;
+pub mod process;
+pub mod root;
+pub mod sanitize;
+pub mod size;
+pub mod snapshot;
+
+pub use gpu::GpuSourceKind;
+pub use probe::Probe;
+pub use root::HostRoot;
+pub use snapshot::Snapshot;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot use {} as the host root: {why}", root.display())]
+    BadRoot { root: PathBuf, why: String },
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file} is malformed: {why}")]
+    Malformed { file: String, why: String },
+    #[error("{0}")]
+    BadArgument(String),
+}

@@ -1,0 +1,184 @@
+//! The snapshot: one reading of the machine, in the shape of the JSON contract (DESIGN.md).
+//!
+//! Field names are a contract with users' scripts and with `record`/`analyze`/`top --replay`:
+//! add fields, never rename them. Sizes are bytes; `None` serialises as `null` and means
+//! "not known", never zero.
+
+use serde::{Deserialize, Serialize};
+
+/// The version written into every snapshot and recording line.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub taken_at_ms: u64,
+    pub hostname: String,
+    pub host: HostMemory,
+    pub gpus: Vec<Gpu>,
+    pub processes: Vec<Process>,
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+    #[serde(default)]
+    pub numa: Vec<NumaNode>,
+    /// Short notes on what was skipped or degraded while reading (a GPU source missing, a
+    /// malformed metrics endpoint, ...). Empty when everything was read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostMemory {
+    pub mem_total_bytes: u64,
+    pub mem_available_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_free_bytes: u64,
+    /// `some avg10=` of /proc/pressure/memory; `None` when the kernel has no PSI.
+    pub psi_memory_some_avg10: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    Nvidia,
+    Amd,
+    Intel,
+    Other,
+}
+
+impl Vendor {
+    /// From a PCI vendor id as sysfs prints it (`0x1002`).
+    pub fn from_pci_id(id: u32) -> Vendor {
+        match id {
+            0x10de => Vendor::Nvidia,
+            0x1002 => Vendor::Amd,
+            0x8086 => Vendor::Intel,
+            _ => Vendor::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::Nvidia => "nvidia",
+            Vendor::Amd => "amd",
+            Vendor::Intel => "intel",
+            Vendor::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub index: u32,
+    pub vendor: Vendor,
+    pub name: String,
+    /// PCI address in the kernel's form, `0000:03:00.0`.
+    pub bus_id: String,
+    pub numa_node: Option<u32>,
+    pub vram_total_bytes: Option<u64>,
+    pub vram_used_bytes: Option<u64>,
+    pub gtt_total_bytes: Option<u64>,
+    pub gtt_used_bytes: Option<u64>,
+    /// The GPU works mostly out of system RAM (GTT dwarfs the VRAM carve-out, as on APUs).
+    pub unified_memory: bool,
+    /// Why some figure of this device could not be read; `None` when all were.
+    pub error: Option<String>,
+}
+
+impl Gpu {
+    /// Free VRAM, when both figures are known.
+    pub fn vram_free_bytes(&self) -> Option<u64> {
+        Some(self.vram_total_bytes?.saturating_sub(self.vram_used_bytes?))
+    }
+
+    /// Free GTT, when both figures are known.
+    pub fn gtt_free_bytes(&self) -> Option<u64> {
+        Some(self.gtt_total_bytes?.saturating_sub(self.gtt_used_bytes?))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    /// Field 22 of /proc/PID/stat, in clock ticks since boot: with the pid, the identity.
+    pub starttime: u64,
+    pub uid: Option<u32>,
+    pub name: String,
+    pub cmdline: String,
+    pub rss_bytes: Option<u64>,
+    /// The process's memory cgroup path (v2 unified path, else the v1 memory controller's).
+    pub cgroup: Option<String>,
+    pub gpu: Vec<ProcessGpu>,
+}
+
+impl Process {
+    pub fn identity(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            starttime: self.starttime,
+        }
+    }
+
+    pub fn gpu_vram_bytes(&self) -> u64 {
+        self.gpu.iter().filter_map(|g| g.vram_bytes).sum()
+    }
+
+    pub fn gpu_gtt_bytes(&self) -> u64 {
+        self.gpu.iter().filter_map(|g| g.gtt_bytes).sum()
+    }
+}
+
+/// A process's identity: a pid alone is reused by the kernel, the pair is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessId {
+    pub pid: u32,
+    pub starttime: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessGpu {
+    pub gpu_index: u32,
+    pub vram_bytes: Option<u64>,
+    pub gtt_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    Container,
+    Service,
+    Pod,
+    Process,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResidentSource {
+    Cgroup,
+    Estimate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    pub id: String,
+    pub kind: WorkloadKind,
+    /// `docker`, `podman`, `containerd`, `cri-o`, `kubernetes`, `systemd`, or `null`.
+    pub runtime: Option<String>,
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub cgroup_bytes: Option<u64>,
+    pub estimate_bytes: Option<u64>,
+    pub resident_bytes: u64,
+    pub resident_source: ResidentSource,
+    pub gpu_vram_bytes: u64,
+    pub gpu_gtt_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumaNode {
+    pub node: u32,
+    /// The kernel's cpulist form, `0-7,16-23`.
+    pub cpus: String,
+    pub mem_total_bytes: u64,
+    pub mem_free_bytes: u64,
+}

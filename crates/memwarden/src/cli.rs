@@ -1,0 +1,57 @@
+//! The command line: global options and one subcommand per question memwarden answers.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cmd;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memwarden",
+    version,
+    about = "Keeps order in the memory of machines that run AI workloads: GPU memory and host RAM",
+    long_about = "Keeps order in the memory of machines that run AI workloads.\n\n\
+memwarden shows who holds GPU memory (VRAM, and GTT where the GPU shares system RAM) and host \
+RAM, tells where it is heading, answers \"will this fit, how many, and where\" before a launch, \
+and, as a daemon in front of model servers, makes room on the GPU when a job needs it.",
+    after_help = "Exit codes: 0 success, 1 the answer is no (does not fit, swapping), 2 bad input."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Read /proc, /sys and /run under this directory instead of / (a fake machine, a
+    /// container's view of the host)
+    #[arg(
+        long,
+        global = true,
+        env = "MEMWARDEN_ROOT",
+        default_value = "/",
+        value_name = "DIR"
+    )]
+    pub root: PathBuf,
+    /// Where GPU figures come from: auto (NVML if the NVIDIA driver loads, plus DRM devices),
+    /// nvml, drm or none
+    #[arg(
+        long,
+        global = true,
+        env = "MEMWARDEN_GPU_SOURCE",
+        default_value = "auto",
+        value_name = "SOURCE"
+    )]
+    pub gpu_source: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Who holds the memory right now: host, GPUs, workloads and processes
+    Snapshot(cmd::snapshot::SnapshotArgs),
+    /// Append a snapshot per interval to a JSON Lines file, for `analyze` and `top --replay`
+    Record(cmd::record::RecordArgs),
+}

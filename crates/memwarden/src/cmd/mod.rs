@@ -1,0 +1,26 @@
+//! One module per subcommand; each turns its arguments into library calls and output.
+
+pub mod record;
+pub mod snapshot;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
+
+use crate::cli::{Cli, Command, Global};
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Snapshot(a) => snapshot::run(g, a),
+        Command::Record(a) => record::run(g, a),
+    }
+}
+
+/// The probe for the global options: the root must exist, the GPU source must be known.
+pub fn probe(g: &Global) -> Result<Probe> {
+    let source: GpuSourceKind = g.gpu_source.parse()?;
+    let root = HostRoot::new(&g.root)?;
+    Ok(Probe::new(root, source))
+}

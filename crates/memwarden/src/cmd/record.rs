@@ -1,0 +1,97 @@
+//! `memwarden record`: one snapshot JSON per line, appended, flushed, never half-written.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::cli::Global;
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The JSON Lines file to append to (created when missing)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Time between snapshots (`1s`, `500ms`, `2m`)
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Stop after this many snapshots
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    pub count: Option<u64>,
+    /// Stop after this long (`10m`, `1h`)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+pub fn run(g: &Global, args: RecordArgs) -> Result<ExitCode> {
+    if args.interval.is_zero() {
+        bail!("--interval must be more than zero");
+    }
+    if args.count == Some(0) {
+        bail!("--count must be at least 1");
+    }
+    let mut probe = super::probe(g)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("cannot open {}", args.out.display()))?;
+    // A recording cut off by a crash or a full disk may end in a half line: start ours on a
+    // fresh line so that only that line is lost, and readers skip it.
+    if file.metadata()?.len() > 0 {
+        let mut last = [0u8];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let snap = probe.snapshot()?;
+        let mut line = serde_json::to_string(&snap)?;
+        line.push('\n');
+        // One write of the whole line to a file opened for append: a signal arriving now only
+        // sets the flag, so the line is never cut.
+        file.write_all(line.as_bytes())
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
+        file.flush()?;
+        written += 1;
+        if args.count.is_some_and(|c| written >= c)
+            || args.duration.is_some_and(|d| started.elapsed() >= d)
+        {
+            break;
+        }
+        next += args.interval;
+        // Sleep in short steps so Ctrl-C stops within 50 ms.
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+        }
+        if Instant::now() > next + args.interval {
+            // A snapshot took longer than the interval: do not fire a burst to catch up.
+            next = Instant::now();
+        }
+    }
+    eprintln!(
+        "memwarden: recorded {written} snapshot(s) to {}",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
