@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod fdinfo;
+pub mod framework;
 pub mod gpu;
 pub mod meminfo;
 pub mod net;
@@ -12,6 +13,7 @@ pub mod probe;
 pub mod process;
 pub mod root;
 pub mod sanitize;
+pub mod scrape;
 pub mod size;
 pub mod snapshot;
 
