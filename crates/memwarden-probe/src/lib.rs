@@ -3,9 +3,11 @@
 //! machine laid out as a directory tree can stand in for the real one. No policy, no history.
 
 pub mod cgroup;
+pub mod fakeroot;
 pub mod fdinfo;
 pub mod framework;
 pub mod gpu;
+pub mod incremental;
 pub mod meminfo;
 pub mod net;
 pub mod numa;

@@ -110,6 +110,12 @@ impl Probe {
         self.read_gpus(false).0
     }
 
+    /// Devices and NVML's per-process VRAM by pid. The process lists are slow and take the
+    /// driver lock: callers that sample often read them about once a second.
+    pub fn gpus_with_processes(&mut self) -> (Vec<Gpu>, BTreeMap<u32, Vec<ProcessGpu>>) {
+        self.read_gpus(true)
+    }
+
     /// Devices, and NVML's per-process VRAM when `with_processes`.
     fn read_gpus(&mut self, with_processes: bool) -> (Vec<Gpu>, BTreeMap<u32, Vec<ProcessGpu>>) {
         let mut gpus = Vec::new();
@@ -325,7 +331,7 @@ impl Probe {
 }
 
 /// Sums DRM clients per process and device, mapping `drm-pdev` to the GPU with that bus id.
-fn attribute_drm(
+pub(crate) fn attribute_drm(
     gpus: &[Gpu],
     clients: Vec<(u32, DrmClient)>,
     notes: &mut Vec<String>,

@@ -1,0 +1,395 @@
+//! A cheaper reading for a view that samples every second: what does not change during a
+//! process's life (its uid, cmdline, cgroup, which of its fds are DRM clients) is read once
+//! per process identity `(pid, starttime)` and kept; a steady-state sample reads the process's
+//! `stat` (its RSS) and nothing else, plus the fdinfo of the fds already known to be GPU
+//! clients. NVML's per-process lists, slow and taken under the driver lock, are read at most
+//! once per `nvml_every`; the device figures in between are cheap.
+//!
+//! What the cache can miss: a process that changes uid or cgroup after start keeps the first
+//! reading, and a process that opens a GPU device later is noticed at the next fd rescan
+//! (every `fd_rescan_every` samples).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::cgroup::parse_proc_cgroup;
+use crate::fdinfo::{DrmClient, parse_drm_fdinfo};
+use crate::probe::{Probe, attribute_drm, now_ms};
+use crate::root::ReadBuf;
+use crate::snapshot::{Gpu, NumaNode, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot};
+use crate::{ProbeError, numa, process, sanitize};
+
+/// What is kept per process identity.
+#[derive(Debug, Clone)]
+struct Known {
+    starttime: u64,
+    ppid: u32,
+    uid: Option<u32>,
+    /// A process without VmRSS (a kernel thread) has no resident figure at all.
+    has_rss: bool,
+    cmdline: String,
+    cgroup: Option<String>,
+    /// fd numbers whose fdinfo named a DRM driver at the last scan.
+    drm_fds: Vec<u32>,
+    fds_scanned_at: u64,
+}
+
+/// One sample: the snapshot, and the parent of each pid (for a process tree).
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub snapshot: Snapshot,
+    pub parents: HashMap<u32, u32>,
+}
+
+#[derive(Debug)]
+pub struct Sampler {
+    probe: Probe,
+    proc_dir: String,
+    buf: ReadBuf,
+    known: HashMap<u32, Known>,
+    samples: u64,
+    nvml_every: Duration,
+    nvml_at: Option<Instant>,
+    nvml_procs: BTreeMap<u32, Vec<ProcessGpu>>,
+    fd_rescan_every: u64,
+    hostname: String,
+    numa: Vec<NumaNode>,
+}
+
+impl Sampler {
+    pub fn new(probe: Probe) -> Sampler {
+        let proc_dir = probe
+            .root()
+            .dir()
+            .join("proc")
+            .to_string_lossy()
+            .into_owned();
+        let hostname = probe.hostname();
+        Sampler {
+            probe,
+            proc_dir,
+            buf: ReadBuf::default(),
+            known: HashMap::new(),
+            samples: 0,
+            nvml_every: Duration::from_secs(1),
+            nvml_at: None,
+            nvml_procs: BTreeMap::new(),
+            fd_rescan_every: 10,
+            hostname,
+            numa: Vec::new(),
+        }
+    }
+
+    /// How often NVML's process lists are read (at least the default second is advised).
+    pub fn set_nvml_every(&mut self, every: Duration) {
+        self.nvml_every = every;
+    }
+
+    /// Every how many samples the fds of known processes are scanned again for GPU clients.
+    pub fn set_fd_rescan_every(&mut self, samples: u64) {
+        self.fd_rescan_every = samples.max(1);
+    }
+
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    /// How many process identities are cached (for tests and the memory budget).
+    pub fn cached(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn sample(&mut self) -> Result<Sample, ProbeError> {
+        self.sample_at(Instant::now())
+    }
+
+    /// A sample, with `now` deciding whether NVML's process lists are due.
+    pub fn sample_at(&mut self, now: Instant) -> Result<Sample, ProbeError> {
+        let host = self.probe.host_memory()?;
+        let nvml_due = self
+            .nvml_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.nvml_every);
+        let gpus: Vec<Gpu> = if nvml_due {
+            let (gpus, per_pid) = self.probe.gpus_with_processes();
+            self.nvml_procs = per_pid;
+            self.nvml_at = Some(now);
+            // Slow-changing facts ride on the same once-a-second beat.
+            self.hostname = self.probe.hostname();
+            self.numa = numa::read_nodes(self.probe.root());
+            gpus
+        } else {
+            self.probe.gpus()
+        };
+        self.samples += 1;
+        let (mut processes, parents, clients) = self.scan();
+        let mut notes = Vec::new();
+        if let Some(n) = self.probe.gpu_notice(&gpus) {
+            notes.push(n);
+        }
+        let drm = attribute_drm(&gpus, clients, &mut notes);
+        for p in &mut processes {
+            if let Some(list) = self.nvml_procs.get(&p.pid) {
+                p.gpu.extend(list.iter().cloned());
+            }
+            if let Some(list) = drm.get(&p.pid) {
+                p.gpu.extend(list.iter().cloned());
+            }
+        }
+        Ok(Sample {
+            snapshot: Snapshot {
+                version: SNAPSHOT_VERSION,
+                taken_at_ms: now_ms(),
+                hostname: self.hostname.clone(),
+                host,
+                gpus,
+                processes,
+                workloads: Vec::new(),
+                numa: self.numa.clone(),
+                notes,
+            },
+            parents,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn scan(&mut self) -> (Vec<Process>, HashMap<u32, u32>, Vec<(u32, DrmClient)>) {
+        let mut pids: Vec<u32> = match std::fs::read_dir(&self.proc_dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        pids.sort_unstable();
+        let page = self.probe.page_size();
+        let mut out = Vec::with_capacity(pids.len());
+        let mut parents = HashMap::with_capacity(pids.len());
+        let mut clients = Vec::new();
+        let mut seen_clients: HashSet<(Option<String>, u64)> = HashSet::new();
+        let mut live: HashSet<u32> = HashSet::with_capacity(pids.len());
+        let mut path = String::with_capacity(self.proc_dir.len() + 32);
+        for pid in pids {
+            set_path(&mut path, &self.proc_dir, pid, "stat");
+            let Ok(stat) = self.buf.read(path.as_ref()) else {
+                continue;
+            };
+            let Some(st) = process::parse_stat(stat) else {
+                continue;
+            };
+            let name = sanitize::sanitize_bytes(st.comm, sanitize::NAME_MAX);
+            let (starttime, ppid, rss_pages) = (st.starttime, st.ppid, st.rss_pages);
+            let fresh = self
+                .known
+                .get(&pid)
+                .is_none_or(|k| k.starttime != starttime);
+            if fresh {
+                let k = self.read_static(pid, starttime, ppid, &mut path);
+                self.known.insert(pid, k);
+            }
+            let rescan = self.known.get(&pid).is_some_and(|k| {
+                self.samples.saturating_sub(k.fds_scanned_at) >= self.fd_rescan_every
+            });
+            if rescan {
+                let fds = self.scan_drm_fds(pid, &mut path);
+                if let Some(k) = self.known.get_mut(&pid) {
+                    k.drm_fds = fds;
+                    k.fds_scanned_at = self.samples;
+                }
+            }
+            let Some(k) = self.known.get(&pid) else {
+                continue;
+            };
+            for &fd in &k.drm_fds.clone() {
+                set_path(&mut path, &self.proc_dir, pid, "fdinfo");
+                path.push('/');
+                path.push_str(&fd.to_string());
+                let Ok(buf) = self.buf.read(path.as_ref()) else {
+                    continue;
+                };
+                let Some(client) = parse_drm_fdinfo(buf) else {
+                    continue;
+                };
+                if let Some(id) = client.client_id
+                    && !seen_clients.insert((client.pdev.clone(), id))
+                {
+                    continue;
+                }
+                clients.push((pid, client));
+            }
+            let Some(k) = self.known.get_mut(&pid) else {
+                continue;
+            };
+            k.ppid = ppid;
+            live.insert(pid);
+            parents.insert(pid, ppid);
+            out.push(Process {
+                pid,
+                starttime,
+                uid: k.uid,
+                name,
+                cmdline: k.cmdline.clone(),
+                rss_bytes: k.has_rss.then(|| rss_pages.saturating_mul(page)),
+                cgroup: k.cgroup.clone(),
+                gpu: Vec::new(),
+            });
+        }
+        self.known.retain(|pid, _| live.contains(pid));
+        (out, parents, clients)
+    }
+
+    /// The facts read once per identity: uid (and whether it has an RSS), cmdline, cgroup, and
+    /// its DRM fds.
+    fn read_static(&mut self, pid: u32, starttime: u64, ppid: u32, path: &mut String) -> Known {
+        set_path(path, &self.proc_dir, pid, "status");
+        let status = self.buf.read(path.as_ref()).ok().map(process::parse_status);
+        set_path(path, &self.proc_dir, pid, "cmdline");
+        let cmdline = self
+            .buf
+            .read(path.as_ref())
+            .map(process::parse_cmdline)
+            .unwrap_or_default();
+        set_path(path, &self.proc_dir, pid, "cgroup");
+        let cgroup = self
+            .buf
+            .read(path.as_ref())
+            .ok()
+            .and_then(|b| parse_proc_cgroup(std::str::from_utf8(b).ok()?))
+            .map(|c| sanitize::sanitize(&c.path, sanitize::CMDLINE_MAX));
+        let drm_fds = self.scan_drm_fds(pid, path);
+        Known {
+            starttime,
+            ppid,
+            uid: status.and_then(|s| s.uid),
+            // An unreadable status leaves stat's counter, which every process has.
+            has_rss: status.is_none_or(|s| s.rss_bytes.is_some()),
+            cmdline,
+            cgroup,
+            drm_fds,
+            fds_scanned_at: self.samples,
+        }
+    }
+
+    fn scan_drm_fds(&mut self, pid: u32, path: &mut String) -> Vec<u32> {
+        set_path(path, &self.proc_dir, pid, "fdinfo");
+        let Ok(entries) = std::fs::read_dir(&*path) else {
+            return Vec::new();
+        };
+        let dir = PathBuf::from(&*path);
+        let mut fds = Vec::new();
+        for entry in entries.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(buf) = self.buf.read(&dir.join(entry.file_name())) else {
+                continue;
+            };
+            if parse_drm_fdinfo(buf).is_some() {
+                fds.push(fd);
+            }
+        }
+        fds.sort_unstable();
+        fds
+    }
+}
+
+fn set_path(path: &mut String, proc_dir: &str, pid: u32, file: &str) {
+    use std::fmt::Write;
+    path.clear();
+    path.push_str(proc_dir);
+    let _ = write!(path, "/{pid}/{file}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakeroot::{FakeCard, FakeProcess, FakeRoot, amdgpu_fdinfo, plain_fdinfo};
+    use crate::gpu::GpuSourceKind;
+    use crate::root::HostRoot;
+
+    fn machine(dir: &std::path::Path) -> FakeRoot {
+        let root = FakeRoot::new(dir);
+        root.meminfo(16 << 20, 8 << 20, 0, 0).unwrap();
+        root.card(&FakeCard {
+            card: 0,
+            bus_id: "0000:c3:00.0".into(),
+            vendor: 0x1002,
+            device: 0x1586,
+            numa_node: -1,
+            vram_total: Some(512 << 20),
+            vram_used: Some(100 << 20),
+            gtt_total: Some(64 << 30),
+            gtt_used: Some(10 << 30),
+        })
+        .unwrap();
+        let mut gpu = FakeProcess::new(40, "llama-server");
+        gpu.fdinfo = vec![
+            (3, plain_fdinfo()),
+            (7, amdgpu_fdinfo("0000:c3:00.0", 5, "5 MiB", "8 GiB")),
+        ];
+        root.process(&FakeProcess::new(1, "init")).unwrap();
+        root.process(&gpu).unwrap();
+        root
+    }
+
+    #[test]
+    fn same_figures_as_a_full_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        machine(dir.path());
+        let host = HostRoot::new(dir.path()).unwrap();
+        let mut full = Probe::new(host.clone(), GpuSourceKind::Drm);
+        let want = full.snapshot().unwrap();
+        let mut s = Sampler::new(Probe::new(host, GpuSourceKind::Drm));
+        for _ in 0..3 {
+            let got = s.sample().unwrap();
+            assert_eq!(got.snapshot.processes, want.processes);
+            assert_eq!(got.snapshot.gpus, want.gpus);
+            assert_eq!(got.parents.get(&40), Some(&1));
+        }
+        assert_eq!(s.cached(), 2);
+    }
+
+    #[test]
+    fn a_reused_pid_is_read_again_and_gone_ones_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = machine(dir.path());
+        let host = HostRoot::new(dir.path()).unwrap();
+        let mut s = Sampler::new(Probe::new(host, GpuSourceKind::Drm));
+        s.sample().unwrap();
+        // pid 40 exits and a different program gets the same pid.
+        std::fs::remove_dir_all(dir.path().join("proc/40")).unwrap();
+        let mut other = FakeProcess::new(40, "bash");
+        other.starttime = 999_999;
+        other.cmdline = vec!["bash".into(), "-l".into()];
+        root.process(&other).unwrap();
+        let got = s.sample().unwrap();
+        let p = got.snapshot.processes.iter().find(|p| p.pid == 40).unwrap();
+        assert_eq!(p.cmdline, "bash -l");
+        assert!(p.gpu.is_empty());
+        std::fs::remove_dir_all(dir.path().join("proc/40")).unwrap();
+        s.sample().unwrap();
+        assert_eq!(s.cached(), 1);
+    }
+
+    #[test]
+    fn a_gpu_opened_later_is_found_at_the_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = machine(dir.path());
+        let host = HostRoot::new(dir.path()).unwrap();
+        let mut s = Sampler::new(Probe::new(host, GpuSourceKind::Drm));
+        s.set_fd_rescan_every(2);
+        s.sample().unwrap();
+        let mut init = FakeProcess::new(1, "init");
+        init.fdinfo = vec![(9, amdgpu_fdinfo("0000:c3:00.0", 6, "1 MiB", "1 GiB"))];
+        root.process(&init).unwrap();
+        let gpu_of_1 = |s: &mut Sampler| {
+            let got = s.sample().unwrap();
+            got.snapshot.processes[0].gpu_gtt_bytes()
+        };
+        assert_eq!(gpu_of_1(&mut s), 0);
+        assert_eq!(gpu_of_1(&mut s), 1 << 30);
+    }
+}

@@ -1,0 +1,199 @@
+//! `memwarden snapshot` and `record` as a user runs them: the real binary, on the real machine
+//! and on fake ones.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use memwarden_probe::fakeroot::{FakeProcess, FakeRoot};
+use serde_json::Value;
+
+fn memwarden(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memwarden"))
+        .args(args)
+        .env_remove("MEMWARDEN_ROOT")
+        .env_remove("MEMWARDEN_GPU_SOURCE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// One line naming the problem, exit 2, no panic.
+fn assert_bad_input(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn kib(meminfo: &str, key: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+#[test]
+fn real_machine_host_figures_match_proc_meminfo() {
+    let before = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let out = memwarden(&["snapshot", "--json"]);
+    let after = std::fs::read_to_string("/proc/meminfo").unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = &snap["host"];
+    assert_eq!(host["mem_total_bytes"], kib(&before, "MemTotal:") * 1024);
+    assert_eq!(host["swap_total_bytes"], kib(&before, "SwapTotal:") * 1024);
+    // MemAvailable moves while we read: it must lie between the readings around ours (with a
+    // small margin for the moves between them).
+    let avail = host["mem_available_bytes"].as_u64().unwrap();
+    let (a, b) = (
+        kib(&before, "MemAvailable:") * 1024,
+        kib(&after, "MemAvailable:") * 1024,
+    );
+    let margin = 64 << 20;
+    assert!(
+        avail + margin >= a.min(b) && avail <= a.max(b) + margin,
+        "{avail} vs {a}..{b}"
+    );
+    // Our own process is in the list, with its identity.
+    let me = std::process::id();
+    let procs = snap["processes"].as_array().unwrap();
+    assert!(
+        procs
+            .iter()
+            .any(|p| p["pid"] == me && p["starttime"].as_u64().unwrap() > 0)
+    );
+    for key in [
+        "version",
+        "taken_at_ms",
+        "hostname",
+        "host",
+        "gpus",
+        "processes",
+        "workloads",
+        "numa",
+    ] {
+        assert!(snap.get(key).is_some(), "missing {key}");
+    }
+}
+
+#[test]
+fn table_on_a_fake_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = FakeRoot::new(tmp.path());
+    root.meminfo(32 << 20, 16 << 20, 0, 0).unwrap();
+    let mut p = FakeProcess::new(42, "trainer");
+    p.rss_kib = Some(3 << 20);
+    p.cmdline = vec!["python3".into(), "train.py".into()];
+    root.process(&p).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let out = memwarden(&["--root", dir, "snapshot"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(text.starts_with("fakehost  RAM ["), "{text}");
+    assert!(
+        text.contains(" 50% 16 GiB / 32 GiB used, 16 GiB available"),
+        "{text}"
+    );
+    assert!(text.contains("trainer"), "{text}");
+    assert!(text.contains("python3 train.py"), "{text}");
+    assert_eq!(stderr(&out), "memwarden: no GPU found: host memory only\n");
+}
+
+#[test]
+fn bad_inputs_exit_2_with_one_line() {
+    assert_bad_input(
+        &memwarden(&["--root", "/no/such/dir", "snapshot"]),
+        "cannot use /no/such/dir as the host root",
+    );
+    assert_bad_input(
+        &memwarden(&["--gpu-source", "cuda", "snapshot"]),
+        "unknown GPU source \"cuda\"",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = FakeRoot::new(tmp.path());
+    root.file("/proc/meminfo", "MemTotal: many\n").unwrap();
+    assert_bad_input(
+        &memwarden(&["--root", tmp.path().to_str().unwrap(), "snapshot", "--json"]),
+        "/proc/meminfo is malformed: MemTotal has no size in kB",
+    );
+    assert_bad_input(&memwarden(&["snapshot", "--bogus"]), "--bogus");
+    assert_bad_input(
+        &memwarden(&["record", "--out", "/dev/null", "--interval", "soon"]),
+        "soon",
+    );
+}
+
+#[test]
+fn record_appends_whole_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run.jsonl");
+    // A recording that an earlier crash left with a half line.
+    std::fs::write(&out, "{\"version\":1,\"taken").unwrap();
+    let o = memwarden(&[
+        "record",
+        "--out",
+        out.to_str().unwrap(),
+        "--interval",
+        "10ms",
+        "--count",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        lines[0], "{\"version\":1,\"taken",
+        "the half line stays alone"
+    );
+    for l in &lines[1..] {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["version"], 1);
+    }
+    assert!(text.ends_with('\n'));
+}
+
+#[test]
+fn record_stops_cleanly_on_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memwarden"))
+        .args([
+            "record",
+            "--out",
+            out.to_str().unwrap(),
+            "--interval",
+            "20ms",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for a first line, then interrupt as Ctrl-C does.
+    for _ in 0..200 {
+        if std::fs::read_to_string(&out).is_ok_and(|t| t.contains('\n')) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.ends_with('\n'));
+    assert!(!text.is_empty());
+    for l in text.lines() {
+        serde_json::from_str::<Value>(l).unwrap();
+    }
+}
