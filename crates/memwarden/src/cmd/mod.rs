@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its arguments into library calls and output.
 
+pub mod estimate;
 pub mod record;
 pub mod snapshot;
 
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Snapshot(a) => snapshot::run(g, a),
         Command::Record(a) => record::run(g, a),
+        Command::Estimate(a) => estimate::run(g, a),
     }
 }
 

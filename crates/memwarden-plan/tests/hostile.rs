@@ -1,0 +1,173 @@
+//! Lying, truncated and fuzzed GGUF headers: a clear error, never a panic or a huge allocation.
+
+mod common;
+
+use std::io::Cursor;
+
+use common::gguf_writer::{Gguf, Meta, llama, put_str};
+use memwarden_plan::gguf;
+use proptest::prelude::*;
+
+fn parse(bytes: &[u8]) -> Result<gguf::Header, String> {
+    gguf::parse(Cursor::new(bytes), bytes.len() as u64).map_err(|e| e.to_string())
+}
+
+fn prefix(tensors: u64, kvs: u64) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(tensors.to_le_bytes());
+    b.extend(kvs.to_le_bytes());
+    b
+}
+
+#[test]
+fn a_tensor_count_of_2_pow_40_is_refused_before_allocating() {
+    let b = prefix(1 << 40, 0);
+    let e = parse(&b).unwrap_err();
+    assert!(e.contains("claims 1099511627776 tensors"), "{e}");
+}
+
+#[test]
+fn a_huge_metadata_count_is_refused() {
+    let e = parse(&prefix(0, u64::MAX)).unwrap_err();
+    assert!(e.contains("metadata key/values"), "{e}");
+}
+
+#[test]
+fn a_string_length_past_the_end() {
+    let mut b = prefix(0, 1);
+    b.extend((1u64 << 50).to_le_bytes());
+    b.extend(b"general.architecture");
+    let e = parse(&b).unwrap_err();
+    assert!(e.contains("needs 1125899906842624 bytes"), "{e}");
+    assert!(e.contains("file ends at byte"), "{e}");
+}
+
+#[test]
+fn deeply_nested_arrays() {
+    let mut b = prefix(0, 1);
+    put_str(&mut b, "deep");
+    b.extend(9u32.to_le_bytes());
+    for _ in 0..100 {
+        b.extend(9u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+    }
+    b.extend(0u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    let e = parse(&b).unwrap_err();
+    assert!(e.contains("nested deeper"), "{e}");
+    assert!(e.contains("\"deep\""), "{e}");
+}
+
+#[test]
+fn an_array_longer_than_the_file() {
+    let mut b = prefix(0, 1);
+    put_str(&mut b, "a");
+    b.extend(9u32.to_le_bytes());
+    b.extend(4u32.to_le_bytes());
+    b.extend((1u64 << 60).to_le_bytes());
+    let e = parse(&b).unwrap_err();
+    assert!(e.contains("claims 1152921504606846976 elements"), "{e}");
+}
+
+#[test]
+fn huge_n_dims() {
+    let mut b = prefix(1, 0);
+    put_str(&mut b, "t");
+    b.extend(u32::MAX.to_le_bytes());
+    b.extend([0u8; 64]);
+    let e = parse(&b).unwrap_err();
+    assert!(e.contains("4294967295 dimensions"), "{e}");
+}
+
+#[test]
+fn dimensions_that_overflow() {
+    let mut b = prefix(1, 0);
+    put_str(&mut b, "t");
+    b.extend(2u32.to_le_bytes());
+    b.extend(u64::MAX.to_le_bytes());
+    b.extend(u64::MAX.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    let e = parse(&b).unwrap_err();
+    assert!(e.contains("64 bits"), "{e}");
+}
+
+#[test]
+fn not_gguf_old_and_big_endian() {
+    assert!(parse(b"GGML1234").unwrap_err().contains("magic"));
+    let mut v1 = b"GGUF".to_vec();
+    v1.extend(1u32.to_le_bytes());
+    assert!(parse(&v1).unwrap_err().contains("version 1"));
+    let mut be = b"GGUF".to_vec();
+    be.extend(3u32.to_be_bytes());
+    assert!(parse(&be).unwrap_err().contains("big-endian"));
+    assert!(parse(b"GG").unwrap_err().contains("file ends"));
+}
+
+#[test]
+fn truncated_data_is_a_truncated_download() {
+    let g = llama(2, 256, 4, 4, 512, 1);
+    let (head, len) = g.header();
+    let mut whole = head.clone();
+    whole.resize(len as usize, 0);
+    assert!(parse(&whole).is_ok());
+    whole.truncate(len as usize - 1);
+    let e = parse(&whole).unwrap_err();
+    assert!(e.contains("truncated download"), "{e}");
+    for cut in [10, head.len() / 2, head.len() - 1] {
+        let e = parse(&head[..cut]).unwrap_err();
+        assert!(
+            e.contains("file ends at byte") || e.contains("rest of the file"),
+            "cut {cut}: {e}"
+        );
+    }
+}
+
+#[test]
+fn unknown_types_are_named() {
+    let mut b = prefix(0, 1);
+    put_str(&mut b, "k");
+    b.extend(77u32.to_le_bytes());
+    assert!(parse(&b).unwrap_err().contains("unknown value type 77"));
+    let g = Gguf::new()
+        .kv("general.architecture", Meta::Str("llama".into()))
+        .tensor("t", &[32], 1);
+    let (mut head, len) = g.header();
+    // The tensor's type sits 12 bytes before the end of the infos (type u32 + offset u64).
+    let at = head.len() - 12;
+    head[at..at + 4].copy_from_slice(&4u32.to_le_bytes());
+    head.resize(len as usize, 0);
+    assert!(parse(&head).unwrap_err().contains("unknown ggml type 4"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any byte changed, any cut: an answer or an error, never a panic; and no allocation can
+    /// exceed the input, which the bounds checks guarantee and a 2^40 count above would expose.
+    #[test]
+    fn fuzzed_headers_never_panic(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let g = llama(2, 256, 4, 2, 512, 8)
+            .kv("x.nested", Meta::Array(9, vec![Meta::i32s(&[1, 2]), Meta::i32s(&[3])]));
+        let (head, len) = g.header();
+        let mut bytes = head;
+        bytes.resize(len as usize, 0);
+        for (i, v) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] = v;
+        }
+        let end = cut.index(bytes.len() + 1);
+        let _ = parse(&bytes[..end]);
+    }
+
+    #[test]
+    fn random_bytes_after_the_magic(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut b = b"GGUF\x03\0\0\0".to_vec();
+        b.extend(tail);
+        let _ = parse(&b);
+    }
+}

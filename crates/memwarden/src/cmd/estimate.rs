@@ -1,0 +1,221 @@
+//! `memwarden estimate MODEL`: will this model fit, and how? Reads the file's header only.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use memwarden_plan::estimate::{Estimate, EstimateOptions, KvType, estimate_file};
+use memwarden_probe::size::{format_size, parse_size};
+use memwarden_probe::snapshot::Gpu;
+
+use crate::cli::Global;
+
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// A GGUF file, a .safetensors file, or a directory of safetensors shards with config.json
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Context in tokens, the total over all parallel slots (llama.cpp's -c); default: the
+    /// model's trained context length
+    #[arg(long, value_name = "N")]
+    pub ctx: Option<u64>,
+    /// Parallel sequences sharing the context (llama.cpp's -np)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: u32,
+    /// Type of the K and V cache: f16, q8_0, q4_0 (also f32, bf16, q4_1, q5_0, q5_1, iq4_nl)
+    #[arg(long, default_value = "f16", value_name = "TYPE")]
+    pub kv_type: String,
+    /// Flash attention on (needed for a quantised V cache; pads the cache to 256 cells)
+    #[arg(long)]
+    pub flash_attn: bool,
+    /// Fit into this GPU's free memory, read live
+    #[arg(long, value_name = "IDX", conflicts_with = "vram")]
+    pub gpu: Option<u32>,
+    /// Fit into this much GPU memory (512MiB, 24GiB, …)
+    #[arg(long, value_name = "SIZE")]
+    pub vram: Option<String>,
+    /// Exit 0 when the model fits, 1 when it does not (needs --gpu or --vram)
+    #[arg(long)]
+    pub fits: bool,
+    /// Print every figure as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The free memory a model could use on a GPU; on a unified-memory GPU that is its GTT too.
+pub fn gpu_free(gpu: &Gpu) -> Option<u64> {
+    let vram = gpu.vram_free_bytes();
+    if gpu.unified_memory {
+        Some(vram.unwrap_or(0) + gpu.gtt_free_bytes()?)
+    } else {
+        vram
+    }
+}
+
+/// The GPU with index `idx`, or an error that lists the ones there are.
+pub fn find_gpu(g: &Global, idx: u32) -> Result<Gpu> {
+    let mut probe = super::probe(g)?;
+    let gpus = probe.gpus();
+    let known: Vec<String> = gpus.iter().map(|g| g.index.to_string()).collect();
+    gpus.into_iter().find(|g| g.index == idx).with_context(|| {
+        if known.is_empty() {
+            format!("no GPU with index {idx}: this machine shows no GPU")
+        } else {
+            format!("no GPU with index {idx} (GPUs here: {})", known.join(", "))
+        }
+    })
+}
+
+pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
+    let kv_type: KvType = args.kv_type.parse()?;
+    let (vram, gpu_label) = match (&args.vram, args.gpu) {
+        (Some(v), _) => (Some(parse_size(v).context("--vram")?), None),
+        (None, Some(idx)) => {
+            let gpu = find_gpu(g, idx)?;
+            let free = gpu_free(&gpu).with_context(|| {
+                format!("GPU {idx} ({}) reports no free-memory figure", gpu.name)
+            })?;
+            (Some(free), Some(format!("GPU {idx} ({})", gpu.name)))
+        }
+        (None, None) => (None, None),
+    };
+    if args.fits && vram.is_none() {
+        bail!("--fits needs --gpu IDX or --vram SIZE to fit into");
+    }
+    if !args.model.exists() {
+        bail!("model file {} does not exist", args.model.display());
+    }
+    let opts = EstimateOptions {
+        ctx: args.ctx,
+        parallel: args.parallel,
+        kv_type,
+        flash_attn: args.flash_attn,
+        vram_bytes: vram,
+        ..EstimateOptions::default()
+    };
+    let e = estimate_file(&args.model, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&e)?);
+    } else {
+        print!("{}", render(&e, gpu_label.as_deref()));
+    }
+    Ok(if args.fits && e.fits == Some(false) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn render(e: &Estimate, gpu: Option<&str>) -> String {
+    let mut out = String::new();
+    let fmt = match e.format {
+        memwarden_plan::model::ModelFormat::Gguf => "GGUF",
+        memwarden_plan::model::ModelFormat::Safetensors => "safetensors",
+    };
+    let slots = if e.parallel > 1 {
+        format!(
+            " ({} slots of {})",
+            e.parallel,
+            e.context / e.parallel as u64
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "model            {} ({fmt}, {} layers), context {} tokens{slots}, KV cache {}{}",
+        e.architecture,
+        e.layers,
+        e.context,
+        e.kv_type,
+        if e.flash_attn {
+            ", flash attention"
+        } else {
+            ""
+        }
+    );
+    let line = |out: &mut String, label: &str, bytes: u64, why: String| {
+        let _ = writeln!(out, "{label:<16} ~{:>10}  {why}", format_size(bytes));
+    };
+    line(
+        &mut out,
+        "weights",
+        e.weights_bytes,
+        "from the file's tensors".into(),
+    );
+    let swa = e
+        .kv_size_swa
+        .map(|s| format!(", sliding-window layers {s} cells"))
+        .unwrap_or_default();
+    line(
+        &mut out,
+        "KV cache",
+        e.kv_cache_bytes,
+        format!(
+            "{} cells{swa}: K {} + V {}",
+            e.kv_size,
+            format_size(e.kv_k_bytes),
+            format_size(e.kv_v_bytes)
+        ),
+    );
+    if e.recurrent_state_bytes > 0 {
+        line(
+            &mut out,
+            "recurrent state",
+            e.recurrent_state_bytes,
+            format!("{} sequence(s)", e.parallel),
+        );
+    }
+    line(
+        &mut out,
+        "compute buffers",
+        e.compute_bytes,
+        if e.flash_attn {
+            "estimate: logits and activations of one 512-token batch".into()
+        } else {
+            "estimate: logits, activations and attention scores of one 512-token batch".into()
+        },
+    );
+    line(
+        &mut out,
+        "runtime reserve",
+        e.runtime_bytes,
+        "estimate: GPU runtime context and allocator slack".into(),
+    );
+    line(&mut out, "total", e.total_bytes, "estimate".into());
+    if let (Some(vram), Some(fits)) = (e.vram_bytes, e.fits) {
+        let target = gpu.map_or_else(
+            || format!("{} of VRAM", format_size(vram)),
+            |g| format!("{g} with {} free", format_size(vram)),
+        );
+        if fits {
+            let _ = writeln!(
+                out,
+                "fits             yes: {target}, {} to spare",
+                format_size(vram - e.total_bytes)
+            );
+        } else {
+            let _ = write!(
+                out,
+                "fits             no: {target}, {} short",
+                format_size(e.total_bytes - vram)
+            );
+            match e.gpu_layers {
+                Some(n) => {
+                    let _ = writeln!(
+                        out,
+                        "; {n} of {} layers could be offloaded (llama.cpp -ngl {n})",
+                        e.layers
+                    );
+                }
+                None => out.push('\n'),
+            }
+        }
+    }
+    for n in &e.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}
