@@ -223,6 +223,13 @@ fn from_libraries(libs: &LibrarySet) -> Framework {
     Framework::Unknown
 }
 
+/// Whether the program is a Python interpreter (or a launcher of one), which loads framework
+/// libraries on import rather than at start.
+fn is_interpreter(cmdline: &str) -> bool {
+    let exe = basename(cmdline.split_ascii_whitespace().next().unwrap_or(""));
+    exe.starts_with("python") || exe == "uv" || exe == "env" || exe == "ipython" || exe == "jupyter"
+}
+
 fn basename(arg: &str) -> &str {
     arg.rsplit('/').next().unwrap_or(arg)
 }
@@ -276,8 +283,9 @@ fn maps_path(line: &str) -> Option<&str> {
     path.starts_with('/').then_some(path)
 }
 
-/// How long a library-based answer is trusted before /proc/PID/maps is read again: a Python
-/// process imports torch or jax some time after it starts.
+/// How long a library-based answer about a Python process is trusted before /proc/PID/maps is
+/// read again: it imports torch or jax some time after it starts. Other answers are kept for
+/// the life of the process.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(30);
 
 /// Beyond this many identities the cache starts over, so that a caller that never prunes
@@ -288,6 +296,9 @@ const MAX_ENTRIES: usize = 65_536;
 struct Entry {
     framework: Framework,
     checked_at: Instant,
+    /// Whether the answer can still change: a Python interpreter imports its frameworks as it
+    /// runs, where a compiled program has its libraries linked from the start.
+    may_change: bool,
 }
 
 /// Detection results per process identity. Keyed by `(pid, starttime)`, never the pid alone,
@@ -319,7 +330,7 @@ impl FrameworkCache {
     ) -> Framework {
         if id.starttime != 0
             && let Some(e) = self.entries.get(&id)
-            && (e.framework.is_final() || now.duration_since(e.checked_at) < RECHECK_AFTER)
+            && (!e.may_change || now.duration_since(e.checked_at) < RECHECK_AFTER)
         {
             return e.framework;
         }
@@ -333,6 +344,9 @@ impl FrameworkCache {
                 Entry {
                     framework,
                     checked_at: now,
+                    may_change: !framework.is_final()
+                        && framework != Framework::Jax
+                        && is_interpreter(cmdline),
                 },
             );
         }

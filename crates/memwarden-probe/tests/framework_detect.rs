@@ -161,6 +161,22 @@ fn library_answers_are_rechecked_command_line_answers_are_not() {
         Framework::Pytorch
     );
 
+    // A compiled program has its libraries from the start: its answer is kept.
+    let prog = ProcessId {
+        pid: 500,
+        starttime: 78,
+    };
+    set_maps(d.path(), 500, &[]);
+    assert_eq!(
+        cache.get_or_detect_at(&root, prog, "./saxpy", t0),
+        Framework::Unknown
+    );
+    set_maps(d.path(), 500, &[CUDART]);
+    assert_eq!(
+        cache.get_or_detect_at(&root, prog, "./saxpy", t0 + RECHECK_AFTER * 10),
+        Framework::Unknown
+    );
+
     // A server named on its command line stays what it is, without reading maps again.
     let srv = ProcessId {
         pid: 501,

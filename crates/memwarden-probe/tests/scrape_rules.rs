@@ -478,3 +478,53 @@ fn a_closed_port_is_a_short_error() {
         .unwrap_err();
     assert_eq!(e, ScrapeError::NotOwner { pid: me(), addr });
 }
+
+#[test]
+fn a_server_process_is_found_and_read_by_its_port() {
+    let server = serve_fixed("/metrics", PROMETHEUS, LLAMACPP);
+    let _noise = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cmdline = format!(
+        "/opt/llama/llama-server -m q.gguf --port {}",
+        server.addr.port()
+    );
+    let mut s = scraper();
+    let m = s
+        .scrape_process(&root(), me(), &cmdline, Framework::LlamaCpp)
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.requests_running, Some(1));
+    assert_eq!(server.hits(), 1);
+
+    // Not a server kind we ask, or Ollama's private runner: nothing is asked.
+    assert!(
+        s.scrape_process(&root(), me(), "python3 train.py", Framework::Pytorch)
+            .is_none()
+    );
+    let runner = format!(
+        "/usr/bin/ollama runner --model /m --port {}",
+        server.addr.port()
+    );
+    assert!(
+        s.scrape_process(&root(), me(), &runner, Framework::Ollama)
+            .is_none()
+    );
+    assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn a_process_listening_nowhere_is_said_so() {
+    let mut sleeper = match Command::new("sleep").arg("30").spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: cannot run sleep ({e})");
+            return;
+        }
+    };
+    let e = scraper()
+        .scrape_process(&root(), sleeper.id(), "vllm serve m", Framework::Vllm)
+        .unwrap()
+        .unwrap_err();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(e, ScrapeError::NoListener(sleeper.id()));
+}

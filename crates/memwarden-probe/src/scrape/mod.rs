@@ -131,6 +131,8 @@ pub enum ScrapeError {
     Connect(String),
     #[error("malformed answer: {0}")]
     Malformed(String),
+    #[error("process {0} listens on no TCP port we can see")]
+    NoListener(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +255,49 @@ impl Scraper {
             },
         );
         outcome
+    }
+}
+
+/// At most this many of a process's listening ports are tried when none is the one its command
+/// line or framework names: a port that is not HTTP can hold a request until the time limit.
+const MAX_UNNAMED_TRIES: usize = 2;
+
+impl Scraper {
+    /// Reads the metrics of the server that process `pid` runs, found among the ports it
+    /// listens on (see [`candidate_addrs`]). `None` when its framework is not a server we know
+    /// how to ask (or is Ollama's model runner, whose figures come from `ollama serve`).
+    pub fn scrape_process(
+        &mut self,
+        root: &HostRoot,
+        pid: u32,
+        cmdline: &str,
+        framework: Framework,
+    ) -> Option<Result<ServerMetrics, ScrapeError>> {
+        let kind = ServerKind::for_framework(framework)?;
+        if ports::is_ollama_runner(cmdline, framework) {
+            return None;
+        }
+        let addrs = candidate_addrs(root, pid, cmdline, framework);
+        let named = ports::preferred_port(cmdline, framework);
+        let tries: Vec<SocketAddr> = match addrs.first() {
+            None => return Some(Err(ScrapeError::NoListener(pid))),
+            Some(a) if Some(a.port()) == named => addrs
+                .iter()
+                .copied()
+                .take_while(|a| Some(a.port()) == named)
+                .collect(),
+            Some(_) => addrs.iter().copied().take(MAX_UNNAMED_TRIES).collect(),
+        };
+        let mut first_error = None;
+        for addr in tries {
+            match self.scrape(root, pid, kind, addr) {
+                Ok(m) => return Some(Ok(m)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map(Err)
     }
 }
 

@@ -53,18 +53,25 @@ pub fn candidate_addrs(
         .collect();
     addrs.sort_by_key(|a| (a.is_ipv6(), a.port(), !a.ip().is_loopback(), a.ip()));
     addrs.dedup();
-    let runner =
-        framework == Framework::Ollama && cmdline.split_ascii_whitespace().nth(1) == Some("runner");
-    let preferred = if runner {
-        None
-    } else {
-        cmdline_port(cmdline).or(default_port(framework))
-    };
-    if let Some(p) = preferred {
+    if let Some(p) = preferred_port(cmdline, framework) {
         // Stable: keeps IPv4 ahead of IPv6 among the preferred port's listeners.
         addrs.sort_by_key(|a| a.port() != p);
     }
     addrs
+}
+
+/// Whether the process is Ollama's model runner, which serves only its parent on a private
+/// port (`--port`), not the API.
+pub fn is_ollama_runner(cmdline: &str, framework: Framework) -> bool {
+    framework == Framework::Ollama && cmdline.split_ascii_whitespace().nth(1) == Some("runner")
+}
+
+/// The port the server most likely answers on: its `--port`, else its framework's default.
+pub fn preferred_port(cmdline: &str, framework: Framework) -> Option<u16> {
+    if is_ollama_runner(cmdline, framework) {
+        return None;
+    }
+    cmdline_port(cmdline).or(default_port(framework))
 }
 
 fn reachable(listen: IpAddr) -> IpAddr {
