@@ -1,1 +1,18 @@
-//! memwarden-broker.
+//! memwarden-broker: the daemon that sits in front of model servers sharing one GPU (or one
+//! machine's RAM) and makes room when a request or job needs it: admission with a ledger,
+//! least-recently-used eviction that respects coexistence and verifies that memory came back,
+//! a bounded queue, a streaming proxy, leases, status and Prometheus metrics.
+
+pub mod admission;
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod handle;
+pub mod lifecycle;
+pub mod measure;
+pub mod metrics;
+pub mod owner;
+
+pub use config::Config;
+pub use daemon::{Running, ServeOptions, serve_blocking, start};

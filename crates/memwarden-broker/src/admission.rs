@@ -1,0 +1,478 @@
+//! The admission decisions: pure functions of the broker's state, with no I/O and no clock
+//! (time comes in as values), so every rule can be tested on a made-up pool.
+
+use std::time::Duration;
+
+/// Where a consumer is in its life, as far as the broker knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Unloaded,
+    Loading,
+    Loaded,
+    Unloading,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Unloaded => "unloaded",
+            Phase::Loading => "loading",
+            Phase::Loaded => "loaded",
+            Phase::Unloading => "unloading",
+        }
+    }
+}
+
+/// A pool's figures at the moment of the decision.
+#[derive(Debug, Clone, Default)]
+pub struct PoolState {
+    /// The live free reading (MemAvailable, a GPU's free VRAM/GTT); `None` when unreadable.
+    pub live_free: Option<u64>,
+    /// The live total; `None` when unreadable.
+    pub live_total: Option<u64>,
+    /// With a capacity, the pool behaves as a device of that size.
+    pub capacity: Option<u64>,
+    pub cushion: u64,
+    /// Bytes promised to loads still under way (the ledger).
+    pub promised: u64,
+}
+
+/// What the decisions need to know of one consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerState {
+    pub pool: usize,
+    pub phase: Phase,
+    /// Its unload was answered but its memory stayed: not trusted as a victim.
+    pub stuck: bool,
+    /// Declared `resident` or the estimate: what a load is promised.
+    pub need: u64,
+    /// What its processes were last measured to hold, when they could be found.
+    pub measured: Option<u64>,
+    pub in_flight: u32,
+    pub max_concurrent: u32,
+    /// When its last work finished, in any monotonic unit (milliseconds since start).
+    pub last_used: Option<u64>,
+    /// Neither `pinned` nor `self_managed`, and the broker has a way to unload it.
+    pub evictable: bool,
+    /// Consumers it may share the pool with (both ways already).
+    pub coexist_with: Vec<usize>,
+}
+
+impl ConsumerState {
+    /// What it holds in its pool now. A loaded consumer's measurement replaces its declared
+    /// size once there is one; a loading one is covered by the ledger instead.
+    pub fn held(&self) -> u64 {
+        match self.phase {
+            Phase::Loaded | Phase::Unloading => self.measured.unwrap_or(self.need),
+            Phase::Unloaded if self.stuck => self.measured.unwrap_or(self.need),
+            Phase::Unloaded | Phase::Loading => 0,
+        }
+    }
+
+    fn may_coexist(&self, other: usize) -> bool {
+        self.coexist_with.contains(&other)
+    }
+}
+
+/// Why a request waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// A load of this consumer is under way: the request joins it.
+    Joining,
+    /// The consumer is being unloaded.
+    Unloading,
+    /// A consumer that may not share the pool with it is running work.
+    Busy { with: usize },
+    /// The consumer runs as many requests as it may.
+    Concurrency,
+    /// Memory is on its way back from an eviction already under way.
+    Reclaiming,
+    /// Not enough room, and the consumers that could give it are busy or stuck.
+    NoRoom { short_by: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Loaded and free to run: go.
+    Run,
+    /// Unloaded and it fits: promise its need in the ledger and load it.
+    Load,
+    /// Unload these (least recently used first), then decide again.
+    Evict(Vec<usize>),
+    Wait(Wait),
+    /// It can never fit, even with every consumer that may be evicted gone.
+    Never {
+        need: u64,
+        room: u64,
+    },
+}
+
+/// The pool's free memory as the broker sees it, before promises and cushion.
+pub fn pool_free(pool: &PoolState, pool_index: usize, consumers: &[ConsumerState]) -> u64 {
+    let held: u64 = consumers
+        .iter()
+        .filter(|c| c.pool == pool_index)
+        .map(|c| c.held())
+        .sum();
+    let cap_free = pool.capacity.map(|c| c.saturating_sub(held));
+    match (pool.live_free, cap_free) {
+        (Some(l), Some(c)) => l.min(c),
+        (Some(l), None) => l,
+        (None, Some(c)) => c,
+        // Nothing readable: nothing is promised on hope.
+        (None, None) => 0,
+    }
+}
+
+/// What a new load may take now: free, less the ledger, less the cushion.
+pub fn available(pool: &PoolState, pool_index: usize, consumers: &[ConsumerState]) -> u64 {
+    pool_free(pool, pool_index, consumers)
+        .saturating_sub(pool.promised)
+        .saturating_sub(pool.cushion)
+}
+
+/// Whether `a` and `b` may not hold the pool or run work at the same time.
+pub fn conflict(consumers: &[ConsumerState], a: usize, b: usize) -> bool {
+    a != b
+        && consumers[a].pool == consumers[b].pool
+        && !consumers[a].may_coexist(b)
+        && !consumers[b].may_coexist(a)
+}
+
+/// The decision for one request for consumer `target`.
+pub fn decide(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> Decision {
+    let c = &consumers[target];
+    match c.phase {
+        Phase::Loading => return Decision::Wait(Wait::Joining),
+        Phase::Unloading => return Decision::Wait(Wait::Unloading),
+        Phase::Loaded => {
+            if c.in_flight >= c.max_concurrent {
+                return Decision::Wait(Wait::Concurrency);
+            }
+            if let Some(with) = running_conflict(consumers, target) {
+                return Decision::Wait(Wait::Busy { with });
+            }
+            return Decision::Run;
+        }
+        Phase::Unloaded => {}
+    }
+    let avail = available(pool, c.pool, consumers);
+    if c.need <= avail {
+        return Decision::Load;
+    }
+    let room = best_room(pool, consumers, target);
+    if c.need > room {
+        return Decision::Never { need: c.need, room };
+    }
+    // Memory already on its way back is counted before anything else is evicted.
+    if consumers
+        .iter()
+        .any(|o| o.pool == c.pool && o.phase == Phase::Unloading)
+    {
+        return Decision::Wait(Wait::Reclaiming);
+    }
+    let short_by = c.need - avail;
+    match pick_victims(consumers, target, short_by) {
+        Some(v) => Decision::Evict(v),
+        None => Decision::Wait(Wait::NoRoom { short_by }),
+    }
+}
+
+/// A consumer running work now that `target` may not run beside.
+fn running_conflict(consumers: &[ConsumerState], target: usize) -> Option<usize> {
+    (0..consumers.len()).find(|&o| consumers[o].in_flight > 0 && conflict(consumers, target, o))
+}
+
+/// The most `target` could ever get: the pool's total less the cushion and less what stays
+/// whatever we do (pinned, self-managed, coexisting, stuck, and unloadable consumers).
+pub fn best_room(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> u64 {
+    let c = &consumers[target];
+    let Some(total) = pool.capacity.or(pool.live_total) else {
+        return 0;
+    };
+    let stays: u64 = consumers
+        .iter()
+        .enumerate()
+        .filter(|&(i, o)| {
+            i != target
+                && o.pool == c.pool
+                && (!conflict(consumers, target, i) || !o.evictable || o.stuck)
+        })
+        .map(|(_, o)| o.held())
+        .sum();
+    total.saturating_sub(stays).saturating_sub(pool.cushion)
+}
+
+/// Victims that free at least `short_by`: least recently used first, then the set is thinned
+/// so that no victim is unloaded that the others make unnecessary. `None` when the consumers
+/// that may be evicted now do not free enough.
+pub fn pick_victims(
+    consumers: &[ConsumerState],
+    target: usize,
+    short_by: u64,
+) -> Option<Vec<usize>> {
+    let mut candidates: Vec<usize> = (0..consumers.len())
+        .filter(|&i| {
+            let o = &consumers[i];
+            conflict(consumers, target, i)
+                && o.phase == Phase::Loaded
+                && o.evictable
+                && !o.stuck
+                && o.in_flight == 0
+        })
+        .collect();
+    // Never used sorts first (None < Some); ties go to the lower index, so the order is stable.
+    candidates.sort_by_key(|&i| (consumers[i].last_used, i));
+    let mut chosen = Vec::new();
+    let mut freed = 0u64;
+    for i in candidates {
+        if freed >= short_by {
+            break;
+        }
+        freed += consumers[i].held();
+        chosen.push(i);
+    }
+    if freed < short_by {
+        return None;
+    }
+    // Drop the most recently used victims the rest make unnecessary.
+    let mut k = chosen.len();
+    while k > 0 {
+        k -= 1;
+        let h = consumers[chosen[k]].held();
+        if freed - h >= short_by {
+            freed -= h;
+            chosen.remove(k);
+        }
+    }
+    Some(chosen)
+}
+
+/// The queue's order rule: once the oldest waiting request has waited a quarter of
+/// `max_wait`, it goes next whatever it needs; before that, requests that can run now go
+/// ahead of those that need an eviction.
+pub fn aged(waited: Duration, max_wait: Duration) -> bool {
+    waited >= max_wait / 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn consumer(need_mib: u64) -> ConsumerState {
+        ConsumerState {
+            pool: 0,
+            phase: Phase::Unloaded,
+            stuck: false,
+            need: need_mib * MIB,
+            measured: None,
+            in_flight: 0,
+            max_concurrent: u32::MAX,
+            last_used: None,
+            evictable: true,
+            coexist_with: Vec::new(),
+        }
+    }
+
+    fn loaded(need_mib: u64, last_used: u64) -> ConsumerState {
+        ConsumerState {
+            phase: Phase::Loaded,
+            last_used: Some(last_used),
+            ..consumer(need_mib)
+        }
+    }
+
+    /// A 1 GiB pool with no cushion and a live reading that is never the limit.
+    fn pool() -> PoolState {
+        PoolState {
+            live_free: Some(1 << 40),
+            live_total: Some(1 << 40),
+            capacity: Some(1024 * MIB),
+            cushion: 0,
+            promised: 0,
+        }
+    }
+
+    #[test]
+    fn loads_when_it_fits_and_runs_when_loaded() {
+        let cs = vec![consumer(300), loaded(300, 5)];
+        assert_eq!(decide(&pool(), &cs, 0), Decision::Load);
+        assert_eq!(decide(&pool(), &cs, 1), Decision::Run);
+    }
+
+    #[test]
+    fn evicts_least_recently_used_first() {
+        // 3 × 300 MiB loaded; a 300 MiB newcomer needs one of them to go: the oldest.
+        let cs = vec![
+            loaded(300, 30),
+            loaded(300, 10),
+            loaded(300, 20),
+            consumer(300),
+        ];
+        assert_eq!(decide(&pool(), &cs, 3), Decision::Evict(vec![1]));
+        // Never used loses before anything used.
+        let mut cs = cs;
+        cs[2].last_used = None;
+        assert_eq!(decide(&pool(), &cs, 3), Decision::Evict(vec![2]));
+    }
+
+    #[test]
+    fn prefers_the_smallest_set_that_frees_enough() {
+        // Oldest is small; the newcomer needs 600 MiB more: the small one alone does not do,
+        // and once the big one is taken the small one is unnecessary.
+        let cs = vec![
+            loaded(100, 1),
+            loaded(600, 2),
+            loaded(200, 3),
+            consumer(700),
+        ];
+        // free = 1024 - 900 = 124; short by 576.
+        assert_eq!(decide(&pool(), &cs, 3), Decision::Evict(vec![1]));
+    }
+
+    #[test]
+    fn coexistence_holds_both_ways() {
+        let mut cs = vec![loaded(600, 1), loaded(300, 2), consumer(500)];
+        // Declared on the newcomer's side only: the oldest may stay, the other goes.
+        cs[2].coexist_with = vec![0];
+        assert_eq!(
+            decide(&pool(), &cs, 2),
+            Decision::Never {
+                need: 500 * MIB,
+                room: 424 * MIB
+            }
+        );
+        let mut cs = vec![loaded(300, 1), loaded(300, 2), consumer(500)];
+        cs[0].coexist_with = vec![2]; // declared on the victim's side only
+        assert_eq!(decide(&pool(), &cs, 2), Decision::Evict(vec![1]));
+        // Coexisting consumers run work at the same time; others do not.
+        let mut cs = vec![loaded(300, 1), loaded(300, 2)];
+        cs[0].in_flight = 1;
+        assert_eq!(
+            decide(&pool(), &cs, 1),
+            Decision::Wait(Wait::Busy { with: 0 })
+        );
+        cs[1].coexist_with = vec![0];
+        assert_eq!(decide(&pool(), &cs, 1), Decision::Run);
+    }
+
+    #[test]
+    fn self_managed_and_pinned_are_never_chosen() {
+        let mut cs = vec![
+            loaded(400, 1),
+            loaded(400, 2),
+            loaded(100, 3),
+            consumer(400),
+        ];
+        cs[0].evictable = false; // pinned
+        cs[1].evictable = false; // self-managed
+        // Only the 100 MiB one could go, and that is not enough, ever.
+        assert!(matches!(decide(&pool(), &cs, 3), Decision::Never { .. }));
+        cs[1].evictable = true;
+        assert_eq!(decide(&pool(), &cs, 3), Decision::Evict(vec![1]));
+    }
+
+    #[test]
+    fn can_never_fit_fails_at_once_and_says_by_how_much() {
+        let cs = vec![loaded(300, 1), consumer(2048)];
+        match decide(&pool(), &cs, 1) {
+            Decision::Never { need, room } => {
+                assert_eq!(need, 2048 * MIB);
+                assert_eq!(room, 1024 * MIB);
+            }
+            d => panic!("{d:?}"),
+        }
+        // The cushion counts too.
+        let mut p = pool();
+        p.cushion = 100 * MIB;
+        let cs = vec![consumer(1000)];
+        assert!(matches!(decide(&p, &cs, 0), Decision::Never { .. }));
+    }
+
+    #[test]
+    fn the_ledger_stops_two_loads_fitting_in_the_same_memory() {
+        let mut p = pool();
+        let mut cs = vec![consumer(600), consumer(600)];
+        assert_eq!(decide(&p, &cs, 0), Decision::Load);
+        // The first load is promised its 600 MiB; the second no longer fits beside it, and
+        // the first is loading, not evictable: the second waits.
+        cs[0].phase = Phase::Loading;
+        p.promised = 600 * MIB;
+        assert_eq!(
+            decide(&p, &cs, 1),
+            Decision::Wait(Wait::NoRoom {
+                short_by: 176 * MIB
+            })
+        );
+        // A request for the loading one joins it.
+        assert_eq!(decide(&p, &cs, 0), Decision::Wait(Wait::Joining));
+    }
+
+    #[test]
+    fn a_stuck_victim_is_not_trusted() {
+        let mut cs = vec![loaded(600, 1), consumer(600)];
+        cs[0].phase = Phase::Unloaded;
+        cs[0].stuck = true;
+        cs[0].measured = Some(600 * MIB);
+        // Its memory still counts as taken, and it is never picked again.
+        assert_eq!(available(&pool(), 0, &cs), 424 * MIB);
+        assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
+        cs[0].phase = Phase::Loaded;
+        assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
+    }
+
+    #[test]
+    fn busy_victims_make_it_wait_not_fail() {
+        let mut cs = vec![loaded(600, 1), consumer(600)];
+        cs[0].in_flight = 2;
+        assert_eq!(
+            decide(&pool(), &cs, 1),
+            Decision::Wait(Wait::NoRoom {
+                short_by: 176 * MIB
+            })
+        );
+        // While an eviction is under way nothing more is evicted.
+        cs[0].in_flight = 0;
+        cs[0].phase = Phase::Unloading;
+        assert_eq!(decide(&pool(), &cs, 1), Decision::Wait(Wait::Reclaiming));
+    }
+
+    #[test]
+    fn measured_replaces_declared_and_live_reading_limits() {
+        let mut cs = vec![loaded(600, 1), consumer(500)];
+        cs[0].measured = Some(200 * MIB);
+        assert_eq!(decide(&pool(), &cs, 1), Decision::Load);
+        let mut p = pool();
+        // Other programs hold most of the device: evicting ours (200 MiB) would not be
+        // enough, so nothing is evicted and the request waits.
+        p.live_free = Some(100 * MIB);
+        assert_eq!(
+            decide(&p, &cs, 1),
+            Decision::Wait(Wait::NoRoom {
+                short_by: 400 * MIB
+            })
+        );
+        p.live_free = Some(400 * MIB);
+        assert_eq!(decide(&p, &cs, 1), Decision::Evict(vec![0]));
+        p.live_free = None;
+        p.capacity = None;
+        assert_eq!(available(&p, 0, &cs), 0);
+    }
+
+    #[test]
+    fn concurrency_is_bounded() {
+        let mut cs = vec![loaded(100, 1)];
+        cs[0].max_concurrent = 2;
+        cs[0].in_flight = 2;
+        assert_eq!(decide(&pool(), &cs, 0), Decision::Wait(Wait::Concurrency));
+    }
+
+    #[test]
+    fn aging_after_a_quarter_of_max_wait() {
+        let w = Duration::from_secs(120);
+        assert!(!aged(Duration::from_secs(29), w));
+        assert!(aged(Duration::from_secs(30), w));
+    }
+}

@@ -1,0 +1,445 @@
+//! The HTTP API: the proxy (`/c/{consumer}/…`), leases, status, admin actions, metrics and the
+//! scheduler's liveness check.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use memwarden_probe::Snapshot;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::handle::{Broker, Permit};
+use crate::lifecycle::{HttpClient, error_chain};
+use crate::owner::{AdmitError, Msg, Shared};
+
+/// What the handlers share.
+pub struct App {
+    pub broker: Broker,
+    pub shared: Arc<Shared>,
+    /// The configuration in force (replaced on reload).
+    pub config: RwLock<Arc<Config>>,
+    pub leases: Mutex<HashMap<String, Lease>>,
+    snapshot: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
+}
+
+pub struct Lease {
+    pub consumer: String,
+    pub expires: Instant,
+    _permit: Permit,
+}
+
+impl App {
+    pub fn new(broker: Broker, shared: Arc<Shared>, config: Arc<Config>) -> Arc<App> {
+        Arc::new(App {
+            broker,
+            shared,
+            config: RwLock::new(config),
+            leases: Mutex::new(HashMap::new()),
+            snapshot: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().expect("config lock"))
+    }
+
+    /// Drops the leases whose time is up.
+    pub fn expire_leases(&self) -> usize {
+        let now = Instant::now();
+        let mut leases = self.leases.lock().expect("lease lock");
+        let before = leases.len();
+        leases.retain(|_, l| l.expires > now);
+        before - leases.len()
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let protected = Router::new()
+        .route("/c/{consumer}", any(proxy_root))
+        .route("/c/{consumer}/", any(proxy_root))
+        .route("/c/{consumer}/{*rest}", any(proxy))
+        .route("/v1/status", get(status))
+        .route("/v1/leases", post(create_lease).get(list_leases))
+        .route("/v1/leases/{id}", delete(delete_lease))
+        .route("/v1/consumers/{name}/load", post(admin_load))
+        .route("/v1/consumers/{name}/unload", post(admin_unload))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
+        .with_state(app)
+}
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (status, axum::Json(json!({ "error": msg }))).into_response()
+}
+
+fn admit_error(e: &AdmitError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error(status, e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let token = app.config().server.token.clone();
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required".into(),
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.broker.ping(Duration::from_secs(2)).await {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler does not answer".into(),
+        )
+    }
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    match app.broker.status().await {
+        Some(s) => axum::Json(s).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler does not answer".into(),
+        ),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let status = app.broker.status().await;
+    let snap = snapshot(&app).await;
+    let text = crate::metrics::render(status.as_ref(), snap.as_deref());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The machine's snapshot, read at most once a second however often it is scraped.
+async fn snapshot(app: &Arc<App>) -> Option<Arc<Snapshot>> {
+    let mut cache = app.snapshot.lock().await;
+    if let Some((at, s)) = cache.as_ref()
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return Some(Arc::clone(s));
+    }
+    let shared = Arc::clone(&app.shared);
+    let snap = tokio::task::spawn_blocking(move || shared.probe.lock().ok()?.snapshot().ok())
+        .await
+        .ok()
+        .flatten()
+        .map(Arc::new)?;
+    *cache = Some((Instant::now(), Arc::clone(&snap)));
+    Some(snap)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseRequest {
+    consumer: String,
+    /// Seconds, or a duration such as "10m".
+    ttl: TtlValue,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TtlValue {
+    Seconds(u64),
+    Text(String),
+}
+
+async fn create_lease(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let req: LeaseRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("a lease body is {{\"consumer\": NAME, \"ttl\": SECONDS or \"10m\"}}: {e}"),
+            );
+        }
+    };
+    let ttl = match &req.ttl {
+        TtlValue::Seconds(s) => Duration::from_secs(*s),
+        TtlValue::Text(t) => match humantime::parse_duration(t) {
+            Ok(d) => d,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad ttl {t:?}: {e}")),
+        },
+    };
+    if ttl.is_zero() || ttl > Duration::from_secs(7 * 24 * 3600) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ttl must be more than 0 and at most a week".into(),
+        );
+    }
+    let permit = match app.broker.acquire(&req.consumer).await {
+        Ok(p) => p,
+        Err(e) => return admit_error(&e),
+    };
+    let id = lease_id();
+    app.leases.lock().expect("lease lock").insert(
+        id.clone(),
+        Lease {
+            consumer: req.consumer.clone(),
+            expires: Instant::now() + ttl,
+            _permit: permit,
+        },
+    );
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "id": id, "consumer": req.consumer, "ttl_seconds": ttl.as_secs_f64() })),
+    )
+        .into_response()
+}
+
+fn lease_id() -> String {
+    let mut b = [0u8; 16];
+    // Unpredictable ids: one lease holder cannot guess and drop another's lease.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = t.to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn list_leases(State(app): State<Arc<App>>) -> Response {
+    let now = Instant::now();
+    let leases = app.leases.lock().expect("lease lock");
+    let list: Vec<_> = leases
+        .iter()
+        .map(|(id, l)| {
+            json!({ "id": id, "consumer": l.consumer,
+                    "expires_in_seconds": l.expires.saturating_duration_since(now).as_secs_f64() })
+        })
+        .collect();
+    axum::Json(json!({ "leases": list })).into_response()
+}
+
+async fn delete_lease(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let removed = app.leases.lock().expect("lease lock").remove(&id);
+    match removed {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no lease {:?} (expired or given back)",
+                memwarden_probe::sanitize::sanitize(&id, 64)
+            ),
+        ),
+    }
+}
+
+async fn admin_load(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    // A turn that is given back at once: the consumer is loaded (evicting what it must) and
+    // stays loaded.
+    match app.broker.acquire(&name).await {
+        Ok(_permit) => axum::Json(json!({ "consumer": name, "state": "loaded" })).into_response(),
+        Err(e) => admit_error(&e),
+    }
+}
+
+async fn admin_unload(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match app.broker.admin_unload(&name).await {
+        Ok(msg) => (StatusCode::ACCEPTED, axum::Json(json!({ "result": msg }))).into_response(),
+        Err((code, msg)) => error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::CONFLICT),
+            msg,
+        ),
+    }
+}
+
+async fn proxy_root(
+    State(app): State<Arc<App>>,
+    Path(consumer): Path<String>,
+    req: Request,
+) -> Response {
+    forward(app, consumer, String::new(), req).await
+}
+
+async fn proxy(
+    State(app): State<Arc<App>>,
+    Path((consumer, rest)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    forward(app, consumer, rest, req).await
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: [header::HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+}
+
+async fn forward(app: Arc<App>, consumer: String, rest: String, req: Request) -> Response {
+    let cfg = app.config();
+    let Some(c) = cfg.consumer_index(&consumer) else {
+        let known: Vec<&str> = cfg.consumers.iter().map(|c| c.name.as_str()).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown consumer {:?} (consumers: {})",
+                memwarden_probe::sanitize::sanitize(&consumer, 64),
+                if known.is_empty() {
+                    "none configured".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    };
+    let Some(up) = cfg.consumers[c].upstream.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("consumer {consumer:?} has no upstream to proxy to; use a lease"),
+        );
+    };
+    drop(cfg);
+    // Admitted before anything is sent: from here the consumer counts as in use.
+    let permit = match app.broker.acquire(&consumer).await {
+        Ok(p) => p,
+        Err(e) => return admit_error(&e),
+    };
+    let (mut parts, body) = req.into_parts();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let uri = up.url(&format!("/{rest}{query}"));
+    parts.uri = match uri.parse() {
+        Ok(u) => u,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad path: {e}")),
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    // The broker's own token is not the upstream's business.
+    if app.config().server.token.is_some() {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    if let Ok(v) = HeaderValue::from_str(&up.authority()) {
+        parts.headers.insert(header::HOST, v);
+    }
+    let upstream_req = hyper::Request::from_parts(parts, body);
+    let client: &HttpClient = &app.shared.client;
+    match client.request(upstream_req).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let body = Body::new(Held {
+                inner: body,
+                _permit: permit,
+                app: Some((Arc::clone(&app), consumer)),
+            });
+            Response::from_parts(parts, body)
+        }
+        Err(e) => {
+            drop(permit);
+            app.broker.send(Msg::UpstreamFailed {
+                consumer: consumer.clone(),
+            });
+            error(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "upstream of {consumer:?} at {} failed: {}",
+                    up.authority(),
+                    error_chain(&e)
+                ),
+            )
+        }
+    }
+}
+
+/// A response body that keeps its consumer "in use" until the last byte is sent or the
+/// client goes away, so streamed answers (server-sent events) count as work.
+struct Held {
+    inner: hyper::body::Incoming,
+    _permit: Permit,
+    /// Told when the upstream breaks off mid-answer.
+    app: Option<(Arc<App>, String)>,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &r
+            && let Some((app, consumer)) = self.app.take()
+        {
+            app.broker.send(Msg::UpstreamFailed { consumer });
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,224 @@
+//! A small model server stand-in for testing the broker on any machine: it allocates and
+//! touches its size of memory on load and gives it back to the kernel on unload.
+//!
+//! `memwarden-test-consumer --size 64MiB [--mode normal|lying|crash] [--port N] [--loaded]`
+//! prints `listening on PORT` once it accepts connections. Routes: `POST /load`,
+//! `POST /unload` (a lying consumer answers 200 and keeps the memory), `GET /health`,
+//! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
+//! (server-sent events), `POST /echo`.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    Lying,
+    Crash,
+}
+
+/// Memory mapped straight from the kernel, so that unmapping it really gives it back (a
+/// `Vec` freed through malloc may stay in the process).
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by one value and only unmapped on drop.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn new(len: usize) -> Option<Mapping> {
+        if len == 0 {
+            return Some(Mapping {
+                ptr: std::ptr::null_mut(),
+                len,
+            });
+        }
+        // SAFETY: an anonymous private mapping with no address hint.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        // Touch every page so the memory is resident, as a loaded model's weights are.
+        let bytes = ptr as *mut u8;
+        let mut off = 0;
+        while off < len {
+            // SAFETY: off < len, inside the mapping.
+            unsafe { bytes.add(off).write_volatile(1) };
+            off += 4096;
+        }
+        Some(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: ptr/len are the mapping made in `new`.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+struct Consumer {
+    size: usize,
+    mode: Mode,
+    name: String,
+    held: Mutex<Option<Mapping>>,
+    /// What a lying consumer keeps after saying it unloaded.
+    kept: Mutex<Vec<Mapping>>,
+}
+
+type App = Arc<Consumer>;
+
+fn usage(msg: &str) -> ! {
+    eprintln!("memwarden-test-consumer: {msg}");
+    eprintln!(
+        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash] [--port N] [--loaded] [--name NAME]"
+    );
+    std::process::exit(2);
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut size = None;
+    let mut mode = Mode::Normal;
+    let mut port = 0u16;
+    let mut loaded = false;
+    let mut name = String::from("consumer");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--size" => {
+                let v = val();
+                size = Some(
+                    memwarden_probe::size::parse_size(&v).unwrap_or_else(|e| usage(&e.to_string()))
+                        as usize,
+                );
+            }
+            "--mode" => {
+                mode = match val().as_str() {
+                    "normal" => Mode::Normal,
+                    "lying" => Mode::Lying,
+                    "crash" => Mode::Crash,
+                    m => usage(&format!("unknown mode {m:?}")),
+                }
+            }
+            "--port" => port = val().parse().unwrap_or_else(|_| usage("bad port")),
+            "--name" => name = val(),
+            "--loaded" => loaded = true,
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let size = size.unwrap_or_else(|| usage("--size is required"));
+    let app = Arc::new(Consumer {
+        size,
+        mode,
+        name,
+        held: Mutex::new(None),
+        kept: Mutex::new(Vec::new()),
+    });
+    if loaded {
+        load(State(Arc::clone(&app))).await;
+    }
+    let router = Router::new()
+        .route("/load", post(load))
+        .route("/unload", post(unload))
+        .route("/health", get(|| async { "ok" }))
+        .route("/work", any(work))
+        .route("/stream", get(stream))
+        .route("/echo", post(|b: Bytes| async move { b }))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| usage(&format!("cannot listen: {e}")));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    println!("listening on {port}");
+    let _ = std::io::stdout().flush();
+    if let Err(e) = axum::serve(listener, router).await {
+        eprintln!("memwarden-test-consumer: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn load(State(app): State<App>) -> Response {
+    let mut held = app.held.lock().expect("lock");
+    if held.is_none() {
+        match Mapping::new(app.size) {
+            Some(m) => *held = Some(m),
+            None => return (StatusCode::INSUFFICIENT_STORAGE, "cannot allocate").into_response(),
+        }
+    }
+    (StatusCode::OK, "loaded").into_response()
+}
+
+async fn unload(State(app): State<App>) -> Response {
+    let taken = app.held.lock().expect("lock").take();
+    if let Some(m) = taken
+        && app.mode == Mode::Lying
+    {
+        app.kept.lock().expect("lock").push(m);
+    }
+    (StatusCode::OK, "unloaded").into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct WorkQuery {
+    ms: Option<u64>,
+    n: Option<u32>,
+}
+
+async fn work(State(app): State<App>, Query(q): Query<WorkQuery>) -> Response {
+    if app.mode == Mode::Crash {
+        // Dies with the request read and no answer sent, as a server that runs out of memory.
+        std::process::exit(3);
+    }
+    if let Some(ms) = q.ms {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+    let loaded = app.held.lock().expect("lock").is_some();
+    format!("{} ok loaded={loaded}\n", app.name).into_response()
+}
+
+async fn stream(State(app): State<App>, Query(q): Query<WorkQuery>) -> Response {
+    let n = q.n.unwrap_or(3).min(1000);
+    let name = app.name.clone();
+    let events = futures_util::stream::unfold(0u32, move |i| {
+        let name = name.clone();
+        async move {
+            if i >= n {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let ev = Bytes::from(format!("data: {name} {i}\n\n"));
+            Some((Ok::<_, std::convert::Infallible>(ev), i + 1))
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(events),
+    )
+        .into_response()
+}

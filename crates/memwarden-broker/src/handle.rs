@@ -1,0 +1,117 @@
+//! The handle everyone else holds: it sends messages to the state owner and turns a granted
+//! request into a [`Permit`] that gives the work back when dropped, whatever happens to the
+//! request (finished, failed, or its client gone).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::owner::{AdmitError, Msg, Status};
+
+#[derive(Clone)]
+pub struct Broker {
+    tx: mpsc::UnboundedSender<Msg>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// Work admitted for a consumer: it stays "in use" until this is dropped.
+#[derive(Debug)]
+pub struct Permit {
+    id: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Release { id: self.id });
+    }
+}
+
+/// A request waiting for its turn: dropped before the answer (the client went away), it
+/// leaves the queue at once.
+struct Pending {
+    id: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+    armed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.tx.send(Msg::Cancel { id: self.id });
+        }
+    }
+}
+
+impl Broker {
+    pub fn new(tx: mpsc::UnboundedSender<Msg>) -> Broker {
+        Broker {
+            tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    pub fn send(&self, msg: Msg) {
+        let _ = self.tx.send(msg);
+    }
+
+    /// Waits for a turn to run work on `consumer` (the queue's bounds apply).
+    pub async fn acquire(&self, consumer: &str) -> Result<Permit, AdmitError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        let mut pending = Pending {
+            id,
+            tx: self.tx.clone(),
+            armed: true,
+        };
+        if self
+            .tx
+            .send(Msg::Acquire {
+                id,
+                consumer: consumer.to_string(),
+                reply,
+            })
+            .is_err()
+        {
+            pending.armed = false;
+            return Err(AdmitError::ShuttingDown);
+        }
+        let answer = rx.await.unwrap_or(Err(AdmitError::ShuttingDown));
+        pending.armed = false;
+        answer.map(|()| Permit {
+            id,
+            tx: self.tx.clone(),
+        })
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Msg,
+        wait: Duration,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).ok()?;
+        tokio::time::timeout(wait, rx).await.ok()?.ok()
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        self.ask(Msg::Status, Duration::from_secs(5)).await
+    }
+
+    /// Whether the state owner answers within `wait`.
+    pub async fn ping(&self, wait: Duration) -> bool {
+        self.ask(Msg::Ping, wait).await.is_some()
+    }
+
+    pub async fn admin_unload(&self, consumer: &str) -> Result<String, (u16, String)> {
+        let consumer = consumer.to_string();
+        self.ask(
+            |reply| Msg::AdminUnload { consumer, reply },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or(Err((503, "the broker did not answer".into())))
+    }
+}

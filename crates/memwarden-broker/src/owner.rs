@@ -1,0 +1,1164 @@
+//! The state owner: one task holds all of the broker's state; request handlers, the sampler
+//! and the load/unload actions talk to it by messages. It never waits on I/O itself: loads,
+//! unloads and readings run as tasks of their own and report back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use memwarden_probe::Probe;
+use serde::Serialize;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admission::{self, ConsumerState, Decision, Phase, PoolState, Wait};
+use crate::config::{Config, ConsumerConfig, PoolConfig};
+use crate::lifecycle::{self, HttpClient};
+use crate::measure::{Locator, Measurer, Sample, Target};
+
+/// Why a request was not admitted; each maps to one HTTP status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdmitError {
+    #[error("unknown consumer {name:?} (consumers: {known})")]
+    Unknown { name: String, known: String },
+    #[error("the queue of pool {pool:?} is full ({max} waiting)")]
+    QueueFull { pool: String, max: usize },
+    #[error("waited {} for {consumer:?} without a turn: {reason}", humantime::format_duration(*.waited))]
+    Timeout {
+        consumer: String,
+        waited: Duration,
+        reason: String,
+    },
+    #[error("{0}")]
+    NeverFits(String),
+    #[error("loading {consumer:?} failed: {why}")]
+    LoadFailed { consumer: String, why: String },
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    #[error("consumer {0:?} was removed from the configuration")]
+    Gone(String),
+}
+
+impl AdmitError {
+    pub fn status(&self) -> u16 {
+        match self {
+            AdmitError::Unknown { .. } => 404,
+            AdmitError::QueueFull { .. } | AdmitError::Timeout { .. } => 503,
+            AdmitError::ShuttingDown => 503,
+            AdmitError::NeverFits(_) => 507,
+            AdmitError::LoadFailed { .. } => 502,
+            AdmitError::Gone(_) => 404,
+        }
+    }
+}
+
+pub type Reply = oneshot::Sender<Result<(), AdmitError>>;
+
+#[derive(Debug)]
+pub enum Msg {
+    Acquire {
+        id: u64,
+        consumer: String,
+        reply: Reply,
+    },
+    /// The requester went away (granted or not).
+    Cancel {
+        id: u64,
+    },
+    /// The work is done.
+    Release {
+        id: u64,
+    },
+    Reading(Sample),
+    LoadDone {
+        consumer: String,
+        generation: u64,
+        result: Result<Duration, String>,
+    },
+    UnloadDone {
+        consumer: String,
+        generation: u64,
+        outcome: UnloadOutcome,
+    },
+    /// The upstream could not be reached or broke off an answer: check whether it is alive.
+    UpstreamFailed {
+        consumer: String,
+    },
+    HealthChecked {
+        consumer: String,
+        alive: bool,
+    },
+    Status(oneshot::Sender<Status>),
+    Ping(oneshot::Sender<()>),
+    AdminUnload {
+        consumer: String,
+        reply: oneshot::Sender<Result<String, (u16, String)>>,
+    },
+    Reload {
+        config: Box<Config>,
+        reply: oneshot::Sender<()>,
+    },
+    Shutdown,
+    Tick,
+}
+
+#[derive(Debug, Clone)]
+pub enum UnloadOutcome {
+    /// The memory came back (this much is still held).
+    Freed {
+        remaining: Option<u64>,
+        took: Duration,
+    },
+    /// The unload was answered but the memory stayed.
+    Stuck { held: u64 },
+    /// The unload itself failed.
+    Failed(String),
+}
+
+/// What the owner shares with the tasks it starts.
+pub struct Shared {
+    pub probe: Mutex<Probe>,
+    pub measurer: Mutex<Measurer>,
+    pub client: HttpClient,
+    /// Processes the broker started, by consumer name.
+    pub children: Mutex<HashMap<String, Child>>,
+}
+
+impl Shared {
+    pub fn new(probe: Probe) -> Arc<Shared> {
+        Arc::new(Shared {
+            probe: Mutex::new(probe),
+            measurer: Mutex::new(Measurer::default()),
+            client: lifecycle::http_client(),
+            children: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Where to find a consumer's processes now.
+    pub fn locator(&self, c: &ConsumerConfig) -> Locator {
+        let pgid = self
+            .children
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&c.name).and_then(|ch| ch.id()))
+            .map(|p| p as i32);
+        let port = c.upstream.as_ref().filter(|u| u.is_local()).map(|u| u.port);
+        Locator { pgid, port }
+    }
+
+    pub fn target(&self, cfg: &Config, c: &ConsumerConfig) -> Target {
+        let pool = &cfg.pools[c.pool];
+        Target {
+            locator: self.locator(c),
+            kind: pool.kind,
+            gpu: pool.gpu,
+        }
+    }
+}
+
+// ---- status ----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub pools: Vec<PoolStatus>,
+    pub consumers: Vec<ConsumerStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub gpu: Option<u32>,
+    pub total_bytes: Option<u64>,
+    pub free_bytes: u64,
+    pub live_free_bytes: Option<u64>,
+    pub promised_bytes: u64,
+    pub cushion_bytes: u64,
+    pub available_bytes: u64,
+    pub capacity_bytes: Option<u64>,
+    pub queue_length: usize,
+    pub oldest_queued_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStatus {
+    pub name: String,
+    pub pool: String,
+    /// loaded, loading, unloaded, unloading or stuck.
+    pub state: &'static str,
+    pub declared_bytes: u64,
+    pub declared_source: &'static str,
+    pub measured_bytes: Option<u64>,
+    /// What the broker counts it as holding now.
+    pub resident_bytes: u64,
+    /// measured minus declared, when measured: how far off the declaration is.
+    pub declared_error_bytes: Option<i64>,
+    pub last_used_seconds_ago: Option<f64>,
+    pub in_flight: u32,
+    pub queued: usize,
+    pub loads: u64,
+    pub last_load_seconds: Option<f64>,
+    pub self_managed: bool,
+    pub pinned: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub evictions: u64,
+    pub idle_unloads: u64,
+    pub loads: u64,
+    pub load_failures: u64,
+    pub load_seconds_total: f64,
+    pub unload_failures: u64,
+    pub stuck: u64,
+    pub served: u64,
+    pub rejected: u64,
+    pub rejected_queue_full: u64,
+    pub rejected_timeout: u64,
+    pub rejected_never_fits: u64,
+    pub cancelled: u64,
+    pub upstream_errors: u64,
+    pub oldest_queued_seconds: f64,
+}
+
+// ---- the owner -------------------------------------------------------------------------------
+
+struct Waiter {
+    id: u64,
+    consumer: usize,
+    since: Instant,
+    reply: Reply,
+    last_wait: Option<Wait>,
+}
+
+struct Promise {
+    consumer: usize,
+    bytes: u64,
+    /// When the load finished: the promise ends with the first reading begun after it.
+    settled_at: Option<Instant>,
+}
+
+struct PoolRt {
+    state: PoolState,
+    queue: VecDeque<Waiter>,
+    ledger: Vec<Promise>,
+}
+
+#[derive(Default, Clone)]
+struct ConsumerRt {
+    loads: u64,
+    last_load: Option<Duration>,
+    loaded_at: Option<Instant>,
+    /// Bumped by each load and unload started; a late report of an older one is ignored.
+    generation: u64,
+    /// The unload under way is an eviction (not an idle or admin unload).
+    evicting: bool,
+    stuck_held: u64,
+}
+
+pub struct Owner {
+    cfg: Arc<Config>,
+    pools: Vec<PoolRt>,
+    cons: Vec<ConsumerState>,
+    rt: Vec<ConsumerRt>,
+    /// Granted work: request id -> consumer index (None once its consumer was removed).
+    active: HashMap<u64, Option<usize>>,
+    counters: Counters,
+    tx: mpsc::UnboundedSender<Msg>,
+    shared: Arc<Shared>,
+    epoch: Instant,
+    stopping: bool,
+}
+
+fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
+    ConsumerState {
+        pool: c.pool,
+        phase: Phase::Unloaded,
+        stuck: false,
+        need: c.need,
+        measured: None,
+        in_flight: 0,
+        max_concurrent: c.max_concurrent,
+        last_used: None,
+        evictable: !c.pinned && !c.self_managed && c.can_unload(),
+        coexist_with: c.coexist_with.clone(),
+    }
+}
+
+fn pool_rt(p: &PoolConfig) -> PoolRt {
+    PoolRt {
+        state: PoolState {
+            capacity: p.capacity,
+            cushion: p.cushion,
+            ..PoolState::default()
+        },
+        queue: VecDeque::new(),
+        ledger: Vec::new(),
+    }
+}
+
+impl Owner {
+    pub fn new(cfg: Arc<Config>, tx: mpsc::UnboundedSender<Msg>, shared: Arc<Shared>) -> Owner {
+        let mut o = Owner {
+            pools: cfg.pools.iter().map(pool_rt).collect(),
+            cons: cfg.consumers.iter().map(consumer_state).collect(),
+            rt: vec![ConsumerRt::default(); cfg.consumers.len()],
+            cfg,
+            active: HashMap::new(),
+            counters: Counters::default(),
+            tx,
+            shared,
+            epoch: Instant::now(),
+            stopping: false,
+        };
+        // A consumer the broker does not start and cannot load is up whenever its server is:
+        // treat it as loaded so its memory counts from the start.
+        for (i, c) in o.cfg.consumers.iter().enumerate() {
+            if c.start.is_none() && c.load.is_none() && c.upstream.is_some() {
+                o.cons[i].phase = Phase::Loaded;
+            }
+        }
+        o
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// Runs until a shutdown message, then fails whatever still waits.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        while let Some(msg) = rx.recv().await {
+            if matches!(msg, Msg::Shutdown) {
+                self.stopping = true;
+                for p in 0..self.pools.len() {
+                    while let Some(w) = self.pools[p].queue.pop_front() {
+                        let _ = w.reply.send(Err(AdmitError::ShuttingDown));
+                    }
+                }
+                continue;
+            }
+            self.handle(msg);
+            // Everything else that arrived meanwhile is handled before scheduling once.
+            while let Ok(m) = rx.try_recv() {
+                if matches!(m, Msg::Shutdown) {
+                    self.stopping = true;
+                    continue;
+                }
+                self.handle(m);
+            }
+            for p in 0..self.pools.len() {
+                self.schedule(p);
+            }
+        }
+    }
+
+    fn now_ms(&self, t: Instant) -> u64 {
+        t.duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.cfg.consumer_index(name)
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Acquire {
+                id,
+                consumer,
+                reply,
+            } => self.acquire(id, &consumer, reply),
+            Msg::Cancel { id } => {
+                let mut found = false;
+                for p in &mut self.pools {
+                    if let Some(pos) = p.queue.iter().position(|w| w.id == id) {
+                        p.queue.remove(pos);
+                        found = true;
+                    }
+                }
+                if found {
+                    self.counters.cancelled += 1;
+                } else {
+                    self.release(id);
+                }
+            }
+            Msg::Release { id } => self.release(id),
+            Msg::Reading(s) => self.reading(s),
+            Msg::LoadDone {
+                consumer,
+                generation,
+                result,
+            } => self.load_done(&consumer, generation, result),
+            Msg::UnloadDone {
+                consumer,
+                generation,
+                outcome,
+            } => self.unload_done(&consumer, generation, outcome),
+            Msg::UpstreamFailed { consumer } => self.upstream_failed(&consumer),
+            Msg::HealthChecked { consumer, alive } => {
+                if let Some(i) = self.index(&consumer)
+                    && !alive
+                    && self.cons[i].phase == Phase::Loaded
+                {
+                    tracing::warn!(consumer = %consumer, "upstream is gone: counted as unloaded");
+                    self.cons[i].phase = Phase::Unloaded;
+                    self.cons[i].measured = None;
+                    if let Ok(mut m) = self.shared.children.lock() {
+                        m.remove(&consumer);
+                    }
+                }
+            }
+            Msg::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Msg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            Msg::AdminUnload { consumer, reply } => {
+                let r = match self.index(&consumer) {
+                    None => Err((404, format!("unknown consumer {consumer:?}"))),
+                    Some(i) => match self.cons[i].phase {
+                        Phase::Loaded if self.cons[i].in_flight > 0 => Err((
+                            409,
+                            format!("{consumer:?} is running work; try again when it is idle"),
+                        )),
+                        Phase::Loaded if !self.cfg.consumers[i].can_unload() => Err((
+                            409,
+                            format!("{consumer:?} has no unload route and no process of ours"),
+                        )),
+                        Phase::Loaded => {
+                            self.start_unload(i, false);
+                            Ok(format!("unloading {consumer:?}"))
+                        }
+                        other => Ok(format!("{consumer:?} is {}", other.as_str())),
+                    },
+                };
+                let _ = reply.send(r);
+            }
+            Msg::Reload { config, reply } => {
+                self.reload(*config);
+                let _ = reply.send(());
+            }
+            Msg::Tick => self.tick(),
+            Msg::Shutdown => self.stopping = true,
+        }
+    }
+
+    fn acquire(&mut self, id: u64, name: &str, reply: Reply) {
+        if self.stopping {
+            let _ = reply.send(Err(AdmitError::ShuttingDown));
+            return;
+        }
+        let Some(c) = self.index(name) else {
+            let _ = reply.send(Err(AdmitError::Unknown {
+                name: name.to_string(),
+                known: self.known(),
+            }));
+            return;
+        };
+        let p = self.cons[c].pool;
+        let pool = &self.cfg.pools[p];
+        if self.pools[p].queue.len() >= pool.max_queue {
+            self.counters.rejected += 1;
+            self.counters.rejected_queue_full += 1;
+            let _ = reply.send(Err(AdmitError::QueueFull {
+                pool: pool.name.clone(),
+                max: pool.max_queue,
+            }));
+            return;
+        }
+        self.pools[p].queue.push_back(Waiter {
+            id,
+            consumer: c,
+            since: Instant::now(),
+            reply,
+            last_wait: None,
+        });
+    }
+
+    pub fn known(&self) -> String {
+        let names: Vec<&str> = self.cfg.consumers.iter().map(|c| c.name.as_str()).collect();
+        if names.is_empty() {
+            "none configured".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        let Some(Some(c)) = self.active.remove(&id) else {
+            return;
+        };
+        let now = self.now_ms(Instant::now());
+        let cs = &mut self.cons[c];
+        cs.in_flight = cs.in_flight.saturating_sub(1);
+        cs.last_used = Some(now);
+        if cs.in_flight == 0 && self.cfg.consumers[c].is_ephemeral() {
+            cs.phase = Phase::Unloaded;
+        }
+    }
+
+    fn pool_view(&self, p: usize) -> &PoolState {
+        &self.pools[p].state
+    }
+
+    /// Admits what may go now in pool `p`, starts the loads and evictions the queue needs.
+    fn schedule(&mut self, p: usize) {
+        self.pools[p].queue.retain(|w| !w.reply.is_closed());
+        if self.pools[p].queue.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let max_wait = self.cfg.pools[p].max_wait;
+        if admission::aged(now - self.pools[p].queue[0].since, max_wait) {
+            // The oldest goes next: nothing else in the pool is admitted before it, except
+            // requests for the same consumer, which may run beside it.
+            let target = self.pools[p].queue[0].consumer;
+            self.step(p, 0);
+            let mut i = 0;
+            while i < self.pools[p].queue.len() {
+                let w = &self.pools[p].queue[i];
+                if w.consumer == target
+                    && admission::decide(self.pool_view(p), &self.cons, target) == Decision::Run
+                {
+                    self.grant(p, i);
+                } else {
+                    i += 1;
+                }
+            }
+            return;
+        }
+        // Requests that can run now go first, then the rest in arrival order.
+        let mut i = 0;
+        while i < self.pools[p].queue.len() {
+            let c = self.pools[p].queue[i].consumer;
+            if admission::decide(self.pool_view(p), &self.cons, c) == Decision::Run {
+                self.grant(p, i);
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.pools[p].queue.len() {
+            if !self.step(p, i) {
+                i += 1;
+            }
+        }
+    }
+
+    /// Decides for the waiter at `i` and acts; true when the waiter left the queue.
+    fn step(&mut self, p: usize, i: usize) -> bool {
+        let c = self.pools[p].queue[i].consumer;
+        match admission::decide(self.pool_view(p), &self.cons, c) {
+            Decision::Run => {
+                self.grant(p, i);
+                true
+            }
+            Decision::Load => {
+                self.start_load(c);
+                false
+            }
+            Decision::Evict(victims) => {
+                for v in victims {
+                    self.start_unload(v, true);
+                }
+                false
+            }
+            Decision::Never { need, room } => {
+                let msg = self.never_message(c, need, room);
+                let w = self.pools[p].queue.remove(i).expect("index in range");
+                self.counters.rejected += 1;
+                self.counters.rejected_never_fits += 1;
+                tracing::warn!("{msg}");
+                let _ = w.reply.send(Err(AdmitError::NeverFits(msg)));
+                true
+            }
+            Decision::Wait(w) => {
+                self.pools[p].queue[i].last_wait = Some(w);
+                false
+            }
+        }
+    }
+
+    fn never_message(&self, c: usize, need: u64, room: u64) -> String {
+        use memwarden_probe::size::format_size;
+        let cfg = &self.cfg;
+        let pool = &cfg.pools[cfg.consumers[c].pool];
+        let mut msg = format!(
+            "{:?} needs {} but pool {:?} can offer at most {} even with every consumer it may evict gone: {} short",
+            cfg.consumers[c].name,
+            format_size(need),
+            pool.name,
+            format_size(room),
+            format_size(need - room),
+        );
+        let stuck: Vec<String> = (0..self.cons.len())
+            .filter(|&o| self.cons[o].pool == cfg.consumers[c].pool && self.cons[o].stuck)
+            .map(|o| {
+                format!(
+                    "{:?} holds {} after its unload",
+                    cfg.consumers[o].name,
+                    format_size(self.cons[o].held())
+                )
+            })
+            .collect();
+        if !stuck.is_empty() {
+            msg.push_str(&format!(" (stuck: {})", stuck.join(", ")));
+        }
+        msg
+    }
+
+    fn grant(&mut self, p: usize, i: usize) {
+        let w = self.pools[p].queue.remove(i).expect("index in range");
+        // Counted in flight before the answer leaves, so no decision in between can evict it.
+        self.cons[w.consumer].in_flight += 1;
+        if w.reply.send(Ok(())).is_ok() {
+            self.active.insert(w.id, Some(w.consumer));
+            self.counters.served += 1;
+        } else {
+            self.cons[w.consumer].in_flight -= 1;
+            self.counters.cancelled += 1;
+        }
+    }
+
+    fn start_load(&mut self, c: usize) {
+        let cfg = self.cfg.consumers[c].clone();
+        let p = cfg.pool;
+        self.cons[c].phase = Phase::Loading;
+        self.rt[c].generation += 1;
+        let generation = self.rt[c].generation;
+        self.pools[p].ledger.push(Promise {
+            consumer: c,
+            bytes: cfg.need,
+            settled_at: None,
+        });
+        self.update_promised(p);
+        let tx = self.tx.clone();
+        let shared = Arc::clone(&self.shared);
+        tracing::info!(consumer = %cfg.name, "loading");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = load(&shared, &cfg).await.map(|()| started.elapsed());
+            let _ = tx.send(Msg::LoadDone {
+                consumer: cfg.name.clone(),
+                generation,
+                result,
+            });
+        });
+    }
+
+    fn start_unload(&mut self, c: usize, eviction: bool) {
+        let cfg = Arc::clone(&self.cfg);
+        let consumer = cfg.consumers[c].clone();
+        let pool = cfg.pools[consumer.pool].clone();
+        self.cons[c].phase = Phase::Unloading;
+        self.rt[c].generation += 1;
+        self.rt[c].evicting = eviction;
+        let generation = self.rt[c].generation;
+        let before = self.cons[c].held();
+        let tx = self.tx.clone();
+        let shared = Arc::clone(&self.shared);
+        tracing::info!(consumer = %consumer.name, eviction, "unloading");
+        tokio::spawn(async move {
+            let outcome = unload(&shared, &cfg, &consumer, &pool, before).await;
+            let _ = tx.send(Msg::UnloadDone {
+                consumer: consumer.name.clone(),
+                generation,
+                outcome,
+            });
+        });
+    }
+
+    fn update_promised(&mut self, p: usize) {
+        self.pools[p].state.promised = self.pools[p].ledger.iter().map(|l| l.bytes).sum();
+    }
+
+    fn load_done(&mut self, name: &str, generation: u64, result: Result<Duration, String>) {
+        let Some(c) = self.index(name) else { return };
+        if self.rt[c].generation != generation || self.cons[c].phase != Phase::Loading {
+            return;
+        }
+        let p = self.cons[c].pool;
+        match result {
+            Ok(took) => {
+                tracing::info!(consumer = %name, seconds = took.as_secs_f64(), "loaded");
+                self.cons[c].phase = Phase::Loaded;
+                self.cons[c].stuck = false;
+                self.cons[c].measured = None;
+                self.rt[c].loads += 1;
+                self.rt[c].last_load = Some(took);
+                self.rt[c].loaded_at = Some(Instant::now());
+                self.counters.loads += 1;
+                self.counters.load_seconds_total += took.as_secs_f64();
+                let now = Instant::now();
+                for l in &mut self.pools[p].ledger {
+                    if l.consumer == c && l.settled_at.is_none() {
+                        l.settled_at = Some(now);
+                    }
+                }
+            }
+            Err(why) => {
+                let why = memwarden_probe::sanitize::sanitize(&why, 300);
+                tracing::warn!(consumer = %name, "load failed: {why}");
+                self.cons[c].phase = Phase::Unloaded;
+                self.counters.load_failures += 1;
+                self.pools[p].ledger.retain(|l| l.consumer != c);
+                self.update_promised(p);
+                // A process we started for it must not linger.
+                let child = self
+                    .shared
+                    .children
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(name));
+                if let Some(mut child) = child {
+                    let stop = self.cfg.consumers[c].stop.clone();
+                    let grace = self.cfg.consumers[c].stop_timeout;
+                    tokio::spawn(async move {
+                        lifecycle::stop_process(&mut child, stop.as_deref(), grace).await;
+                    });
+                }
+                let q = std::mem::take(&mut self.pools[p].queue);
+                for w in q {
+                    if w.consumer == c {
+                        self.counters.rejected += 1;
+                        let _ = w.reply.send(Err(AdmitError::LoadFailed {
+                            consumer: name.to_string(),
+                            why: why.clone(),
+                        }));
+                    } else {
+                        self.pools[p].queue.push_back(w);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unload_done(&mut self, name: &str, generation: u64, outcome: UnloadOutcome) {
+        let Some(c) = self.index(name) else { return };
+        if self.rt[c].generation != generation || self.cons[c].phase != Phase::Unloading {
+            return;
+        }
+        let eviction = self.rt[c].evicting;
+        self.cons[c].phase = Phase::Unloaded;
+        self.rt[c].loaded_at = None;
+        match outcome {
+            UnloadOutcome::Freed { remaining, took } => {
+                tracing::info!(consumer = %name, seconds = took.as_secs_f64(), "unloaded, memory back");
+                self.cons[c].measured = remaining;
+                self.cons[c].stuck = false;
+                if eviction {
+                    self.counters.evictions += 1;
+                } else {
+                    self.counters.idle_unloads += 1;
+                }
+            }
+            UnloadOutcome::Stuck { held } => {
+                tracing::warn!(
+                    consumer = %name,
+                    held_bytes = held,
+                    "unload answered but the memory did not come back: marked stuck"
+                );
+                self.cons[c].stuck = true;
+                self.cons[c].measured = Some(held);
+                self.rt[c].stuck_held = held;
+                self.counters.stuck += 1;
+            }
+            UnloadOutcome::Failed(why) => {
+                tracing::warn!(consumer = %name, "unload failed: {why}");
+                // Whatever it holds, it still holds: not trusted as a victim until it gives
+                // its memory back.
+                self.cons[c].stuck = true;
+                self.rt[c].stuck_held = self.cons[c].measured.unwrap_or(self.cons[c].need);
+                self.cons[c].measured = Some(self.rt[c].stuck_held);
+                self.counters.unload_failures += 1;
+                self.counters.stuck += 1;
+            }
+        }
+    }
+
+    fn reading(&mut self, s: Sample) {
+        for (p, r) in s.pools.iter().enumerate() {
+            if p >= self.pools.len() {
+                break;
+            }
+            self.pools[p].state.live_free = r.free;
+            self.pools[p].state.live_total = r.total;
+            let before = self.pools[p].ledger.len();
+            self.pools[p]
+                .ledger
+                .retain(|l| l.settled_at.is_none_or(|t| t >= s.began));
+            if self.pools[p].ledger.len() != before {
+                self.update_promised(p);
+            }
+        }
+        if s.consumers.len() == self.cons.len() {
+            for (c, m) in s.consumers.into_iter().enumerate() {
+                let cs = &mut self.cons[c];
+                match cs.phase {
+                    Phase::Loaded | Phase::Unloading => {
+                        // A reading begun before the load finished may miss part of it.
+                        if let Some(m) = m
+                            && self.rt[c].loaded_at.is_none_or(|t| t <= s.began)
+                        {
+                            cs.measured = Some(m);
+                        }
+                    }
+                    Phase::Unloaded if cs.stuck => {
+                        if let Some(m) = m {
+                            cs.measured = Some(m);
+                            if m <= self.rt[c].stuck_held / 10 {
+                                tracing::info!(consumer = %self.cfg.consumers[c].name, "stuck memory came back");
+                                cs.stuck = false;
+                                cs.measured = None;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn upstream_failed(&mut self, name: &str) {
+        self.counters.upstream_errors += 1;
+        let Some(c) = self.index(name) else { return };
+        if self.cons[c].phase != Phase::Loaded {
+            return;
+        }
+        let cfg = self.cfg.consumers[c].clone();
+        let tx = self.tx.clone();
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let alive = lifecycle::wait_ready(&shared.client, &cfg, deadline, None)
+                .await
+                .is_ok();
+            let _ = tx.send(Msg::HealthChecked {
+                consumer: cfg.name,
+                alive,
+            });
+        });
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        // Queue bounds.
+        for p in 0..self.pools.len() {
+            let max_wait = self.cfg.pools[p].max_wait;
+            let q = std::mem::take(&mut self.pools[p].queue);
+            for w in q {
+                if now - w.since >= max_wait {
+                    self.counters.rejected += 1;
+                    self.counters.rejected_timeout += 1;
+                    let reason = self.wait_reason(w.consumer, w.last_wait.as_ref());
+                    let _ = w.reply.send(Err(AdmitError::Timeout {
+                        consumer: self.cfg.consumers[w.consumer].name.clone(),
+                        waited: now - w.since,
+                        reason,
+                    }));
+                } else {
+                    self.pools[p].queue.push_back(w);
+                }
+            }
+        }
+        // Idle consumers go after their ttl.
+        for c in 0..self.cons.len() {
+            let cfg = &self.cfg.consumers[c];
+            let Some(ttl) = cfg.idle_ttl else { continue };
+            let cs = &self.cons[c];
+            if cs.phase != Phase::Loaded || cs.in_flight > 0 || !cfg.can_unload() || cs.stuck {
+                continue;
+            }
+            let queued = self.pools[cs.pool].queue.iter().any(|w| w.consumer == c);
+            let since = cs
+                .last_used
+                .map(|ms| self.epoch + Duration::from_millis(ms))
+                .max(self.rt[c].loaded_at);
+            if !queued && since.is_some_and(|t| now - t >= ttl) {
+                tracing::info!(consumer = %cfg.name, "idle for its ttl: unloading");
+                self.start_unload(c, false);
+            }
+        }
+        // A process of ours that exited holds nothing.
+        let mut exited = Vec::new();
+        if let Ok(mut m) = self.shared.children.lock() {
+            m.retain(|name, child| {
+                let done = matches!(child.try_wait(), Ok(Some(_)));
+                if done {
+                    exited.push(name.clone());
+                }
+                !done
+            });
+        }
+        for name in exited {
+            if let Some(c) = self.index(&name)
+                && self.cons[c].phase == Phase::Loaded
+            {
+                tracing::warn!(consumer = %name, "its process exited: counted as unloaded");
+                self.cons[c].phase = Phase::Unloaded;
+                self.cons[c].measured = None;
+            }
+        }
+    }
+
+    fn wait_reason(&self, c: usize, w: Option<&Wait>) -> String {
+        let name = |i: usize| self.cfg.consumers[i].name.clone();
+        match w {
+            None => "the queue did not reach it".into(),
+            Some(Wait::Joining) => format!("{:?} was still loading", name(c)),
+            Some(Wait::Unloading) => format!("{:?} was being unloaded", name(c)),
+            Some(Wait::Busy { with }) => format!(
+                "{:?} was running work that may not run beside it",
+                name(*with)
+            ),
+            Some(Wait::Concurrency) => "it was at its max_concurrent".into(),
+            Some(Wait::Reclaiming) => "memory from an eviction was still coming back".into(),
+            Some(Wait::NoRoom { short_by }) => format!(
+                "{} short, and the consumers that could make room were busy or stuck",
+                memwarden_probe::size::format_size(*short_by)
+            ),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let now = Instant::now();
+        let mut oldest_all = 0f64;
+        let pools = self
+            .cfg
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(p, cfg)| {
+                let st = &self.pools[p].state;
+                let oldest = self.pools[p]
+                    .queue
+                    .iter()
+                    .map(|w| (now - w.since).as_secs_f64())
+                    .fold(0f64, f64::max);
+                oldest_all = oldest_all.max(oldest);
+                PoolStatus {
+                    name: cfg.name.clone(),
+                    kind: cfg.kind.as_str(),
+                    gpu: cfg.gpu,
+                    total_bytes: st.capacity.or(st.live_total),
+                    free_bytes: admission::pool_free(st, p, &self.cons),
+                    live_free_bytes: st.live_free,
+                    promised_bytes: st.promised,
+                    cushion_bytes: st.cushion,
+                    available_bytes: admission::available(st, p, &self.cons),
+                    capacity_bytes: st.capacity,
+                    queue_length: self.pools[p].queue.len(),
+                    oldest_queued_seconds: oldest,
+                }
+            })
+            .collect();
+        let consumers = self
+            .cfg
+            .consumers
+            .iter()
+            .enumerate()
+            .map(|(c, cfg)| {
+                let cs = &self.cons[c];
+                ConsumerStatus {
+                    name: cfg.name.clone(),
+                    pool: self.cfg.pools[cfg.pool].name.clone(),
+                    state: if cs.stuck { "stuck" } else { cs.phase.as_str() },
+                    declared_bytes: cfg.need,
+                    declared_source: match cfg.need_source {
+                        crate::config::NeedSource::Resident => "resident",
+                        crate::config::NeedSource::Estimate { .. } => "estimate",
+                    },
+                    measured_bytes: cs.measured,
+                    resident_bytes: cs.held(),
+                    declared_error_bytes: cs.measured.map(|m| m as i64 - cfg.need as i64),
+                    last_used_seconds_ago: cs
+                        .last_used
+                        .map(|ms| (now - (self.epoch + Duration::from_millis(ms))).as_secs_f64()),
+                    in_flight: cs.in_flight,
+                    queued: self.pools[cs.pool]
+                        .queue
+                        .iter()
+                        .filter(|w| w.consumer == c)
+                        .count(),
+                    loads: self.rt[c].loads,
+                    last_load_seconds: self.rt[c].last_load.map(|d| d.as_secs_f64()),
+                    self_managed: cfg.self_managed,
+                    pinned: cfg.pinned,
+                }
+            })
+            .collect();
+        let mut counters = self.counters.clone();
+        counters.oldest_queued_seconds = oldest_all;
+        Status {
+            pools,
+            consumers,
+            counters,
+        }
+    }
+
+    /// A new configuration: consumers and pools keep their state by name; requests for a
+    /// consumer that is gone fail; work in flight for it finishes.
+    fn reload(&mut self, cfg: Config) {
+        let cfg = Arc::new(cfg);
+        let mut pools: Vec<PoolRt> = cfg.pools.iter().map(pool_rt).collect();
+        let mut cons: Vec<ConsumerState> = cfg.consumers.iter().map(consumer_state).collect();
+        let mut rt = vec![ConsumerRt::default(); cfg.consumers.len()];
+        let map: Vec<Option<usize>> = self
+            .cfg
+            .consumers
+            .iter()
+            .map(|c| cfg.consumer_index(&c.name))
+            .collect();
+        for (old, new) in map.iter().enumerate() {
+            let Some(new) = *new else { continue };
+            let o = &self.cons[old];
+            let n = &mut cons[new];
+            n.phase = o.phase;
+            n.stuck = o.stuck;
+            n.measured = o.measured;
+            n.in_flight = o.in_flight;
+            n.last_used = o.last_used;
+            rt[new] = self.rt[old].clone();
+        }
+        for (p, pool) in self.pools.iter_mut().enumerate() {
+            for l in pool.ledger.drain(..) {
+                if let Some(n) = map[l.consumer] {
+                    pools[cfg.consumers[n].pool]
+                        .ledger
+                        .push(Promise { consumer: n, ..l });
+                }
+            }
+            if let Some(np) = cfg
+                .pools
+                .iter()
+                .position(|x| x.name == self.cfg.pools[p].name)
+            {
+                pools[np].state.live_free = pool.state.live_free;
+                pools[np].state.live_total = pool.state.live_total;
+            }
+            for w in pool.queue.drain(..) {
+                match map[w.consumer] {
+                    Some(n) => pools[cfg.consumers[n].pool]
+                        .queue
+                        .push_back(Waiter { consumer: n, ..w }),
+                    None => {
+                        let _ = w.reply.send(Err(AdmitError::Gone(
+                            self.cfg.consumers[w.consumer].name.clone(),
+                        )));
+                    }
+                }
+            }
+        }
+        for v in self.active.values_mut() {
+            *v = v.and_then(|c| map[c]);
+        }
+        for (p, pool) in pools.iter_mut().enumerate() {
+            pool.state.promised = pool.ledger.iter().map(|l| l.bytes).sum();
+            let _ = p;
+        }
+        self.cfg = cfg;
+        self.pools = pools;
+        self.cons = cons;
+        self.rt = rt;
+        tracing::info!("configuration reloaded");
+    }
+}
+
+/// Loads a consumer: starts its process or calls its load route, then waits until it is
+/// ready.
+async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
+    let deadline = Instant::now() + c.load_timeout;
+    if let Some(cmd) = &c.start {
+        let mut child = lifecycle::start_process(cmd)?;
+        let ready = lifecycle::wait_ready(&shared.client, c, deadline, Some(&mut child)).await;
+        if let Ok(mut m) = shared.children.lock() {
+            m.insert(c.name.clone(), child);
+        }
+        return ready;
+    }
+    if let (Some(route), Some(up)) = (&c.load, &c.upstream) {
+        lifecycle::call_route(&shared.client, up, route, c.load_timeout).await?;
+    }
+    lifecycle::wait_ready(&shared.client, c, deadline, None).await
+}
+
+/// Unloads a consumer and verifies that the memory came back: polls every 100 ms until 90%
+/// of what it held is free again or the pool's verify timeout passes.
+async fn unload(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    c: &ConsumerConfig,
+    pool: &PoolConfig,
+    before: u64,
+) -> UnloadOutcome {
+    let started = Instant::now();
+    let target = shared.target(cfg, c);
+    // What its processes hold now, and the pool's free reading, to compare against.
+    let (held0, free0) = measure_one(shared, cfg, &target).await;
+    if let Some(cmd) = &c.start {
+        let child = shared
+            .children
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&c.name));
+        if let Some(mut child) = child {
+            lifecycle::stop_process(&mut child, c.stop.as_deref(), c.stop_timeout).await;
+        }
+        let _ = cmd;
+    } else if let (Some(route), Some(up)) = (&c.unload, &c.upstream)
+        && let Err(why) =
+            lifecycle::call_route(&shared.client, up, route, Duration::from_secs(30)).await
+    {
+        return UnloadOutcome::Failed(why);
+    }
+    // What must come back: its declared size, or what it was measured to hold if less (a
+    // process also holds memory of its own that no unload gives back).
+    let base = held0.map_or(before, |h| h.min(c.need)).max(1);
+    let deadline = started + pool.verify_timeout;
+    loop {
+        let (held, free) = measure_one(shared, cfg, &target).await;
+        let back = match (held, free0, free) {
+            // Its processes can be measured: they must have let go of 90%.
+            (Some(h), _, _) if held0.is_some() => {
+                held0.unwrap_or(0).saturating_sub(h) as u128 * 10 >= base as u128 * 9
+            }
+            // Otherwise the pool's free reading must have risen by 90% of what it held.
+            (_, Some(f0), Some(f)) => f.saturating_sub(f0) as u128 * 10 >= base as u128 * 9,
+            _ => false,
+        };
+        if back {
+            return UnloadOutcome::Freed {
+                remaining: held,
+                took: started.elapsed(),
+            };
+        }
+        if Instant::now() >= deadline {
+            return UnloadOutcome::Stuck {
+                held: held.unwrap_or(before),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One consumer's holding and its pool's live free reading.
+async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<u64>, Option<u64>) {
+    let shared = Arc::clone(shared);
+    let t = t.clone();
+    let pool = cfg
+        .pools
+        .iter()
+        .find(|p| p.kind == t.kind && p.gpu == t.gpu)
+        .cloned();
+    tokio::task::spawn_blocking(move || {
+        let (Ok(mut probe), Ok(mut m)) = (shared.probe.lock(), shared.measurer.lock()) else {
+            return (None, None);
+        };
+        let held = m.consumers(&mut probe, std::slice::from_ref(&t))[0];
+        let free = pool.and_then(|p| m.pools(&mut probe, std::slice::from_ref(&p))[0].free);
+        (held, free)
+    })
+    .await
+    .unwrap_or((None, None))
+}

@@ -1,0 +1,169 @@
+//! Shared by the end-to-end tests: real consumer processes on ports the OS picks, a real
+//! broker on 127.0.0.1:0, and a plain HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use hyper::Request;
+use memwarden_broker::{Config, Running};
+use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_memwarden-test-consumer");
+
+/// A test consumer process, killed when dropped.
+pub struct TestConsumer {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for TestConsumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestConsumer {
+    pub fn spawn(name: &str, size: &str, mode: &str) -> TestConsumer {
+        let mut child = Command::new(BIN)
+            .args([
+                "--size", size, "--mode", mode, "--name", name, "--port", "0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the test consumer");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read its port");
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        TestConsumer { child, port }
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub fn rss(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+/// The consumer block of a config for a test consumer on `port` with routes.
+pub fn consumer_toml(name: &str, port: u16, resident: &str, extra: &str) -> String {
+    format!(
+        "[[consumer]]\nname = \"{name}\"\npool = \"ram\"\nresident = \"{resident}\"\n\
+         upstream = \"http://127.0.0.1:{port}\"\nload = \"POST /load\"\nunload = \"POST /unload\"\n\
+         health = \"GET /health\"\n{extra}\n"
+    )
+}
+
+/// A ram pool of `capacity` (a small, exact pool on a big machine).
+pub fn pool_toml(capacity: &str, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"{capacity}\"\ncushion = \"8MiB\"\n{extra}\n"
+    )
+}
+
+pub async fn start(toml: &str) -> Running {
+    let cfg = Config::parse(toml, "test.toml", None).expect("config");
+    let probe = Probe::new(HostRoot::system(), GpuSourceKind::None);
+    let r = memwarden_broker::start(cfg, probe)
+        .await
+        .expect("broker starts");
+    // Let the first reading arrive.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r
+}
+
+pub fn client()
+-> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new())
+}
+
+/// One request with a bound: (status, body). A transport error is status 0.
+pub async fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    http_with(&client(), method, url, body, &[]).await
+}
+
+pub async fn http_with(
+    c: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Body,
+    >,
+    method: &str,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Body::from(body.to_string())).unwrap();
+    let call = async {
+        match c.request(req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let b = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                (status, String::from_utf8_lossy(&b).into_owned())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("a request must not hang")
+}
+
+pub async fn status(r: &Running) -> serde_json::Value {
+    let (code, body) = http("GET", &format!("http://{}/v1/status", r.addr), "").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+pub fn consumer<'a>(st: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    st["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+/// Polls the status until `pred` holds, for at most `within`.
+pub async fn wait_for(
+    r: &Running,
+    within: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let st = status(r).await;
+        if pred(&st) {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            panic!("condition not reached in {within:?}; status: {st:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

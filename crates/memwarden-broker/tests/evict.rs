@@ -1,0 +1,46 @@
+//! Eviction end to end: a ram pool with room for one of two real consumers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_then_b_then_a_evicts_and_reloads() {
+    let a = TestConsumer::spawn("a", "96MiB", "normal");
+    let b = TestConsumer::spawn("b", "96MiB", "normal");
+    let toml = pool_toml("160MiB", "")
+        + &consumer_toml("a", a.port, "96MiB", "")
+        + &consumer_toml("b", b.port, "96MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+
+    let (code, body) = http("GET", &format!("{base}/c/a/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "a ok loaded=true\n"));
+    assert!(a.rss() > 90 << 20, "a holds its memory: {}", a.rss());
+
+    let (code, body) = http("POST", &format!("{base}/c/b/work?ms=5"), "").await;
+    assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
+    // a was evicted, and its memory really came back before b was loaded.
+    assert!(a.rss() < 40 << 20, "a gave its memory back: {}", a.rss());
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "a")["state"], "unloaded");
+    assert_eq!(consumer(&st, "b")["state"], "loaded");
+    assert_eq!(st["counters"]["evictions"], 1);
+
+    let (code, body) = http("GET", &format!("{base}/c/a/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "a ok loaded=true\n"));
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "b")["state"], "unloaded");
+    assert_eq!(st["counters"]["evictions"], 2);
+    assert_eq!(st["counters"]["loads"], 3);
+    assert_eq!(st["counters"]["served"], 3);
+    // The measurement replaces the declaration once loaded.
+    let st = wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "a")["measured_bytes"].is_u64()
+    })
+    .await;
+    assert!(consumer(&st, "a")["measured_bytes"].as_u64().unwrap() >= 96 << 20);
+    r.shutdown().await;
+}
