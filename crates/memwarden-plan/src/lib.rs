@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod estimate;
+pub mod fit;
 pub mod ggml;
 pub mod gguf;
 pub mod model;

@@ -168,3 +168,214 @@ fn estimate_bad_input_is_one_line_and_exit_2() {
         "neither a GGUF",
     );
 }
+
+/// A fake machine with 256 GiB available whose process sits in a v1 memory cgroup with a
+/// 4 GiB limit (1 GiB used) below a parent with none.
+fn contained_machine(dir: &Path) {
+    let w = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w(
+        "proc/meminfo",
+        "MemTotal: 300000000 kB\nMemFree: 1000 kB\nMemAvailable: 268435456 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n",
+    );
+    w("proc/self/cgroup", "4:memory:/pod/box\n0::/\n");
+    w("sys/fs/cgroup/memory/memory.usage_in_bytes", "5000000000\n");
+    w(
+        "sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    w(
+        "sys/fs/cgroup/memory/pod/memory.usage_in_bytes",
+        "1073741824\n",
+    );
+    w(
+        "sys/fs/cgroup/memory/pod/memory.limit_in_bytes",
+        "9223372036854771712\n",
+    );
+    w(
+        "sys/fs/cgroup/memory/pod/box/memory.usage_in_bytes",
+        "1073741824\n",
+    );
+    w(
+        "sys/fs/cgroup/memory/pod/box/memory.limit_in_bytes",
+        "4294967296\n",
+    );
+}
+
+#[test]
+fn fit_prints_the_number_alone_and_reasons_on_stderr() {
+    let o = memwarden(&[
+        "fit",
+        "--available",
+        "100GiB",
+        "--fixed",
+        "10GiB",
+        "--per-worker",
+        "6GiB",
+        "--want",
+        "64",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "10\n");
+    assert!(
+        stderr(&o).contains("reduced workers 64 -> 10"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = memwarden(&[
+        "fit",
+        "--available",
+        "1GiB",
+        "--fixed",
+        "2GiB",
+        "--per-worker",
+        "1MiB",
+        "--want",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["threads"], 1);
+    assert_eq!(v["swapping"], true);
+    assert_eq!(v["reduced"], true);
+    assert_eq!(v["available_bytes"], 1u64 << 30);
+    assert_eq!(
+        v["budget_bytes"],
+        ((1u64 << 30) as f64 * 0.7).floor() as u64
+    );
+    assert!(stderr(&o).contains("WARNING"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("short"), "{}", stderr(&o));
+
+    // Free workers keep `want`.
+    let o = memwarden(&[
+        "fit",
+        "--available",
+        "1GiB",
+        "--per-worker",
+        "0",
+        "--want",
+        "12",
+        "--headroom",
+        "1",
+    ]);
+    assert_eq!(stdout(&o), "12\n");
+}
+
+#[test]
+fn fit_ram_is_capped_by_the_callers_cgroup() {
+    let dir = tempfile::tempdir().unwrap();
+    contained_machine(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let o = memwarden(&[
+        "--root",
+        root,
+        "fit",
+        "--pool",
+        "ram",
+        "--per-worker",
+        "1GiB",
+        "--want",
+        "64",
+        "--headroom",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(
+        v["available_bytes"],
+        3u64 << 30,
+        "4 GiB limit - 1 GiB used, not 256 GiB"
+    );
+    assert_eq!(v["threads"], 3);
+    assert!(v["source"].as_str().unwrap().contains("/pod/box"));
+}
+
+#[test]
+fn fit_bad_input_is_one_line_and_exit_2() {
+    let base = ["fit", "--available", "1GiB", "--per-worker", "1MiB"];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend(extra);
+        memwarden(&a)
+    };
+    assert_bad(&with(&["--want", "2", "--fixed", "12XB"]), "12XB");
+    assert_bad(&with(&["--want", "-3"]), "-3");
+    assert_bad(&with(&["--want", "0"]), "at least 1");
+    assert_bad(&with(&["--want", "2", "--headroom", "0"]), "outside (0, 1]");
+    assert_bad(
+        &with(&["--want", "2", "--headroom", "1.5"]),
+        "outside (0, 1]",
+    );
+    assert_bad(&with(&["--want", "2", "--headroom", "-0.5"]), "headroom");
+    assert_bad(&with(&["--want", "2", "--pool", "disk"]), "unknown pool");
+    assert_bad(&with(&["--want", "2", "--fixed", "-1GiB"]), "negative");
+    let o = memwarden(&[
+        "fit",
+        "--pool",
+        "vram:3",
+        "--per-worker",
+        "1GiB",
+        "--want",
+        "2",
+    ]);
+    assert_bad(&o, "no GPU with index 3");
+}
+
+/// The live reading inside a real memory cgroup with a limit: a v1 child cgroup of this
+/// machine, the command moved into it before it starts.
+#[test]
+fn fit_inside_a_real_memory_cgroup() {
+    let base = Path::new("/sys/fs/cgroup/memory");
+    if !base.join("memory.limit_in_bytes").exists() {
+        eprintln!(
+            "skipped: no cgroup v1 memory hierarchy at {}",
+            base.display()
+        );
+        return;
+    }
+    let cg = base.join(format!("memwarden-fit-test-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&cg) {
+        eprintln!("skipped: cannot create a memory cgroup ({e})");
+        return;
+    }
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(cg.clone());
+    let limit: u64 = 512 << 20;
+    if let Err(e) = std::fs::write(cg.join("memory.limit_in_bytes"), limit.to_string()) {
+        eprintln!("skipped: cannot set a memory limit ({e})");
+        return;
+    }
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec \"$0\" fit --pool ram --per-worker 64MiB --want 100 \
+         --headroom 1 --json",
+        cg.display()
+    );
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_memwarden"))
+        .env("MEMWARDEN_GPU_SOURCE", "none")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    let avail = v["available_bytes"].as_u64().unwrap();
+    assert!(avail <= limit, "{avail} over the cgroup's limit");
+    assert!(
+        avail > limit - (64 << 20),
+        "{avail}: usage of a small process is small"
+    );
+    assert_eq!(v["threads"].as_u64().unwrap(), avail / (64 << 20));
+    assert!(v["source"].as_str().unwrap().contains("memwarden-fit-test"));
+}

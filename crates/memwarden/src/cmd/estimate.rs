@@ -34,7 +34,7 @@ pub struct EstimateArgs {
     #[arg(long, value_name = "IDX", conflicts_with = "vram")]
     pub gpu: Option<u32>,
     /// Fit into this much GPU memory (512MiB, 24GiB, …)
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub vram: Option<String>,
     /// Exit 0 when the model fits, 1 when it does not (needs --gpu or --vram)
     #[arg(long)]
