@@ -59,4 +59,8 @@ pub enum Command {
     Estimate(cmd::estimate::EstimateArgs),
     /// How many workers fit in free RAM, VRAM or GTT? Prints the number alone
     Fit(cmd::fit::FitArgs),
+    /// Run the broker: make room on the GPU for model servers, and export /metrics
+    Serve(cmd::serve::ServeArgs),
+    /// Run a command under a broker lease (a batch job taking its turn on the GPU)
+    Run(cmd::run::RunArgs),
 }

@@ -3,6 +3,8 @@
 pub mod estimate;
 pub mod fit;
 pub mod record;
+pub mod run;
+pub mod serve;
 pub mod snapshot;
 
 use std::process::ExitCode;
@@ -19,6 +21,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Record(a) => record::run(g, a),
         Command::Estimate(a) => estimate::run(g, a),
         Command::Fit(a) => fit::run(g, a),
+        Command::Serve(a) => serve::run(g, a),
+        Command::Run(a) => run::run(g, a),
     }
 }
 

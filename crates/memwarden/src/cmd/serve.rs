@@ -1,0 +1,71 @@
+//! `memwarden serve`: the broker in front of model servers, and the node's metrics exporter.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use memwarden_broker::ServeOptions;
+use memwarden_plan::estimate::{EstimateOptions, estimate_file};
+use memwarden_probe::HostRoot;
+
+use crate::cli::Global;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The broker's TOML configuration; without one, serve only /metrics, /v1/status and
+    /// /healthz on 127.0.0.1:7077
+    #[arg(long, short, value_name = "FILE", env = "MEMWARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen here instead of the configuration's `listen`
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Only check the configuration (and that it suits this machine), then exit
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
+    let source = g.gpu_source.parse()?;
+    let root = HostRoot::new(&g.root)?;
+    let opts = ServeOptions {
+        config: args.config,
+        root,
+        gpu_source: source,
+        listen: args.listen,
+        estimator: Some(Box::new(|path, ctx| {
+            let opts = EstimateOptions {
+                ctx: Some(ctx),
+                ..EstimateOptions::default()
+            };
+            estimate_file(path, &opts)
+                .map(|e| e.total_bytes)
+                .map_err(|e| e.to_string())
+        })),
+    };
+    if args.check {
+        let cfg = opts.load_config()?;
+        println!(
+            "configuration ok: {} pool(s), {} consumer(s), listening on {}",
+            cfg.pools.len(),
+            cfg.consumers.len(),
+            cfg.server.listen
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging();
+    memwarden_broker::serve_blocking(opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to stderr (the journal under systemd); `RUST_LOG` picks the level, info by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
