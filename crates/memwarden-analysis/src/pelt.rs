@@ -115,7 +115,321 @@ fn backtrack(parent: &[usize], n: usize) -> Vec<usize> {
 /// The changepoints of `values`: the end index of each segment, the last being `values.len()`
 /// (ruptures' `predict` format).
 pub fn pelt(values: &[f64], params: &PeltParams) -> Result<Vec<usize>, PeltError> {
-    pelt_reference(values, params)
+    let min_size = validate(values, params)?;
+    Ok(Fast::new(values, params.penalty).run(min_size, params.jump))
+}
+
+const EPS: f64 = f64::EPSILON;
+
+/// A double-double number: `hi + lo` with `|lo| <= ulp(hi) / 2`, about 106 bits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dd {
+    hi: f64,
+    lo: f64,
+}
+
+fn two_sum(a: f64, b: f64) -> Dd {
+    let s = a + b;
+    let bb = s - a;
+    Dd {
+        hi: s,
+        lo: (a - (s - bb)) + (b - bb),
+    }
+}
+
+fn quick_two_sum(a: f64, b: f64) -> Dd {
+    let s = a + b;
+    Dd {
+        hi: s,
+        lo: b - (s - a),
+    }
+}
+
+/// Dekker's split, so that products need no fused multiply-add (not in the baseline x86-64).
+fn split(a: f64) -> (f64, f64) {
+    let t = 134_217_729.0 * a;
+    let hi = t - (t - a);
+    (hi, a - hi)
+}
+
+fn two_prod(a: f64, b: f64) -> Dd {
+    let p = a * b;
+    let (ah, al) = split(a);
+    let (bh, bl) = split(b);
+    Dd {
+        hi: p,
+        lo: ((ah * bh - p) + ah * bl + al * bh) + al * bl,
+    }
+}
+
+impl Dd {
+    fn add(self, o: Dd) -> Dd {
+        let s = two_sum(self.hi, o.hi);
+        quick_two_sum(s.hi, s.lo + self.lo + o.lo)
+    }
+
+    fn sub(self, o: Dd) -> Dd {
+        self.add(Dd {
+            hi: -o.hi,
+            lo: -o.lo,
+        })
+    }
+
+    fn sqr(self) -> Dd {
+        let p = two_prod(self.hi, self.hi);
+        quick_two_sum(p.hi, p.lo + 2.0 * self.hi * self.lo)
+    }
+
+    fn div_f64(self, b: f64) -> Dd {
+        let q = self.hi / b;
+        let p = two_prod(q, b);
+        let r = ((self.hi - p.hi) - p.lo + self.lo) / b;
+        quick_two_sum(q, r)
+    }
+
+    fn value(self) -> f64 {
+        self.hi + self.lo
+    }
+}
+
+/// PELT with O(1) costs from double-double prefix sums, falling back to ruptures' arithmetic
+/// only for comparisons too close to call.
+///
+/// For every partition total it keeps an estimate and a bound on the distance between that
+/// estimate and the value ruptures computes (its numpy variance and its float sums stray from
+/// the exact value by at most a few ulps times a log factor). Where the intervals of two
+/// compared values do not overlap, both sides agree on the outcome; where they do, the exact
+/// ruptures values are computed (and kept) for the partitions involved.
+struct Fast<'a> {
+    x: &'a [f64],
+    pen: f64,
+    /// Prefix sums of `x − shift` and of its square.
+    s: Vec<Dd>,
+    q: Vec<Dd>,
+    /// Start of the run of equal values that each index belongs to.
+    run_start: Vec<usize>,
+    /// Relative error factor of ruptures' cost and of the float sums, and an absolute floor
+    /// for the errors independent of the cost (the variance's mean error, our own prefix sums).
+    rel: f64,
+    abs: f64,
+    /// Per partition end: our estimate of ruptures' total, the bound on its error, ruptures'
+    /// exact total once computed, and the start of the last segment.
+    est: Vec<f64>,
+    err: Vec<f64>,
+    exact: Vec<Option<f64>>,
+    parent: Vec<usize>,
+    scratch: Vec<f64>,
+}
+
+impl<'a> Fast<'a> {
+    fn new(x: &'a [f64], pen: f64) -> Fast<'a> {
+        let n = x.len();
+        let shift = x.iter().sum::<f64>() / n as f64;
+        let mut s = Vec::with_capacity(n + 1);
+        let mut q = Vec::with_capacity(n + 1);
+        let (mut ss, mut qq) = (Dd::default(), Dd::default());
+        s.push(ss);
+        q.push(qq);
+        let (mut max_abs, mut sum_abs_y, mut sum_y2) = (0.0f64, 0.0f64, 0.0f64);
+        for &v in x {
+            let y = v - shift;
+            // y itself is rounded: keep its error term so the prefix sums are of the exact y.
+            let ye = two_sum(v, -shift);
+            ss = ss.add(ye);
+            qq = qq.add(ye.sqr());
+            s.push(ss);
+            q.push(qq);
+            max_abs = max_abs.max(v.abs());
+            sum_abs_y += y.abs();
+            sum_y2 += y * y;
+        }
+        let mut run_start = vec![0usize; n];
+        for i in 1..n {
+            run_start[i] = if x[i] == x[i - 1] {
+                run_start[i - 1]
+            } else {
+                i
+            };
+        }
+        // numpy's pairwise sums err by at most ~(25 + log2 n) ulps of the sum of magnitudes;
+        // the variance adds a few roundings more. Generous on purpose: a loose bound only
+        // sends more comparisons to the exact path.
+        let k = 40.0 + (n as f64).log2().ceil();
+        let rel = 2.0 * k * EPS;
+        let dm = k * EPS * max_abs;
+        let ours = 64.0 * (n as f64) * EPS * EPS * (sum_y2 + sum_abs_y * sum_abs_y);
+        let abs = (n as f64) * dm * dm * 2.0 + ours + f64::MIN_POSITIVE;
+        let mut est = vec![0.0; n + 1];
+        let mut err = vec![0.0; n + 1];
+        let mut exact = vec![None; n + 1];
+        est[0] = 0.0;
+        err[0] = 0.0;
+        exact[0] = Some(0.0);
+        Fast {
+            x,
+            pen,
+            s,
+            q,
+            run_start,
+            rel,
+            abs,
+            est,
+            err,
+            exact,
+            parent: vec![0; n + 1],
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Our value of the L2 cost of `x[a..b]`, close to the exact one.
+    fn cost(&self, a: usize, b: usize) -> f64 {
+        let l = (b - a) as f64;
+        let s = self.s[b].sub(self.s[a]);
+        let q = self.q[b].sub(self.q[a]);
+        q.sub(s.sqr().div_f64(l)).value().max(0.0)
+    }
+
+    /// ruptures' value of the cost of `x[a..b]`.
+    fn numpy_cost(&mut self, a: usize, b: usize) -> f64 {
+        if self.run_start[b - 1] <= a && sums_exactly(self.x[a], b - a) {
+            // A constant piece whose sums are exact: numpy's mean is the value, the cost 0.
+            return 0.0;
+        }
+        numpy_l2_cost(&self.x[a..b], &mut self.scratch)
+    }
+
+    /// ruptures' total for the partition ending at `t`, computing the missing links of the
+    /// chain (with ruptures' arithmetic) the first time it is asked for.
+    fn exact_total(&mut self, t: usize) -> f64 {
+        let mut chain = Vec::new();
+        let mut u = t;
+        while self.exact[u].is_none() {
+            chain.push(u);
+            u = self.parent[u];
+        }
+        while let Some(v) = chain.pop() {
+            let p = self.parent[v];
+            let base = self.exact[p].unwrap_or(0.0);
+            let total = base + (self.numpy_cost(p, v) + self.pen);
+            self.exact[v] = Some(total);
+            self.est[v] = total;
+            self.err[v] = 0.0;
+        }
+        self.exact[t].unwrap_or(0.0)
+    }
+
+    /// ruptures' total of the partition ending at `t` extended by the segment `t..b`.
+    fn exact_candidate(&mut self, t: usize, b: usize) -> f64 {
+        let base = self.exact_total(t);
+        base + (self.numpy_cost(t, b) + self.pen)
+    }
+
+    fn run(mut self, min_size: usize, jump: usize) -> Vec<usize> {
+        let n = self.x.len();
+        let pen = self.pen;
+        let mut exists = vec![false; n + 1];
+        exists[0] = true;
+        let mut admissible: Vec<usize> = Vec::new();
+        // (start, estimate, error bound, exact value once computed)
+        let mut cands: Vec<(usize, f64, f64, Option<f64>)> = Vec::new();
+        for end in candidate_ends(n, min_size, jump) {
+            admissible.push((end - min_size) / jump * jump);
+            cands.clear();
+            let mut best = 0;
+            for &t in &admissible {
+                if !exists[t] {
+                    continue;
+                }
+                let c = self.cost(t, end);
+                let v = c + pen;
+                let total = self.est[t] + v;
+                let e = self.err[t] + self.rel * (v + total) + self.abs;
+                cands.push((t, total, e, None));
+                if total < cands[best].1 {
+                    best = cands.len() - 1;
+                }
+            }
+
+            // The winner: clear unless another candidate's interval reaches the best one's.
+            let (b_est, b_err) = (cands[best].1, cands[best].2);
+            let close = cands
+                .iter()
+                .enumerate()
+                .any(|(i, c)| i != best && c.0 != cands[best].0 && c.1 - c.2 <= b_est + b_err);
+            if close {
+                let mut win: Option<(usize, f64)> = None;
+                for (i, c) in cands.iter_mut().enumerate() {
+                    let (t, est, e, _) = *c;
+                    if est - e > b_est + b_err {
+                        continue;
+                    }
+                    let v = self.exact_candidate(t, end);
+                    c.3 = Some(v);
+                    if win.is_none_or(|(_, w)| v < w) {
+                        win = Some((i, v));
+                    }
+                }
+                if let Some((i, _)) = win {
+                    best = i;
+                }
+            }
+            let (t_best, est_best, err_best, exact_best) = cands[best];
+            exists[end] = true;
+            self.parent[end] = t_best;
+            match exact_best {
+                Some(v) => {
+                    self.exact[end] = Some(v);
+                    self.est[end] = v;
+                    self.err[end] = 0.0;
+                }
+                None => {
+                    self.est[end] = est_best;
+                    self.err[end] = err_best;
+                }
+            }
+
+            // Pruning: keep the starts whose total is at most the best plus the penalty.
+            let thr = self.est[end] + pen;
+            let thr_err = self.err[end] + self.rel * thr;
+            let mut kept = Vec::with_capacity(admissible.len());
+            for (i, &t) in admissible.iter().enumerate() {
+                let Some(&(_, est, e, ex)) = cands.get(i) else {
+                    break; // ruptures' zip stops at the shorter list
+                };
+                let keep = if est + e < thr - thr_err {
+                    true
+                } else if est - e > thr + thr_err {
+                    false
+                } else {
+                    let v = match ex {
+                        Some(v) => v,
+                        None => self.exact_candidate(cands[i].0, end),
+                    };
+                    let threshold = self.exact_total(end) + pen;
+                    v <= threshold
+                };
+                if keep {
+                    kept.push(t);
+                }
+            }
+            admissible = kept;
+        }
+        backtrack(&self.parent, n)
+    }
+}
+
+/// Whether every partial sum of `len` copies of `v` is exact, so numpy's mean of them is `v`.
+fn sums_exactly(v: f64, len: usize) -> bool {
+    if v == 0.0 {
+        return true;
+    }
+    if !v.is_normal() {
+        return false;
+    }
+    let mant = (v.to_bits() & ((1u64 << 52) - 1)) | (1u64 << 52);
+    let bits = 53 - mant.trailing_zeros();
+    let len_bits = usize::BITS - len.leading_zeros();
+    bits + len_bits <= 53 && v.abs() < 1e300
 }
 
 /// PELT with ruptures' arithmetic, operation for operation: the answer of [`pelt`], found in

@@ -1,0 +1,114 @@
+//! Property tests: the analysis never panics, whatever the numbers, and keeps its promises
+//! (confidence in [0, 1], predictions only as ranges, changepoints in ruptures' format and
+//! equal to the reference arithmetic's).
+
+use memwarden_analysis::oom::{OomConfig, OomPredictor};
+use memwarden_analysis::pelt::{PeltParams, pelt, pelt_reference};
+use memwarden_analysis::phase::{PhaseConfig, PhaseDetector};
+use memwarden_analysis::segments::{LabelContext, label_segments};
+use memwarden_analysis::series::Sample;
+use proptest::prelude::*;
+
+fn any_f64() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => -1e6f64..1e6,
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+        1 => Just(f64::NEG_INFINITY),
+        1 => Just(1e300),
+        1 => Just(-0.0),
+        1 => any::<f64>(),
+    ]
+}
+
+/// Small integers: many exact ties, the hard case for matching ruptures.
+fn tie_prone() -> impl Strategy<Value = Vec<f64>> {
+    prop::collection::vec(0u8..4, 1..80).prop_map(|v| v.into_iter().map(|x| x as f64).collect())
+}
+
+fn params() -> impl Strategy<Value = PeltParams> {
+    (0.0f64..50.0, 0usize..6, 1usize..7).prop_map(|(penalty, min_size, jump)| PeltParams {
+        penalty,
+        min_size,
+        jump,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn pelt_equals_reference_on_ties(x in tie_prone(), p in params()) {
+        prop_assert_eq!(pelt(&x, &p), pelt_reference(&x, &p));
+    }
+
+    #[test]
+    fn pelt_equals_reference_on_noise(
+        x in prop::collection::vec(-1e4f64..1e4, 1..150),
+        p in params(),
+        scale in prop_oneof![Just(1.0), Just(1e-3), Just(1e5)],
+    ) {
+        let x: Vec<f64> = x.iter().map(|v| v * scale).collect();
+        let p = PeltParams { penalty: p.penalty * scale * scale, ..p };
+        prop_assert_eq!(pelt(&x, &p), pelt_reference(&x, &p));
+    }
+
+    #[test]
+    fn pelt_output_is_in_ruptures_format(x in prop::collection::vec(-1e3f64..1e3, 1..200), p in params()) {
+        let Ok(b) = pelt(&x, &p) else {
+            prop_assert!(x.len() < p.min_size.max(1));
+            return Ok(());
+        };
+        prop_assert_eq!(*b.last().unwrap(), x.len());
+        let mut start = 0;
+        for (i, &e) in b.iter().enumerate() {
+            prop_assert!(e > start);
+            if i + 1 < b.len() {
+                prop_assert_eq!(e % p.jump, 0);
+            }
+            prop_assert!(e - start >= p.min_size.max(1));
+            start = e;
+        }
+    }
+
+    #[test]
+    fn pelt_never_panics(x in prop::collection::vec(any_f64(), 0..60), pen in any_f64(),
+                         min_size in 0usize..5, jump in 0usize..5) {
+        let p = PeltParams { penalty: pen, min_size, jump };
+        let _ = pelt(&x, &p);
+        let _ = pelt_reference(&x, &p);
+    }
+
+    #[test]
+    fn phases_and_predictions_stay_sane(
+        values in prop::collection::vec(any_f64(), 0..300),
+        steps in prop::collection::vec(0u64..5000, 0..300),
+        free in any_f64(),
+    ) {
+        let mut d = PhaseDetector::new(PhaseConfig::default());
+        let oom = OomPredictor::new(OomConfig::default());
+        let mut t = 0u64;
+        for (i, v) in values.iter().enumerate() {
+            t += steps.get(i).copied().unwrap_or(1000);
+            let st = d.update(Sample { t_ms: t, mib: *v });
+            prop_assert!((0.0..=1.0).contains(&st.confidence), "confidence {}", st.confidence);
+            if let Some(p) = oom.predict(&st, free) {
+                prop_assert!(p.seconds_low.is_finite() && p.seconds_low >= 0.0);
+                if let Some(h) = p.seconds_high {
+                    prop_assert!(h >= p.seconds_low && h <= 3600.0);
+                }
+                prop_assert!(p.seconds_low <= 3600.0);
+                prop_assert!((0.0..=1.0).contains(&p.confidence));
+            }
+        }
+    }
+
+    #[test]
+    fn labelling_never_panics(values in prop::collection::vec(-1e9f64..1e9, 0..100),
+                              cuts in prop::collection::vec(0usize..120, 0..10)) {
+        let times: Vec<u64> = (0..values.len() as u64).map(|i| i * 1000).collect();
+        let segs = label_segments(&values, &times, &cuts, &LabelContext { total_mib: Some(1e6) });
+        let covered: usize = segs.iter().map(|s| s.end - s.start).sum();
+        prop_assert!(covered <= values.len());
+    }
+}
