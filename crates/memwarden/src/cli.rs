@@ -63,4 +63,6 @@ pub enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Run a command under a broker lease (a batch job taking its turn on the GPU)
     Run(cmd::run::RunArgs),
+    /// The live view: who holds GPU and host memory, where it is heading; kill; replay
+    Top(cmd::top::TopArgs),
 }

@@ -6,6 +6,7 @@ pub mod record;
 pub mod run;
 pub mod serve;
 pub mod snapshot;
+pub mod top;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Fit(a) => fit::run(g, a),
         Command::Serve(a) => serve::run(g, a),
         Command::Run(a) => run::run(g, a),
+        Command::Top(a) => top::run(g, a),
     }
 }
 

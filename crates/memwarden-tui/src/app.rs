@@ -1,0 +1,602 @@
+//! The interface's state and what every key does to it. Nothing here draws or reads the
+//! machine (except the one-file identity checks of a kill), so it is driven the same way by the
+//! event loop and by tests.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use memwarden_probe::HostRoot;
+use memwarden_probe::snapshot::{Process, ProcessId, Snapshot};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
+
+use crate::analysis::Analyst;
+use crate::insight::Insights;
+use crate::keys::{self, Action};
+use crate::kill::{self, KillError, Signal};
+use crate::table::{self, Row, RowKey, SortKey};
+use crate::theme::{Theme, ThemeName};
+
+/// How long after SIGTERM the user is offered SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Processes,
+    Workloads,
+}
+
+/// What the event loop must do for a key (the sample source is its business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Quit,
+    TogglePause,
+    StepBack,
+    StepForward,
+    Faster,
+    Slower,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum KillStage {
+    Confirm,
+    /// SIGTERM sent at this time; waiting to see it go.
+    Sent(Instant),
+    /// Still there after the grace period: SIGKILL is offered.
+    OfferKill,
+    Done(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillDialog {
+    pub target: ProcessId,
+    pub name: String,
+    pub command: String,
+    pub age: Option<Duration>,
+    pub stage: KillStage,
+}
+
+/// Facts about one process that only the live source can read (its open files), for the
+/// detail pane.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    pub id: Option<ProcessId>,
+    /// Model files the process holds open: path and size.
+    pub model_files: Vec<(String, u64)>,
+    /// TCP ports it listens on.
+    pub ports: Vec<u16>,
+}
+
+/// Replay progress, for the header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayStatus {
+    pub file: String,
+    pub position: usize,
+    pub len: usize,
+    pub speed: f64,
+    pub paused: bool,
+    pub skipped: usize,
+}
+
+/// Screen regions of the last frame, for the mouse.
+#[derive(Debug, Clone, Default)]
+pub struct HitMap {
+    /// The table's rows (below its header).
+    pub rows: Rect,
+    /// The header line and the x range of each sortable column.
+    pub header: Rect,
+    pub columns: Vec<(u16, u16, SortKey)>,
+    /// Index of the first row drawn.
+    pub offset: usize,
+}
+
+pub struct App {
+    pub theme: Theme,
+    /// Colour may be switched between themes (not under NO_COLOR).
+    pub colour: bool,
+    pub snap: Option<Snapshot>,
+    pub parents: HashMap<u32, u32>,
+    pub insights: Insights,
+    analyst: Analyst,
+    pub users: HashMap<u32, String>,
+    pub view: View,
+    pub tree: bool,
+    pub show_map: bool,
+    pub sort: SortKey,
+    pub descending: bool,
+    pub filter: String,
+    pub filtering: bool,
+    pub rows: Vec<Row>,
+    pub selected: usize,
+    selected_key: Option<RowKey>,
+    pub detail: bool,
+    pub help: bool,
+    /// `Some` when killing is possible: the root to check identities under, the audit log.
+    kill_at: Option<(HostRoot, Option<PathBuf>)>,
+    /// Why `k` does nothing here, when it does nothing.
+    pub kill_off: Option<String>,
+    pub dialog: Option<KillDialog>,
+    pub status: Option<(String, Instant)>,
+    /// Live view frozen by space: samples are dropped until unfrozen.
+    pub frozen: bool,
+    pub replay: Option<ReplayStatus>,
+    pub interval: Duration,
+    pub extras: Extras,
+    pub hits: RefCell<HitMap>,
+    pub samples_seen: u64,
+}
+
+impl App {
+    pub fn new(theme: ThemeName, colour: bool, history: usize) -> App {
+        App {
+            theme: Theme::new(if colour { theme } else { ThemeName::Mono }),
+            colour,
+            snap: None,
+            parents: HashMap::new(),
+            insights: Insights::default(),
+            analyst: Analyst::new(history),
+            users: HashMap::new(),
+            view: View::Processes,
+            tree: false,
+            show_map: true,
+            sort: SortKey::Memory,
+            descending: true,
+            filter: String::new(),
+            filtering: false,
+            rows: Vec::new(),
+            selected: 0,
+            selected_key: None,
+            detail: false,
+            help: false,
+            kill_at: None,
+            kill_off: Some("kill is turned off".into()),
+            dialog: None,
+            status: None,
+            frozen: false,
+            replay: None,
+            interval: Duration::from_secs(1),
+            extras: Extras::default(),
+            hits: RefCell::new(HitMap::default()),
+            samples_seen: 0,
+        }
+    }
+
+    /// Allows `k`, checking identities under `root` and logging to `audit` (when known).
+    pub fn enable_kill(&mut self, root: HostRoot, audit: Option<PathBuf>) {
+        self.kill_at = Some((root, audit));
+        self.kill_off = None;
+    }
+
+    pub fn disable_kill(&mut self, why: &str) {
+        self.kill_at = None;
+        self.kill_off = Some(why.to_string());
+    }
+
+    pub fn kill_enabled(&self) -> bool {
+        self.kill_at.is_some()
+    }
+
+    pub fn set_sort(&mut self, key: SortKey) {
+        self.sort = key;
+        self.descending = key.default_descending();
+        self.rebuild();
+    }
+
+    pub fn set_theme(&mut self, name: ThemeName) {
+        if self.colour {
+            self.theme = Theme::new(name);
+        }
+    }
+
+    /// A new reading: into the analysis, then onto the screen (unless frozen).
+    pub fn ingest(&mut self, snap: Snapshot, parents: HashMap<u32, u32>) {
+        if self.frozen {
+            return;
+        }
+        self.analyst.observe(&snap);
+        let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
+        self.insights = self.analyst.insights(&snap, focus);
+        self.samples_seen += 1;
+        self.snap = Some(snap);
+        self.parents = parents;
+        self.rebuild();
+    }
+
+    /// Starts over from an empty history (a replay stepped back is replayed up to there).
+    pub fn reset_history(&mut self) {
+        self.analyst.reset();
+        self.insights = Insights::default();
+        self.samples_seen = 0;
+    }
+
+    /// The table rows from the current snapshot, view, filter, sort and tree.
+    pub fn rebuild(&mut self) {
+        let Some(snap) = &self.snap else {
+            self.rows.clear();
+            return;
+        };
+        let rows = match self.view {
+            View::Processes => table::process_rows(snap, &self.insights, &self.users),
+            View::Workloads => table::workload_rows(snap, &self.insights),
+        };
+        let tree = (self.tree && self.view == View::Processes && !self.parents.is_empty())
+            .then_some(&self.parents);
+        self.rows = table::arrange(rows, self.sort, self.descending, &self.filter, tree);
+        // The selection follows its process across samples and re-sorts.
+        if let Some(key) = &self.selected_key
+            && let Some(i) = self.rows.iter().position(|r| &r.key == key)
+        {
+            self.selected = i;
+        }
+        self.selected = self.selected.min(self.rows.len().saturating_sub(1));
+        self.selected_key = self.rows.get(self.selected).map(|r| r.key.clone());
+    }
+
+    pub fn selected_row(&self) -> Option<&Row> {
+        self.rows.get(self.selected)
+    }
+
+    pub fn selected_process(&self) -> Option<&Process> {
+        let RowKey::Process(id) = &self.selected_row()?.key else {
+            return None;
+        };
+        self.snap
+            .as_ref()?
+            .processes
+            .iter()
+            .find(|p| p.identity() == *id)
+    }
+
+    /// The process the detail pane is about, for the live source to look at closer.
+    pub fn focus(&self) -> Option<ProcessId> {
+        if !self.detail {
+            return None;
+        }
+        self.selected_process().map(Process::identity)
+    }
+
+    fn select(&mut self, i: usize) {
+        self.selected = i.min(self.rows.len().saturating_sub(1));
+        self.selected_key = self.rows.get(self.selected).map(|r| r.key.clone());
+    }
+
+    pub fn say(&mut self, msg: impl Into<String>, now: Instant) {
+        self.status = Some((msg.into(), now));
+    }
+
+    /// The status message, while it is fresh (5 s).
+    pub fn status_text(&self, now: Instant) -> Option<&str> {
+        match &self.status {
+            Some((m, at)) if now.saturating_duration_since(*at) < Duration::from_secs(5) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// When the loop must wake even without input or samples (kill grace, status expiry).
+    pub fn deadline(&self) -> Option<Instant> {
+        let dialog = match self.dialog.as_ref().map(|d| &d.stage) {
+            // Look for the process to go four times a second during the grace period.
+            Some(KillStage::Sent(_)) => Some(Instant::now() + Duration::from_millis(250)),
+            _ => None,
+        };
+        let status = self
+            .status
+            .as_ref()
+            .map(|(_, at)| *at + Duration::from_secs(5));
+        match (dialog, status) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Time passes: a signalled process is watched until it goes or the grace period ends.
+    pub fn tick(&mut self, now: Instant) {
+        let Some(d) = &mut self.dialog else {
+            return;
+        };
+        let KillStage::Sent(at) = d.stage else {
+            return;
+        };
+        let Some((root, _)) = &self.kill_at else {
+            return;
+        };
+        if !kill::is_alive(root, d.target) {
+            d.stage = KillStage::Done(format!("{} (pid {}) has exited", d.name, d.target.pid));
+        } else if now.saturating_duration_since(at) >= KILL_GRACE {
+            d.stage = KillStage::OfferKill;
+        }
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent, now: Instant) -> Option<Command> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Command::Quit);
+        }
+        if self.dialog.is_some() {
+            self.dialog_key(key, now);
+            return None;
+        }
+        if self.help {
+            self.help = false;
+            return None;
+        }
+        if self.filtering {
+            match key.code {
+                KeyCode::Esc => {
+                    self.filter.clear();
+                    self.filtering = false;
+                }
+                KeyCode::Enter => self.filtering = false,
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) if !c.is_control() && self.filter.chars().count() < 64 => {
+                    self.filter.push(c)
+                }
+                KeyCode::Up => self.select(self.selected.saturating_sub(1)),
+                KeyCode::Down => self.select(self.selected + 1),
+                _ => {}
+            }
+            self.rebuild();
+            return None;
+        }
+        let page = self.hits.borrow().rows.height.max(1) as usize;
+        match keys::action(key)? {
+            Action::Quit => return Some(Command::Quit),
+            Action::Help => self.help = true,
+            Action::Up => self.select(self.selected.saturating_sub(1)),
+            Action::Down => self.select(self.selected + 1),
+            Action::PageUp => self.select(self.selected.saturating_sub(page)),
+            Action::PageDown => self.select(self.selected + page),
+            Action::Home => self.select(0),
+            Action::End => self.select(usize::MAX),
+            Action::StartFilter => self.filtering = true,
+            Action::SortNext => {
+                self.set_sort(self.sort.next());
+                self.say(format!("sorted by {}", self.sort.label()), now);
+            }
+            Action::SortReverse => {
+                self.descending = !self.descending;
+                self.rebuild();
+            }
+            Action::ToggleView => {
+                self.view = match self.view {
+                    View::Processes => View::Workloads,
+                    View::Workloads => View::Processes,
+                };
+                let none = self.snap.as_ref().is_some_and(|s| s.workloads.is_empty());
+                if self.view == View::Workloads && none {
+                    self.say("no workloads in this snapshot: showing processes", now);
+                    self.view = View::Processes;
+                }
+                self.selected = 0;
+                self.selected_key = None;
+                self.rebuild();
+            }
+            Action::ToggleTree => {
+                self.tree = !self.tree;
+                if self.tree && self.parents.is_empty() {
+                    self.say("no parent pids in this source: the tree is flat", now);
+                }
+                self.rebuild();
+            }
+            Action::ToggleDetail => self.detail = !self.detail,
+            Action::ToggleMap => self.show_map = !self.show_map,
+            Action::NextTheme => {
+                if self.colour {
+                    self.theme = Theme::new(self.theme.name.next());
+                    self.say(format!("theme: {}", self.theme.name.as_str()), now);
+                } else {
+                    self.say("colour is off (NO_COLOR or --no-color)", now);
+                }
+            }
+            Action::Kill => self.ask_kill(now),
+            Action::Pause => {
+                if self.replay.is_some() {
+                    return Some(Command::TogglePause);
+                }
+                self.frozen = !self.frozen;
+                self.say(
+                    if self.frozen {
+                        "frozen: space resumes"
+                    } else {
+                        "live again"
+                    },
+                    now,
+                );
+            }
+            Action::StepBack => return self.replay.is_some().then_some(Command::StepBack),
+            Action::StepForward => return self.replay.is_some().then_some(Command::StepForward),
+            Action::Faster => return self.replay.is_some().then_some(Command::Faster),
+            Action::Slower => return self.replay.is_some().then_some(Command::Slower),
+            Action::Escape => {
+                if !self.filter.is_empty() {
+                    self.filter.clear();
+                    self.rebuild();
+                } else {
+                    self.detail = false;
+                }
+            }
+        }
+        None
+    }
+
+    pub fn on_mouse(&mut self, m: MouseEvent) {
+        let hits = self.hits.borrow().clone();
+        let at = Position::new(m.column, m.row);
+        match m.kind {
+            MouseEventKind::Down(MouseButton::Left) => {
+                if hits.rows.contains(at) {
+                    self.select(hits.offset + usize::from(m.row - hits.rows.y));
+                } else if hits.header.contains(at)
+                    && let Some(&(_, _, key)) = hits
+                        .columns
+                        .iter()
+                        .find(|(x0, x1, _)| (*x0..*x1).contains(&m.column))
+                {
+                    if key == self.sort {
+                        self.descending = !self.descending;
+                        self.rebuild();
+                    } else {
+                        self.set_sort(key);
+                    }
+                }
+            }
+            MouseEventKind::ScrollDown => self.select(self.selected + 3),
+            MouseEventKind::ScrollUp => self.select(self.selected.saturating_sub(3)),
+            _ => {}
+        }
+    }
+
+    fn ask_kill(&mut self, now: Instant) {
+        if let Some(why) = &self.kill_off {
+            let why = why.clone();
+            self.say(why, now);
+            return;
+        }
+        let Some(p) = self.selected_process() else {
+            self.say(
+                "select a process to end (workloads are ended by their runtime)",
+                now,
+            );
+            return;
+        };
+        let (target, name, command) = (p.identity(), p.name.clone(), p.cmdline.clone());
+        let Some((root, _)) = &self.kill_at else {
+            return;
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if let Some(owner) = p.uid
+            && !kill::may_signal(me, owner)
+        {
+            self.say(
+                format!(
+                    "pid {} belongs to uid {owner}: only your own processes",
+                    p.pid
+                ),
+                now,
+            );
+            return;
+        }
+        let age = kill::process_age(root, target.starttime);
+        self.dialog = Some(KillDialog {
+            target,
+            name,
+            command,
+            age,
+            stage: KillStage::Confirm,
+        });
+    }
+
+    fn dialog_key(&mut self, key: KeyEvent, now: Instant) {
+        let Some(d) = &self.dialog else {
+            return;
+        };
+        let signal = match (&d.stage, key.code) {
+            (KillStage::Confirm, KeyCode::Char('y') | KeyCode::Enter) => Signal::Term,
+            (KillStage::OfferKill, KeyCode::Char('K')) => Signal::Kill,
+            (KillStage::Sent(_), KeyCode::Esc | KeyCode::Char('n')) => {
+                // Stop waiting; the signal has gone already.
+                self.dialog = None;
+                return;
+            }
+            (KillStage::Sent(_), _) => return,
+            _ => {
+                self.dialog = None;
+                return;
+            }
+        };
+        let (target, name) = (d.target, d.name.clone());
+        let Some((root, audit)) = &self.kill_at else {
+            self.dialog = None;
+            return;
+        };
+        let outcome = kill::send(root, target, signal);
+        let logged = match audit {
+            Some(path) => kill::audit(path, target, &name, signal, &outcome)
+                .err()
+                .map(|e| format!(" (audit log not written: {e})")),
+            None => Some(" (no audit log: no home directory)".into()),
+        };
+        let note = logged.unwrap_or_default();
+        let stage = match (&outcome, signal) {
+            (Ok(()), Signal::Term) => KillStage::Sent(now),
+            (Ok(()), Signal::Kill) => {
+                KillStage::Done(format!("SIGKILL sent to {name} (pid {}){note}", target.pid))
+            }
+            (Err(KillError::Gone(_)), _) => {
+                KillStage::Done(format!("{name} (pid {}) had already exited", target.pid))
+            }
+            (Err(e), _) => KillStage::Done(format!("not signalled: {e}{note}")),
+        };
+        if !note.is_empty() {
+            self.say(note.trim().to_string(), now);
+        }
+        if let Some(d) = &mut self.dialog {
+            d.stage = stage;
+        }
+    }
+
+    /// Header text for the source.
+    pub fn source_label(&self) -> String {
+        match &self.replay {
+            Some(r) => format!(
+                "replay {}/{} ×{}{}",
+                r.position,
+                r.len,
+                trim_float(r.speed),
+                if r.paused { " ⏸ paused" } else { " ▶" }
+            ),
+            None if self.frozen => "live ⏸ frozen".into(),
+            None => format!("live every {}", humanize(self.interval)),
+        }
+    }
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// uid -> user name from an /etc/passwd text.
+pub fn parse_passwd(text: &str) -> HashMap<u32, String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((uid, memwarden_probe::sanitize::sanitize(name, 16)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd() {
+        let u = parse_passwd("root:x:0:0:root:/root:/bin/bash\nbad\nann:x:1000:1000::/h:/bin/sh\n");
+        assert_eq!(u.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(u.get(&1000).map(String::as_str), Some("ann"));
+        assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(trim_float(2.0), "2");
+        assert_eq!(trim_float(0.25), "0.25");
+    }
+}

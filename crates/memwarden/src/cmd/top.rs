@@ -1,0 +1,116 @@
+//! `memwarden top`: the live view, or a recording played back.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use memwarden_probe::incremental::Sampler;
+use memwarden_tui::config::Config;
+use memwarden_tui::replay::{Player, Recording};
+use memwarden_tui::run::{Options, Overrides, Source};
+use memwarden_tui::theme::{ThemeName, no_color_env};
+
+use crate::cli::Global;
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between samples (`1s`, `500ms`); NVML's process lists are read at most once a
+    /// second whatever the interval
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Play a recording (JSON Lines from `memwarden record`) instead of reading the machine
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Replay speed: 1 plays at the recorded pace, 10 ten times faster
+    #[arg(long, default_value_t = 1.0, requires = "replay")]
+    pub speed: f64,
+    /// Start paused at the first sample (replay)
+    #[arg(long, requires = "replay")]
+    pub paused: bool,
+    /// Colour theme: dark, light or mono
+    #[arg(long, value_name = "NAME")]
+    pub theme: Option<String>,
+    /// No colour at all (also when NO_COLOR is set)
+    #[arg(long)]
+    pub no_color: bool,
+    /// Remove the kill key (shared servers)
+    #[arg(long)]
+    pub no_kill: bool,
+    /// The config file (default: $XDG_CONFIG_HOME/memwarden/config.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run(g: &Global, args: TopArgs) -> Result<ExitCode> {
+    if let Some(i) = args.interval
+        && !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&i)
+    {
+        bail!("--interval must be between 100ms and 1h");
+    }
+    if !(args.speed.is_finite() && args.speed > 0.0 && args.speed <= 10_000.0) {
+        bail!("--speed must be a number above 0 and at most 10000");
+    }
+    let theme = match &args.theme {
+        Some(t) => Some(ThemeName::parse(t).ok_or_else(|| {
+            anyhow::anyhow!("unknown theme {t:?} (expected dark, light or mono)")
+        })?),
+        None => None,
+    };
+    let config_path = args.config.clone().or_else(Config::default_path);
+    let config = match &config_path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    // Everything that can be refused is checked before the screen is taken over.
+    let (source, kill, users) = match &args.replay {
+        Some(file) => {
+            let rec = Recording::open(file)?;
+            let mut player = Player::new(rec, args.speed);
+            if args.paused {
+                player.step_forward();
+            }
+            let source = Source::Replay {
+                player,
+                name: file.display().to_string(),
+            };
+            let kill = Err("a recording is being played: nothing to kill".to_string());
+            (source, kill, Default::default())
+        }
+        None => {
+            let probe = super::probe(g)?;
+            let root = probe.root().clone();
+            let users = std::fs::read_to_string(root.path("/etc/passwd"))
+                .map(|t| memwarden_tui::app::parse_passwd(&t))
+                .unwrap_or_default();
+            let kill = if root.is_system() {
+                Ok((root, memwarden_tui::kill::default_audit_path()))
+            } else {
+                Err("--root shows another machine's view: kill works on / only".to_string())
+            };
+            (Source::Live(Box::new(Sampler::new(probe))), kill, users)
+        }
+    };
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!(
+            "memwarden top needs a terminal (for a machine-readable reading use `snapshot --json`)"
+        );
+    }
+    let colour = !(args.no_color || no_color_env() || theme == Some(ThemeName::Mono));
+    memwarden_tui::run::run(Options {
+        config,
+        config_path,
+        overrides: Overrides {
+            interval: args.interval,
+            theme,
+            no_kill: args.no_kill,
+        },
+        colour,
+        source,
+        users,
+        kill,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
