@@ -16,11 +16,11 @@ async fn a_then_b_then_a_evicts_and_reloads() {
     let r = start(&toml).await;
     let base = format!("http://{}", r.addr);
 
-    let (code, body) = http("GET", &format!("{base}/c/a/work"), "").await;
+    let (code, body) = http("GET", format!("{base}/c/a/work"), "").await;
     assert_eq!((code, body.as_str()), (200, "a ok loaded=true\n"));
     assert!(a.rss() > 90 << 20, "a holds its memory: {}", a.rss());
 
-    let (code, body) = http("POST", &format!("{base}/c/b/work?ms=5"), "").await;
+    let (code, body) = http("POST", format!("{base}/c/b/work?ms=5"), "").await;
     assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
     // a was evicted, and its memory really came back before b was loaded.
     assert!(a.rss() < 40 << 20, "a gave its memory back: {}", a.rss());
@@ -29,7 +29,7 @@ async fn a_then_b_then_a_evicts_and_reloads() {
     assert_eq!(consumer(&st, "b")["state"], "loaded");
     assert_eq!(st["counters"]["evictions"], 1);
 
-    let (code, body) = http("GET", &format!("{base}/c/a/work"), "").await;
+    let (code, body) = http("GET", format!("{base}/c/a/work"), "").await;
     assert_eq!((code, body.as_str()), (200, "a ok loaded=true\n"));
     let st = status(&r).await;
     assert_eq!(consumer(&st, "b")["state"], "unloaded");

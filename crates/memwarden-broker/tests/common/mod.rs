@@ -95,8 +95,8 @@ pub fn client()
 }
 
 /// One request with a bound: (status, body). A transport error is status 0.
-pub async fn http(method: &str, url: &str, body: &str) -> (u16, String) {
-    http_with(&client(), method, url, body, &[]).await
+pub async fn http(method: &str, url: impl Into<String>, body: &str) -> (u16, String) {
+    http_with(&client(), method, &url.into(), body, &[]).await
 }
 
 pub async fn http_with(

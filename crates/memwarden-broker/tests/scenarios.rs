@@ -1,0 +1,250 @@
+//! The broker end to end on this machine: a `ram` pool with a small capacity and real test
+//! consumer processes that allocate their size on load and free it on unload.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coexisting_consumers_run_together() {
+    let a = TestConsumer::spawn("a", "16MiB", "normal");
+    let b = TestConsumer::spawn("b", "16MiB", "normal");
+    let toml = pool_toml("256MiB", "")
+        + &consumer_toml("a", a.port, "16MiB", "coexist_with = [\"b\"]")
+        + &consumer_toml("b", b.port, "16MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    // Both loaded first, then one slow request each: together they take one slow time.
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    assert_eq!(http("GET", format!("{base}/c/b/work"), "").await.0, 200);
+    let t = Instant::now();
+    let (ra, rb) = tokio::join!(
+        http("GET", format!("{base}/c/a/work?ms=600"), ""),
+        http("GET", format!("{base}/c/b/work?ms=600"), "")
+    );
+    assert_eq!((ra.0, rb.0), (200, 200));
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(1100),
+        "ran one after the other: {took:?}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_that_may_not_coexist_never_run_at_once() {
+    let a = TestConsumer::spawn("a", "16MiB", "normal");
+    let b = TestConsumer::spawn("b", "16MiB", "normal");
+    // Room for both, but no coexistence: the GPU lock, made precise.
+    let toml = pool_toml("256MiB", "")
+        + &consumer_toml("a", a.port, "16MiB", "")
+        + &consumer_toml("b", b.port, "16MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    assert_eq!(http("GET", format!("{base}/c/b/work"), "").await.0, 200);
+    let t = Instant::now();
+    let (ra, rb) = tokio::join!(
+        http("GET", format!("{base}/c/a/work?ms=400"), ""),
+        http("GET", format!("{base}/c/b/work?ms=400"), "")
+    );
+    assert_eq!((ra.0, rb.0), (200, 200));
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
+    // Both fit, so neither was evicted.
+    assert_eq!(status(&r).await["counters"]["evictions"], 0);
+    r.shutdown().await;
+}
+
+/// Raises the open-file limit to the hard limit: 500 clients and their proxied connections
+/// all live in this one test process.
+fn more_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_requests_all_get_an_answer() {
+    more_files();
+    let names = ["a", "b", "c"];
+    let consumers: Vec<TestConsumer> = names
+        .iter()
+        .map(|n| TestConsumer::spawn(n, "24MiB", "normal"))
+        .collect();
+    // Room for one at a time; a queue shorter than the burst, so some are refused cleanly.
+    let mut toml = pool_toml("48MiB", "max_queue = 300\nmax_wait = \"20s\"");
+    for (n, c) in names.iter().zip(&consumers) {
+        toml += &consumer_toml(n, c.port, "24MiB", "");
+    }
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    let client = Arc::new(client());
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let url = format!("{base}/c/{}/work?ms=1", names[(i * 7 + i / 13) % 3]);
+        let client = Arc::clone(&client);
+        tasks.push(tokio::spawn(async move {
+            http_with(&client, "GET", &url, "", &[]).await
+        }));
+    }
+    let (mut ok, mut busy) = (0u64, 0u64);
+    for t in tasks {
+        let (code, body) = tokio::time::timeout(Duration::from_secs(90), t)
+            .await
+            .expect("no request hangs")
+            .unwrap();
+        match code {
+            200 => ok += 1,
+            503 => {
+                assert!(body.contains("queue") || body.contains("waited"), "{body}");
+                busy += 1;
+            }
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+    assert_eq!(ok + busy, 500);
+    assert!(ok >= 200, "most requests are served: {ok}");
+    let st = status(&r).await;
+    let c = &st["counters"];
+    eprintln!("500 requests: {ok} served, {busy} refused; counters {c}");
+    assert_eq!(c["served"].as_u64().unwrap(), ok);
+    assert_eq!(c["rejected"].as_u64().unwrap(), busy);
+    assert_eq!(
+        c["loads"].as_u64().unwrap(),
+        c["evictions"].as_u64().unwrap() + 1
+    );
+    for p in st["pools"].as_array().unwrap() {
+        assert_eq!(p["queue_length"], 0);
+    }
+    for n in names {
+        assert_eq!(consumer(&st, n)["in_flight"], 0);
+    }
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_keeps_its_memory_after_unload_is_stuck() {
+    let liar = TestConsumer::spawn("liar", "64MiB", "lying");
+    let b = TestConsumer::spawn("b", "64MiB", "normal");
+    let toml = pool_toml("112MiB", "verify_timeout = \"1s\"")
+        + &consumer_toml("liar", liar.port, "64MiB", "")
+        + &consumer_toml("b", b.port, "64MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/liar/work"), "").await.0, 200);
+    // b needs liar's room; liar says it unloaded but keeps the memory: b is refused with a
+    // message that names the stuck consumer, and nothing proceeds on hope.
+    let t = Instant::now();
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!(code, 507, "{body}");
+    assert!(body.contains("stuck") && body.contains("liar"), "{body}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "liar")["state"], "stuck");
+    assert_eq!(consumer(&st, "b")["state"], "unloaded");
+    assert_eq!(st["counters"]["stuck"], 1);
+    assert_eq!(st["counters"]["evictions"], 0);
+    assert!(liar.rss() > 60 << 20, "the liar still holds its memory");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_request_is_a_502_and_others_keep_being_served() {
+    let crash = TestConsumer::spawn("crash", "8MiB", "crash");
+    let ok = TestConsumer::spawn("ok", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "")
+        + &consumer_toml("crash", crash.port, "8MiB", "coexist_with = [\"ok\"]")
+        + &consumer_toml("ok", ok.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    let (code, body) = http("GET", format!("{base}/c/crash/work"), "").await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("crash"), "{body}");
+    for _ in 0..3 {
+        assert_eq!(http("GET", format!("{base}/c/ok/work"), "").await.0, 200);
+    }
+    // The broker sees the upstream is gone and stops counting it as loaded.
+    let st = wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "crash")["state"] == "unloaded"
+    })
+    .await;
+    assert!(st["counters"]["upstream_errors"].as_u64().unwrap() >= 1);
+    // A new request for it fails cleanly (its load route is down) and does not hang.
+    let (code, body) = http("GET", format!("{base}/c/crash/work"), "").await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("loading \\\"crash\\\" failed"), "{body}");
+    assert!(
+        http("GET", format!("http://{}/healthz", r.addr), "")
+            .await
+            .0
+            == 200
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_while_queued_frees_its_place() {
+    let a = TestConsumer::spawn("a", "16MiB", "normal");
+    let b = TestConsumer::spawn("b", "16MiB", "normal");
+    let toml = pool_toml("256MiB", "max_queue = 1")
+        + &consumer_toml("a", a.port, "16MiB", "")
+        + &consumer_toml("b", b.port, "16MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    // a runs a long request; b may not run beside it, so a request for b queues.
+    let long = tokio::spawn(http("GET", format!("{base}/c/a/work?ms=3000"), ""));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued = tokio::spawn(http("GET", format!("{base}/c/b/work"), ""));
+    wait_for(&r, Duration::from_secs(2), |st| {
+        st["pools"][0]["queue_length"] == 1
+    })
+    .await;
+    // The queue is full (max_queue = 1): another is refused at once.
+    let (code, _) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!(code, 503);
+    // The queued client goes away; its place is free at once, long before a finishes.
+    queued.abort();
+    let st = wait_for(&r, Duration::from_secs(2), |st| {
+        st["pools"][0]["queue_length"] == 0
+    })
+    .await;
+    assert_eq!(st["counters"]["cancelled"], 1);
+    let (code, _) = tokio::time::timeout(Duration::from_secs(10), long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 200);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_can_never_fit_fails_at_once() {
+    let big = TestConsumer::spawn("big", "1MiB", "normal");
+    let toml = pool_toml("64MiB", "") + &consumer_toml("big", big.port, "1GiB", "");
+    let r = start(&toml).await;
+    let t = Instant::now();
+    let (code, body) = http("GET", format!("http://{}/c/big/work", r.addr), "").await;
+    assert_eq!(code, 507, "{body}");
+    assert!(body.contains("short"), "{body}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let st = status(&r).await;
+    assert_eq!(st["counters"]["loads"], 0);
+    assert_eq!(st["counters"]["rejected_never_fits"], 1);
+    r.shutdown().await;
+}
