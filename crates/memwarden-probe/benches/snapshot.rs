@@ -35,6 +35,12 @@ fn external_ms(cmd: &mut Command) -> Option<f64> {
     before.rsplit(' ').next()?.parse().ok()
 }
 
+fn probe(root: &Path, workloads: bool) -> Probe {
+    let mut p = Probe::new(HostRoot::new(root).expect("root"), GpuSourceKind::Drm);
+    p.set_workloads(workloads);
+    p
+}
+
 fn ours_ms(probe: &mut Probe) -> f64 {
     let t0 = Instant::now();
     for _ in 0..PASSES {
@@ -96,7 +102,7 @@ fn side_by_side(root: &Path) {
 fn bench(c: &mut Criterion) {
     let tmp = bench_root();
     side_by_side(tmp.path());
-    let mut probe = Probe::new(HostRoot::new(tmp.path()).expect("root"), GpuSourceKind::Drm);
+    let mut probe = probe(tmp.path(), true);
     let mut group = c.benchmark_group("probe");
     group.measurement_time(Duration::from_secs(10));
     group.sample_size(30);

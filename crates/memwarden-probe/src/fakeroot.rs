@@ -18,8 +18,12 @@ pub struct FakeProcess {
     pub cmdline: Vec<String>,
     /// The whole /proc/PID/cgroup text.
     pub cgroup: String,
-    /// fdinfo files by fd number.
+    /// fdinfo files by fd number; each gets an fd link too (a DRM render node for DRM text,
+    /// else a socket).
     pub fdinfo: Vec<(u32, String)>,
+    /// Further fd links by fd number: the link's target text. A relative target resolves
+    /// inside the fake root, as a real `/proc/PID/fd/N` link reaches the open file.
+    pub fd_links: Vec<(u32, String)>,
 }
 
 impl FakeProcess {
@@ -35,6 +39,7 @@ impl FakeProcess {
             cmdline: vec![comm.to_string()],
             cgroup: "0::/\n".to_string(),
             fdinfo: Vec::new(),
+            fd_links: Vec::new(),
         }
     }
 }
@@ -139,9 +144,21 @@ RssAnon:\t  {rss} kB\nThreads:\t1\n",
             &format!("{base}/statm"),
             format!("{} {rss_pages} 0 1 0 {rss_pages} 0\n", rss_pages * 2),
         )?;
+        let fd_dir = self.dir.join(format!("proc/{}/fd", p.pid));
+        std::fs::create_dir_all(&fd_dir)?;
         std::fs::create_dir_all(self.dir.join(format!("proc/{}/fdinfo", p.pid)))?;
         for (fd, text) in &p.fdinfo {
             self.file(&format!("{base}/fdinfo/{fd}"), text)?;
+            let target = if text.contains("drm-driver:") {
+                "/dev/dri/renderD128".to_string()
+            } else {
+                format!("socket:[{}]", 10_000 + fd)
+            };
+            symlink(&target, &fd_dir.join(fd.to_string()))?;
+        }
+        for (fd, target) in &p.fd_links {
+            symlink(target, &fd_dir.join(fd.to_string()))?;
+            self.file(&format!("{base}/fdinfo/{fd}"), plain_fdinfo())?;
         }
         Ok(self)
     }
@@ -240,6 +257,16 @@ Node {node} MemUsed:        {} kB\n",
     }
 }
 
+/// Creates a symlink, replacing one that is there.
+fn symlink(target: &str, link: &Path) -> io::Result<()> {
+    match std::fs::remove_file(link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::os::unix::fs::symlink(target, link)
+}
+
 /// The AMD fdinfo text of one DRM client, as amdgpu prints it (legacy `drm-memory-*` keys).
 pub fn amdgpu_fdinfo(pdev: &str, client_id: u64, vram: &str, gtt: &str) -> String {
     format!(
@@ -255,8 +282,8 @@ pub fn plain_fdinfo() -> String {
     "pos:\t0\nflags:\t02\nmnt_id:\t24\nino:\t4321\n".to_string()
 }
 
-/// A machine with `processes` processes, each holding `fds` fds, one in four of them a DRM
-/// client of an APU: the benchmark's fake root.
+/// A machine with `processes` processes in 50 services, each holding `fds` fds, one in four of
+/// them a DRM client of an APU, and one process in ten a model file: the benchmark's fake root.
 pub fn populate_bench_root(root: &FakeRoot, processes: u32, fds: u32) -> io::Result<()> {
     root.meminfo(128 << 20, 64 << 20, 0, 0)?;
     root.card(&FakeCard {
@@ -271,6 +298,16 @@ pub fn populate_bench_root(root: &FakeRoot, processes: u32, fds: u32) -> io::Res
         gtt_used: Some(30 << 30),
     })?;
     root.numa_node(0, "0-31", 128 << 20, 64 << 20)?;
+    for s in 0..50 {
+        root.cgroup_v2(
+            &format!("/system.slice/app-{s}.service"),
+            1 << 30,
+            None,
+            1 << 29,
+            1 << 29,
+        )?;
+    }
+    root.file("/models/m.gguf", vec![0u8; 4096])?;
     for i in 0..processes {
         let pid = 100 + i;
         let mut p = FakeProcess::new(pid, &format!("worker-{i}"));
@@ -296,6 +333,9 @@ pub fn populate_bench_root(root: &FakeRoot, processes: u32, fds: u32) -> io::Res
                 (fd, text)
             })
             .collect();
+        if i % 10 == 0 {
+            p.fd_links = vec![(fds, "../../../models/m.gguf".into())];
+        }
         root.process(&p)?;
     }
     Ok(())

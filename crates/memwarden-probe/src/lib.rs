@@ -9,8 +9,10 @@ pub mod framework;
 pub mod gpu;
 pub mod incremental;
 pub mod meminfo;
+pub mod names;
 pub mod net;
 pub mod numa;
+pub mod owner;
 pub mod probe;
 pub mod process;
 pub mod root;
@@ -18,6 +20,7 @@ pub mod sanitize;
 pub mod scrape;
 pub mod size;
 pub mod snapshot;
+pub mod workload;
 
 pub use gpu::GpuSourceKind;
 pub use probe::Probe;

@@ -6,10 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cgroup::{CgroupMounts, CgroupRef, parse_proc_cgroup};
 use crate::fdinfo::{DrmClient, parse_drm_fdinfo};
+use crate::framework::{self, Framework, FrameworkCache};
 use crate::gpu::{GpuSourceKind, drm, nvidia};
+use crate::names::NameCache;
 use crate::root::{HostRoot, ReadBuf};
+use crate::scrape::{self, ScrapeConfig, ScrapeError, Scraper, ServerKind, ServerMetrics};
 use crate::snapshot::{Gpu, HostMemory, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot};
-use crate::{ProbeError, meminfo, numa, process, sanitize};
+use crate::{ProbeError, meminfo, numa, process, sanitize, workload};
 
 /// A process as the scan read it, with what the snapshot does not carry but later stages need.
 #[derive(Debug, Clone)]
@@ -18,6 +21,61 @@ pub struct ScannedProcess {
     pub ppid: u32,
     pub pgrp: i32,
     pub cgroup_ref: Option<CgroupRef>,
+    /// Model files the process holds open.
+    pub model_files: Vec<OpenFile>,
+}
+
+/// File name endings of model weights and checkpoints.
+pub const MODEL_EXTENSIONS: &[&str] = &[
+    "gguf",
+    "ggml",
+    "safetensors",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "onnx",
+    "h5",
+    "pb",
+    "tflite",
+    "engine",
+    "nemo",
+    "msgpack",
+];
+
+/// A model file a process holds open, as its fd link names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFile {
+    pub fd: u32,
+    /// The path the link names (sanitised; inside the process's mount namespace).
+    pub path: String,
+    /// The file was deleted while open (`… (deleted)`).
+    pub deleted: bool,
+}
+
+impl OpenFile {
+    /// An fd link's target, when it names a model file.
+    fn model(fd: &std::ffi::OsStr, target: &[u8]) -> Option<OpenFile> {
+        let (name, deleted) = match target.strip_suffix(b" (deleted)") {
+            Some(t) => (t, true),
+            None => (target, false),
+        };
+        // `socket:[N]`, `pipe:[N]`, `anon_inode:…` are no files. (A real link is absolute; a
+        // fixture's is relative, to stay inside the fake root.)
+        if name.contains(&b':') && !name.starts_with(b"/") {
+            return None;
+        }
+        let ext = &name[name.iter().rposition(|&b| b == b'.')? + 1..];
+        let ext = std::str::from_utf8(ext).ok()?;
+        if !MODEL_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(ext)) {
+            return None;
+        }
+        Some(OpenFile {
+            fd: fd.to_str()?.parse().ok()?,
+            path: sanitize::sanitize_bytes(name, sanitize::CMDLINE_MAX),
+            deleted,
+        })
+    }
 }
 
 /// Reads the machine. Holds what is worth keeping between readings: the NVML handle
@@ -33,7 +91,15 @@ pub struct Probe {
     /// Why no GPU source is available, said once to the user in human mode.
     gpu_notice: Option<String>,
     page_size: u64,
+    names: NameCache,
+    frameworks: FrameworkCache,
+    scraper: Scraper,
+    /// Whether snapshots group processes into workloads (on by default).
+    workloads: bool,
 }
+
+/// A process uses enough memory for its framework to matter: its libraries are worth reading.
+const FRAMEWORK_RSS_FLOOR: u64 = 256 << 20;
 
 impl Probe {
     pub fn new(root: HostRoot, source: GpuSourceKind) -> Probe {
@@ -64,6 +130,7 @@ impl Probe {
             _ => 4096,
         };
         let path = root.dir().join("proc").to_string_lossy().into_owned();
+        let system = root.is_system();
         Probe {
             root,
             source,
@@ -71,9 +138,33 @@ impl Probe {
             cgroups,
             buf: ReadBuf::default(),
             path,
+            names: NameCache::new(system),
+            frameworks: FrameworkCache::new(),
+            // Servers are asked only on the real machine: a fake root's pids are not running.
+            scraper: Scraper::new(ScrapeConfig {
+                enabled: system,
+                ..ScrapeConfig::default()
+            }),
             gpu_notice,
             page_size,
+            workloads: true,
         }
+    }
+
+    /// Turns workload grouping and attribution (frameworks, servers, model files) on or off.
+    pub fn set_workloads(&mut self, on: bool) {
+        self.workloads = on;
+    }
+
+    /// Replaces the inference-server scraping settings (on by default for loopback).
+    pub fn set_scrape_config(&mut self, config: ScrapeConfig) {
+        self.scraper = Scraper::new(config);
+    }
+
+    /// Whether container names may be asked of `docker/podman inspect` when the runtime's
+    /// state files do not say (on by default on the real machine).
+    pub fn set_inspect_runtimes(&mut self, inspect: bool) {
+        self.names.inspect = inspect;
     }
 
     pub fn root(&self) -> &HostRoot {
@@ -194,7 +285,8 @@ impl Probe {
             let Some(p) = self.read_process(pid, &mut path) else {
                 continue;
             };
-            self.read_drm_clients(pid, &mut path, &mut seen_clients, &mut clients);
+            let mut p = p;
+            p.model_files = self.read_fds(pid, &mut path, &mut seen_clients, &mut clients);
             out.push(p);
         }
         (out, clients)
@@ -254,54 +346,72 @@ impl Probe {
                     .as_ref()
                     .map(|c| sanitize::sanitize(&c.path, sanitize::CMDLINE_MAX)),
                 gpu: Vec::new(),
+                framework: None,
             },
             ppid,
             pgrp,
             cgroup_ref,
+            model_files: Vec::new(),
         })
     }
 
-    fn read_drm_clients(
+    /// Walks the process's fds once: each link names its file, so only the fdinfo of DRM
+    /// device fds is read (the others cannot carry DRM usage), and model files come from the
+    /// same walk.
+    fn read_fds(
         &mut self,
         pid: u32,
         path: &mut PathBuf,
         seen: &mut HashSet<(Option<String>, u64)>,
         clients: &mut Vec<(u32, DrmClient)>,
-    ) {
-        self.set_path(path, pid, "fdinfo");
+    ) -> Vec<OpenFile> {
+        let mut files = Vec::new();
+        self.set_path(path, pid, "fd");
         let Ok(entries) = std::fs::read_dir(&*path) else {
-            return;
+            return files;
         };
-        let dir = path.clone();
+        let fd_dir = path.clone();
+        self.set_path(path, pid, "fdinfo");
+        let info_dir = path.clone();
         for entry in entries.flatten() {
-            let file = dir.join(entry.file_name());
-            let Ok(buf) = self.buf.read(&file) else {
+            let name = entry.file_name();
+            let Ok(target) = std::fs::read_link(fd_dir.join(&name)) else {
                 continue;
             };
-            let Some(client) = parse_drm_fdinfo(buf) else {
-                continue;
-            };
-            if let Some(id) = client.client_id
-                && !seen.insert((client.pdev.clone(), id))
-            {
-                continue;
+            let target = target.as_os_str().as_encoded_bytes();
+            if target.starts_with(b"/dev/dri/") {
+                let Ok(buf) = self.buf.read(&info_dir.join(&name)) else {
+                    continue;
+                };
+                let Some(client) = parse_drm_fdinfo(buf) else {
+                    continue;
+                };
+                if let Some(id) = client.client_id
+                    && !seen.insert((client.pdev.clone(), id))
+                {
+                    continue;
+                }
+                clients.push((pid, client));
+            } else if let Some(file) = OpenFile::model(&name, target) {
+                files.push(file);
             }
-            clients.push((pid, client));
         }
+        files.sort_by_key(|f| f.fd);
+        files
     }
 
     /// The whole machine.
     pub fn snapshot(&mut self) -> Result<Snapshot, ProbeError> {
         let host = self.host_memory()?;
         let (gpus, mut nvml_per_pid) = self.read_gpus(true);
-        let (scanned, clients) = self.scan_processes();
+        let (mut scanned, clients) = self.scan_processes();
         let mut notes = Vec::new();
         if let Some(n) = &self.gpu_notice {
             notes.push(n.clone());
         }
         let drm_per_pid = attribute_drm(&gpus, clients, &mut notes);
-        let mut processes: Vec<Process> = scanned.into_iter().map(|s| s.process).collect();
-        for p in &mut processes {
+        for s in &mut scanned {
+            let p = &mut s.process;
             if let Some(list) = nvml_per_pid.remove(&p.pid) {
                 p.gpu.extend(list);
             }
@@ -309,17 +419,91 @@ impl Probe {
                 p.gpu.extend(list.iter().cloned());
             }
         }
+        let workloads = if self.workloads {
+            self.detect_frameworks(&mut scanned);
+            let servers = self.scrape_servers(&scanned, &mut notes);
+            let extras = workload::Extras {
+                servers: servers.iter().map(|(pid, m)| (*pid, m)).collect(),
+            };
+            workload::build(
+                &self.root,
+                &self.cgroups,
+                &mut self.names,
+                &scanned,
+                &extras,
+                &mut notes,
+            )
+        } else {
+            Vec::new()
+        };
         Ok(Snapshot {
             version: SNAPSHOT_VERSION,
             taken_at_ms: now_ms(),
             hostname: self.hostname(),
             host,
             gpus,
-            processes,
-            workloads: Vec::new(),
+            processes: scanned.into_iter().map(|s| s.process).collect(),
+            workloads,
             numa: numa::read_nodes(&self.root),
             notes,
         })
+    }
+
+    /// Names what each process runs: from its command line for every process, and from its
+    /// loaded libraries (cached per identity) for those holding GPU memory or much RAM.
+    fn detect_frameworks(&mut self, scanned: &mut [ScannedProcess]) {
+        for s in scanned.iter_mut() {
+            let p = &mut s.process;
+            let heavy = !p.gpu.is_empty() || p.rss_bytes.unwrap_or(0) >= FRAMEWORK_RSS_FLOOR;
+            let f = if heavy {
+                self.frameworks
+                    .get_or_detect(&self.root, p.identity(), &p.cmdline)
+            } else {
+                framework::detect(&p.cmdline, "")
+            };
+            p.framework = (f != Framework::Unknown).then_some(f);
+        }
+        self.frameworks.retain_live(
+            scanned
+                .iter()
+                .map(|s| s.process.identity())
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+    }
+
+    /// Asks each inference server among the processes for its metrics (rate-limited inside
+    /// the scraper); what cannot be read becomes a note.
+    fn scrape_servers(
+        &mut self,
+        scanned: &[ScannedProcess],
+        notes: &mut Vec<String>,
+    ) -> HashMap<u32, ServerMetrics> {
+        let mut out = HashMap::new();
+        if !self.scraper.config().enabled {
+            return out;
+        }
+        for s in scanned {
+            let p = &s.process;
+            let Some(f) = p.framework else { continue };
+            let Some(kind) = ServerKind::for_framework(f) else {
+                continue;
+            };
+            let addrs = scrape::candidate_addrs(&self.root, p.pid, &p.cmdline, f);
+            let Some(addr) = addrs.first() else { continue };
+            match self.scraper.scrape(&self.root, p.pid, kind, *addr) {
+                Ok(m) => {
+                    out.insert(p.pid, m);
+                }
+                Err(ScrapeError::RateLimited | ScrapeError::Disabled) => {}
+                Err(e) => notes.push(format!(
+                    "{} server of pid {} at {addr} skipped: {e}",
+                    kind.as_str(),
+                    p.pid
+                )),
+            }
+        }
+        out
     }
 
     pub fn hostname(&self) -> String {

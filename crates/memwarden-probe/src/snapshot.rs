@@ -109,6 +109,9 @@ pub struct Process {
     /// The process's memory cgroup path (v2 unified path, else the v1 memory controller's).
     pub cgroup: Option<String>,
     pub gpu: Vec<ProcessGpu>,
+    /// What the process runs (vLLM, PyTorch, llama.cpp, ...), where memwarden looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<crate::framework::Framework>,
 }
 
 impl Process {
@@ -154,8 +157,33 @@ pub enum WorkloadKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResidentSource {
+    /// The workload's own memory cgroup.
     Cgroup,
+    /// Model files held open plus what its inference server reports: larger than the reading.
     Estimate,
+    /// The processes' resident set, for a process with no cgroup of its own.
+    Rss,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Container => "container",
+            WorkloadKind::Service => "service",
+            WorkloadKind::Pod => "pod",
+            WorkloadKind::Process => "process",
+        }
+    }
+}
+
+impl ResidentSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResidentSource::Cgroup => "cgroup",
+            ResidentSource::Estimate => "estimate",
+            ResidentSource::Rss => "rss",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +193,9 @@ pub struct Workload {
     /// `docker`, `podman`, `containerd`, `cri-o`, `kubernetes`, `systemd`, or `null`.
     pub runtime: Option<String>,
     pub name: String,
+    /// The container's image, where the runtime says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub pids: Vec<u32>,
     pub cgroup_bytes: Option<u64>,
     pub estimate_bytes: Option<u64>,

@@ -67,25 +67,54 @@ pub fn render_snapshot(snap: &Snapshot, top: usize) -> String {
         out.push('\n');
         let _ = writeln!(
             out,
-            "{:<28} {:<9} {:>10} {:<8} {:>10} {:>10}  PIDS",
-            "WORKLOAD", "KIND", "RESIDENT", "SOURCE", "GPU VRAM", "GPU GTT"
+            "{:<28} {:<9} {:>10} {:<8} {:>10} {:>10}  TOP PROCESS",
+            "WORKLOAD", "KIND", "RESIDENT", "FROM", "GPU VRAM", "GPU GTT"
         );
-        for w in &snap.workloads {
+        let shown = if top == 0 {
+            snap.workloads.len()
+        } else {
+            top.min(snap.workloads.len())
+        };
+        for w in &snap.workloads[..shown] {
+            let lead = snap
+                .processes
+                .iter()
+                .filter(|p| w.pids.contains(&p.pid))
+                .max_by_key(|p| {
+                    (
+                        p.gpu_vram_bytes() + p.gpu_gtt_bytes(),
+                        p.rss_bytes.unwrap_or(0),
+                    )
+                })
+                .map(|p| format!("{} {}", p.pid, p.name))
+                .unwrap_or_default();
+            let more = if w.pids.len() > 1 {
+                format!(" (+{})", w.pids.len() - 1)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "{:<28} {:<9} {:>10} {:<8} {:>10} {:>10}  {}",
+                "{:<28} {:<9} {:>10} {:<8} {:>10} {:>10}  {lead}{more}",
                 clip(&w.name, 28),
-                format!("{:?}", w.kind).to_lowercase(),
+                w.kind.as_str(),
                 format_size(w.resident_bytes),
-                format!("{:?}", w.resident_source).to_lowercase(),
+                w.resident_source.as_str(),
                 format_size(w.gpu_vram_bytes),
                 format_size(w.gpu_gtt_bytes),
-                w.pids.len()
             );
+        }
+        if shown < snap.workloads.len() {
+            let _ = writeln!(out, "… {} more workloads", snap.workloads.len() - shown);
         }
     }
     out.push('\n');
-    let mut procs: Vec<&Process> = snap.processes.iter().collect();
+    // Kernel threads (no command line, no memory of their own) would only fill the table.
+    let mut procs: Vec<&Process> = snap
+        .processes
+        .iter()
+        .filter(|p| !(p.cmdline.is_empty() && p.rss_bytes.is_none() && p.gpu.is_empty()))
+        .collect();
     procs.sort_by_key(|p| {
         std::cmp::Reverse((
             p.gpu_vram_bytes() + p.gpu_gtt_bytes(),

@@ -197,3 +197,57 @@ fn record_stops_cleanly_on_ctrl_c() {
         serde_json::from_str::<Value>(l).unwrap();
     }
 }
+
+#[test]
+fn workloads_lead_the_table_and_narrow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = FakeRoot::new(tmp.path());
+    root.meminfo(32 << 20, 16 << 20, 0, 0).unwrap();
+    let id = "abcdefabcdef0123456789012345678901234567890123456789012345678901";
+    let cg = format!("/machine.slice/libpod-{id}.scope");
+    root.cgroup_v2(&cg, 3 << 30, None, 3 << 30, 0).unwrap();
+    root.file(
+        "/var/lib/containers/storage/overlay-containers/containers.json",
+        format!(r#"[{{"id":"{id}","names":["comfyui"]}}]"#),
+    )
+    .unwrap();
+    let mut comfy = FakeProcess::new(50, "python3");
+    comfy.cgroup = format!("0::{cg}\n");
+    root.process(&comfy).unwrap();
+    root.process(&FakeProcess::new(60, "bash")).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+
+    let out = memwarden(&["--root", dir, "snapshot"]);
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let table = text.find("WORKLOAD").expect("a workloads table");
+    assert!(
+        table < text.find("COMMAND").unwrap(),
+        "workloads come first: {text}"
+    );
+    assert!(text.contains("comfyui"), "{text}");
+    assert!(text.contains("3 GiB cgroup"), "{text}");
+
+    let out = memwarden(&["--root", dir, "snapshot", "--json", "--workload", "comfyui"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &snap["workloads"];
+    assert_eq!(w.as_array().unwrap().len(), 1);
+    assert_eq!(w[0]["kind"], "container");
+    assert_eq!(w[0]["runtime"], "podman");
+    assert_eq!(w[0]["resident_bytes"], 3u64 << 30);
+    assert_eq!(w[0]["resident_source"], "cgroup");
+    let pids: Vec<u64> = snap["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, vec![50]);
+    // The start of an id works too; a name that matches nothing is bad input.
+    let out = memwarden(&["--root", dir, "snapshot", "--workload", "podman:abcdef"]);
+    assert!(out.status.success());
+    assert_bad_input(
+        &memwarden(&["--root", dir, "snapshot", "--workload", "nothing"]),
+        "no workload named \"nothing\" (there are: bash, comfyui)",
+    );
+}
