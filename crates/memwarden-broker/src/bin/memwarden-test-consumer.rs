@@ -150,6 +150,7 @@ async fn main() {
         .route("/work", any(work))
         .route("/stream", get(stream))
         .route("/echo", post(|b: Bytes| async move { b }))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

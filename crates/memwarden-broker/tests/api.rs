@@ -1,0 +1,309 @@
+//! The HTTP API end to end: leases, admin actions, metrics, auth, streaming, bad input,
+//! consumers the broker starts itself, idle unloads and reload.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use memwarden_broker::Config;
+use memwarden_broker::client::BrokerClient;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_hold_a_consumer_and_end_when_given_back_or_expired() {
+    let a = TestConsumer::spawn("a", "16MiB", "normal");
+    let b = TestConsumer::spawn("b", "16MiB", "normal");
+    let toml = pool_toml("256MiB", "max_wait = \"1s\"")
+        + &consumer_toml("a", a.port, "16MiB", "")
+        + &consumer_toml("b", b.port, "16MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    let client = BrokerClient::new(&base, None).unwrap();
+    let id = client
+        .take_lease("a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "a")["state"], "loaded");
+    assert_eq!(consumer(&st, "a")["in_flight"], 1);
+    // While a's lease runs, b (which may not run beside a) waits its max_wait, then 503.
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\\\"a\\\" was running work"), "{body}");
+    client.give_back(&id).await.unwrap();
+    assert_eq!(http("GET", format!("{base}/c/b/work"), "").await.0, 200);
+    // Giving back twice is harmless; an unknown id is a clear 404.
+    client.give_back(&id).await.unwrap();
+    let (code, body) = http("DELETE", format!("{base}/v1/leases/nope"), "").await;
+    assert_eq!(code, 404, "{body}");
+
+    // A lease ends by itself at its ttl.
+    let (code, body) = http(
+        "POST",
+        format!("{base}/v1/leases"),
+        r#"{"consumer":"a","ttl":"300ms"}"#,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    wait_for(&r, Duration::from_secs(3), |st| {
+        consumer(st, "a")["in_flight"] == 0
+    })
+    .await;
+
+    // Malformed lease bodies.
+    for bad in [
+        "not json",
+        r#"{"consumer":"a"}"#,
+        r#"{"consumer":"a","ttl":"soon"}"#,
+        r#"{"consumer":"a","ttl":0}"#,
+        r#"{"consumer":"a","ttl":5,"extra":1}"#,
+    ] {
+        let (code, body) = http("POST", format!("{base}/v1/leases"), bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.contains("error"), "{body}");
+    }
+    let (code, body) = http(
+        "POST",
+        format!("{base}/v1/leases"),
+        r#"{"consumer":"zz","ttl":5}"#,
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("a, b"), "{body}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_answers_and_the_daemon_keeps_running() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    // b's upstream is a port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let toml = pool_toml("256MiB", "")
+        + &consumer_toml("a", a.port, "8MiB", "coexist_with = [\"b\"]")
+        + &format!(
+            "[[consumer]]\nname = \"b\"\npool = \"ram\"\nresident = \"8MiB\"\nupstream = \"http://127.0.0.1:{dead_port}\"\n"
+        );
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    let (code, body) = http("GET", format!("{base}/c/nobody/x"), "").await;
+    assert_eq!(code, 404);
+    assert!(
+        body.contains("unknown consumer \\\"nobody\\\" (consumers: a, b)"),
+        "{body}"
+    );
+    let (code, body) = http("GET", format!("{base}/c/b/x"), "").await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains(&dead_port.to_string()), "{body}");
+    let (code, _) = http("GET", format!("{base}/nothing/here"), "").await;
+    assert_eq!(code, 404);
+    let (code, body) = http("POST", format!("{base}/v1/consumers/nobody/unload"), "").await;
+    assert_eq!(code, 404, "{body}");
+    // Still serving.
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    assert_eq!(http("GET", format!("{base}/healthz"), "").await.0, 200);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_streams_both_ways() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    // Server-sent events arrive as they are sent, and the consumer is in use meanwhile.
+    let (code, body) = http("GET", format!("{base}/c/a/stream?n=5"), "").await;
+    assert_eq!(code, 200);
+    assert_eq!(body.matches("data: a ").count(), 5, "{body}");
+    let big = "x".repeat(3 << 20);
+    let (code, body) = http("POST", format!("{base}/c/a/echo"), &big).await;
+    assert_eq!(code, 200);
+    assert_eq!(body.len(), big.len());
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "a")["in_flight"], 0);
+    assert_eq!(st["counters"]["served"], 2);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_everything_but_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n";
+    let _ = dir;
+    let r = start(toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/v1/status"), "").await.0, 401);
+    assert_eq!(http("GET", format!("{base}/metrics"), "").await.0, 401);
+    assert_eq!(http("GET", format!("{base}/healthz"), "").await.0, 200);
+    let c = client();
+    let (code, _) = http_with(
+        &c,
+        "GET",
+        &format!("{base}/v1/status"),
+        "",
+        &[("authorization", "Bearer wrong")],
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, _) = http_with(
+        &c,
+        "GET",
+        &format!("{base}/v1/status"),
+        "",
+        &[("authorization", "Bearer s3cret")],
+    )
+    .await;
+    assert_eq!(code, 200);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    let (code, text) = http("GET", format!("{base}/metrics"), "").await;
+    assert_eq!(code, 200);
+    for name in [
+        "memwarden_broker_evictions_total 0",
+        "memwarden_broker_loads_total 1",
+        "memwarden_broker_requests_served_total 1",
+        "memwarden_pool_total_bytes{pool=\"ram\",kind=\"ram\"} 268435456",
+        "memwarden_consumer_state{consumer=\"a\",pool=\"ram\",state=\"loaded\"} 1",
+        "memwarden_host_memory_total_bytes ",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    r.shutdown().await;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIPPED: promtool is not installed (Debian package `prometheus`); .ci/setup installs it"
+        );
+        return;
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_the_broker_starts_is_stopped_to_make_room() {
+    // Ports for processes the broker starts must be known ahead: take free ones.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let mut toml = pool_toml("112MiB", "");
+    for (name, port) in ["p", "q"].iter().zip(&ports) {
+        toml += &format!(
+            "[[consumer]]\nname = \"{name}\"\npool = \"ram\"\nresident = \"64MiB\"\n\
+             upstream = \"http://127.0.0.1:{port}\"\nhealth = \"GET /health\"\n\
+             start = [\"{BIN}\", \"--size\", \"64MiB\", \"--loaded\", \"--port\", \"{port}\", \"--name\", \"{name}\"]\n\
+             stop_timeout = \"2s\"\n"
+        );
+    }
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    let (code, body) = http("GET", format!("{base}/c/p/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "p ok loaded=true\n"));
+    let (code, body) = http("GET", format!("{base}/c/q/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "q ok loaded=true\n"));
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "p")["state"], "unloaded");
+    assert_eq!(st["counters"]["evictions"], 1);
+    // p's process is gone: its port is free again.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports[0])).is_err());
+    r.shutdown().await;
+    // Stopping the broker stops the processes it started.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports[1])).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_consumers_unload_and_admin_actions_work() {
+    let a = TestConsumer::spawn("a", "32MiB", "normal");
+    let b = TestConsumer::spawn("b", "32MiB", "normal");
+    let toml = pool_toml("256MiB", "")
+        + &consumer_toml("a", a.port, "32MiB", "idle_ttl = \"500ms\"")
+        + &consumer_toml("b", b.port, "32MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    let t = Instant::now();
+    let st = wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "a")["state"] == "unloaded"
+    })
+    .await;
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(st["counters"]["idle_unloads"], 1);
+    assert!(a.rss() < 28 << 20);
+    // Admin load and unload.
+    let (code, body) = http("POST", format!("{base}/v1/consumers/b/load"), "").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(b.rss() > 30 << 20);
+    let (code, body) = http("POST", format!("{base}/v1/consumers/b/unload"), "").await;
+    assert_eq!(code, 202, "{body}");
+    wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "b")["state"] == "unloaded"
+    })
+    .await;
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_state_and_refuses_a_bad_config() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    // A bad file never gets as far as the broker.
+    assert!(
+        Config::parse(
+            &(toml.clone() + "[[pool]]\nname = \"ram\"\nkind = \"ram\"\n"),
+            "t",
+            None
+        )
+        .is_err()
+    );
+    // A good one with a second consumer: a keeps its state, the new one is reachable.
+    let b = TestConsumer::spawn("b", "8MiB", "normal");
+    let new = toml + &consumer_toml("b", b.port, "8MiB", "coexist_with = [\"a\"]");
+    r.reload(Config::parse(&new, "t", None).unwrap())
+        .await
+        .unwrap();
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "a")["state"], "loaded");
+    assert_eq!(http("GET", format!("{base}/c/b/work"), "").await.0, 200);
+    // A reload whose pool cannot exist on this machine is refused; the old one stays.
+    let bad =
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"g\"\nkind = \"vram\"\ngpu = 99\n";
+    assert!(
+        r.reload(Config::parse(bad, "t", None).unwrap())
+            .await
+            .is_err()
+    );
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    r.shutdown().await;
+}
