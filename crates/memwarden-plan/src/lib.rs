@@ -9,7 +9,9 @@ pub mod fit;
 pub mod ggml;
 pub mod gguf;
 pub mod model;
+pub mod place;
 pub mod safetensors;
+pub mod topology;
 
 pub use error::PlanError;
 pub use estimate::{Estimate, EstimateOptions, KvType, estimate_file};

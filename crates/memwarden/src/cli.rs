@@ -59,6 +59,8 @@ pub enum Command {
     Estimate(cmd::estimate::EstimateArgs),
     /// How many workers fit in free RAM, VRAM or GTT? Prints the number alone
     Fit(cmd::fit::FitArgs),
+    /// Where should it run? NUMA-local CPUs and memory node, as Docker flags or into a cgroup
+    Place(cmd::place::PlaceArgs),
     /// Run the broker: make room on the GPU for model servers, and export /metrics
     Serve(cmd::serve::ServeArgs),
     /// Run a command under a broker lease (a batch job taking its turn on the GPU)

@@ -2,6 +2,8 @@
 
 #[path = "../../memwarden-plan/tests/common/gguf_writer.rs"]
 mod gguf_writer;
+#[path = "../../memwarden-plan/tests/common/sysfs.rs"]
+mod sysfs;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -378,4 +380,118 @@ fn fit_inside_a_real_memory_cgroup() {
     );
     assert_eq!(v["threads"].as_u64().unwrap(), avail / (64 << 20));
     assert!(v["source"].as_str().unwrap().contains("memwarden-fit-test"));
+}
+
+fn four_node_gpu_machine(dir: &Path) {
+    let nodes: Vec<Vec<u32>> = (0..4).map(|n| (n * 8..n * 8 + 8).collect()).collect();
+    sysfs::Machine {
+        nodes: &[
+            (&nodes[0], 50),
+            (&nodes[1], 40),
+            (&nodes[2], 30),
+            (&nodes[3], 5),
+        ],
+        smt: None,
+        offline: &[],
+    }
+    .write(dir);
+    sysfs::gpu(dir, 3, &nodes[3]);
+    sysfs::cpuset_v1(dir, "0-31", "0-3", None);
+}
+
+#[test]
+fn place_next_to_the_gpu_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    four_node_gpu_machine(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "--root",
+            root,
+            "--gpu-source",
+            "drm",
+            "place",
+            "--cpus",
+            "4",
+            "--gpu",
+            "0",
+        ];
+        a.extend(extra);
+        memwarden(&a)
+    };
+    let o = run(&["--format", "docker"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "--cpuset-cpus=24-27 --cpuset-mems=3\n");
+    assert!(
+        stderr(&o).contains("GPU 0 is on NUMA node 3"),
+        "{}",
+        stderr(&o)
+    );
+    let v = json(&run(&["--format", "json"]));
+    assert_eq!(
+        v,
+        serde_json::json!({"CpusetCpus": "24-27", "CpusetMems": "3"})
+    );
+    assert_eq!(
+        stdout(&run(&["--format", "cgroup"])),
+        "cpuset.cpus=24-27\ncpuset.mems=3\n"
+    );
+    let text = stdout(&run(&[]));
+    assert!(
+        text.contains("docker  --cpuset-cpus=24-27 --cpuset-mems=3"),
+        "{text}"
+    );
+
+    // Spread over nodes: no memory node, and the JSON has no CpusetMems.
+    let o = memwarden(&[
+        "--root",
+        root,
+        "--gpu-source",
+        "drm",
+        "place",
+        "--cpus",
+        "12",
+        "--gpu",
+        "0",
+        "--format",
+        "json",
+    ]);
+    let v = json(&o);
+    assert!(v.get("CpusetMems").is_none(), "{v}");
+    assert!(stderr(&o).contains("left to the kernel"), "{}", stderr(&o));
+
+    let o = run(&["--apply", "/box"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let boxdir = dir.path().join("sys/fs/cgroup/cpuset/box");
+    assert_eq!(
+        std::fs::read_to_string(boxdir.join("cpuset.cpus")).unwrap(),
+        "24-27"
+    );
+    assert_eq!(
+        std::fs::read_to_string(boxdir.join("cpuset.mems")).unwrap(),
+        "3"
+    );
+}
+
+#[test]
+fn place_bad_input_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    four_node_gpu_machine(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["--root", root, "--gpu-source", "drm", "place"];
+        a.extend(extra);
+        memwarden(&a)
+    };
+    assert_bad(&run(&["--cpus", "0"]), "at least 1");
+    assert_bad(&run(&["--cpus", "-2"]), "-2");
+    assert_bad(&run(&["--cpus", "64"]), "32 online");
+    assert_bad(&run(&["--cpus", "2", "--mem", "12XB"]), "12XB");
+    assert_bad(
+        &run(&["--cpus", "2", "--gpu", "9"]),
+        "no GPU with index 9 (GPUs here: 0)",
+    );
+    assert_bad(&run(&["--cpus", "2", "--format", "xml"]), "xml");
+    assert_bad(&run(&["--cpus", "2", "--apply", "/nope"]), "no such cgroup");
+    assert_bad(&run(&["--cpus", "2", "--pid", "1"]), "--root");
 }

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
 pub mod gguf_writer;
+pub mod sysfs;
 
 use std::path::Path;
 

@@ -2,6 +2,7 @@
 
 pub mod estimate;
 pub mod fit;
+pub mod place;
 pub mod record;
 pub mod run;
 pub mod serve;
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Record(a) => record::run(g, a),
         Command::Estimate(a) => estimate::run(g, a),
         Command::Fit(a) => fit::run(g, a),
+        Command::Place(a) => place::run(g, a),
         Command::Serve(a) => serve::run(g, a),
         Command::Run(a) => run::run(g, a),
         Command::Top(a) => top::run(g, a),
