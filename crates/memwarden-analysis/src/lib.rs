@@ -25,6 +25,7 @@ pub mod report;
 pub mod segments;
 pub mod series;
 pub mod survival;
+pub mod synth;
 
 pub use history::{History, HistoryConfig, ProcessTrack, ProcessVerdict, SeriesKey, Track};
 pub use oom::{OomConfig, OomPrediction, OomPredictor};

@@ -168,27 +168,9 @@ impl Dd {
         quick_two_sum(s.hi, s.lo + self.lo + o.lo)
     }
 
-    fn sub(self, o: Dd) -> Dd {
-        self.add(Dd {
-            hi: -o.hi,
-            lo: -o.lo,
-        })
-    }
-
     fn sqr(self) -> Dd {
         let p = two_prod(self.hi, self.hi);
         quick_two_sum(p.hi, p.lo + 2.0 * self.hi * self.lo)
-    }
-
-    fn div_f64(self, b: f64) -> Dd {
-        let q = self.hi / b;
-        let p = two_prod(q, b);
-        let r = ((self.hi - p.hi) - p.lo + self.lo) / b;
-        quick_two_sum(q, r)
-    }
-
-    fn value(self) -> f64 {
-        self.hi + self.lo
     }
 }
 
@@ -203,9 +185,11 @@ impl Dd {
 struct Fast<'a> {
     x: &'a [f64],
     pen: f64,
-    /// Prefix sums of `x − shift` and of its square.
-    s: Vec<Dd>,
-    q: Vec<Dd>,
+    /// Prefix sums of `x − shift` and of its square, in double-double (high and low parts).
+    s_hi: Vec<f64>,
+    s_lo: Vec<f64>,
+    q_hi: Vec<f64>,
+    q_lo: Vec<f64>,
     /// Start of the run of equal values that each index belongs to.
     run_start: Vec<usize>,
     /// Relative error factor of ruptures' cost and of the float sums, and an absolute floor
@@ -225,11 +209,15 @@ impl<'a> Fast<'a> {
     fn new(x: &'a [f64], pen: f64) -> Fast<'a> {
         let n = x.len();
         let shift = x.iter().sum::<f64>() / n as f64;
-        let mut s = Vec::with_capacity(n + 1);
-        let mut q = Vec::with_capacity(n + 1);
+        let mut s_hi = Vec::with_capacity(n + 1);
+        let mut s_lo = Vec::with_capacity(n + 1);
+        let mut q_hi = Vec::with_capacity(n + 1);
+        let mut q_lo = Vec::with_capacity(n + 1);
         let (mut ss, mut qq) = (Dd::default(), Dd::default());
-        s.push(ss);
-        q.push(qq);
+        s_hi.push(0.0);
+        s_lo.push(0.0);
+        q_hi.push(0.0);
+        q_lo.push(0.0);
         let (mut max_abs, mut sum_abs_y, mut sum_y2) = (0.0f64, 0.0f64, 0.0f64);
         for &v in x {
             let y = v - shift;
@@ -237,8 +225,10 @@ impl<'a> Fast<'a> {
             let ye = two_sum(v, -shift);
             ss = ss.add(ye);
             qq = qq.add(ye.sqr());
-            s.push(ss);
-            q.push(qq);
+            s_hi.push(ss.hi);
+            s_lo.push(ss.lo);
+            q_hi.push(qq.hi);
+            q_lo.push(qq.lo);
             max_abs = max_abs.max(v.abs());
             sum_abs_y += y.abs();
             sum_y2 += y * y;
@@ -268,8 +258,10 @@ impl<'a> Fast<'a> {
         Fast {
             x,
             pen,
-            s,
-            q,
+            s_hi,
+            s_lo,
+            q_hi,
+            q_lo,
             run_start,
             rel,
             abs,
@@ -281,12 +273,17 @@ impl<'a> Fast<'a> {
         }
     }
 
-    /// Our value of the L2 cost of `x[a..b]`, close to the exact one.
-    fn cost(&self, a: usize, b: usize) -> f64 {
+    /// Our value of the L2 cost of `x[a..b]` and a bound on its distance to the exact one:
+    /// differences of the double-double prefix sums, then plain floating point (the
+    /// subtraction's rounding is bounded by the magnitudes it cancels).
+    #[inline]
+    fn cost(&self, a: usize, b: usize) -> (f64, f64) {
         let l = (b - a) as f64;
-        let s = self.s[b].sub(self.s[a]);
-        let q = self.q[b].sub(self.q[a]);
-        q.sub(s.sqr().div_f64(l)).value().max(0.0)
+        let s = (self.s_hi[b] - self.s_hi[a]) + (self.s_lo[b] - self.s_lo[a]);
+        let q = (self.q_hi[b] - self.q_hi[a]) + (self.q_lo[b] - self.q_lo[a]);
+        let m = s * s / l;
+        let c = q - m;
+        (c.max(0.0), 8.0 * EPS * (q.abs() + m))
     }
 
     /// ruptures' value of the cost of `x[a..b]`.
@@ -329,42 +326,51 @@ impl<'a> Fast<'a> {
         let pen = self.pen;
         let mut exists = vec![false; n + 1];
         exists[0] = true;
+        // Starts with no partition (below min_size) never count in ruptures: its zip drops them
+        // in the step that adds them, as they always come last. Leaving them out is the same.
         let mut admissible: Vec<usize> = Vec::new();
-        // (start, estimate, error bound, exact value once computed)
-        let mut cands: Vec<(usize, f64, f64, Option<f64>)> = Vec::new();
+        // Per admissible start: estimate of ruptures' total, error bound, exact total (NaN
+        // until computed).
+        let mut est: Vec<f64> = Vec::new();
+        let mut err: Vec<f64> = Vec::new();
+        let mut exact: Vec<f64> = Vec::new();
+        let mut kept = Vec::new();
         for end in candidate_ends(n, min_size, jump) {
-            admissible.push((end - min_size) / jump * jump);
-            cands.clear();
+            let new = (end - min_size) / jump * jump;
+            if exists[new] {
+                admissible.push(new);
+            }
+            est.clear();
+            err.clear();
+            exact.clear();
             let mut best = 0;
-            for &t in &admissible {
-                if !exists[t] {
-                    continue;
-                }
-                let c = self.cost(t, end);
+            let mut best_est = f64::INFINITY;
+            for (i, &t) in admissible.iter().enumerate() {
+                let (c, c_err) = self.cost(t, end);
                 let v = c + pen;
                 let total = self.est[t] + v;
-                let e = self.err[t] + self.rel * (v + total) + self.abs;
-                cands.push((t, total, e, None));
-                if total < cands[best].1 {
-                    best = cands.len() - 1;
+                est.push(total);
+                err.push(self.err[t] + c_err + self.rel * (v + total) + self.abs);
+                exact.push(f64::NAN);
+                if total < best_est {
+                    best_est = total;
+                    best = i;
                 }
             }
 
-            // The winner: clear unless another candidate's interval reaches the best one's.
-            let (b_est, b_err) = (cands[best].1, cands[best].2);
-            let close = cands
-                .iter()
-                .enumerate()
-                .any(|(i, c)| i != best && c.0 != cands[best].0 && c.1 - c.2 <= b_est + b_err);
+            // The winner: clear unless another start's interval reaches the best one's.
+            let reach = est[best] + err[best];
+            let t_best0 = admissible[best];
+            let close = (0..admissible.len())
+                .any(|i| i != best && est[i] - err[i] <= reach && admissible[i] != t_best0);
             if close {
                 let mut win: Option<(usize, f64)> = None;
-                for (i, c) in cands.iter_mut().enumerate() {
-                    let (t, est, e, _) = *c;
-                    if est - e > b_est + b_err {
+                for i in 0..admissible.len() {
+                    if est[i] - err[i] > reach {
                         continue;
                     }
-                    let v = self.exact_candidate(t, end);
-                    c.3 = Some(v);
+                    let v = self.exact_candidate(admissible[i], end);
+                    exact[i] = v;
                     if win.is_none_or(|(_, w)| v < w) {
                         win = Some((i, v));
                     }
@@ -373,46 +379,41 @@ impl<'a> Fast<'a> {
                     best = i;
                 }
             }
-            let (t_best, est_best, err_best, exact_best) = cands[best];
+            let t_best = admissible[best];
             exists[end] = true;
             self.parent[end] = t_best;
-            match exact_best {
-                Some(v) => {
-                    self.exact[end] = Some(v);
-                    self.est[end] = v;
-                    self.err[end] = 0.0;
-                }
-                None => {
-                    self.est[end] = est_best;
-                    self.err[end] = err_best;
-                }
+            if exact[best].is_nan() {
+                self.est[end] = est[best];
+                self.err[end] = err[best];
+            } else {
+                self.exact[end] = Some(exact[best]);
+                self.est[end] = exact[best];
+                self.err[end] = 0.0;
             }
 
             // Pruning: keep the starts whose total is at most the best plus the penalty.
             let thr = self.est[end] + pen;
             let thr_err = self.err[end] + self.rel * thr;
-            let mut kept = Vec::with_capacity(admissible.len());
-            for (i, &t) in admissible.iter().enumerate() {
-                let Some(&(_, est, e, ex)) = cands.get(i) else {
-                    break; // ruptures' zip stops at the shorter list
-                };
-                let keep = if est + e < thr - thr_err {
+            kept.clear();
+            for i in 0..admissible.len() {
+                let t = admissible[i];
+                let keep = if est[i] + err[i] < thr - thr_err {
                     true
-                } else if est - e > thr + thr_err {
+                } else if est[i] - err[i] > thr + thr_err {
                     false
                 } else {
-                    let v = match ex {
-                        Some(v) => v,
-                        None => self.exact_candidate(cands[i].0, end),
+                    let v = if exact[i].is_nan() {
+                        self.exact_candidate(t, end)
+                    } else {
+                        exact[i]
                     };
-                    let threshold = self.exact_total(end) + pen;
-                    v <= threshold
+                    v <= self.exact_total(end) + pen
                 };
                 if keep {
                     kept.push(t);
                 }
             }
-            admissible = kept;
+            std::mem::swap(&mut admissible, &mut kept);
         }
         backtrack(&self.parent, n)
     }

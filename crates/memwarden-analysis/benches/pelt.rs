@@ -1,0 +1,107 @@
+//! PELT speed: 10,000 samples (target under 20 ms), and against ruptures on the same
+//! 1,000-sample series (target at least 1,000× faster), measured side by side in one run.
+//!
+//! `cargo bench -p memwarden-analysis --bench pelt`; the ruptures part runs when python3 with
+//! ruptures is installed and prints the ratio.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group};
+use memwarden_analysis::pelt::{PeltParams, pelt};
+use memwarden_analysis::synth::{noisy_steps, training_trace};
+
+const PARAMS: PeltParams = PeltParams {
+    penalty: 256.0,
+    min_size: 2,
+    jump: 1,
+};
+
+fn bench_pelt(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pelt");
+    let whole_pages = training_trace(10_000, 1);
+    let noisy = noisy_steps(10_000, 1, 10.0);
+    let noisy_params = PeltParams {
+        penalty: 2000.0,
+        ..PARAMS
+    };
+    g.bench_function("training trace, whole pages, 10k", |b| {
+        b.iter(|| pelt(black_box(&whole_pages), &PARAMS).unwrap())
+    });
+    g.bench_function("noisy steps, 10k", |b| {
+        b.iter(|| pelt(black_box(&noisy), &noisy_params).unwrap())
+    });
+    let small = training_trace(1_000, 1);
+    g.bench_function("training trace, whole pages, 1k", |b| {
+        b.iter(|| pelt(black_box(&small), &PARAMS).unwrap())
+    });
+    g.finish();
+}
+
+/// Times both on the same 1,000-sample series and prints the ratio.
+fn versus_ruptures() {
+    let x = training_trace(1_000, 1);
+    let ours = pelt(&x, &PARAMS).unwrap();
+    let runs = 200;
+    let t0 = Instant::now();
+    for _ in 0..runs {
+        black_box(pelt(black_box(&x), &PARAMS).unwrap());
+    }
+    let ours_s = t0.elapsed().as_secs_f64() / runs as f64;
+
+    let dir = std::env::temp_dir().join(format!("memwarden-pelt-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let series = dir.join("series.json");
+    std::fs::write(&series, serde_json::to_vec(&x).unwrap()).unwrap();
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ruptures_timing.py");
+    let out = Command::new("python3")
+        .arg(helper)
+        .arg(&series)
+        .args([
+            PARAMS.penalty.to_string(),
+            PARAMS.min_size.to_string(),
+            PARAMS.jump.to_string(),
+        ])
+        .output();
+    std::fs::remove_dir_all(&dir).ok();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            println!(
+                "pelt vs ruptures: skipped ({})",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            return;
+        }
+        Err(e) => {
+            println!("pelt vs ruptures: skipped (python3: {e})");
+            return;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs_s = v["seconds"].as_f64().unwrap();
+    let same = serde_json::to_value(&ours).unwrap() == v["breakpoints"];
+    println!(
+        "pelt vs ruptures {} (numpy {}) on the same 1,000 samples: ours {:.3} ms, ruptures {:.3} s, \
+         {:.0}x faster, same breakpoints: {}",
+        v["ruptures"],
+        v["numpy"],
+        ours_s * 1e3,
+        theirs_s,
+        theirs_s / ours_s,
+        same
+    );
+    assert!(same, "breakpoints differ from ruptures");
+}
+
+criterion_group!(benches, bench_pelt);
+
+fn main() {
+    benches();
+    versus_ruptures();
+    Criterion::default().configure_from_args().final_summary();
+}
