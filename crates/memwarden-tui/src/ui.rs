@@ -342,13 +342,18 @@ fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
                 first.extend(
                     region_line(t, label, u, tot, rect.width.saturating_sub(30), false).spans,
                 );
-                let spark_w = (rect.width as usize / 3).max(8);
+                let tail = phase_spans(t, view);
+                let tail_w: usize = tail.iter().map(|s| s.content.chars().count()).sum();
+                // The prediction matters more than the length of the sparkline.
+                let spark_w = (rect.width as usize)
+                    .saturating_sub(tail_w + 3)
+                    .clamp(8, (rect.width as usize / 2).max(8));
                 let mut second = vec![
                     Span::styled("  ", t.base),
                     Span::styled(spark(&view.values, spark_w, tot), t.title),
                     Span::styled(" ", t.base),
                 ];
-                second.extend(phase_spans(t, view));
+                second.extend(tail);
                 if let Some(e) = &gpu.error {
                     second.push(Span::styled(format!(" ! {e}"), t.bad));
                 }
@@ -961,16 +966,33 @@ fn draw_footer(f: &mut Frame, app: &App, area: Rect, now: Instant) {
         spans.push(Span::styled(format!(" filter \"{}\" ", app.filter), t.warn));
         spans.push(Span::styled("│", t.dim));
     }
-    for b in BINDINGS {
-        let Some(label) = b.footer else { continue };
-        if (b.replay_only && app.replay.is_none()) || (b.kill && !app.kill_enabled()) {
-            continue;
+    let mut hints: Vec<&str> = BINDINGS
+        .iter()
+        .filter(|b| shown(b, app))
+        .filter_map(|b| b.footer)
+        .collect();
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let width = |h: &[&str]| h.iter().map(|l| l.chars().count() + 1).sum::<usize>();
+    // On a narrow screen the hints that matter most stay: how to get help and how to leave.
+    let mut drop_order = hints.clone();
+    drop_order.retain(|h| !h.starts_with('?') && !h.starts_with('q'));
+    while used + width(&hints) > area.width as usize {
+        match drop_order.pop() {
+            Some(d) => hints.retain(|h| *h != d),
+            None => break,
         }
+    }
+    for label in hints {
         let (key, what) = label.split_once(' ').unwrap_or((label, ""));
         spans.push(Span::styled(format!(" {key}"), t.title));
         spans.push(Span::styled(format!(" {what}"), t.dim));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// Whether a key binding applies here (replay keys in a replay, kill when it is on).
+fn shown(b: &crate::keys::Binding, app: &App) -> bool {
+    (!b.replay_only || app.replay.is_some()) && (!b.kill || app.kill_enabled())
 }
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
@@ -988,7 +1010,7 @@ fn draw_help(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let mut lines = Vec::new();
     for b in BINDINGS {
-        if (b.replay_only && app.replay.is_none()) || (b.kill && !app.kill_enabled()) {
+        if !shown(b, app) {
             continue;
         }
         lines.push(Line::from(vec![

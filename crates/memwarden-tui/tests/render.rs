@@ -1,0 +1,236 @@
+//! The screen at every layout size, in colour and without, drawn on ratatui's test backend
+//! from the example recording (a training run growing toward OOM beside an inference server).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use memwarden_probe::snapshot::Snapshot;
+use memwarden_tui::app::{App, ReplayStatus};
+use memwarden_tui::replay::Recording;
+use memwarden_tui::theme::ThemeName;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::Color;
+
+fn recording() -> Vec<Snapshot> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/training-beside-inference.jsonl");
+    Recording::open(&path).expect("example recording").samples
+}
+
+/// An app fed the first `n` samples of the example, as a replay would.
+fn app_after(n: usize, colour: bool) -> App {
+    let samples = recording();
+    let mut app = App::new(ThemeName::Dark, colour, 600);
+    for s in samples.iter().take(n) {
+        app.ingest(s.clone(), HashMap::new());
+    }
+    app.replay = Some(ReplayStatus {
+        file: "training-beside-inference.jsonl".into(),
+        position: n,
+        len: samples.len(),
+        speed: 1.0,
+        paused: false,
+        skipped: 0,
+    });
+    app.disable_kill("a recording is being played: nothing to kill");
+    app
+}
+
+fn render(app: &App, w: u16, h: u16) -> Buffer {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| memwarden_tui::ui::draw(f, app, Instant::now()))
+        .unwrap();
+    term.backend().buffer().clone()
+}
+
+fn text(buf: &Buffer) -> String {
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+#[test]
+fn full_layout_shows_cards_maps_table_and_prediction() {
+    let app = app_after(300, true);
+    let s = text(&render(&app, 160, 48));
+    assert!(s.contains("GPU 0 · NVIDIA A100-SXM4-80GB"), "{s}");
+    assert!(s.contains("Host memory"), "{s}");
+    assert!(s.contains("Memory map · by workload"), "{s}");
+    assert!(s.contains("train-lora.service"), "{s}");
+    assert!(s.contains("vllm-llama3-8b"), "{s}");
+    assert!(s.contains("(estimate)") && s.contains("(cgroup)"), "{s}");
+    // The training run grows toward the end of the card: a range, flagged, never one number.
+    assert!(s.contains("▲ growing"), "{s}");
+    assert!(
+        s.contains("!! OOM in") || s.contains("out of memory now"),
+        "{s}"
+    );
+    assert!(s.contains("✗ OOM") || s.contains("⚠ TIGHT"), "{s}");
+    assert!(s.contains("replay 300/300"), "{s}");
+}
+
+#[test]
+fn every_size_down_to_40_by_10_draws_without_panic_and_keeps_the_essentials() {
+    let app = app_after(200, true);
+    for (w, h) in [
+        (200, 60),
+        (160, 48),
+        (120, 40),
+        (100, 30),
+        (80, 24),
+        (60, 16),
+        (50, 12),
+        (40, 10),
+    ] {
+        let s = text(&render(&app, w, h));
+        assert!(s.contains("memwarden"), "{w}x{h}\n{s}");
+        assert!(s.contains("GPU"), "{w}x{h}\n{s}");
+        assert!(s.contains("RAM"), "{w}x{h}\n{s}");
+        assert!(s.contains("PID"), "{w}x{h}\n{s}");
+        // The biggest holder is on screen at every size.
+        assert!(s.contains("python"), "{w}x{h}\n{s}");
+        assert!(s.contains("q quit") || w < 60, "{w}x{h}\n{s}");
+    }
+}
+
+#[test]
+fn too_small_says_so_in_one_line() {
+    let app = app_after(10, true);
+    for (w, h) in [(39, 10), (40, 9), (20, 5)] {
+        let s = text(&render(&app, w, h));
+        assert!(s.contains("too small"), "{w}x{h}\n{s}");
+        assert!(!s.contains("PID"), "{w}x{h}\n{s}");
+    }
+}
+
+#[test]
+fn no_color_has_no_colour_but_every_fact_in_text() {
+    let app = app_after(300, false);
+    let buf = render(&app, 160, 48);
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            let c = &buf[(x, y)];
+            assert_eq!(c.fg, Color::Reset, "colour at {x},{y}: {:?}", c.symbol());
+            assert_eq!(c.bg, Color::Reset, "colour at {x},{y}: {:?}", c.symbol());
+        }
+    }
+    let s = text(&buf);
+    // Phase and verdict carry a symbol and a word; the map's segments a glyph each.
+    assert!(s.contains("▲ growing"), "{s}");
+    assert!(s.contains("✗ OOM") || s.contains("⚠ TIGHT"), "{s}");
+    assert!(
+        s.contains("█ train-lora.service") && s.contains("▓ vllm-llama3-8b"),
+        "{s}"
+    );
+    let coloured = render(&app_after(300, true), 160, 48);
+    let any_colour = (0..coloured.area.height)
+        .any(|y| (0..coloured.area.width).any(|x| coloured[(x, y)].fg != Color::Reset));
+    assert!(any_colour, "the dark theme should colour something");
+}
+
+#[test]
+fn light_theme_differs_from_dark() {
+    let mut app = app_after(100, true);
+    let dark = render(&app, 120, 40);
+    app.on_key(key(KeyCode::Char('c')), Instant::now());
+    let light = render(&app, 120, 40);
+    assert_eq!(text(&dark).lines().nth(5), text(&light).lines().nth(5));
+    assert_ne!(dark, light);
+}
+
+#[test]
+fn keys_filter_sort_toggle_workloads_detail_and_help() {
+    let mut app = app_after(300, true);
+    let now = Instant::now();
+    // Filter by typing.
+    app.on_key(key(KeyCode::Char('/')), now);
+    for c in "vllm".chars() {
+        app.on_key(key(KeyCode::Char(c)), now);
+    }
+    app.on_key(key(KeyCode::Enter), now);
+    assert_eq!(app.rows.len(), 1);
+    assert_eq!(app.rows[0].pid, 2100);
+    let s = text(&render(&app, 120, 40));
+    assert!(s.contains("filter \"vllm\""), "{s}");
+    app.on_key(key(KeyCode::Esc), now);
+    assert!(app.rows.len() > 1);
+
+    // Sort by name, ascending.
+    while app.sort != memwarden_tui::table::SortKey::Name {
+        app.on_key(key(KeyCode::Char('s')), now);
+    }
+    let names: Vec<String> = app.rows.iter().map(|r| r.name.to_lowercase()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+
+    // Workloads.
+    app.on_key(key(KeyCode::Char('w')), now);
+    let s = text(&render(&app, 120, 40));
+    assert!(
+        s.contains("PIDS") && s.contains("RESIDENT") && s.contains("SOURCE"),
+        "{s}"
+    );
+    assert!(s.contains("estimate") && s.contains("cgroup"), "{s}");
+    app.on_key(key(KeyCode::Char('w')), now);
+
+    // Detail of the training run: its command, framework, and changepoint segments.
+    app.on_key(key(KeyCode::Home), now);
+    while app.selected_row().is_some_and(|r| r.pid != 3300) {
+        app.on_key(key(KeyCode::Down), now);
+    }
+    app.on_key(key(KeyCode::Enter), now);
+    // The segments are computed for the focused row with the next sample.
+    let last = recording().pop().unwrap();
+    let mut next = last.clone();
+    next.taken_at_ms += 1000;
+    app.ingest(next, HashMap::new());
+    let s = text(&render(&app, 160, 60));
+    assert!(s.contains("Detail"), "{s}");
+    assert!(s.contains("train.py"), "{s}");
+    assert!(s.contains("segment"), "{s}");
+    assert!(s.contains("verdict"), "{s}");
+
+    // Help lists the keys; any key closes it.
+    app.on_key(key(KeyCode::Char('?')), now);
+    let s = text(&render(&app, 120, 40));
+    assert!(s.contains("memwarden top · keys"), "{s}");
+    app.on_key(key(KeyCode::Char('x')), now);
+    assert!(!app.help);
+
+    // Kill is off in a replay and says why.
+    app.on_key(key(KeyCode::Char('k')), now);
+    assert!(app.dialog.is_none());
+    assert!(
+        app.status_text(now)
+            .is_some_and(|m| m.contains("nothing to kill"))
+    );
+}
+
+#[test]
+fn without_workloads_the_map_is_by_process() {
+    let mut samples = recording();
+    let mut app = App::new(ThemeName::Dark, true, 600);
+    for s in samples.iter_mut().take(120) {
+        s.workloads.clear();
+        app.ingest(s.clone(), HashMap::new());
+    }
+    let s = text(&render(&app, 160, 48));
+    assert!(s.contains("Memory map · by process"), "{s}");
+    assert!(s.contains("(RSS)"), "{s}");
+    app.on_key(key(KeyCode::Char('w')), Instant::now());
+    assert_eq!(app.view, memwarden_tui::app::View::Processes);
+}

@@ -1,0 +1,353 @@
+//! `memwarden top` end to end: the real binary in a tmux pane, driven by keys, read off the
+//! screen. Each test uses its own tmux server (socket) and its own home directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_memwarden")
+}
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/training-beside-inference.jsonl")
+}
+
+fn have_tmux() -> bool {
+    let ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: tmux is not installed (.ci/setup installs it)");
+    }
+    ok
+}
+
+struct Pane {
+    socket: String,
+    home: tempfile::TempDir,
+}
+
+impl Pane {
+    /// Runs `args` in a new pane of `w`×`h`; when it ends the pane shows `EXIT=<code>`.
+    fn start(args: &[&str], w: u16, h: u16) -> Pane {
+        let home = tempfile::tempdir().unwrap();
+        Pane::start_in(home, args, w, h, &[])
+    }
+
+    fn start_in(home: tempfile::TempDir, args: &[&str], w: u16, h: u16, env: &[&str]) -> Pane {
+        let socket = format!(
+            "mw-top-{}-{}",
+            std::process::id(),
+            home.path().file_name().unwrap().to_string_lossy()
+        );
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let script = format!(
+            "env HOME='{home}' XDG_CONFIG_HOME='{home}/config' XDG_DATA_HOME='{home}/data' {env} '{bin}' {args}; echo EXIT=$?; sleep 60",
+            home = home.path().display(),
+            env = env.join(" "),
+            bin = bin(),
+            args = quoted.join(" ")
+        );
+        let st = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args([
+                "-x",
+                &w.to_string(),
+                "-y",
+                &h.to_string(),
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env_remove("TMUX")
+            .env("TERM", "xterm-256color")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Pane { socket, home }
+    }
+
+    fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let st = Command::new("tmux")
+                .args(["-L", &self.socket, "send-keys", k])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            // Let the view take each key on its own, as a person types.
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+
+    /// Waits until the screen satisfies `ok`; panics with the screen after `secs`.
+    fn wait(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if Instant::now() > until {
+                panic!("timed out waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for(&self, text: &str, secs: u64) -> String {
+        self.wait(text, secs, |s| s.contains(text))
+    }
+
+    /// The pid of the memwarden process in the pane (the child of the pane's shell).
+    fn memwarden_pid(&self) -> u32 {
+        let o = Command::new("tmux")
+            .args(["-L", &self.socket, "display-message", "-p", "#{pane_pid}"])
+            .output()
+            .unwrap();
+        let shell: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("memwarden runs in the pane")
+    }
+
+    fn home(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+fn replay_position(screen: &str) -> usize {
+    let at = screen.find("replay ").expect("replay in the header") + "replay ".len();
+    screen[at..]
+        .split('/')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a position")
+}
+
+#[test]
+fn replay_keys_and_a_clean_quit() {
+    if !have_tmux() {
+        return;
+    }
+    let ex = example();
+    let p = Pane::start(
+        &["top", "--replay", ex.to_str().unwrap(), "--speed", "30"],
+        140,
+        45,
+    );
+    let s = p.wait_for("GPU 0 · NVIDIA A100-SXM4-80GB", 20);
+    assert!(s.contains("memwarden gpu-node-07"), "{s}");
+    // It plays: the position moves on by itself.
+    let first = replay_position(&s);
+    let s = p.wait("the replay to advance", 20, |s| {
+        replay_position(s) > first + 3
+    });
+    // Space pauses; → steps one sample; ← steps back.
+    p.keys(&["Space"]);
+    let s2 = p.wait_for("paused", 10);
+    let at = replay_position(&s2);
+    assert!(at >= replay_position(&s), "{s2}");
+    p.keys(&["Right"]);
+    p.wait(&format!("position {}", at + 1), 10, |s| {
+        replay_position(s) == at + 1
+    });
+    p.keys(&["Left"]);
+    p.wait(&format!("position {at}"), 10, |s| replay_position(s) == at);
+
+    // Filter by typing.
+    p.keys(&["/", "v", "l", "l", "m", "Enter"]);
+    let s = p.wait_for("filter \"vllm\"", 10);
+    assert!(s.contains("vllm.entrypoints"), "{s}");
+    assert!(!s.contains("/usr/bin/dockerd"), "{s}");
+    p.keys(&["Escape"]);
+    p.wait_for("/usr/bin/dockerd", 10);
+
+    // Workloads and back.
+    p.keys(&["w"]);
+    let s = p.wait_for("RESIDENT", 10);
+    assert!(
+        s.contains("vllm-llama3-8b") && s.contains("estimate"),
+        "{s}"
+    );
+    p.keys(&["w"]);
+    p.wait_for("USER", 10);
+
+    // Help, then any key closes it.
+    p.keys(&["?"]);
+    p.wait_for("memwarden top · keys", 10);
+    p.keys(&["x"]);
+    p.wait("help to close", 10, |s| !s.contains("memwarden top · keys"));
+
+    // Play to the end fast: the training run is flagged, as a range.
+    p.keys(&["Space", "+", "+", "+", "+"]);
+    let s = p.wait("the end of the recording", 30, |s| {
+        s.contains("replay 300/300")
+    });
+    assert!(s.contains("▲ growing"), "{s}");
+    assert!(
+        s.contains("OOM in") || s.contains("out of memory now"),
+        "{s}"
+    );
+
+    // q leaves, restoring the terminal: the view is gone from the screen.
+    p.keys(&["q"]);
+    let s = p.wait_for("EXIT=0", 10);
+    assert!(!s.contains("memwarden gpu-node-07"), "{s}");
+    assert!(!s.contains("GPU 0"), "{s}");
+}
+
+#[test]
+fn a_terminal_too_small_says_so() {
+    if !have_tmux() {
+        return;
+    }
+    let ex = example();
+    let p = Pane::start(&["top", "--replay", ex.to_str().unwrap()], 38, 9);
+    p.wait_for("too small", 20);
+    p.keys(&["q"]);
+    p.wait_for("EXIT=0", 10);
+}
+
+#[test]
+fn a_damaged_recording_plays_what_it_can() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example()).unwrap();
+    let mut lines: Vec<String> = text.lines().take(40).map(str::to_string).collect();
+    lines.insert(10, "garbage".into());
+    let half = lines[20][..lines[20].len() / 2].to_string();
+    lines.push(half);
+    let file = dir.path().join("cut.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let p = Pane::start(
+        &["top", "--replay", file.to_str().unwrap(), "--speed", "100"],
+        120,
+        40,
+    );
+    let s = p.wait_for("2 bad lines skipped", 20);
+    assert!(s.contains("replay"), "{s}");
+    p.keys(&["q"]);
+    p.wait_for("EXIT=0", 10);
+}
+
+#[test]
+fn live_view_shows_this_machine_and_reloads_its_config_on_sighup() {
+    if !have_tmux() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let cfg_dir = home.path().join("config/memwarden");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(cfg_dir.join("config.toml"), "interval = 1.0\n").unwrap();
+    let p = Pane::start_in(
+        home,
+        &["top", "--gpu-source", "none", "--no-kill"],
+        120,
+        40,
+        &[],
+    );
+    let s = p.wait_for("live every 1s", 20);
+    assert!(s.contains("PID") && s.contains("RAM"), "{s}");
+    assert!(!s.contains("k kill"), "--no-kill removes the key: {s}");
+    // Its own process is in the table.
+    let me = p.memwarden_pid();
+    p.keys(&["/"]);
+    for c in me.to_string().chars() {
+        p.keys(&[&c.to_string()]);
+    }
+    p.keys(&["Enter"]);
+    p.wait_for("memwarden top", 10);
+
+    std::fs::write(cfg_dir.join("config.toml"), "interval = 2.0\n").unwrap();
+    let st = Command::new("kill")
+        .args(["-HUP", &me.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    p.wait_for("live every 2s", 10);
+
+    // A bad file on reload is said, and the view goes on with what it had.
+    std::fs::write(cfg_dir.join("config.toml"), "intervall = 3\n").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &me.to_string()])
+        .status()
+        .unwrap();
+    let s = p.wait_for("intervall", 10);
+    assert!(s.contains("live every 2s"), "{s}");
+    let _ = p.home();
+    p.keys(&["q"]);
+    p.wait_for("EXIT=0", 10);
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "\n{\"version\": 9}\nnot json\n").unwrap();
+    let run = |args: &[&str], env: &[(&str, &Path)]| {
+        let mut c = Command::new(bin());
+        c.args(args).env("HOME", dir.path());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["top", "--replay", bad.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("line 2") && err.contains("version 9"), "{err}");
+
+    let (code, err) = run(&["top", "--replay", "/nonexistent/rec.jsonl"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/rec.jsonl"), "{err}");
+
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "theme = \"dark\"\nrefresh = 2\n").unwrap();
+    let (code, err) = run(
+        &["top", "--config", cfg.to_str().unwrap(), "--replay", "x"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("config.toml") && err.contains("line 2") && err.contains("refresh"),
+        "{err}"
+    );
+
+    let (code, err) = run(&["top", "--theme", "pink"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("pink"), "{err}");
+
+    // Not a terminal: said plainly instead of a garbled screen.
+    let ex = example();
+    let (code, err) = run(&["top", "--replay", ex.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("needs a terminal"), "{err}");
+}
