@@ -174,6 +174,17 @@ impl Dd {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+struct Node {
+    s_hi: f64,
+    s_lo: f64,
+    q_hi: f64,
+    q_lo: f64,
+    /// Estimate of ruptures' total for the partition ending here, and its error bound.
+    est: f64,
+    err: f64,
+}
+
 /// PELT with O(1) costs from double-double prefix sums, falling back to ruptures' arithmetic
 /// only for comparisons too close to call.
 ///
@@ -185,21 +196,16 @@ impl Dd {
 struct Fast<'a> {
     x: &'a [f64],
     pen: f64,
-    /// Prefix sums of `x − shift` and of its square, in double-double (high and low parts).
-    s_hi: Vec<f64>,
-    s_lo: Vec<f64>,
-    q_hi: Vec<f64>,
-    q_lo: Vec<f64>,
+    /// Per index: prefix sums, and the running estimate of the partition ending there.
+    node: Vec<Node>,
     /// Start of the run of equal values that each index belongs to.
     run_start: Vec<usize>,
     /// Relative error factor of ruptures' cost and of the float sums, and an absolute floor
     /// for the errors independent of the cost (the variance's mean error, our own prefix sums).
     rel: f64,
     abs: f64,
-    /// Per partition end: our estimate of ruptures' total, the bound on its error, ruptures'
-    /// exact total once computed, and the start of the last segment.
-    est: Vec<f64>,
-    err: Vec<f64>,
+    /// Per partition end: ruptures' exact total once computed, and the start of the last
+    /// segment.
     exact: Vec<Option<f64>>,
     parent: Vec<usize>,
     scratch: Vec<f64>,
@@ -209,15 +215,9 @@ impl<'a> Fast<'a> {
     fn new(x: &'a [f64], pen: f64) -> Fast<'a> {
         let n = x.len();
         let shift = x.iter().sum::<f64>() / n as f64;
-        let mut s_hi = Vec::with_capacity(n + 1);
-        let mut s_lo = Vec::with_capacity(n + 1);
-        let mut q_hi = Vec::with_capacity(n + 1);
-        let mut q_lo = Vec::with_capacity(n + 1);
+        let mut node = Vec::with_capacity(n + 1);
         let (mut ss, mut qq) = (Dd::default(), Dd::default());
-        s_hi.push(0.0);
-        s_lo.push(0.0);
-        q_hi.push(0.0);
-        q_lo.push(0.0);
+        node.push(Node::default());
         let (mut max_abs, mut sum_abs_y, mut sum_y2) = (0.0f64, 0.0f64, 0.0f64);
         for &v in x {
             let y = v - shift;
@@ -225,10 +225,14 @@ impl<'a> Fast<'a> {
             let ye = two_sum(v, -shift);
             ss = ss.add(ye);
             qq = qq.add(ye.sqr());
-            s_hi.push(ss.hi);
-            s_lo.push(ss.lo);
-            q_hi.push(qq.hi);
-            q_lo.push(qq.lo);
+            node.push(Node {
+                s_hi: ss.hi,
+                s_lo: ss.lo,
+                q_hi: qq.hi,
+                q_lo: qq.lo,
+                est: 0.0,
+                err: 0.0,
+            });
             max_abs = max_abs.max(v.abs());
             sum_abs_y += y.abs();
             sum_y2 += y * y;
@@ -249,24 +253,15 @@ impl<'a> Fast<'a> {
         let dm = k * EPS * max_abs;
         let ours = 64.0 * (n as f64) * EPS * EPS * (sum_y2 + sum_abs_y * sum_abs_y);
         let abs = (n as f64) * dm * dm * 2.0 + ours + f64::MIN_POSITIVE;
-        let mut est = vec![0.0; n + 1];
-        let mut err = vec![0.0; n + 1];
         let mut exact = vec![None; n + 1];
-        est[0] = 0.0;
-        err[0] = 0.0;
         exact[0] = Some(0.0);
         Fast {
             x,
             pen,
-            s_hi,
-            s_lo,
-            q_hi,
-            q_lo,
+            node,
             run_start,
             rel,
             abs,
-            est,
-            err,
             exact,
             parent: vec![0; n + 1],
             scratch: Vec::new(),
@@ -279,8 +274,9 @@ impl<'a> Fast<'a> {
     #[inline]
     fn cost(&self, a: usize, b: usize) -> (f64, f64) {
         let l = (b - a) as f64;
-        let s = (self.s_hi[b] - self.s_hi[a]) + (self.s_lo[b] - self.s_lo[a]);
-        let q = (self.q_hi[b] - self.q_hi[a]) + (self.q_lo[b] - self.q_lo[a]);
+        let (na, nb) = (&self.node[a], &self.node[b]);
+        let s = (nb.s_hi - na.s_hi) + (nb.s_lo - na.s_lo);
+        let q = (nb.q_hi - na.q_hi) + (nb.q_lo - na.q_lo);
         let m = s * s / l;
         let c = q - m;
         (c.max(0.0), 8.0 * EPS * (q.abs() + m))
@@ -309,8 +305,8 @@ impl<'a> Fast<'a> {
             let base = self.exact[p].unwrap_or(0.0);
             let total = base + (self.numpy_cost(p, v) + self.pen);
             self.exact[v] = Some(total);
-            self.est[v] = total;
-            self.err[v] = 0.0;
+            self.node[v].est = total;
+            self.node[v].err = 0.0;
         }
         self.exact[t].unwrap_or(0.0)
     }
@@ -348,9 +344,10 @@ impl<'a> Fast<'a> {
             for (i, &t) in admissible.iter().enumerate() {
                 let (c, c_err) = self.cost(t, end);
                 let v = c + pen;
-                let total = self.est[t] + v;
+                let nt = self.node[t];
+                let total = nt.est + v;
                 est.push(total);
-                err.push(self.err[t] + c_err + self.rel * (v + total) + self.abs);
+                err.push(nt.err + c_err + self.rel * (v + total) + self.abs);
                 exact.push(f64::NAN);
                 if total < best_est {
                     best_est = total;
@@ -383,17 +380,17 @@ impl<'a> Fast<'a> {
             exists[end] = true;
             self.parent[end] = t_best;
             if exact[best].is_nan() {
-                self.est[end] = est[best];
-                self.err[end] = err[best];
+                self.node[end].est = est[best];
+                self.node[end].err = err[best];
             } else {
                 self.exact[end] = Some(exact[best]);
-                self.est[end] = exact[best];
-                self.err[end] = 0.0;
+                self.node[end].est = exact[best];
+                self.node[end].err = 0.0;
             }
 
             // Pruning: keep the starts whose total is at most the best plus the penalty.
-            let thr = self.est[end] + pen;
-            let thr_err = self.err[end] + self.rel * thr;
+            let thr = self.node[end].est + pen;
+            let thr_err = self.node[end].err + self.rel * thr;
             kept.clear();
             for i in 0..admissible.len() {
                 let t = admissible[i];
