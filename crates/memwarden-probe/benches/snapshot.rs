@@ -58,15 +58,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn side_by_side(root: &Path) {
     let floor = std::env::var_os("PROCFLOOR");
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/psutil_reader.py");
-    let mut probe = Probe::new(HostRoot::new(root).expect("root"), GpuSourceKind::Drm);
-    let (mut f, mut o, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bare = probe(root, false);
+    let mut full = probe(root, true);
+    let (mut f, mut b, mut o, mut p) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         if let Some(floor) = &floor {
             f.extend(external_ms(
                 Command::new(floor).arg(root).arg(PASSES.to_string()),
             ));
         }
-        o.push(ours_ms(&mut probe));
+        b.push(ours_ms(&mut bare));
+        o.push(ours_ms(&mut full));
         p.extend(external_ms(
             Command::new("python3")
                 .arg(&python)
@@ -74,16 +76,21 @@ fn side_by_side(root: &Path) {
                 .arg(PASSES.to_string()),
         ));
     }
-    let ours = median(o);
+    let (bare, full) = (median(b), median(o));
     println!(
         "\nside by side, median of {ROUNDS} rounds of {PASSES} passes, {PROCESSES} processes x {FDS} fdinfo:"
     );
-    println!("  memwarden snapshot   {ours:8.2} ms");
+    println!("  memwarden snapshot   {bare:8.2} ms   (processes, GPUs, host; no workloads)");
+    println!(
+        "  with workloads       {full:8.2} ms   grouping and attribution add {:.0}%",
+        (full / bare - 1.0) * 100.0
+    );
     if !f.is_empty() {
         let floor = median(f);
         println!(
-            "  procfloor (C)        {floor:8.2} ms   memwarden / procfloor = {:.2}x",
-            ours / floor
+            "  procfloor (C)        {floor:8.2} ms   snapshot / procfloor = {:.2}x, with workloads {:.2}x",
+            bare / floor,
+            full / floor
         );
     } else {
         println!("  procfloor            not run (set PROCFLOOR to the built procfloor binary)");
@@ -91,8 +98,9 @@ fn side_by_side(root: &Path) {
     if !p.is_empty() {
         let py = median(p);
         println!(
-            "  psutil (Python)      {py:8.2} ms   psutil / memwarden = {:.1}x",
-            py / ours
+            "  psutil (Python)      {py:8.2} ms   psutil / snapshot = {:.1}x, / with workloads {:.1}x",
+            py / bare,
+            py / full
         );
     } else {
         println!("  psutil               not run (python3 with psutil not found)");
