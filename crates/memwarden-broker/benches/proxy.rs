@@ -1,1 +1,139 @@
-fn main() {}
+//! Proxy overhead: the same upstream (a test consumer process) called directly and through
+//! the broker, 64 concurrent clients, small responses, measured side by side in one run.
+//! Prints p50, p99 and throughput for both. Targets: added p50 < 200 µs, added p99 < 1 ms,
+//! throughput through the broker at least 80% of direct.
+//!
+//! `cargo bench -p memwarden-broker --bench proxy` (MEMWARDEN_BENCH_REQUESTS to change the
+//! number of requests per round).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use memwarden_broker::Config;
+use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
+
+const CLIENTS: usize = 64;
+
+struct Round {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+impl Round {
+    fn pct(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l[((l.len() as f64 * p) as usize).min(l.len() - 1)]
+    }
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+async fn round(url: &str, total: usize) -> Round {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(CLIENTS)
+        .build(connector);
+    let client = Arc::new(client);
+    let per = total / CLIENTS;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = Arc::clone(&client);
+        let url: hyper::Uri = url.parse().unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let t = Instant::now();
+                let resp = client.get(url.clone()).await.expect("request");
+                assert!(resp.status().is_success());
+                resp.into_body().collect().await.expect("body");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    Round {
+        latencies,
+        wall: start.elapsed(),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run briefly then.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let total: usize = std::env::var("MEMWARDEN_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 64_000 } else { 640 });
+    let mut upstream = Command::new(env!("CARGO_BIN_EXE_memwarden-test-consumer"))
+        .args(["--size", "0", "--loaded", "--port", "0", "--name", "u"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the upstream");
+    let mut line = String::new();
+    BufReader::new(upstream.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .trim_start_matches("listening on ")
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"1GiB\"\n\
+             [[consumer]]\nname = \"u\"\npool = \"ram\"\nresident = \"1MiB\"\nupstream = \"http://127.0.0.1:{port}\"\n"
+        );
+        let cfg = Config::parse(&toml, "bench.toml", None).unwrap();
+        let probe = Probe::new(HostRoot::system(), GpuSourceKind::None);
+        let broker = memwarden_broker::start(cfg, probe).await.unwrap();
+        let direct_url = format!("http://127.0.0.1:{port}/work");
+        let proxy_url = format!("http://{}/c/u/work", broker.addr);
+        // Warm both paths (connections, caches), then alternate rounds.
+        round(&direct_url, CLIENTS * 10).await;
+        round(&proxy_url, CLIENTS * 10).await;
+        let mut direct = Vec::new();
+        let mut proxy = Vec::new();
+        for _ in 0..2 {
+            direct.push(round(&direct_url, total / 2).await);
+            proxy.push(round(&proxy_url, total / 2).await);
+        }
+        let merge = |rs: Vec<Round>| Round {
+            latencies: rs.iter().flat_map(|r| r.latencies.clone()).collect(),
+            wall: rs.iter().map(|r| r.wall).sum(),
+        };
+        let (d, p) = (merge(direct), merge(proxy));
+        let us = |x: Duration| x.as_secs_f64() * 1e6;
+        println!("proxy overhead, {CLIENTS} concurrent clients, {} requests each way", d.latencies.len());
+        println!("           p50 (µs)   p99 (µs)   throughput (req/s)");
+        println!("direct   {:>9.0}  {:>9.0}   {:>10.0}", us(d.pct(0.5)), us(d.pct(0.99)), d.rps());
+        println!("broker   {:>9.0}  {:>9.0}   {:>10.0}", us(p.pct(0.5)), us(p.pct(0.99)), p.rps());
+        println!(
+            "added    {:>9.0}  {:>9.0}   {:>9.0}% of direct",
+            us(p.pct(0.5)) - us(d.pct(0.5)),
+            us(p.pct(0.99)) - us(d.pct(0.99)),
+            100.0 * p.rps() / d.rps()
+        );
+        broker.shutdown().await;
+    });
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}

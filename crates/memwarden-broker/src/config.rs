@@ -622,15 +622,14 @@ fn consumer(
             return Err(src.err(cmd, format!("consumer {name:?}: an empty command")));
         }
     }
-    if c.stop.is_some() && c.start.is_none() {
-        return Err(src.err(
-            c.stop.as_ref().expect("checked"),
-            format!("consumer {name:?}: `stop` needs `start`"),
-        ));
+    if let (Some(stop), None) = (&c.stop, &c.start) {
+        return Err(src.err(stop, format!("consumer {name:?}: `stop` needs `start`")));
     }
-    if c.start.is_some() && (c.load.is_some() || c.unload.is_some()) {
+    if let Some(start) = &c.start
+        && (c.load.is_some() || c.unload.is_some())
+    {
         return Err(src.err(
-            c.start.as_ref().expect("checked"),
+            start,
             format!("consumer {name:?}: give start/stop or load/unload routes, not both"),
         ));
     }

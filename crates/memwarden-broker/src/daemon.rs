@@ -127,6 +127,10 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
                 let _ = stop_rx.await;
                 broker.send(Msg::Shutdown);
             };
+            // Streamed answers go out in several writes: Nagle's algorithm would hold them.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -247,13 +251,16 @@ impl Running {
     }
 }
 
+/// The model-file estimator, owned: see [`crate::config::Estimator`].
+pub type BoxedEstimator = Box<dyn Fn(&Path, u64) -> Result<u64, String> + Send + Sync>;
+
 /// What `memwarden serve` needs to run.
 pub struct ServeOptions {
     pub config: Option<PathBuf>,
     pub root: HostRoot,
     pub gpu_source: GpuSourceKind,
     pub listen: Option<SocketAddr>,
-    pub estimator: Option<Box<dyn Fn(&Path, u64) -> Result<u64, String> + Send + Sync>>,
+    pub estimator: Option<BoxedEstimator>,
 }
 
 impl ServeOptions {

@@ -158,6 +158,9 @@ async fn main() {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
     println!("listening on {port}");
     let _ = std::io::stdout().flush();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, router).await {
         eprintln!("memwarden-test-consumer: {e}");
         std::process::exit(1);
