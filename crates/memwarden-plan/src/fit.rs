@@ -175,15 +175,7 @@ pub fn read_pool(probe: &mut Probe, pool: Pool) -> Result<PoolReading, PlanError
             Ok(reading)
         }
         Pool::Vram(idx) | Pool::Gtt(idx) => {
-            let gpus = probe.gpus();
-            let Some(gpu) = gpus.iter().find(|g| g.index == idx) else {
-                let known: Vec<String> = gpus.iter().map(|g| g.index.to_string()).collect();
-                return Err(PlanError::BadArgument(if known.is_empty() {
-                    format!("no GPU with index {idx}: this machine shows no GPU")
-                } else {
-                    format!("no GPU with index {idx} (GPUs here: {})", known.join(", "))
-                }));
-            };
+            let gpu = crate::topology::find_gpu(probe.gpus(), idx)?;
             let (free, what) = match pool {
                 Pool::Gtt(_) => (gpu.gtt_free_bytes(), "GTT"),
                 _ => (gpu.vram_free_bytes(), "VRAM"),

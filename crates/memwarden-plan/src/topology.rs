@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use memwarden_probe::HostRoot;
 use memwarden_probe::numa::{parse_cpulist, read_nodes};
+use memwarden_probe::snapshot::Gpu;
 use serde::Serialize;
 
 use crate::PlanError;
@@ -120,6 +121,18 @@ pub fn read_topology(root: &HostRoot) -> Result<Topology, PlanError> {
         online,
         core_of,
         assumed_single_node,
+    })
+}
+
+/// The GPU with index `idx` among `gpus`, or an error that lists the ones there are.
+pub fn find_gpu(gpus: Vec<Gpu>, idx: u32) -> Result<Gpu, PlanError> {
+    let known: Vec<String> = gpus.iter().map(|g| g.index.to_string()).collect();
+    gpus.into_iter().find(|g| g.index == idx).ok_or_else(|| {
+        PlanError::BadArgument(if known.is_empty() {
+            format!("no GPU with index {idx}: this machine shows no GPU")
+        } else {
+            format!("no GPU with index {idx} (GPUs here: {})", known.join(", "))
+        })
     })
 }
 

@@ -28,7 +28,10 @@ fn a_file_written_by_the_python_gguf_package() {
     let python_weights: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let e = estimate_file(&file, &EstimateOptions::default()).unwrap();
     assert_eq!(e.weights_bytes, python_weights);
-    assert_eq!(python_weights, 64 * 256 * 2 + 2 * (256 * 256 / 32 * 34 + 128 * 256 * 4));
+    assert_eq!(
+        python_weights,
+        64 * 256 * 2 + 2 * (256 * 256 / 32 * 34 + 128 * 256 * 4)
+    );
     assert_eq!(e.architecture, "llama");
     assert_eq!(e.context, 1024);
     // 2 layers x 2 KV heads x 64 x f16 x (K + V) x 1024 cells.

@@ -341,13 +341,7 @@ fn apply_on_the_real_cpuset_hierarchy() {
         eprintln!("skipped: cannot create a cpuset cgroup ({e})");
         return;
     }
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(cg.clone());
+    let _cleanup = sysfs::RemoveOnDrop(cg.clone());
     let root = HostRoot::system();
     let topo = read_topology(&root).unwrap();
     let p = choose(&topo, &cpus(1)).unwrap();

@@ -346,13 +346,7 @@ fn fit_inside_a_real_memory_cgroup() {
         eprintln!("skipped: cannot create a memory cgroup ({e})");
         return;
     }
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(cg.clone());
+    let _cleanup = sysfs::RemoveOnDrop(cg.clone());
     let limit: u64 = 512 << 20;
     if let Err(e) = std::fs::write(cg.join("memory.limit_in_bytes"), limit.to_string()) {
         eprintln!("skipped: cannot set a memory limit ({e})");
@@ -494,4 +488,105 @@ fn place_bad_input_is_one_line_and_exit_2() {
     assert_bad(&run(&["--cpus", "2", "--format", "xml"]), "xml");
     assert_bad(&run(&["--cpus", "2", "--apply", "/nope"]), "no such cgroup");
     assert_bad(&run(&["--cpus", "2", "--pid", "1"]), "--root");
+}
+
+#[test]
+fn fit_and_estimate_read_a_gpus_free_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    four_node_gpu_machine(dir.path());
+    let root = dir.path().to_str().unwrap();
+    // The fixture GPU has 24 GiB of VRAM with 4 GiB used.
+    let o = memwarden(&[
+        "--root",
+        root,
+        "--gpu-source",
+        "drm",
+        "fit",
+        "--pool",
+        "vram:0",
+        "--fixed",
+        "2GiB",
+        "--per-worker",
+        "3GiB",
+        "--want",
+        "10",
+        "--headroom",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["available_bytes"], 20u64 << 30);
+    assert_eq!(v["threads"], 6);
+    let o = memwarden(&[
+        "--root",
+        root,
+        "--gpu-source",
+        "drm",
+        "fit",
+        "--pool",
+        "gtt:0",
+        "--per-worker",
+        "1GiB",
+        "--want",
+        "2",
+    ]);
+    assert_bad(&o, "no free GTT figure");
+
+    let m = model(dir.path());
+    let o = memwarden(&[
+        "--root",
+        root,
+        "--gpu-source",
+        "drm",
+        "estimate",
+        &m,
+        "--gpu",
+        "0",
+        "--fits",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("GPU 0"), "{}", stdout(&o));
+    let o = memwarden(&[
+        "--root",
+        root,
+        "--gpu-source",
+        "drm",
+        "estimate",
+        &m,
+        "--gpu",
+        "1",
+    ]);
+    assert_bad(&o, "no GPU with index 1 (GPUs here: 0)");
+}
+
+/// `--pid` sets the affinity of a real process (a child this test starts and ends).
+#[test]
+fn place_pid_sets_a_real_processes_affinity() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_memwarden"))
+        .args(["place", "--cpus", "1", "--pid", &pid, "--format", "cgroup"])
+        .env("MEMWARDEN_GPU_SOURCE", "none")
+        .output()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let chosen = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("cpuset.cpus=").map(str::to_string))
+        .unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    assert_eq!(allowed, chosen);
+    assert!(stderr(&o).contains("1 thread(s)"), "{}", stderr(&o));
+    assert_bad(
+        &memwarden(&["place", "--cpus", "1", "--pid", "999999999"]),
+        "no process 999999999",
+    );
 }

@@ -154,3 +154,12 @@ pub fn cpuset_v1(dir: &Path, cpus: &str, mems: &str, other: Option<&str>) {
         write(dir, &format!("{base}/docker/other/cgroup.procs"), "4242\n");
     }
 }
+
+/// Removes a cgroup directory a test created, however the test ends.
+pub struct RemoveOnDrop(pub std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use memwarden_plan::estimate::{Estimate, EstimateOptions, KvType, estimate_file};
+use memwarden_plan::topology::find_gpu;
 use memwarden_probe::size::{format_size, parse_size};
 use memwarden_probe::snapshot::Gpu;
 
@@ -54,26 +55,12 @@ pub fn gpu_free(gpu: &Gpu) -> Option<u64> {
     }
 }
 
-/// The GPU with index `idx`, or an error that lists the ones there are.
-pub fn find_gpu(g: &Global, idx: u32) -> Result<Gpu> {
-    let mut probe = super::probe(g)?;
-    let gpus = probe.gpus();
-    let known: Vec<String> = gpus.iter().map(|g| g.index.to_string()).collect();
-    gpus.into_iter().find(|g| g.index == idx).with_context(|| {
-        if known.is_empty() {
-            format!("no GPU with index {idx}: this machine shows no GPU")
-        } else {
-            format!("no GPU with index {idx} (GPUs here: {})", known.join(", "))
-        }
-    })
-}
-
 pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
     let kv_type: KvType = args.kv_type.parse()?;
     let (vram, gpu_label) = match (&args.vram, args.gpu) {
         (Some(v), _) => (Some(parse_size(v).context("--vram")?), None),
         (None, Some(idx)) => {
-            let gpu = find_gpu(g, idx)?;
+            let gpu = find_gpu(super::probe(g)?.gpus(), idx)?;
             let free = gpu_free(&gpu).with_context(|| {
                 format!("GPU {idx} ({}) reports no free-memory figure", gpu.name)
             })?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use memwarden_plan::place::{PlaceRequest, apply_affinity, apply_cgroup, choose, resolve_cgroup};
-use memwarden_plan::topology::{busy_cpus, gpu_locality, read_topology};
+use memwarden_plan::topology::{busy_cpus, find_gpu, gpu_locality, read_topology};
 use memwarden_probe::size::parse_size;
 
 use crate::cli::Global;
@@ -55,14 +55,7 @@ pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
     let topo = read_topology(&root)?;
     let gpu = match args.gpu {
         Some(idx) => {
-            let gpus = probe.gpus();
-            let Some(gpu) = gpus.iter().find(|x| x.index == idx) else {
-                let known: Vec<String> = gpus.iter().map(|x| x.index.to_string()).collect();
-                if known.is_empty() {
-                    bail!("no GPU with index {idx}: this machine shows no GPU");
-                }
-                bail!("no GPU with index {idx} (GPUs here: {})", known.join(", "));
-            };
+            let gpu = find_gpu(probe.gpus(), idx)?;
             Some(gpu_locality(&root, idx, &gpu.bus_id, gpu.numa_node))
         }
         None => None,
