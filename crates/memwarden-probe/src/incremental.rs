@@ -1,37 +1,43 @@
 //! A cheaper reading for a view that samples every second: what does not change during a
-//! process's life (its uid, cmdline, cgroup, which of its fds are DRM clients) is read once
-//! per process identity `(pid, starttime)` and kept; a steady-state sample reads the process's
-//! `stat` (its RSS) and nothing else, plus the fdinfo of the fds already known to be GPU
-//! clients. NVML's per-process lists, slow and taken under the driver lock, are read at most
-//! once per `nvml_every`; the device figures in between are cheap.
+//! process's life (its uid, cmdline, cgroup, framework, which of its fds are GPU clients or
+//! model files) is read once per process identity `(pid, starttime)` and kept; a steady-state
+//! sample reads the process's `stat` (its RSS) and nothing else, plus the fdinfo of the fds
+//! already known to be GPU clients. NVML's per-process lists, slow and taken under the driver
+//! lock, are read at most once per `nvml_every`; the device figures in between are cheap.
+//! Workloads are built from the same scan as [`Probe::snapshot`] builds them.
 //!
 //! What the cache can miss: a process that changes uid or cgroup after start keeps the first
-//! reading, and a process that opens a GPU device later is noticed at the next fd rescan
-//! (every `fd_rescan_every` samples).
+//! reading, and a process that opens a GPU device or a model file later is noticed at the
+//! next fd rescan (every `fd_rescan_every` samples). Inference servers' metrics are not
+//! scraped here (the estimate of a workload comes from its open model files).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cgroup::parse_proc_cgroup;
+use crate::cgroup::{CgroupRef, parse_proc_cgroup};
 use crate::fdinfo::{DrmClient, parse_drm_fdinfo};
-use crate::probe::{Probe, attribute_drm, now_ms};
+use crate::framework::{self, Framework, FrameworkCache};
+use crate::names::NameCache;
+use crate::probe::{FRAMEWORK_RSS_FLOOR, OpenFile, Probe, ScannedProcess, attribute_drm, now_ms};
 use crate::root::ReadBuf;
 use crate::snapshot::{Gpu, NumaNode, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot};
-use crate::{ProbeError, numa, process, sanitize};
+use crate::{ProbeError, numa, process, sanitize, workload};
 
 /// What is kept per process identity.
 #[derive(Debug, Clone)]
 struct Known {
     starttime: u64,
-    ppid: u32,
     uid: Option<u32>,
     /// A process without VmRSS (a kernel thread) has no resident figure at all.
     has_rss: bool,
     cmdline: String,
-    cgroup: Option<String>,
-    /// fd numbers whose fdinfo named a DRM driver at the last scan.
+    cgroup: Option<CgroupRef>,
+    cgroup_text: Option<String>,
+    /// From the command line alone; processes heavy enough get their libraries read too.
+    framework: Option<Framework>,
+    /// fd numbers that name a DRM device, at the last scan.
     drm_fds: Vec<u32>,
+    model_files: Vec<OpenFile>,
     fds_scanned_at: u64,
 }
 
@@ -55,6 +61,9 @@ pub struct Sampler {
     fd_rescan_every: u64,
     hostname: String,
     numa: Vec<NumaNode>,
+    names: NameCache,
+    frameworks: FrameworkCache,
+    workloads: bool,
 }
 
 impl Sampler {
@@ -66,6 +75,7 @@ impl Sampler {
             .to_string_lossy()
             .into_owned();
         let hostname = probe.hostname();
+        let system = probe.root().is_system();
         Sampler {
             probe,
             proc_dir,
@@ -78,6 +88,9 @@ impl Sampler {
             fd_rescan_every: 10,
             hostname,
             numa: Vec::new(),
+            names: NameCache::new(system),
+            frameworks: FrameworkCache::new(),
+            workloads: true,
         }
     }
 
@@ -86,9 +99,14 @@ impl Sampler {
         self.nvml_every = every;
     }
 
-    /// Every how many samples the fds of known processes are scanned again for GPU clients.
+    /// Every how many samples the fds of known processes are scanned again.
     pub fn set_fd_rescan_every(&mut self, samples: u64) {
         self.fd_rescan_every = samples.max(1);
+    }
+
+    /// Whether processes are grouped into workloads (on by default).
+    pub fn set_workloads(&mut self, on: bool) {
+        self.workloads = on;
     }
 
     pub fn probe(&self) -> &Probe {
@@ -122,20 +140,47 @@ impl Sampler {
             self.probe.gpus()
         };
         self.samples += 1;
-        let (mut processes, parents, clients) = self.scan();
+        let (mut scanned, clients) = self.scan();
         let mut notes = Vec::new();
         if let Some(n) = self.probe.gpu_notice(&gpus) {
             notes.push(n);
         }
         let drm = attribute_drm(&gpus, clients, &mut notes);
-        for p in &mut processes {
+        for s in &mut scanned {
+            let p = &mut s.process;
             if let Some(list) = self.nvml_procs.get(&p.pid) {
                 p.gpu.extend(list.iter().cloned());
             }
             if let Some(list) = drm.get(&p.pid) {
                 p.gpu.extend(list.iter().cloned());
             }
+            // Libraries tell frameworks apart where the command line does not; read once per
+            // identity, and only for processes heavy enough to matter.
+            let heavy = !p.gpu.is_empty() || p.rss_bytes.unwrap_or(0) >= FRAMEWORK_RSS_FLOOR;
+            if heavy {
+                let f = self
+                    .frameworks
+                    .get_or_detect(self.probe.root(), p.identity(), &p.cmdline);
+                p.framework = (f != Framework::Unknown).then_some(f);
+            }
         }
+        if nvml_due {
+            let live: Vec<_> = scanned.iter().map(|s| s.process.identity()).collect();
+            self.frameworks.retain_live(live.iter());
+        }
+        let workloads = if self.workloads {
+            workload::build(
+                self.probe.root(),
+                self.probe.cgroups(),
+                &mut self.names,
+                &scanned,
+                &workload::Extras::default(),
+                &mut notes,
+            )
+        } else {
+            Vec::new()
+        };
+        let parents = scanned.iter().map(|s| (s.process.pid, s.ppid)).collect();
         Ok(Sample {
             snapshot: Snapshot {
                 version: SNAPSHOT_VERSION,
@@ -143,8 +188,8 @@ impl Sampler {
                 hostname: self.hostname.clone(),
                 host,
                 gpus,
-                processes,
-                workloads: Vec::new(),
+                processes: scanned.into_iter().map(|s| s.process).collect(),
+                workloads,
                 numa: self.numa.clone(),
                 notes,
             },
@@ -152,8 +197,7 @@ impl Sampler {
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn scan(&mut self) -> (Vec<Process>, HashMap<u32, u32>, Vec<(u32, DrmClient)>) {
+    fn scan(&mut self) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {
         let mut pids: Vec<u32> = match std::fs::read_dir(&self.proc_dir) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -163,7 +207,6 @@ impl Sampler {
         pids.sort_unstable();
         let page = self.probe.page_size();
         let mut out = Vec::with_capacity(pids.len());
-        let mut parents = HashMap::with_capacity(pids.len());
         let mut clients = Vec::new();
         let mut seen_clients: HashSet<(Option<String>, u64)> = HashSet::new();
         let mut live: HashSet<u32> = HashSet::with_capacity(pids.len());
@@ -177,29 +220,28 @@ impl Sampler {
                 continue;
             };
             let name = sanitize::sanitize_bytes(st.comm, sanitize::NAME_MAX);
-            let (starttime, ppid, rss_pages) = (st.starttime, st.ppid, st.rss_pages);
+            let (starttime, ppid, pgrp, rss_pages) = (st.starttime, st.ppid, st.pgrp, st.rss_pages);
             let fresh = self
                 .known
                 .get(&pid)
                 .is_none_or(|k| k.starttime != starttime);
             if fresh {
-                let k = self.read_static(pid, starttime, ppid, &mut path);
+                let k = self.read_static(pid, starttime, &mut path);
                 self.known.insert(pid, k);
-            }
-            let rescan = self.known.get(&pid).is_some_and(|k| {
+            } else if self.known.get(&pid).is_some_and(|k| {
                 self.samples.saturating_sub(k.fds_scanned_at) >= self.fd_rescan_every
-            });
-            if rescan {
-                let fds = self.scan_drm_fds(pid, &mut path);
+            }) {
+                let (drm_fds, model_files) = self.scan_fds(pid, &mut path);
                 if let Some(k) = self.known.get_mut(&pid) {
-                    k.drm_fds = fds;
+                    k.drm_fds = drm_fds;
+                    k.model_files = model_files;
                     k.fds_scanned_at = self.samples;
                 }
             }
             let Some(k) = self.known.get(&pid) else {
                 continue;
             };
-            for &fd in &k.drm_fds.clone() {
+            for &fd in &k.drm_fds {
                 set_path(&mut path, &self.proc_dir, pid, "fdinfo");
                 path.push('/');
                 path.push_str(&fd.to_string());
@@ -216,30 +258,32 @@ impl Sampler {
                 }
                 clients.push((pid, client));
             }
-            let Some(k) = self.known.get_mut(&pid) else {
-                continue;
-            };
-            k.ppid = ppid;
             live.insert(pid);
-            parents.insert(pid, ppid);
-            out.push(Process {
-                pid,
-                starttime,
-                uid: k.uid,
-                name,
-                cmdline: k.cmdline.clone(),
-                rss_bytes: k.has_rss.then(|| rss_pages.saturating_mul(page)),
-                cgroup: k.cgroup.clone(),
-                gpu: Vec::new(),
+            out.push(ScannedProcess {
+                process: Process {
+                    pid,
+                    starttime,
+                    uid: k.uid,
+                    name,
+                    cmdline: k.cmdline.clone(),
+                    rss_bytes: k.has_rss.then(|| rss_pages.saturating_mul(page)),
+                    cgroup: k.cgroup_text.clone(),
+                    gpu: Vec::new(),
+                    framework: k.framework,
+                },
+                ppid,
+                pgrp,
+                cgroup_ref: k.cgroup.clone(),
+                model_files: k.model_files.clone(),
             });
         }
         self.known.retain(|pid, _| live.contains(pid));
-        (out, parents, clients)
+        (out, clients)
     }
 
-    /// The facts read once per identity: uid (and whether it has an RSS), cmdline, cgroup, and
-    /// its DRM fds.
-    fn read_static(&mut self, pid: u32, starttime: u64, ppid: u32, path: &mut String) -> Known {
+    /// The facts read once per identity: uid (and whether it has an RSS), cmdline, cgroup,
+    /// framework by name, and its fds.
+    fn read_static(&mut self, pid: u32, starttime: u64, path: &mut String) -> Known {
         set_path(path, &self.proc_dir, pid, "status");
         let status = self.buf.read(path.as_ref()).ok().map(process::parse_status);
         set_path(path, &self.proc_dir, pid, "cmdline");
@@ -253,46 +297,53 @@ impl Sampler {
             .buf
             .read(path.as_ref())
             .ok()
-            .and_then(|b| parse_proc_cgroup(std::str::from_utf8(b).ok()?))
+            .and_then(|b| parse_proc_cgroup(std::str::from_utf8(b).ok()?));
+        let cgroup_text = cgroup
+            .as_ref()
             .map(|c| sanitize::sanitize(&c.path, sanitize::CMDLINE_MAX));
-        let drm_fds = self.scan_drm_fds(pid, path);
+        let f = framework::detect(&cmdline, "");
+        let (drm_fds, model_files) = self.scan_fds(pid, path);
         Known {
             starttime,
-            ppid,
             uid: status.and_then(|s| s.uid),
             // An unreadable status leaves stat's counter, which every process has.
             has_rss: status.is_none_or(|s| s.rss_bytes.is_some()),
             cmdline,
             cgroup,
+            cgroup_text,
+            framework: (f != Framework::Unknown).then_some(f),
             drm_fds,
+            model_files,
             fds_scanned_at: self.samples,
         }
     }
 
-    fn scan_drm_fds(&mut self, pid: u32, path: &mut String) -> Vec<u32> {
-        set_path(path, &self.proc_dir, pid, "fdinfo");
+    /// One pass over the fd links: DRM device fds (whose fdinfo carries GPU use) and open
+    /// model files. Reading a link costs no file read.
+    fn scan_fds(&mut self, pid: u32, path: &mut String) -> (Vec<u32>, Vec<OpenFile>) {
+        set_path(path, &self.proc_dir, pid, "fd");
         let Ok(entries) = std::fs::read_dir(&*path) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
-        let dir = PathBuf::from(&*path);
-        let mut fds = Vec::new();
+        let mut drm = Vec::new();
+        let mut files = Vec::new();
         for entry in entries.flatten() {
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
+            let name = entry.file_name();
+            let Ok(target) = std::fs::read_link(entry.path()) else {
                 continue;
             };
-            let Ok(buf) = self.buf.read(&dir.join(entry.file_name())) else {
-                continue;
-            };
-            if parse_drm_fdinfo(buf).is_some() {
-                fds.push(fd);
+            let target = target.as_os_str().as_encoded_bytes();
+            if target.starts_with(b"/dev/dri/") {
+                if let Some(fd) = name.to_str().and_then(|s| s.parse::<u32>().ok()) {
+                    drm.push(fd);
+                }
+            } else if let Some(file) = OpenFile::model(&name, target) {
+                files.push(file);
             }
         }
-        fds.sort_unstable();
-        fds
+        drm.sort_unstable();
+        files.sort_by_key(|f| f.fd);
+        (drm, files)
     }
 }
 
@@ -347,6 +398,7 @@ mod tests {
             let got = s.sample().unwrap();
             assert_eq!(got.snapshot.processes, want.processes);
             assert_eq!(got.snapshot.gpus, want.gpus);
+            assert_eq!(got.snapshot.workloads, want.workloads);
             assert_eq!(got.parents.get(&40), Some(&1));
         }
         assert_eq!(s.cached(), 2);

@@ -55,7 +55,7 @@ pub struct OpenFile {
 
 impl OpenFile {
     /// An fd link's target, when it names a model file.
-    fn model(fd: &std::ffi::OsStr, target: &[u8]) -> Option<OpenFile> {
+    pub(crate) fn model(fd: &std::ffi::OsStr, target: &[u8]) -> Option<OpenFile> {
         let (name, deleted) = match target.strip_suffix(b" (deleted)") {
             Some(t) => (t, true),
             None => (target, false),
@@ -99,7 +99,7 @@ pub struct Probe {
 }
 
 /// A process uses enough memory for its framework to matter: its libraries are worth reading.
-const FRAMEWORK_RSS_FLOOR: u64 = 256 << 20;
+pub(crate) const FRAMEWORK_RSS_FLOOR: u64 = 256 << 20;
 
 impl Probe {
     pub fn new(root: HostRoot, source: GpuSourceKind) -> Probe {
