@@ -330,3 +330,98 @@ fn a_real_process_is_attributed() {
         );
     }
 }
+
+/// A real local server process that calls itself `ollama serve` and answers `/api/ps` with
+/// `body` (or HTML when `body` is empty); returns the child and the port it listens on.
+fn fake_ollama(body: &str) -> (std::process::Child, u16) {
+    let src = r#"
+import http.server, sys
+body = sys.argv[2].encode() if len(sys.argv) > 2 else b""
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        ctype = "application/json" if body else "text/html"
+        self.send_header("Content-Type", ctype)
+        data = body or b"<html><body>hello</body></html>"
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    // The interpreter itself, not a wrapper script that would exec it under its own name.
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    let python = String::from_utf8(python.stdout).unwrap();
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(r#"exec -a ollama "$0" -c "$1" serve "$2""#)
+        .arg(python.trim())
+        .arg(src)
+        .arg(body)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().parse().expect("a port"))
+}
+
+#[test]
+fn an_inference_servers_own_figures_feed_the_estimate() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let (mut good, _) = fake_ollama(
+        r#"{"models":[{"name":"qwen3:32b","size":21474836480,"size_vram":21474836480},{"name":"nomic-embed","size":1073741824,"size_vram":0}]}"#,
+    );
+    let (mut html, port) = fake_ollama("");
+    let mut probe = Probe::new(HostRoot::system(), GpuSourceKind::None);
+    let snap = probe.snapshot().unwrap();
+    let _ = good.kill();
+    let _ = html.kill();
+    let _ = good.wait();
+    let _ = html.wait();
+
+    let w = snap
+        .workloads
+        .iter()
+        .find(|w| w.pids.contains(&good.id()))
+        .expect("the server's workload");
+    let p = snap.processes.iter().find(|p| p.pid == good.id()).unwrap();
+    assert_eq!(
+        p.framework,
+        Some(memwarden_probe::framework::Framework::Ollama)
+    );
+    assert_eq!(w.estimate_bytes, Some(21 * GIB));
+    if w.kind == WorkloadKind::Process {
+        assert_eq!(
+            (w.resident_bytes, w.resident_source),
+            (21 * GIB, ResidentSource::Estimate)
+        );
+    }
+    // The server that answers HTML still appears; the snapshot says what was skipped.
+    let bad = snap
+        .workloads
+        .iter()
+        .find(|w| w.pids.contains(&html.id()))
+        .unwrap();
+    assert_eq!(bad.estimate_bytes, None);
+    let note = format!(
+        "Ollama server of pid {} at 127.0.0.1:{port} skipped",
+        html.id()
+    );
+    assert!(
+        snap.notes.iter().any(|n| n.starts_with(&note)),
+        "{:?}",
+        snap.notes
+    );
+}

@@ -251,3 +251,19 @@ fn workloads_lead_the_table_and_narrow() {
         "no workload named \"nothing\" (there are: bash, comfyui)",
     );
 }
+
+#[test]
+fn nvml_asked_for_on_a_machine_without_it_is_a_notice() {
+    // This machine may or may not have the NVIDIA driver: either way, no crash and exit 0.
+    let out = memwarden(&["--gpu-source", "nvml", "snapshot", "--top", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let has_gpu = text.lines().any(|l| l.starts_with("GPU "));
+    if !has_gpu {
+        assert!(
+            stderr(&out).starts_with("memwarden: no GPU found (NVML unavailable: "),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
