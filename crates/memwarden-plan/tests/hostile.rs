@@ -2,14 +2,58 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::Cursor;
 
 use common::gguf_writer::{Gguf, Meta, llama, put_str};
 use memwarden_plan::gguf;
 use proptest::prelude::*;
 
+/// Records the largest single allocation each thread makes, so that a test can hold the reader
+/// to "no allocation beyond a small multiple of the file's size".
+struct Largest;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for Largest {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Largest = Largest;
+
+/// Parses `bytes` and checks that no single allocation exceeded 8 times their length (plus a
+/// little for the error message): a lying count must cost an error, not memory.
 fn parse(bytes: &[u8]) -> Result<gguf::Header, String> {
-    gguf::parse(Cursor::new(bytes), bytes.len() as u64).map_err(|e| e.to_string())
+    LARGEST.with(|c| c.set(0));
+    let r = gguf::parse(Cursor::new(bytes), bytes.len() as u64).map_err(|e| e.to_string());
+    let largest = LARGEST.with(|c| c.get());
+    assert!(
+        largest <= 8 * bytes.len() + 4096,
+        "allocated {largest} bytes for a {}-byte header",
+        bytes.len()
+    );
+    r
 }
 
 fn prefix(tensors: u64, kvs: u64) -> Vec<u8> {
@@ -144,6 +188,14 @@ fn unknown_types_are_named() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// Counts as large as the file allows, each claiming the most it can: still bounded.
+    #[test]
+    fn counts_at_the_edge_of_the_file(tensors in 0u64..4096, kvs in 0u64..4096, pad in 0usize..4096) {
+        let mut b = prefix(tensors, kvs);
+        b.resize(b.len() + pad, 0);
+        let _ = parse(&b);
+    }
+
     /// Any byte changed, any cut: an answer or an error, never a panic; and no allocation can
     /// exceed the input, which the bounds checks guarantee and a 2^40 count above would expose.
     #[test]
@@ -169,5 +221,33 @@ proptest! {
         let mut b = b"GGUF\x03\0\0\0".to_vec();
         b.extend(tail);
         let _ = parse(&b);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// safetensors: any header length and any bytes after it give an answer or an error.
+    #[test]
+    fn fuzzed_safetensors_headers_never_panic(
+        len in prop_oneof![any::<u64>(), 0u64..64],
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+        json_like in proptest::bool::ANY,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 8}"#,
+        )
+        .unwrap();
+        let f = dir.path().join("model.safetensors");
+        let mut b = len.to_le_bytes().to_vec();
+        if json_like {
+            b.extend(br#"{"w": {"dtype": "F16", "shape": [2, 2], "data_offsets": [0, "#);
+        }
+        b.extend(&body);
+        std::fs::write(&f, &b).unwrap();
+        let opts = memwarden_plan::EstimateOptions { ctx: Some(8), ..Default::default() };
+        let _ = memwarden_plan::estimate_file(&f, &opts);
     }
 }
