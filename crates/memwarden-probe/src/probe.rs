@@ -11,7 +11,7 @@ use crate::gpu::{GpuSourceKind, drm, nvidia};
 use crate::names::NameCache;
 use crate::root::{HostRoot, ReadBuf};
 use crate::scrape::{self, ScrapeConfig, ScrapeError, Scraper, ServerKind, ServerMetrics};
-use crate::snapshot::{Gpu, HostMemory, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot};
+use crate::snapshot::{Gpu, HostMemory, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot, Workload};
 use crate::{ProbeError, meminfo, numa, process, sanitize, workload};
 
 /// A process as the scan read it, with what the snapshot does not carry but later stages need.
@@ -420,19 +420,7 @@ impl Probe {
             }
         }
         let workloads = if self.workloads {
-            self.detect_frameworks(&mut scanned);
-            let servers = self.scrape_servers(&scanned, &mut notes);
-            let extras = workload::Extras {
-                servers: servers.iter().map(|(pid, m)| (*pid, m)).collect(),
-            };
-            workload::build(
-                &self.root,
-                &self.cgroups,
-                &mut self.names,
-                &scanned,
-                &extras,
-                &mut notes,
-            )
+            self.workloads_of(&mut scanned, &mut notes)
         } else {
             Vec::new()
         };
@@ -447,6 +435,29 @@ impl Probe {
             numa: numa::read_nodes(&self.root),
             notes,
         })
+    }
+
+    /// Groups processes (their GPU figures already merged) into workloads, naming each
+    /// process's framework on the way and asking inference servers for their figures. For a
+    /// caller with its own process scan (a sampler that caches static facts).
+    pub fn workloads_of(
+        &mut self,
+        scanned: &mut [ScannedProcess],
+        notes: &mut Vec<String>,
+    ) -> Vec<Workload> {
+        self.detect_frameworks(scanned);
+        let servers = self.scrape_servers(scanned, notes);
+        let extras = workload::Extras {
+            servers: servers.iter().map(|(pid, m)| (*pid, m)).collect(),
+        };
+        workload::build(
+            &self.root,
+            &self.cgroups,
+            &mut self.names,
+            scanned,
+            &extras,
+            notes,
+        )
     }
 
     /// Names what each process runs: from its command line for every process, and from its
