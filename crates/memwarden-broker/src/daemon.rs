@@ -223,6 +223,7 @@ impl Running {
         }
         let mut server = self.server;
         if tokio::time::timeout(self.grace, &mut server).await.is_err() {
+            tracing::debug!("server did not end in grace");
             tracing::warn!("requests still running after the grace period: cut off");
             server.abort();
         }
@@ -244,7 +245,9 @@ impl Running {
                 lifecycle::stop_process(&mut child, stop.as_deref(), grace).await;
             }
         });
+        tracing::debug!("server ended");
         futures_util::future::join_all(stops).await;
+        tracing::debug!("children stopped");
         for b in self.background {
             b.abort();
         }
@@ -288,7 +291,7 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Runtime(e.to_string()))?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
@@ -312,6 +315,10 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
         }
         tracing::info!("stopping: finishing requests in flight");
         running.shutdown().await;
-        Ok(())
-    })
+        tracing::debug!("shutdown done");
+        Ok::<(), DaemonError>(())
+    });
+    drop(rt);
+    tracing::debug!("runtime dropped");
+    result
 }
