@@ -169,7 +169,7 @@ pub fn read_model(path: &Path) -> Result<ModelInfo, PlanError> {
     let mut f = std::fs::File::open(path).map_err(|e| PlanError::io(path, e))?;
     let n = f.read(&mut magic).map_err(|e| PlanError::io(path, e))?;
     if n == 4 && &magic == b"GGUF" {
-        let header = gguf::read_header(path)?;
+        let header = gguf::read_split(path)?;
         return ModelInfo::from_gguf(&header).map_err(|why| PlanError::Gguf {
             path: path.display().to_string(),
             why,

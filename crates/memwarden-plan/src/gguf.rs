@@ -115,6 +115,56 @@ pub fn read_header(path: &Path) -> Result<Header, PlanError> {
     })
 }
 
+/// Reads a GGUF file's header; for the first shard of a split model (`split.count` > 1, files
+/// named `NAME-00001-of-0000N.gguf`), the other shards' tensors are added, so the weights are
+/// the whole model's.
+pub fn read_split(path: &Path) -> Result<Header, PlanError> {
+    let mut header = read_header(path)?;
+    let count = header
+        .get("split.count")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    if count <= 1 {
+        return Ok(header);
+    }
+    let bad = |why: String| PlanError::Gguf {
+        path: path.display().to_string(),
+        why,
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let stem = name
+        .strip_suffix(".gguf")
+        .and_then(|s| s.get(..s.len().checked_sub(15)?))
+        .ok_or_else(|| {
+            bad(format!(
+                "one shard of a model split in {count}, but its name does not follow                  NAME-00001-of-{count:05}.gguf, so the other shards cannot be found"
+            ))
+        })?;
+    if count > 9999 {
+        return Err(bad(format!("split.count {count} is not a shard count")));
+    }
+    let first = format!("{stem}-00001-of-{count:05}.gguf");
+    if name != first {
+        return Err(bad(format!(
+            "a shard of a split model: estimate the first one, {first}"
+        )));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for i in 2..=count {
+        let shard = dir.join(format!("{stem}-{i:05}-of-{count:05}.gguf"));
+        if !shard.exists() {
+            return Err(bad(format!(
+                "shard {} of the split model is missing",
+                shard.display()
+            )));
+        }
+        let h = read_header(&shard)?;
+        header.tensors.extend(h.tensors);
+        header.file_bytes = header.file_bytes.saturating_add(h.file_bytes);
+    }
+    Ok(header)
+}
+
 /// Reads a GGUF header from any reader of `len` bytes (a file, or bytes in memory).
 pub fn parse<R: Read + Seek>(inner: R, len: u64) -> Result<Header, Why> {
     let mut r = Reader {

@@ -330,3 +330,46 @@ fn missing_file_is_an_io_error() {
     let e = estimate_file(std::path::Path::new("/nonexistent/x.gguf"), &opts(1)).unwrap_err();
     assert!(matches!(e, PlanError::Io { .. }), "{e}");
 }
+
+#[test]
+fn split_gguf_counts_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = llama(4, 256, 4, 4, 1024, 1);
+    let mut first = llama(4, 256, 4, 4, 1024, 1).kv("split.count", Meta::U16(3));
+    let mut second = Gguf::new().kv("split.count", Meta::U16(3));
+    let mut third = Gguf::new().kv("split.count", Meta::U16(3));
+    // Spread the tensors over the shards as gguf-split does: metadata in the first only.
+    let rest = first.tensors.split_off(10);
+    let (a, b) = rest.split_at(rest.len() / 2);
+    second.tensors = a
+        .iter()
+        .map(|t| common::gguf_writer::Tensor {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    third.tensors = b
+        .iter()
+        .map(|t| common::gguf_writer::Tensor {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    let p1 = dir.path().join("m-00001-of-00003.gguf");
+    first.write(&p1);
+    second.write(&dir.path().join("m-00002-of-00003.gguf"));
+    let e = estimate_file(&p1, &opts(1024)).unwrap_err().to_string();
+    assert!(
+        e.contains("m-00003-of-00003.gguf") && e.contains("missing"),
+        "{e}"
+    );
+    third.write(&dir.path().join("m-00003-of-00003.gguf"));
+    let e = estimate_file(&p1, &opts(1024)).unwrap();
+    assert_eq!(e.weights_bytes, weights_of(&whole));
+    let e = estimate_file(&dir.path().join("m-00002-of-00003.gguf"), &opts(1024))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("estimate the first one"), "{e}");
+}
