@@ -99,6 +99,8 @@ pub struct ProcessTrack {
     pub gpu_bytes: BTreeMap<u32, u64>,
     /// Highest GPU memory per device seen for this identity, bytes.
     pub peak_bytes: BTreeMap<u32, u64>,
+    /// The framework the last snapshot recorded for it (`Unknown` when none).
+    pub framework: Framework,
 }
 
 /// A process's verdict on one device.
@@ -225,6 +227,7 @@ impl History {
                 name: p.name.clone(),
                 gpu_bytes: BTreeMap::new(),
                 peak_bytes: BTreeMap::new(),
+                framework: Framework::Unknown,
             });
             pt.track.push(t, total as f64 / MIB);
             for (&gi, &b) in &per_gpu {
@@ -233,6 +236,9 @@ impl History {
             }
             pt.gpu_bytes = per_gpu;
             pt.name.clone_from(&p.name);
+            if let Some(f) = p.framework {
+                pt.framework = f.into();
+            }
         }
         self.processes.retain(|id, _| alive.contains(id));
 
@@ -299,7 +305,8 @@ impl History {
     }
 
     /// Survival verdicts of every process on every GPU it uses, collective pressure included.
-    /// `framework` names a process's framework; return `Framework::Unknown` when not known.
+    /// `framework` may name a process's framework; where it returns `Framework::Unknown`, the
+    /// framework the snapshot recorded is used.
     pub fn verdicts(&self, framework: impl Fn(ProcessId) -> Framework) -> Vec<ProcessVerdict> {
         let mut out = Vec::new();
         for (&gi, &(total, free)) in &self.gpu_figures {
@@ -318,7 +325,10 @@ impl History {
                         used_bytes: p.gpu_bytes[&gi],
                         peak_bytes: p.peak_bytes.get(&gi).copied().unwrap_or(0),
                         phase: p.track.phase.phase,
-                        framework: framework(*id),
+                        framework: match framework(*id) {
+                            Framework::Unknown => p.framework.clone(),
+                            f => f,
+                        },
                         model_bytes: None,
                     }
                 })

@@ -105,11 +105,17 @@ pub fn label_segments(
         .copied()
         .fold(f64::NEG_INFINITY, f64::max);
     let range = (hi - lo).max(0.0);
-    // A move smaller than this is a wiggle, not an event: 5% of the series' range, at least 16 MiB.
-    let small = (range * 0.05).max(16.0);
-    let idle_level = lo + (range * 0.02).max(16.0);
+    // A move smaller than this is a wiggle, not an event: 5% of the series' range, 2% of its
+    // highest level, and at least 16 MiB.
+    let small = (range * 0.05).max(hi.abs() * 0.02).max(16.0);
+    // Idle is next to nothing: the bottom of a series that moves a lot, or under 16 MiB.
+    let idle_level = if range >= 0.25 * hi.abs() {
+        lo + (range * 0.05).max(16.0)
+    } else {
+        16.0
+    };
     for i in 0..segs.len() {
-        segs[i].label = first_pass(&segs, i, small, idle_level, range, ctx);
+        segs[i].label = first_pass(&segs, i, small, idle_level, range, hi.abs(), ctx);
     }
     second_pass(&mut segs, small);
     segs
@@ -152,6 +158,7 @@ fn first_pass(
     small: f64,
     idle_level: f64,
     range: f64,
+    hi_level: f64,
     ctx: &LabelContext,
 ) -> SegmentLabel {
     let s = &segs[i];
@@ -169,7 +176,7 @@ fn first_pass(
     if i > 0 && s.step_mib >= small {
         let prev = &segs[i - 1];
         let from_idle = prev.max_mib <= idle_level;
-        if from_idle || (i == 1 && s.step_mib >= 0.25 * range) {
+        if (from_idle || (i == 1 && s.step_mib >= 0.25 * range)) && s.step_mib >= 0.1 * hi_level {
             return SegmentLabel::Load;
         }
         return SegmentLabel::Growth;

@@ -113,6 +113,23 @@ impl Framework {
     }
 }
 
+impl From<memwarden_probe::framework::Framework> for Framework {
+    /// The probe's detection (what a snapshot records) as the survival checks see it.
+    fn from(f: memwarden_probe::framework::Framework) -> Framework {
+        use memwarden_probe::framework::Framework as P;
+        match f {
+            P::Vllm => Framework::Vllm,
+            P::Sglang => Framework::Sglang,
+            P::Tgi => Framework::Tgi,
+            P::LlamaCpp => Framework::LlamaCpp,
+            P::Ollama => Framework::Ollama,
+            P::Jax => Framework::Jax,
+            P::Pytorch | P::Comfyui => Framework::PyTorch,
+            P::Cuda | P::Rocm | P::Unknown => Framework::Unknown,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {

@@ -54,6 +54,8 @@ pub enum Command {
     Snapshot(cmd::snapshot::SnapshotArgs),
     /// Append a snapshot per interval to a JSON Lines file, for `analyze` and `top --replay`
     Record(cmd::record::RecordArgs),
+    /// What the memory did over a recording: phases, OOM ranges, changepoints, peaks
+    Analyze(cmd::analyze::AnalyzeArgs),
     /// Will this model fit, and how? Weights, KV cache and overhead from a GGUF or safetensors
     /// header
     Estimate(cmd::estimate::EstimateArgs),

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its arguments into library calls and output.
 
+pub mod analyze;
 pub mod estimate;
 pub mod fit;
 pub mod place;
@@ -21,6 +22,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Snapshot(a) => snapshot::run(g, a),
         Command::Record(a) => record::run(g, a),
+        Command::Analyze(a) => analyze::run(g, a),
         Command::Estimate(a) => estimate::run(g, a),
         Command::Fit(a) => fit::run(g, a),
         Command::Place(a) => place::run(g, a),

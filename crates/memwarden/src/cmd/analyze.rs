@@ -1,0 +1,331 @@
+//! `memwarden analyze FILE`: what the memory did over a recording, offline.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use memwarden_analysis::phase::Phase;
+use memwarden_analysis::report::{AnalyzeParams, Report, SeriesKind, SeriesReport, analyze};
+use memwarden_analysis::segments::SegmentLabel;
+use memwarden_analysis::{MIB, RecordingReader};
+use memwarden_probe::sanitize::sanitize;
+use memwarden_probe::size::format_size;
+use memwarden_probe::snapshot::Snapshot;
+
+use crate::cli::Global;
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// A recording: JSON Lines, one snapshot per line (`memwarden record` writes them)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the whole analysis as one JSON object
+    #[arg(long)]
+    pub json: bool,
+    /// Changepoint penalty in MiB² (default: chosen per series from its noise, at least 256)
+    #[arg(long, value_name = "P")]
+    pub penalty: Option<f64>,
+    /// Shortest segment between changepoints, in samples
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub min_size: usize,
+    /// Changepoints only at multiples of N samples
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jump: usize,
+    /// Also write the samples as CSV: one row per sample per device, host, workload and process
+    #[arg(long, value_name = "OUT")]
+    pub csv: Option<PathBuf>,
+}
+
+pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
+    if let Some(p) = args.penalty {
+        if !(p.is_finite() && p >= 0.0) {
+            bail!("--penalty must be a number at least 0, not {p}");
+        }
+    }
+    if args.min_size == 0 {
+        bail!("--min-size must be at least 1");
+    }
+    if args.jump == 0 {
+        bail!("--jump must be at least 1");
+    }
+    let snapshots = read_recording(&args.file)?;
+    if let Some(out) = &args.csv {
+        write_csv(out, &snapshots).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    let params = AnalyzeParams {
+        penalty: args.penalty,
+        min_size: args.min_size,
+        jump: args.jump,
+        ..AnalyzeParams::default()
+    };
+    let report = analyze(&snapshots, &params);
+    let text = if args.json {
+        let mut t = serde_json::to_string(&report)?;
+        t.push('\n');
+        t
+    } else {
+        render(&report, &args.file)
+    };
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Reads the usable snapshots; bad lines are counted on stderr, and a file with none usable is
+/// an error naming the first bad line.
+fn read_recording(path: &Path) -> Result<Vec<Snapshot>> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut rec = RecordingReader::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(line) => rec.feed(line),
+            Err(_) => rec.feed_unreadable("not UTF-8 text"),
+        }
+    }
+    let lines = rec.lines();
+    let rec = rec.finish();
+    let shown = sanitize(&path.display().to_string(), 200);
+    if rec.snapshots.is_empty() {
+        match rec.skipped.first() {
+            Some(first) => bail!(
+                "{shown}: no usable snapshot in {lines} line(s); line {}: {}",
+                first.line,
+                first.reason
+            ),
+            None => bail!("{shown}: the recording is empty"),
+        }
+    }
+    if let Some(first) = rec.skipped.first() {
+        eprintln!(
+            "memwarden: skipped {} of {lines} line(s) in {shown} (first, line {}: {})",
+            rec.skipped.len(),
+            first.line,
+            first.reason
+        );
+    }
+    Ok(rec.snapshots)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `taken_at_ms,kind,key,name,used_bytes,total_bytes`: GPUs (memory used of total), host RAM,
+/// workloads (resident bytes) and processes with GPU memory (their VRAM + GTT).
+fn write_csv(out: &Path, snapshots: &[Snapshot]) -> Result<()> {
+    let mut w = BufWriter::new(File::create(out)?);
+    writeln!(w, "taken_at_ms,kind,key,name,used_bytes,total_bytes")?;
+    for s in snapshots {
+        let t = s.taken_at_ms;
+        for g in &s.gpus {
+            if let Some((used, total)) = memwarden_analysis::history::gpu_pool_bytes(g) {
+                let total = total.map_or(String::new(), |v| v.to_string());
+                let name = csv_field(&sanitize(&g.name, 120));
+                writeln!(w, "{t},gpu,gpu:{},{name},{used},{total}", g.index)?;
+            }
+        }
+        let h = &s.host;
+        if h.mem_total_bytes > 0 {
+            let used = h.mem_total_bytes.saturating_sub(h.mem_available_bytes);
+            let name = csv_field(&sanitize(&s.hostname, 120));
+            writeln!(w, "{t},host,host:ram,{name},{used},{}", h.mem_total_bytes)?;
+        }
+        for wl in &s.workloads {
+            let key = csv_field(&format!("workload:{}", sanitize(&wl.id, 120)));
+            let name = csv_field(&sanitize(&wl.name, 120));
+            writeln!(w, "{t},workload,{key},{name},{},", wl.resident_bytes)?;
+        }
+        for p in &s.processes {
+            let bytes = p.gpu_vram_bytes().saturating_add(p.gpu_gtt_bytes());
+            if bytes == 0 {
+                continue;
+            }
+            let name = csv_field(&sanitize(&p.name, 120));
+            writeln!(
+                w,
+                "{t},process,process:{}:{},{name},{bytes},",
+                p.pid, p.starttime
+            )?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn size(mib: f64) -> String {
+    if !mib.is_finite() || mib <= 0.0 {
+        return "0 B".into();
+    }
+    format_size((mib * MIB).round() as u64)
+}
+
+/// A time relative to the recording's start: `+4:05`, `+1:02:03`.
+fn rel(ms: u64, start: u64) -> String {
+    let s = ms.saturating_sub(start) / 1000;
+    if s >= 3600 {
+        format!("+{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("+{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// Workloads and processes the text view lists, by peak; the rest are counted.
+const SHOWN_PER_KIND: usize = 10;
+
+fn render(report: &Report, file: &Path) -> String {
+    let mut out = String::new();
+    let start = report.first_ms.unwrap_or(0);
+    let end = report.last_ms.unwrap_or(start);
+    let _ = writeln!(
+        out,
+        "{}: {} snapshot(s) over {}",
+        sanitize(&file.display().to_string(), 200),
+        report.snapshots,
+        rel(end, start).trim_start_matches('+')
+    );
+    for kind in [
+        SeriesKind::Gpu,
+        SeriesKind::Host,
+        SeriesKind::Workload,
+        SeriesKind::Process,
+    ] {
+        let mut of_kind: Vec<&SeriesReport> =
+            report.series.iter().filter(|s| s.kind == kind).collect();
+        if matches!(kind, SeriesKind::Workload | SeriesKind::Process) {
+            of_kind.sort_by(|a, b| b.peak_mib.total_cmp(&a.peak_mib));
+        }
+        let hidden = of_kind.len().saturating_sub(SHOWN_PER_KIND);
+        let limit = match kind {
+            SeriesKind::Gpu | SeriesKind::Host => usize::MAX,
+            _ => SHOWN_PER_KIND,
+        };
+        for s in of_kind.iter().take(limit) {
+            render_series(&mut out, s, start);
+        }
+        if limit != usize::MAX && hidden > 0 {
+            let what = if kind == SeriesKind::Workload {
+                "workload(s)"
+            } else {
+                "process(es) with GPU memory"
+            };
+            let _ = writeln!(out, "\n{hidden} more {what} with lower peaks: see --json");
+        }
+    }
+    out
+}
+
+fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
+    let total = s
+        .total_mib
+        .map_or(String::new(), |t| format!(" of {}", size(t)));
+    let _ = writeln!(
+        out,
+        "\n{} [{}]  {} samples  peak {}{} at {}  last {}",
+        s.name,
+        s.key,
+        s.samples,
+        size(s.peak_mib),
+        total,
+        rel(s.peak_at_ms, start),
+        size(s.last_mib)
+    );
+    if !s.phases.is_empty() {
+        let spans: Vec<String> = s
+            .phases
+            .iter()
+            .map(|p| {
+                let moving = matches!(p.phase, Phase::Growing | Phase::Shrinking);
+                let rate = if moving {
+                    format!(" {:+.1} MiB/s", p.rate_mib_s)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} {} {}–{}{}",
+                    p.phase.symbol(),
+                    p.phase.as_str(),
+                    rel(p.start_ms, start),
+                    rel(p.end_ms, start),
+                    rate
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  phases    {}", spans.join(" · "));
+    }
+    for e in &s.oom_predictions {
+        let _ = writeln!(
+            out,
+            "  OOM       at {} predicted {} (confidence {:.2}); last at {}: {}",
+            rel(e.first_at_ms, start),
+            e.first_display,
+            e.first.confidence,
+            rel(e.last_at_ms, start),
+            e.last_display
+        );
+    }
+    if let Some(err) = &s.changepoint_error {
+        let _ = writeln!(out, "  changes   none: {err}");
+        return;
+    }
+    // Consecutive pieces with one label read as one stretch (a staircase of growth).
+    let mut stretches: Vec<(SegmentLabel, u64, u64, f64, f64, usize)> = Vec::new();
+    for seg in &s.segments {
+        match stretches.last_mut() {
+            Some(last) if last.0 == seg.label => {
+                last.2 = seg.end_ms;
+                last.4 = seg.mean_mib;
+                last.5 += 1;
+            }
+            _ => stretches.push((
+                seg.label,
+                seg.start_ms,
+                seg.end_ms,
+                seg.mean_mib - seg.step_mib,
+                seg.mean_mib,
+                1,
+            )),
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  changes   {} changepoint(s), penalty {:.0} MiB²",
+        s.changepoints.len().saturating_sub(1),
+        s.penalty
+    );
+    for (label, from, to, before, after, pieces) in stretches {
+        let pieces = if pieces > 1 {
+            format!(" ({pieces} pieces)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "    {}–{}  {:<16} {} → {}{}",
+            rel(from, start),
+            rel(to, start),
+            label.as_str(),
+            size(before),
+            size(after),
+            pieces
+        );
+    }
+}

@@ -1,0 +1,445 @@
+//! `memwarden analyze` as a user runs it: the real binary on recordings written here from
+//! `Snapshot` values (the format `memwarden record` writes), good and damaged.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use memwarden_analysis::pelt::{PeltParams, pelt};
+use memwarden_probe::snapshot::{
+    Gpu, HostMemory, Process, ProcessGpu, ResidentSource, SNAPSHOT_VERSION, Snapshot, Vendor,
+    Workload, WorkloadKind,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn memwarden(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memwarden"))
+        .args(args)
+        .env_remove("MEMWARDEN_ROOT")
+        .env_remove("MEMWARDEN_GPU_SOURCE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_bad_input(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The GPU memory of a training run over time, in bytes: idle, a 20 GiB load, a warm-up, then
+/// steady growth of 64 MiB/s toward the 80 GiB ceiling (whole 2 MiB pages, as drivers report).
+fn training_bytes(i: usize) -> u64 {
+    let used = match i {
+        0..30 => 512 * MIB,
+        30..34 => 512 * MIB + (i as u64 - 29) * 5 * GIB,
+        34..60 => 20 * GIB + 512 * MIB + (i as u64 - 33) * 40 * MIB,
+        _ => 21 * GIB + 512 * MIB + (i as u64 - 59) * 64 * MIB,
+    };
+    used / (2 * MIB) * (2 * MIB)
+}
+
+/// One snapshot per second: one 80 GiB GPU with the training process and an inference server
+/// beside it, two workloads, host RAM.
+fn snapshot(i: usize) -> Snapshot {
+    let train = training_bytes(i);
+    let server = 6 * GIB;
+    let gpu_used = train + server + 300 * MIB;
+    Snapshot {
+        version: SNAPSHOT_VERSION,
+        taken_at_ms: 1_700_000_000_000 + i as u64 * 1000,
+        hostname: "node7".into(),
+        host: HostMemory {
+            mem_total_bytes: 128 * GIB,
+            mem_available_bytes: 100 * GIB - (i as u64 % 7) * MIB,
+            swap_total_bytes: 0,
+            swap_free_bytes: 0,
+            psi_memory_some_avg10: Some(0.0),
+        },
+        gpus: vec![Gpu {
+            index: 0,
+            vendor: Vendor::Nvidia,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            bus_id: "0000:3b:00.0".into(),
+            numa_node: Some(0),
+            vram_total_bytes: Some(80 * GIB),
+            vram_used_bytes: Some(gpu_used),
+            gtt_total_bytes: None,
+            gtt_used_bytes: None,
+            unified_memory: false,
+            error: None,
+        }],
+        processes: vec![
+            process(4242, "python3", "python3 train.py", train),
+            process(5151, "vllm", "vllm serve qwen", server),
+            process(77, "sshd", "sshd", 0),
+        ],
+        workloads: vec![
+            workload("docker:trainer", "trainer", vec![4242], train / 3),
+            workload("systemd:vllm.service", "vllm.service", vec![5151], 9 * GIB),
+        ],
+        numa: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+fn process(pid: u32, name: &str, cmdline: &str, vram: u64) -> Process {
+    Process {
+        pid,
+        starttime: 1000 + pid as u64,
+        uid: Some(1000),
+        name: name.into(),
+        cmdline: cmdline.into(),
+        rss_bytes: Some(GIB),
+        cgroup: None,
+        framework: None,
+        gpu: if vram > 0 {
+            vec![ProcessGpu {
+                gpu_index: 0,
+                vram_bytes: Some(vram),
+                gtt_bytes: None,
+            }]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn workload(id: &str, name: &str, pids: Vec<u32>, resident: u64) -> Workload {
+    Workload {
+        id: id.into(),
+        kind: WorkloadKind::Container,
+        runtime: Some("docker".into()),
+        name: name.into(),
+        image: None,
+        pids,
+        cgroup_bytes: Some(resident),
+        estimate_bytes: None,
+        resident_bytes: resident,
+        resident_source: ResidentSource::Cgroup,
+        gpu_vram_bytes: 0,
+        gpu_gtt_bytes: 0,
+    }
+}
+
+const SAMPLES: usize = 300;
+
+fn write_recording(dir: &Path, name: &str, extra: &[(usize, &str)]) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..SAMPLES {
+        for (at, line) in extra {
+            if *at == i {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text.push_str(&serde_json::to_string(&snapshot(i)).unwrap());
+        text.push('\n');
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn series<'a>(report: &'a Value, key: &str) -> &'a Value {
+    report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .unwrap_or_else(|| panic!("no series {key}"))
+}
+
+fn json_report(path: &Path, extra: &[&str]) -> (Value, Output) {
+    let mut args = vec!["analyze", path.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let o = memwarden(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    (serde_json::from_slice(&o.stdout).unwrap(), o)
+}
+
+#[test]
+fn json_has_every_series_with_phases_oom_ranges_and_changepoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_recording(dir.path(), "run.jsonl", &[]);
+    let (report, o) = json_report(&path, &["--penalty", "500"]);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    assert_eq!(report["snapshots"], SAMPLES);
+    let keys: Vec<&str> = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "gpu:0",
+            "host:ram",
+            "workload:docker:trainer",
+            "workload:systemd:vllm.service",
+            "process:4242:5242",
+            "process:5151:6151",
+        ],
+        "sshd holds no GPU memory and has no series"
+    );
+
+    let gpu = series(&report, "gpu:0");
+    assert_eq!(gpu["samples"], SAMPLES);
+    assert_eq!(gpu["total_mib"], 81920.0);
+    // Changepoints exactly as the library (checked against ruptures) finds them on MiB values.
+    let mib: Vec<f64> = (0..SAMPLES)
+        .map(|i| (training_bytes(i) + 6 * GIB + 300 * MIB) as f64 / MIB as f64)
+        .collect();
+    let want = pelt(
+        &mib,
+        &PeltParams {
+            penalty: 500.0,
+            min_size: 2,
+            jump: 1,
+        },
+    )
+    .unwrap();
+    let got: Vec<usize> = gpu["changepoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(*got.last().unwrap(), SAMPLES);
+    assert!(got.contains(&30), "the load starts at sample 30: {got:?}");
+
+    let labels: Vec<&str> = gpu["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels[0], "idle", "{labels:?}");
+    assert!(labels.contains(&"load"), "{labels:?}");
+    assert!(
+        labels.iter().any(|l| l.contains("growth")),
+        "a 64 MiB/s rise is growth: {labels:?}"
+    );
+
+    let phases: Vec<&str> = gpu["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases[0], "stable");
+    assert_eq!(*phases.last().unwrap(), "growing", "{phases:?}");
+
+    // Growing at 64 MiB/s toward the ceiling: a range, never one number.
+    let ooms = gpu["oom_predictions"].as_array().unwrap();
+    assert!(!ooms.is_empty());
+    let last = &ooms.last().unwrap()["last"];
+    let low = last["seconds_low"].as_f64().unwrap();
+    let high = last["seconds_high"].as_f64().unwrap();
+    assert!(low <= high, "{last}");
+    // At the last sample, free is 80 GiB − used; at 64 MiB/s that is the true time left.
+    let free_mib = 81920.0 - mib[SAMPLES - 1];
+    let truth = free_mib / 64.0;
+    assert!(
+        low <= truth * 1.05 && truth <= high * 1.05,
+        "{low}–{high} s should contain {truth} s"
+    );
+
+    // Workload series carry their resident bytes; processes their GPU memory.
+    let w = series(&report, "workload:systemd:vllm.service");
+    assert_eq!(w["last_mib"], 9216.0);
+    assert_eq!(w["phases"][0]["phase"], "stable");
+    let p = series(&report, "process:4242:5242");
+    assert_eq!(p["name"], "python3");
+    assert_eq!(
+        p["peak_mib"],
+        training_bytes(SAMPLES - 1) as f64 / MIB as f64
+    );
+}
+
+#[test]
+fn changepoints_equal_ruptures_when_present() {
+    let probe = Command::new("python3")
+        .args(["-c", "import ruptures"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: python3 with ruptures is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_recording(dir.path(), "run.jsonl", &[]);
+    for (pen, min_size, jump) in [("500", "2", "1"), ("64", "3", "5")] {
+        let (report, _) = json_report(
+            &path,
+            &["--penalty", pen, "--min-size", min_size, "--jump", jump],
+        );
+        let script = format!(
+            "import json, sys, numpy as np, ruptures as rpt\n\
+             x = np.array([v / 1048576 for v in json.load(sys.stdin)])\n\
+             print(json.dumps(rpt.Pelt(model='l2', min_size={min_size}, jump={jump}).fit(x).predict(pen={pen})))"
+        );
+        let bytes: Vec<u64> = (0..SAMPLES)
+            .map(|i| training_bytes(i) + 6 * GIB + 300 * MIB)
+            .collect();
+        let mut child = Command::new("python3")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(serde_json::to_string(&bytes).unwrap().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(series(&report, "gpu:0")["changepoints"], want, "pen {pen}");
+    }
+}
+
+#[test]
+fn text_report_names_the_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_recording(dir.path(), "run.jsonl", &[]);
+    let o = memwarden(&["analyze", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("300 snapshot(s) over 4:59"), "{text}");
+    assert!(
+        text.contains("GPU 0 NVIDIA H100 80GB HBM3 [gpu:0]"),
+        "{text}"
+    );
+    assert!(text.contains("▲ growing"), "{text}");
+    assert!(text.contains("OOM in"), "{text}");
+    assert!(text.contains("load"), "{text}");
+    assert!(text.contains("vllm.service"), "{text}");
+}
+
+#[test]
+fn damaged_lines_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut newer = serde_json::to_value(snapshot(5)).unwrap();
+    newer["version"] = Value::from(2);
+    let newer = newer.to_string();
+    let half = serde_json::to_string(&snapshot(9)).unwrap();
+    let half = &half[..half.len() / 2];
+    let path = write_recording(
+        dir.path(),
+        "damaged.jsonl",
+        &[
+            (3, "garbage \u{1b}[31m"),
+            (10, &newer),
+            (200, half),
+            (250, ""),
+        ],
+    );
+    let (report, o) = json_report(&path, &[]);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("skipped 3 of 304 line(s)"), "{err}");
+    assert!(err.contains("line 4: not JSON"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "untrusted text is sanitised: {err:?}"
+    );
+    assert_eq!(report["snapshots"], SAMPLES);
+}
+
+#[test]
+fn nothing_usable_is_bad_input_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut newer = serde_json::to_value(snapshot(0)).unwrap();
+    newer["version"] = Value::from(7);
+    let path = dir.path().join("newer.jsonl");
+    std::fs::write(&path, format!("\n{newer}\n{{\"version\":1}}\n")).unwrap();
+    let o = memwarden(&["analyze", path.to_str().unwrap()]);
+    assert_bad_input(&o, "line 2: version 7, expected 1");
+
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    assert_bad_input(
+        &memwarden(&["analyze", empty.to_str().unwrap()]),
+        "the recording is empty",
+    );
+    let binary = dir.path().join("binary.jsonl");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, b'\n']).unwrap();
+    assert_bad_input(
+        &memwarden(&["analyze", binary.to_str().unwrap()]),
+        "line 1: not UTF-8",
+    );
+    assert_bad_input(
+        &memwarden(&[
+            "analyze",
+            dir.path().join("missing.jsonl").to_str().unwrap(),
+        ]),
+        "cannot read",
+    );
+}
+
+#[test]
+fn bad_flags_are_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_recording(dir.path(), "run.jsonl", &[]);
+    let p = path.to_str().unwrap();
+    assert_bad_input(&memwarden(&["analyze", p, "--jump", "0"]), "--jump");
+    assert_bad_input(&memwarden(&["analyze", p, "--min-size", "0"]), "--min-size");
+    assert_bad_input(&memwarden(&["analyze", p, "--penalty=-1"]), "--penalty");
+    assert_bad_input(&memwarden(&["analyze", p, "--penalty", "NaN"]), "--penalty");
+}
+
+#[test]
+fn csv_has_a_row_per_sample_per_device_and_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_recording(dir.path(), "run.jsonl", &[]);
+    let csv = dir.path().join("out.csv");
+    let o = memwarden(&[
+        "analyze",
+        path.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("taken_at_ms,kind,key,name,used_bytes,total_bytes")
+    );
+    let rows: Vec<&str> = lines.collect();
+    // Per snapshot: the GPU, the host, two workloads, two processes with GPU memory.
+    assert_eq!(rows.len(), SAMPLES * 6);
+    let first_gpu = format!(
+        "1700000000000,gpu,gpu:0,NVIDIA H100 80GB HBM3,{},{}",
+        training_bytes(0) + 6 * GIB + 300 * MIB,
+        80 * GIB
+    );
+    assert_eq!(rows[0], first_gpu);
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("1700000299000,process,process:4242:5242,python3,"))
+    );
+    let unwritable = dir.path().join("no/such/dir/out.csv");
+    assert_bad_input(
+        &memwarden(&[
+            "analyze",
+            path.to_str().unwrap(),
+            "--csv",
+            unwritable.to_str().unwrap(),
+        ]),
+        "cannot write",
+    );
+}
