@@ -212,7 +212,19 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         Some(c) => c,
         None => return Err("the model does not say its context length: pass --ctx".into()),
     };
+    if context < opts.parallel as u64 {
+        return Err(format!(
+            "a context of {context} tokens cannot be shared by {} slots",
+            opts.parallel
+        ));
+    }
     let mut notes = info.notes.clone();
+    if let Some(trained) = info.context_length.filter(|&t| context > t) {
+        notes.push(format!(
+            "the context ({context}) is beyond the trained context length ({trained}): quality \
+             may suffer unless the runtime scales RoPE"
+        ));
+    }
     let padding = if opts.flash_attn { 256 } else { 32 };
     let kv_size = pad(context, padding).ok_or_else(too_large)?;
     let swa_size = match info.sliding_window {

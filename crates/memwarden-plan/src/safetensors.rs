@@ -287,6 +287,11 @@ pub fn from_config(root: &Value) -> Result<ModelInfo, String> {
             _ => swa.iter_mut().for_each(|s| *s = true),
         }
     }
+    if head_count_kv.contains(&0) {
+        notes.push(
+            "linear-attention or state-space layers keep a state that is not counted here".into(),
+        );
+    }
     if window.is_none() && swa.iter().any(|&s| s) {
         notes
             .push("layer_types names sliding layers but no sliding_window: counted in full".into());

@@ -100,6 +100,22 @@ fn context_padding_follows_llama_cpp() {
     )
     .unwrap();
     assert_eq!(par.kv_cache_bytes, plain.kv_cache_bytes);
+    let long = estimate_file(&path, &opts(16384)).unwrap();
+    assert!(
+        long.notes.iter().any(|n| n.contains("beyond the trained")),
+        "{:?}",
+        long.notes
+    );
+    let e = estimate_file(
+        &path,
+        &EstimateOptions {
+            parallel: 8,
+            ..opts(4)
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cannot be shared by 8 slots"), "{e}");
 }
 
 #[test]
