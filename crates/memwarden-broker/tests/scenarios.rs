@@ -248,3 +248,44 @@ async fn a_consumer_that_can_never_fit_fails_at_once() {
     assert_eq!(st["counters"]["rejected_never_fits"], 1);
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_one_consumer_does_not_starve_another() {
+    let a = TestConsumer::spawn("a", "32MiB", "normal");
+    let b = TestConsumer::spawn("b", "32MiB", "normal");
+    // Room for one; max_wait 4 s, so aging starts after 1 s.
+    let toml = pool_toml("56MiB", "max_wait = \"4s\"")
+        + &consumer_toml("a", a.port, "32MiB", "")
+        + &consumer_toml("b", b.port, "32MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    // Eight clients keep a busy without a pause: a is always runnable and always in use.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut burst = Vec::new();
+    // Staggered, so that some request of a is always in flight.
+    for _ in 0..8 {
+        let (stop, url) = (Arc::clone(&stop), format!("{base}/c/a/work?ms=100"));
+        tokio::time::sleep(Duration::from_millis(12)).await;
+        burst.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (code, _) = http_with(&c, "GET", &url, "", &[]).await;
+                assert!(code == 200 || code == 503, "{code}");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    let waited = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in burst {
+        t.await.unwrap();
+    }
+    assert_eq!(code, 200, "{body}");
+    // b waited for its turn (a quarter of max_wait), not for the burst to end or max_wait.
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    r.shutdown().await;
+}
