@@ -39,8 +39,9 @@ pub struct Fit {
     pub fixed_bytes: u64,
     pub per_worker_bytes: u64,
     pub headroom: f64,
-    /// How many workers the budget holds, before the cap at `want` (0 when swapping).
-    pub safe: u64,
+    /// How many workers the budget holds, before the cap at `want` (0 when swapping; `None`
+    /// when a worker costs nothing).
+    pub safe: Option<u64>,
     /// What is missing for one worker when swapping, else 0.
     pub shortfall_bytes: u64,
 }
@@ -74,14 +75,14 @@ pub fn compute_fit(req: FitRequest) -> Result<Fit, PlanError> {
         fixed_bytes: req.fixed_bytes,
         per_worker_bytes: req.per_worker_bytes,
         headroom: req.headroom,
-        safe: u64::MAX,
+        safe: None,
         shortfall_bytes: 0,
     };
     if req.per_worker_bytes == 0 {
         let swapping = req.fixed_bytes > budget;
         return Ok(Fit {
             swapping,
-            safe: if swapping { 0 } else { u64::MAX },
+            safe: swapping.then_some(0),
             shortfall_bytes: req.fixed_bytes.saturating_sub(budget),
             ..base
         });
@@ -93,7 +94,7 @@ pub fn compute_fit(req: FitRequest) -> Result<Fit, PlanError> {
             threads: 1,
             reduced: req.want > 1,
             swapping: true,
-            safe: 0,
+            safe: Some(0),
             shortfall_bytes: need.saturating_sub(budget),
             ..base
         });
@@ -102,7 +103,7 @@ pub fn compute_fit(req: FitRequest) -> Result<Fit, PlanError> {
     Ok(Fit {
         threads,
         reduced: threads < req.want,
-        safe,
+        safe: Some(safe),
         ..base
     })
 }

@@ -389,3 +389,18 @@ fn split_gguf_counts_every_shard() {
         .to_string();
     assert!(e.contains("estimate the first one"), "{e}");
 }
+
+#[test]
+fn a_70b_shaped_model_reads_from_its_header_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gguf");
+    // 80 layers, 64 heads, 8 KV heads of 128, q4_K weights: about 40 GB, a sparse file here.
+    let g = llama(80, 8192, 64, 8, 8192, 12);
+    g.write(&path);
+    assert!(std::fs::metadata(&path).unwrap().len() > 30_000_000_000);
+    let e = estimate_file(&path, &EstimateOptions::default()).unwrap();
+    assert_eq!(e.weights_bytes, weights_of(&g));
+    assert_eq!(e.context, 8192);
+    // 80 layers x (K + V) x 8 x 128 x 2 bytes x 8192 cells = 2.5 GiB.
+    assert_eq!(e.kv_cache_bytes, 5 * GIB / 2);
+}

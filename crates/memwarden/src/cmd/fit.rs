@@ -72,9 +72,6 @@ pub fn run(g: &Global, args: FitArgs) -> Result<ExitCode> {
         let mut v = serde_json::to_value(fit)?;
         v["pool"] = pool_name.clone().into();
         v["source"] = reading.source.clone().into();
-        if fit.safe == u64::MAX {
-            v["safe"] = serde_json::Value::Null;
-        }
         println!("{v}");
     } else {
         println!("{}", fit.threads);
