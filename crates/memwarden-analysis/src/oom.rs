@@ -43,7 +43,8 @@ pub struct OomPrediction {
 }
 
 impl OomPrediction {
-    /// `OOM in 2–5 min`, `OOM in 40 s–over 1 h`, `OOM in over 1 h`, `out of memory now`.
+    /// `OOM in 2–5 min`, `OOM in 40 s–3 min`, `OOM in 10 min–over 1 h`, `OOM in over 1 h`,
+    /// `out of memory now`.
     pub fn display(&self) -> String {
         if self.beyond_cap {
             return "OOM in over 1 h".to_string();
@@ -51,11 +52,31 @@ impl OomPrediction {
         if self.seconds_high == Some(0.0) {
             return "out of memory now".to_string();
         }
-        let hi = match self.seconds_high {
-            Some(h) => format_duration(h),
-            None => "over 1 h".to_string(),
-        };
-        format!("OOM in {}–{}", format_duration(self.seconds_low), hi)
+        let (lo, lo_unit) = duration_parts(self.seconds_low);
+        match self.seconds_high.map(duration_parts) {
+            Some((hi, hi_unit)) if hi_unit == lo_unit => {
+                if hi == lo {
+                    // Both ends round to the same figure: still a range, never one number.
+                    format!("OOM in about {lo} {lo_unit}")
+                } else {
+                    format!("OOM in {lo}–{hi} {lo_unit}")
+                }
+            }
+            Some((hi, hi_unit)) => format!("OOM in {lo} {lo_unit}–{hi} {hi_unit}"),
+            None => format!("OOM in {lo} {lo_unit}–over 1 h"),
+        }
+    }
+}
+
+fn duration_parts(s: f64) -> (String, &'static str) {
+    if !s.is_finite() || s < 0.0 {
+        ("?".to_string(), "s")
+    } else if s < 90.0 {
+        (format!("{s:.0}"), "s")
+    } else if s < 5400.0 {
+        (format!("{:.0}", s / 60.0), "min")
+    } else {
+        (format!("{:.1}", s / 3600.0), "h")
     }
 }
 

@@ -1,7 +1,8 @@
 //! What a series is doing: stable, growing, shrinking or volatile.
 //!
 //! A sliding window of rates (MiB/s between consecutive samples) is classified by its mean,
-//! variance and the share of rates above the noise floor in each direction. A new label must win
+//! variance and the share of rates above the noise floor in each direction (the highest and
+//! lowest rate left out, so that a single odd reading does not count as volatility). A new label must win
 //! `hysteresis` consecutive samples before it replaces the current one, so that one odd sample
 //! (an allocator's sawtooth, a cache eviction) does not make the label flicker.
 
@@ -206,18 +207,26 @@ impl PhaseDetector {
     }
 
     /// Mean, variance, share above +floor and share below −floor of the window, once it holds
-    /// at least three rates.
+    /// at least three rates. From six rates on, the highest and the lowest are left out: one odd
+    /// reading makes a +x/−x pair of rates that would otherwise keep the window volatile for as
+    /// long as it holds them.
     fn window_stats_full(&self) -> Option<(f64, f64, f64, f64)> {
         let n = self.rates.len();
         if n < 3 {
             return None;
         }
-        let nf = n as f64;
-        let mean = self.rates.iter().sum::<f64>() / nf;
-        let variance = self.rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / nf;
+        let mut kept: Vec<f64> = self.rates.iter().copied().collect();
+        if n >= 6 {
+            kept.sort_by(|a, b| a.total_cmp(b));
+            kept.pop();
+            kept.remove(0);
+        }
+        let nf = kept.len() as f64;
+        let mean = kept.iter().sum::<f64>() / nf;
+        let variance = kept.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / nf;
         let floor = self.config.noise_floor_mib_s;
-        let up = self.rates.iter().filter(|&&r| r > floor).count() as f64 / nf;
-        let down = self.rates.iter().filter(|&&r| r < -floor).count() as f64 / nf;
+        let up = kept.iter().filter(|&&r| r > floor).count() as f64 / nf;
+        let down = kept.iter().filter(|&&r| r < -floor).count() as f64 / nf;
         Some((mean, variance, up, down))
     }
 

@@ -164,14 +164,15 @@ fn first_pass(
     let s = &segs[i];
     let secs = (s.end_ms.saturating_sub(s.start_ms)) as f64 / 1000.0;
     let rise_inside = s.slope_mib_s * secs;
-    if s.max_mib <= idle_level {
-        return SegmentLabel::Idle;
-    }
+
     if s.std_mib > small && s.std_mib > 0.15 * range && rise_inside.abs() < 2.0 * s.std_mib {
         return SegmentLabel::Volatile;
     }
     if i > 0 && s.step_mib <= -small {
         return SegmentLabel::Release;
+    }
+    if s.max_mib <= idle_level {
+        return SegmentLabel::Idle;
     }
     if i > 0 && s.step_mib >= small {
         let prev = &segs[i - 1];
