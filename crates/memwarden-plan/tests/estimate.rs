@@ -52,6 +52,18 @@ fn llama_7b_shape_kv_is_exact() {
 }
 
 #[test]
+fn gguf_version_2_reads_like_version_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.gguf");
+    let mut g = llama(2, 256, 4, 4, 512, 1);
+    g.version = 2;
+    g.write(&path);
+    let e = estimate_file(&path, &opts(512)).unwrap();
+    assert_eq!(e.weights_bytes, weights_of(&g));
+    assert_eq!(e.kv_cache_bytes, 2 * 2 * 256 * 2 * 512);
+}
+
+#[test]
 fn quantised_v_cache_needs_flash_attention() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");

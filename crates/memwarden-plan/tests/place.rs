@@ -308,20 +308,32 @@ fn apply_writes_a_v2_cpuset() {
     w("sys/fs/cgroup/cpuset.mems.effective", "0-1\n");
     w("sys/fs/cgroup/job/cpuset.cpus", "\n");
     w("sys/fs/cgroup/job/cpuset.mems", "\n");
+    // Another running container on node 1's first CPUs.
+    w("sys/fs/cgroup/other/cpuset.cpus", "8-9\n");
+    w("sys/fs/cgroup/other/cgroup.procs", "77\n");
     let root = HostRoot::new(dir.path()).unwrap();
     let topo = read_topology(&root).unwrap();
-    let p = choose(&topo, &cpus(2)).unwrap();
+    let job = dir.path().join("sys/fs/cgroup/job");
+    let (avoid, holders) = busy_cpus(&root, &topo.online, Some(&job));
+    assert_eq!(
+        (avoid.clone(), holders),
+        (vec![8, 9], vec!["/other".to_string()])
+    );
+    let p = choose(&topo, &PlaceRequest { avoid, ..cpus(2) }).unwrap();
     let a = apply_cgroup(&root, "/sys/fs/cgroup/job", &p).unwrap();
     assert_eq!(a.version, 2);
-    let job = dir.path().join("sys/fs/cgroup/job");
     assert_eq!(
         std::fs::read_to_string(job.join("cpuset.cpus")).unwrap(),
-        "8-9"
+        "10-11"
     );
     assert_eq!(
         std::fs::read_to_string(job.join("cpuset.mems")).unwrap(),
         "1"
     );
+    // The cgroup being placed does not avoid its own CPUs.
+    let other = dir.path().join("sys/fs/cgroup/other");
+    let (avoid, _) = busy_cpus(&root, &topo.online, Some(&other));
+    assert!(avoid.is_empty(), "{avoid:?}");
 }
 
 /// This machine's real v1 cpuset hierarchy: a child cgroup is created, placed and removed.
