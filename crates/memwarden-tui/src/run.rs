@@ -136,6 +136,10 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         }
     };
     if let (Some(p), Some(name)) = (&player, &replay_name) {
+        // A player started paused (or stepped) already stands on a sample: show it.
+        for s in &p.recording().samples[..p.position()] {
+            app.ingest(s.clone(), HashMap::new());
+        }
         app.replay = Some(replay_status(p, name));
     }
 

@@ -234,3 +234,37 @@ fn without_workloads_the_map_is_by_process() {
     app.on_key(key(KeyCode::Char('w')), Instant::now());
     assert_eq!(app.view, memwarden_tui::app::View::Processes);
 }
+
+#[test]
+fn mouse_selects_rows_and_sorts_by_the_clicked_header() {
+    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut app = app_after(300, true);
+    render(&app, 160, 48);
+    let hits = app.hits.borrow().clone();
+    let click = |col: u16, row: u16| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: col,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    // The third row of the table.
+    app.on_mouse(click(hits.rows.x + 2, hits.rows.y + 2));
+    assert_eq!(app.selected, 2);
+    // The NAME header sorts by name; a second click reverses.
+    let (x0, _, _) = *hits
+        .columns
+        .iter()
+        .find(|(_, _, k)| *k == memwarden_tui::table::SortKey::Name)
+        .unwrap();
+    app.on_mouse(click(x0 + 1, hits.header.y));
+    assert_eq!(app.sort, memwarden_tui::table::SortKey::Name);
+    assert!(!app.descending);
+    app.on_mouse(click(x0 + 1, hits.header.y));
+    assert!(app.descending);
+    // The wheel moves the selection.
+    app.on_mouse(MouseEvent {
+        kind: MouseEventKind::ScrollDown,
+        ..click(0, 0)
+    });
+    assert!(app.selected > 0);
+}

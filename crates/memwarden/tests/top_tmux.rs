@@ -304,6 +304,57 @@ fn live_view_shows_this_machine_and_reloads_its_config_on_sighup() {
 }
 
 #[test]
+fn no_color_means_no_colour_on_the_real_screen() {
+    if !have_tmux() {
+        return;
+    }
+    let ex = example();
+    let capture = |env: &[&str]| {
+        let p = Pane::start_in(
+            tempfile::tempdir().unwrap(),
+            &["top", "--replay", ex.to_str().unwrap(), "--paused"],
+            120,
+            40,
+            env,
+        );
+        p.wait_for("GPU 0", 20);
+        let o = Command::new("tmux")
+            .args(["-L", &p.socket, "capture-pane", "-p", "-e"])
+            .output()
+            .unwrap();
+        p.keys(&["q"]);
+        p.wait_for("EXIT=0", 10);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // A foreground or background colour: ESC [ 3x / 4x / 9x / 38; / 48; ...
+    let coloured = |s: &str| {
+        s.split('\x1b').any(|seq| {
+            let Some(params) = seq.strip_prefix('[') else {
+                return false;
+            };
+            let params = params.split('m').next().unwrap_or("");
+            params.split(';').any(|p| {
+                matches!(p.len(), 2 | 3)
+                    && (p.starts_with('3') || p.starts_with('4') || p.starts_with('9'))
+                    && p != "39"
+                    && p != "49"
+            })
+        })
+    };
+    let plain = capture(&["NO_COLOR=1"]);
+    assert!(!coloured(&plain), "{plain:?}");
+    assert!(
+        plain.contains("▲ growing") || plain.contains("GPU 0"),
+        "{plain}"
+    );
+    let colour = capture(&[]);
+    assert!(
+        coloured(&colour),
+        "the default theme should colour something"
+    );
+}
+
+#[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.jsonl");
