@@ -167,6 +167,12 @@ impl ModelInfo {
         } else {
             head_count_kv
         };
+        if num("attention.kv_lora_rank").is_some() {
+            notes.push(format!(
+                "{arch} compresses its KV cache (multi-head latent attention): the KV figure \
+                 follows the metadata's head shape and may be above what the runtime allocates"
+            ));
+        }
         let mut layer_weights = vec![0u64; block_count as usize];
         for t in &h.tensors {
             if let Some(w) = t.layer.and_then(|l| layer_weights.get_mut(l as usize)) {

@@ -170,6 +170,18 @@ pub fn choose(topo: &Topology, req: &PlaceRequest) -> Result<Placement, PlanErro
             ));
         }
     } else {
+        let gpu_node = req
+            .gpu
+            .as_ref()
+            .and_then(|g| Some((g.index, order.first()?, g.node?)));
+        let why = match gpu_node {
+            Some((index, node, _)) => format!(
+                "GPU {index}'s node {} has {} free CPUs, fewer than {n}",
+                node.id,
+                free_on(node).len()
+            ),
+            None => format!("no single node has {n} free CPUs"),
+        };
         for node in &order {
             let take = n - chosen.len();
             if take == 0 {
@@ -180,7 +192,7 @@ pub fn choose(topo: &Topology, req: &PlaceRequest) -> Result<Placement, PlanErro
         }
         let nodes: BTreeSet<u32> = chosen.iter().filter_map(|&c| topo.node_of(c)).collect();
         reasons.push(format!(
-            "no single node has {n} free CPUs: spread over nodes {}",
+            "{why}: spread over nodes {}",
             nodes_text(&nodes.into_iter().collect::<Vec<_>>())
         ));
     }

@@ -127,6 +127,13 @@ fn four_nodes_with_a_gpu_on_node_3() {
     )
     .unwrap();
     assert!((24..32).all(|c| p.cpus.contains(&c)), "{:?}", p.cpus);
+    assert!(
+        p.reasons
+            .iter()
+            .any(|r| r.contains("GPU 0's node 3 has 8 free CPUs, fewer than 10")),
+        "{:?}",
+        p.reasons
+    );
     assert_eq!(p.cpuset_mems, None);
     // A GPU whose firmware names no node.
     let none = gpu_locality(&root, 1, "0000:00:00.0", None);
