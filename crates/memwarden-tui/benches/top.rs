@@ -89,7 +89,7 @@ fn drawing(c: &mut Criterion) {
     c.bench_function("draw a 160x48 frame", |b| {
         b.iter(|| {
             term.draw(|f| memwarden_tui::ui::draw(f, &app, Instant::now()))
-                .expect("draw")
+                .expect("draw");
         })
     });
 }

@@ -183,8 +183,13 @@ pub fn workload_rows(snap: &Snapshot, insights: &Insights) -> Vec<Row> {
                 pid: w.pids.len() as u32,
                 user: w.runtime.clone().unwrap_or(kind.clone()),
                 name: w.name.clone(),
-                vram: Some(w.gpu_vram_bytes),
-                gtt: Some(w.gpu_gtt_bytes),
+                // Without a GPU there is no GPU figure: shown as `-`, not as 0.
+                vram: (!snap.gpus.is_empty()).then_some(w.gpu_vram_bytes),
+                gtt: snap
+                    .gpus
+                    .iter()
+                    .any(|g| g.gtt_total_bytes.is_some())
+                    .then_some(w.gpu_gtt_bytes),
                 rss: Some(w.resident_bytes),
                 source: Some(w.resident_source.as_str()),
                 phase: view.and_then(|v| v.phase),

@@ -586,7 +586,7 @@ fn columns(app: &App, width: u16) -> Vec<Col> {
         },
         Col {
             title: "NAME",
-            width: 16,
+            width: if app.tree { 22 } else { 16 },
             right: false,
             sort: Some(SortKey::Name),
             drop: 0,
@@ -671,10 +671,19 @@ fn cell(row: &Row, title: &str, app: &App) -> (String, Style) {
     match title {
         "PID" | "PIDS" => (row.pid.to_string(), t.base),
         "USER" | "RUNTIME" => (row.user.clone(), t.dim),
-        "NAME" => (
-            format!("{}{}", "  ".repeat(row.depth.min(8) as usize), row.name),
-            t.base,
-        ),
+        "NAME" => {
+            // A deep tree indents by one cell a level, so the names still show.
+            let depth = row.depth.min(12) as usize;
+            let branch = if depth > 0 { "└" } else { "" };
+            (
+                format!(
+                    "{}{branch}{}",
+                    " ".repeat(depth.saturating_sub(1)),
+                    row.name
+                ),
+                t.base,
+            )
+        }
         "VRAM" => (size(row.vram), t.base),
         "GTT" => (size(row.gtt), t.base),
         "RSS" | "RESIDENT" => (size(row.rss), t.base),
