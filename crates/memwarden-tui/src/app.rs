@@ -69,6 +69,9 @@ pub struct Extras {
     pub model_files: Vec<(String, u64)>,
     /// TCP ports it listens on.
     pub ports: Vec<u16>,
+    /// What its inference server says (KV cache, requests, models), when it runs one we know
+    /// how to ask; the error is why it could not be read.
+    pub server: Option<Result<memwarden_probe::scrape::ServerMetrics, String>>,
 }
 
 /// Replay progress, for the header.

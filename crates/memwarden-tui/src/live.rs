@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use memwarden_probe::HostRoot;
 use memwarden_probe::incremental::{Sample, Sampler};
-use memwarden_probe::snapshot::ProcessId;
+use memwarden_probe::scrape::{ScrapeConfig, Scraper};
+use memwarden_probe::snapshot::{Process, ProcessId};
 
 use crate::app::Extras;
 
@@ -59,6 +60,7 @@ pub fn spawn(mut sampler: Sampler, interval: Duration, tx: Sender<Event>) -> Liv
     control.set_interval(interval);
     let c = control.clone();
     let root = sampler.probe().root().clone();
+    let mut scraper = Scraper::new(ScrapeConfig::default());
     std::thread::Builder::new()
         .name("memwarden-sampler".into())
         .spawn(move || {
@@ -67,7 +69,12 @@ pub fn spawn(mut sampler: Sampler, interval: Duration, tx: Sender<Event>) -> Liv
                 let event = match sampler.sample() {
                     Ok(s) => {
                         let focus = c.focus.lock().ok().and_then(|f| *f);
-                        let extras = focus.map(|id| extras(&root, id)).unwrap_or_default();
+                        let extras = focus
+                            .and_then(|id| {
+                                let p = s.snapshot.processes.iter().find(|p| p.identity() == id)?;
+                                Some(extras(&root, p, &mut scraper))
+                            })
+                            .unwrap_or_default();
                         Event::Sample(Box::new(s), Box::new(extras))
                     }
                     Err(e) => Event::SampleError(e.to_string()),
@@ -103,12 +110,19 @@ const MODEL_EXTENSIONS: [&str; 9] = [
     ".plan",
 ];
 
-/// The open model files and listening ports of one process.
-pub fn extras(root: &HostRoot, id: ProcessId) -> Extras {
+/// The open model files, listening ports and server metrics of one process. The server is
+/// asked at most as often as the scraper's rate limit allows.
+pub fn extras(root: &HostRoot, p: &Process, scraper: &mut Scraper) -> Extras {
+    let id = p.identity();
     let mut out = Extras {
         id: Some(id),
         ..Extras::default()
     };
+    out.server = p.framework.and_then(|f| {
+        scraper
+            .scrape_process(root, p.pid, &p.cmdline, f)
+            .map(|r| r.map_err(|e| e.to_string()))
+    });
     let dir = root.path(&format!("/proc/{}/fd", id.pid));
     if let Ok(entries) = std::fs::read_dir(&dir) {
         let mut seen: HashMap<String, u64> = HashMap::new();
@@ -153,7 +167,19 @@ mod tests {
         let _held = std::fs::File::open(&model).unwrap();
         let root = HostRoot::system();
         let me = crate::kill::identity_now(&root, std::process::id()).unwrap();
-        let x = extras(&root, me);
+        let p = Process {
+            pid: me.pid,
+            starttime: me.starttime,
+            uid: None,
+            name: "test".into(),
+            cmdline: "test".into(),
+            rss_bytes: None,
+            cgroup: None,
+            gpu: vec![],
+            framework: None,
+        };
+        let x = extras(&root, &p, &mut Scraper::new(ScrapeConfig::default()));
+        assert_eq!(x.server, None);
         assert!(
             x.model_files
                 .iter()

@@ -881,6 +881,38 @@ fn draw_detail(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect) {
                 for (path, size) in &app.extras.model_files {
                     lines.push(kv("model", format!("{path} ({})", format_size(*size))));
                 }
+                match &app.extras.server {
+                    Some(Ok(m)) => {
+                        let mut parts = vec![m.kind.as_str().to_string()];
+                        if let Some(r) = m.kv_cache_usage_ratio {
+                            parts.push(format!("KV cache {:.0}% used", r * 100.0));
+                        }
+                        if let Some(b) = m.kv_cache_bytes {
+                            parts.push(format!("KV pool {}", format_size(b)));
+                        }
+                        if let Some(n) = m.requests_running {
+                            parts.push(format!("{n} running"));
+                        }
+                        if let Some(n) = m.requests_waiting {
+                            parts.push(format!("{n} waiting"));
+                        }
+                        lines.push(kv("server", parts.join(" · ")));
+                        for model in m.models.iter().take(4) {
+                            let size = match (model.vram_bytes, model.size_bytes) {
+                                (Some(v), Some(t)) => {
+                                    format!(" ({} in VRAM of {})", format_size(v), format_size(t))
+                                }
+                                (None, Some(t)) => format!(" ({})", format_size(t)),
+                                _ => String::new(),
+                            };
+                            lines.push(kv("serves", format!("{}{size}", model.name)));
+                        }
+                    }
+                    Some(Err(why)) => {
+                        lines.push(kv("server", format!("metrics unavailable: {why}")))
+                    }
+                    None => {}
+                }
                 if !app.extras.ports.is_empty() {
                     let ports: Vec<String> =
                         app.extras.ports.iter().map(|p| p.to_string()).collect();

@@ -1,0 +1,108 @@
+//! The detail pane asks the selected process's inference server for its figures: a real HTTP
+//! server on 127.0.0.1, owned by this test process, answering as vLLM does.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Instant;
+
+use memwarden_probe::HostRoot;
+use memwarden_probe::framework::Framework;
+use memwarden_probe::scrape::{ScrapeConfig, Scraper};
+use memwarden_probe::snapshot::{HostMemory, Process, ProcessGpu, Snapshot};
+use memwarden_tui::app::App;
+use memwarden_tui::theme::ThemeName;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const VLLM_METRICS: &str =
+    include_str!("../../memwarden-probe/tests/scrape_samples/vllm_v1_metrics.txt");
+
+/// Answers every request with the metrics, until the test ends.
+fn serve_metrics() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{VLLM_METRICS}",
+                VLLM_METRICS.len()
+            );
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn the_detail_pane_shows_what_the_server_says() {
+    let port = serve_metrics();
+    let root = HostRoot::system();
+    let me = memwarden_tui::kill::identity_now(&root, std::process::id()).unwrap();
+    let p = Process {
+        pid: me.pid,
+        starttime: me.starttime,
+        uid: Some(0),
+        name: "python3".into(),
+        cmdline: format!("python3 -m vllm.entrypoints.openai.api_server --port {port}"),
+        rss_bytes: Some(1 << 30),
+        cgroup: None,
+        gpu: vec![ProcessGpu {
+            gpu_index: 0,
+            vram_bytes: Some(20 << 30),
+            gtt_bytes: None,
+        }],
+        framework: Some(Framework::Vllm),
+    };
+    let mut scraper = Scraper::new(ScrapeConfig::default());
+    let extras = memwarden_tui::live::extras(&root, &p, &mut scraper);
+    let m = match &extras.server {
+        Some(Ok(m)) => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(m.requests_running, Some(3));
+    assert_eq!(m.requests_waiting, Some(7));
+    assert!(extras.ports.contains(&port), "{extras:?}");
+
+    let snap = Snapshot {
+        version: 1,
+        taken_at_ms: 1,
+        hostname: "here".into(),
+        host: HostMemory {
+            mem_total_bytes: 64 << 30,
+            mem_available_bytes: 32 << 30,
+            ..Default::default()
+        },
+        gpus: vec![],
+        processes: vec![p],
+        workloads: vec![],
+        numa: vec![],
+        notes: vec![],
+    };
+    let mut app = App::new(ThemeName::Dark, true, 60);
+    app.ingest(snap, HashMap::new());
+    app.on_key(
+        KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE),
+        Instant::now(),
+    );
+    app.extras = extras;
+    let mut term = Terminal::new(TestBackend::new(160, 40)).unwrap();
+    term.draw(|f| memwarden_tui::ui::draw(f, &app, Instant::now()))
+        .unwrap();
+    let buf = term.backend().buffer().clone();
+    let text: String = (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect();
+    assert!(text.contains("server    vLLM"), "{text}");
+    assert!(text.contains("3 running · 7 waiting"), "{text}");
+    assert!(text.contains(&format!("listens   {port}")), "{text}");
+}
