@@ -39,29 +39,48 @@ fn bench_pelt(c: &mut Criterion) {
     g.finish();
 }
 
-/// Times both on the same 1,000-sample series and prints the ratio.
+/// Times both on the same 1,000-sample series and prints the ratio, for two series: the training
+/// trace (whole pages, long exact ties) and noisy steps.
 fn versus_ruptures() {
-    let x = training_trace(1_000, 1);
-    let ours = pelt(&x, &PARAMS).unwrap();
+    let noisy = PeltParams {
+        penalty: 2000.0,
+        ..PARAMS
+    };
+    for (name, x, params) in [
+        (
+            "training trace, whole pages",
+            training_trace(1_000, 1),
+            PARAMS,
+        ),
+        ("noisy steps", noisy_steps(1_000, 1, 10.0), noisy),
+    ] {
+        if !versus_ruptures_on(name, &x, &params) {
+            return;
+        }
+    }
+}
+
+fn versus_ruptures_on(name: &str, x: &[f64], params: &PeltParams) -> bool {
+    let ours = pelt(x, params).unwrap();
     let runs = 200;
     let t0 = Instant::now();
     for _ in 0..runs {
-        black_box(pelt(black_box(&x), &PARAMS).unwrap());
+        black_box(pelt(black_box(x), params).unwrap());
     }
     let ours_s = t0.elapsed().as_secs_f64() / runs as f64;
 
     let dir = std::env::temp_dir().join(format!("memwarden-pelt-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let series = dir.join("series.json");
-    std::fs::write(&series, serde_json::to_vec(&x).unwrap()).unwrap();
+    std::fs::write(&series, serde_json::to_vec(x).unwrap()).unwrap();
     let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ruptures_timing.py");
     let out = Command::new("python3")
         .arg(helper)
         .arg(&series)
         .args([
-            PARAMS.penalty.to_string(),
-            PARAMS.min_size.to_string(),
-            PARAMS.jump.to_string(),
+            params.penalty.to_string(),
+            params.min_size.to_string(),
+            params.jump.to_string(),
         ])
         .output();
     std::fs::remove_dir_all(&dir).ok();
@@ -75,19 +94,19 @@ fn versus_ruptures() {
                     .last()
                     .unwrap_or("")
             );
-            return;
+            return false;
         }
         Err(e) => {
             println!("pelt vs ruptures: skipped (python3: {e})");
-            return;
+            return false;
         }
     };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let theirs_s = v["seconds"].as_f64().unwrap();
     let same = serde_json::to_value(&ours).unwrap() == v["breakpoints"];
     println!(
-        "pelt vs ruptures {} (numpy {}) on the same 1,000 samples: ours {:.3} ms, ruptures {:.3} s, \
-         {:.0}x faster, same breakpoints: {}",
+        "pelt vs ruptures {} (numpy {}), {name}, the same 1,000 samples: ours {:.3} ms, \
+         ruptures {:.3} s, {:.0}x faster, same breakpoints: {}",
         v["ruptures"],
         v["numpy"],
         ours_s * 1e3,
@@ -96,6 +115,7 @@ fn versus_ruptures() {
         same
     );
     assert!(same, "breakpoints differ from ruptures");
+    true
 }
 
 criterion_group!(benches, bench_pelt);

@@ -392,6 +392,7 @@ impl<'a> Fast<'a> {
             let thr = self.node[end].est + pen;
             let thr_err = self.node[end].err + self.rel * thr;
             kept.clear();
+            let mut exact_thr: Option<f64> = None;
             for i in 0..admissible.len() {
                 let t = admissible[i];
                 let keep = if est[i] + err[i] < thr - thr_err {
@@ -404,7 +405,8 @@ impl<'a> Fast<'a> {
                     } else {
                         exact[i]
                     };
-                    v <= self.exact_total(end) + pen
+                    let threshold = *exact_thr.get_or_insert_with(|| self.exact_total(end) + pen);
+                    v <= threshold
                 };
                 if keep {
                     kept.push(t);

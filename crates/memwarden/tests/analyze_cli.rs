@@ -158,6 +158,16 @@ fn series<'a>(report: &'a Value, key: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no series {key}"))
 }
 
+/// One string field of every object in a JSON array.
+fn field<'a>(array: &'a Value, name: &str) -> Vec<&'a str> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o[name].as_str().unwrap())
+        .collect()
+}
+
 fn json_report(path: &Path, extra: &[&str]) -> (Value, Output) {
     let mut args = vec!["analyze", path.to_str().unwrap(), "--json"];
     args.extend_from_slice(extra);
@@ -173,12 +183,7 @@ fn json_has_every_series_with_phases_oom_ranges_and_changepoints() {
     let (report, o) = json_report(&path, &["--penalty", "500"]);
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
     assert_eq!(report["snapshots"], SAMPLES);
-    let keys: Vec<&str> = report["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["key"].as_str().unwrap())
-        .collect();
+    let keys = field(&report["series"], "key");
     assert_eq!(
         keys,
         [
@@ -218,12 +223,7 @@ fn json_has_every_series_with_phases_oom_ranges_and_changepoints() {
     assert_eq!(*got.last().unwrap(), SAMPLES);
     assert!(got.contains(&30), "the load starts at sample 30: {got:?}");
 
-    let labels: Vec<&str> = gpu["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["label"].as_str().unwrap())
-        .collect();
+    let labels = field(&gpu["segments"], "label");
     assert_eq!(labels[0], "idle", "{labels:?}");
     assert!(labels.contains(&"load"), "{labels:?}");
     assert!(
@@ -231,12 +231,7 @@ fn json_has_every_series_with_phases_oom_ranges_and_changepoints() {
         "a 64 MiB/s rise is growth: {labels:?}"
     );
 
-    let phases: Vec<&str> = gpu["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["phase"].as_str().unwrap())
-        .collect();
+    let phases = field(&gpu["phases"], "phase");
     assert_eq!(phases[0], "stable");
     assert_eq!(*phases.last().unwrap(), "growing", "{phases:?}");
 
