@@ -69,7 +69,7 @@ impl Analyst {
         for (i, track) in self.history.gpus() {
             out.gpus.insert(i, self.view(track, true));
         }
-        out.host = self.view(self.history.host(), false);
+        out.host = self.view(self.history.host(), true);
         let frameworks: HashMap<ProcessId, Framework> = snap
             .processes
             .iter()
@@ -107,8 +107,16 @@ impl Analyst {
         out
     }
 
-    fn view(&self, track: &Track, segments: bool) -> SeriesView {
-        let values: Vec<u64> = track.series.iter().map(|s| to_bytes(s.mib)).collect();
+    /// A series as the widgets want it; the values (for a sparkline) and the changepoints only
+    /// when `full`: every row has a phase, but only the pools and the selected row are drawn
+    /// over time.
+    fn view(&self, track: &Track, full: bool) -> SeriesView {
+        let values: Vec<u64> = if full {
+            track.series.iter().map(|s| to_bytes(s.mib)).collect()
+        } else {
+            Vec::new()
+        };
+        let segments = full;
         let ph = track.phase;
         // Until the window holds enough rates the label means nothing: show none.
         let known = ph.confidence > 0.0;
