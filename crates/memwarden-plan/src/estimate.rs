@@ -309,7 +309,8 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
                 let mut budget = vram.saturating_sub(overhead);
                 let mut n = 0;
                 for l in (0..info.block_count as usize).rev() {
-                    let cost = info.layer_weights[l].saturating_add(layer_kv[l]);
+                    let weights = info.layer_weights.get(l).copied().unwrap_or(0);
+                    let cost = weights.saturating_add(layer_kv.get(l).copied().unwrap_or(0));
                     if cost > budget {
                         break;
                     }

@@ -488,7 +488,11 @@ impl<R: Read + Seek> Reader<R> {
                         Value::Int(v) => ints.push(v),
                         Value::Float(v) => floats.push(v),
                         Value::Bool(v) => bools.push(v),
-                        _ => unreachable!("fixed-size element types are scalars"),
+                        other => {
+                            return Err(Why::Bad(format!(
+                                "an array element of type {ty} read as {other:?}"
+                            )));
+                        }
                     }
                 }
                 Ok(match ty {
