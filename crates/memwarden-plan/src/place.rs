@@ -376,18 +376,28 @@ pub fn apply_cgroup(root: &HostRoot, cgroup: &str, p: &Placement) -> Result<Appl
     };
     let mut notes = Vec::new();
     let mut mems = p.cpuset_mems.clone();
-    // A v1 cpuset with no memory node cannot hold a task: when memory is not pinned, give it
-    // every node its parent has, which is no pinning at all.
-    if mems.is_none() && v1 {
+    // Memory not pinned means the parent's nodes, not whatever an earlier pin left behind. A v1
+    // cpuset needs its nodes written out (an empty one cannot hold a task); on v2 an empty
+    // cpuset.mems follows the parent.
+    if mems.is_none() {
         let own = std::fs::read_to_string(dir.join("cpuset.mems")).unwrap_or_default();
-        if own.trim().is_empty() {
+        let own = own.trim();
+        if v1 {
             if let Some(pm) = &parent_mems {
                 let all = format_cpulist(pm);
-                notes.push(format!(
-                    "cpuset.mems was empty: set to the parent's nodes {all} (not pinned)"
-                ));
+                if own != all {
+                    notes.push(format!(
+                        "cpuset.mems set to the parent's nodes {all}, which pins nothing (was {:?})",
+                        own
+                    ));
+                }
                 mems = Some(all);
             }
+        } else if !own.is_empty() {
+            notes.push(format!(
+                "cpuset.mems cleared (was {own:?}): memory follows the parent's nodes"
+            ));
+            write("cpuset.mems", "")?;
         }
     }
     if let Some(m) = &mems {

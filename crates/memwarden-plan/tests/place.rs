@@ -337,6 +337,19 @@ fn apply_writes_a_v2_cpuset() {
         std::fs::read_to_string(job.join("cpuset.mems")).unwrap(),
         "1"
     );
+    // A later placement that spreads clears the earlier pin.
+    let spread = choose(&topo, &cpus(12)).unwrap();
+    let a = apply_cgroup(&root, "/sys/fs/cgroup/job", &spread).unwrap();
+    assert_eq!(a.mems, None);
+    assert_eq!(
+        std::fs::read_to_string(job.join("cpuset.mems")).unwrap(),
+        ""
+    );
+    assert!(
+        a.notes.iter().any(|n| n.contains("cleared")),
+        "{:?}",
+        a.notes
+    );
     // The cgroup being placed does not avoid its own CPUs.
     let other = dir.path().join("sys/fs/cgroup/other");
     let (avoid, _) = busy_cpus(&root, &topo.online, Some(&other));
