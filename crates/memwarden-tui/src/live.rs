@@ -24,6 +24,8 @@ pub enum Event {
     SampleError(String),
     /// SIGHUP: read the config file again.
     Reload,
+    /// SIGTERM or SIGINT: leave as `q` does.
+    Terminate,
     /// The input reader failed (the terminal went away).
     InputGone(String),
 }

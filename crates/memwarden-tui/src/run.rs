@@ -117,12 +117,19 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
             }
         })?;
     let hup_tx = tx.clone();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // SIGTERM and SIGINT end the view like `q` does, so the terminal is restored.
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     std::thread::Builder::new()
-        .name("memwarden-sighup".into())
+        .name("memwarden-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                if hup_tx.send(Event::Reload).is_err() {
+            for sig in signals.forever() {
+                let e = if sig == SIGHUP {
+                    Event::Reload
+                } else {
+                    Event::Terminate
+                };
+                if hup_tx.send(e).is_err() {
                     return;
                 }
             }
@@ -270,6 +277,7 @@ fn handle(
             },
             None => app.say("SIGHUP: no config file to reload", now),
         },
+        Event::Terminate => return Ok(true),
         Event::InputGone(why) => {
             return Err(TuiError::Terminal(std::io::Error::other(format!(
                 "cannot read the keyboard: {why}"

@@ -299,8 +299,13 @@ fn live_view_shows_this_machine_and_reloads_its_config_on_sighup() {
     let s = p.wait_for("intervall", 10);
     assert!(s.contains("live every 2s"), "{s}");
     let _ = p.home();
-    p.keys(&["q"]);
-    p.wait_for("EXIT=0", 10);
+    // SIGTERM ends it as q does: the terminal is restored and the exit is clean.
+    Command::new("kill")
+        .args(["-TERM", &me.to_string()])
+        .status()
+        .unwrap();
+    let s = p.wait_for("EXIT=0", 10);
+    assert!(!s.contains("live every"), "{s}");
 }
 
 #[test]
