@@ -38,7 +38,7 @@ fn main() -> std::io::Result<()> {
         gtt_used: Some(41 * GIB),
     })?;
     root.file(
-        &format!("/sys/class/drm/card1/device/product_name"),
+        "/sys/class/drm/card1/device/product_name",
         "AMD Radeon 8060S\n",
     )?;
     root.numa_node(0, "0-31", 120 << 20, 58 << 20)?;
