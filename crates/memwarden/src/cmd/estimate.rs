@@ -112,7 +112,7 @@ fn render(e: &Estimate, gpu: Option<&str>) -> String {
     };
     let _ = writeln!(
         out,
-        "model            {} ({fmt}, {} layers), context {} tokens{slots}, KV cache {}{}",
+        "estimate for     {} ({fmt}, {} layers), context {} tokens{slots}, KV cache {}{}",
         e.architecture,
         e.layers,
         e.context,
