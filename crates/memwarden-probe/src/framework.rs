@@ -91,11 +91,19 @@ pub fn detect_with_cwd(cmdline: &str, maps_text: &str, cwd: Option<&Path>) -> Fr
     if let Some(f) = from_cmdline(cmdline) {
         return f;
     }
-    let libs = LibrarySet::from_maps(maps_text);
-    if is_comfyui_by_place(cmdline, cwd, &libs) {
+    let runs_main = cmdline
+        .split_ascii_whitespace()
+        .any(|a| basename(a) == "main.py");
+    let libs = Libraries::scan(maps_text, runs_main);
+    // ComfyUI's usual start is `python main.py` in its checkout: the directory or the
+    // libraries (its custom nodes, its venv) carry the name.
+    let cwd_says = cwd
+        .and_then(|c| c.to_str())
+        .is_some_and(|c| contains_ignore_case(c, "comfyui"));
+    if runs_main && (cwd_says || libs.comfyui) {
         return Framework::Comfyui;
     }
-    from_libraries(&libs)
+    libs.framework()
 }
 
 fn from_cmdline(cmdline: &str) -> Option<Framework> {
@@ -174,55 +182,6 @@ fn from_cmdline(cmdline: &str) -> Option<Framework> {
     None
 }
 
-/// ComfyUI's usual start is `python main.py` in its checkout: the directory or the libraries
-/// (its custom nodes, its venv) carry the name.
-fn is_comfyui_by_place(cmdline: &str, cwd: Option<&Path>, libs: &LibrarySet) -> bool {
-    let runs_main = cmdline
-        .split_ascii_whitespace()
-        .any(|a| basename(a) == "main.py");
-    if !runs_main {
-        return false;
-    }
-    let cwd_says = cwd
-        .and_then(|c| c.to_str())
-        .is_some_and(|c| c.to_ascii_lowercase().contains("comfyui"));
-    cwd_says || libs.any_path_contains("/comfyui/")
-}
-
-fn from_libraries(libs: &LibrarySet) -> Framework {
-    // JAX before PyTorch: a JAX environment often has libtorch loaded too.
-    if libs.any_name(|n| {
-        n.starts_with("libxla_extension")
-            || n.starts_with("xla_extension")
-            || n.starts_with("libtpu")
-            || n.starts_with("libjax")
-    }) || libs.any_path_contains("/jaxlib/")
-    {
-        return Framework::Jax;
-    }
-    if libs.any_name(|n| {
-        n.starts_with("libtorch_cuda")
-            || n.starts_with("libtorch_hip")
-            || n.starts_with("libtorch_cpu")
-            || n.starts_with("libtorch.so")
-            || n.starts_with("libc10")
-    }) {
-        return Framework::Pytorch;
-    }
-    if libs.any_name(|n| n.starts_with("libamdhip64") || n.starts_with("libhsa-runtime64")) {
-        return Framework::Rocm;
-    }
-    if libs.any_name(|n| {
-        n.starts_with("libcudart")
-            || n.starts_with("libcuda.so")
-            || n.starts_with("libcublas")
-            || n.starts_with("libnvrtc")
-    }) {
-        return Framework::Cuda;
-    }
-    Framework::Unknown
-}
-
 /// Whether the program is a Python interpreter (or a launcher of one), which loads framework
 /// libraries on import rather than at start.
 fn is_interpreter(cmdline: &str) -> bool {
@@ -234,15 +193,20 @@ fn basename(arg: &str) -> &str {
     arg.rsplit('/').next().unwrap_or(arg)
 }
 
-/// The distinct file paths a maps text names, lower-cased. Consecutive lines usually name the
-/// same library (one line per segment), so each path is kept once.
-struct LibrarySet {
-    paths: Vec<String>,
+/// What the mapped files of a process tell, found in one pass over its maps. Consecutive
+/// lines usually name the same file (one line per segment), so each run is looked at once.
+#[derive(Debug, Default)]
+struct Libraries {
+    jax: bool,
+    torch: bool,
+    rocm: bool,
+    cuda: bool,
+    comfyui: bool,
 }
 
-impl LibrarySet {
-    fn from_maps(text: &str) -> LibrarySet {
-        let mut paths: Vec<String> = Vec::new();
+impl Libraries {
+    fn scan(text: &str, look_for_comfyui: bool) -> Libraries {
+        let mut out = Libraries::default();
         let mut last: &str = "";
         for line in text.lines() {
             let Some(path) = maps_path(line) else {
@@ -252,35 +216,71 @@ impl LibrarySet {
                 continue;
             }
             last = path;
-            let lower = path.to_ascii_lowercase();
-            if !paths.contains(&lower) {
-                paths.push(lower);
-            }
+            out.note(path, look_for_comfyui);
         }
-        LibrarySet { paths }
+        out
     }
 
-    fn any_name(&self, pred: impl Fn(&str) -> bool) -> bool {
-        self.paths.iter().any(|p| pred(basename(p)))
+    fn note(&mut self, path: &str, look_for_comfyui: bool) {
+        let n = basename(path);
+        if n.starts_with("libxla_extension")
+            || n.starts_with("xla_extension")
+            || n.starts_with("libtpu")
+            || n.starts_with("libjax")
+            || path.contains("/jaxlib/")
+        {
+            self.jax = true;
+        } else if n.starts_with("libtorch_cuda")
+            || n.starts_with("libtorch_hip")
+            || n.starts_with("libtorch_cpu")
+            || n.starts_with("libtorch.so")
+            || n.starts_with("libc10")
+        {
+            self.torch = true;
+        } else if n.starts_with("libamdhip64") || n.starts_with("libhsa-runtime64") {
+            self.rocm = true;
+        } else if n.starts_with("libcudart")
+            || n.starts_with("libcuda.so")
+            || n.starts_with("libcublas")
+            || n.starts_with("libnvrtc")
+        {
+            self.cuda = true;
+        }
+        if look_for_comfyui && !self.comfyui && contains_ignore_case(path, "/comfyui/") {
+            self.comfyui = true;
+        }
     }
 
-    fn any_path_contains(&self, needle: &str) -> bool {
-        self.paths.iter().any(|p| p.contains(needle))
+    fn framework(&self) -> Framework {
+        // JAX before PyTorch: a JAX environment often has libtorch loaded too.
+        if self.jax {
+            Framework::Jax
+        } else if self.torch {
+            Framework::Pytorch
+        } else if self.rocm {
+            Framework::Rocm
+        } else if self.cuda {
+            Framework::Cuda
+        } else {
+            Framework::Unknown
+        }
     }
 }
 
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// The pathname column of a maps line (`addr perms offset dev inode   pathname`), when it is a
-/// file.
+/// file. None of the first five fields holds a `/`, so the path starts at the first one; a
+/// search for one byte is much cheaper than splitting every line into fields.
 fn maps_path(line: &str) -> Option<&str> {
-    let mut rest = line;
-    for _ in 0..5 {
-        rest = rest.trim_start();
-        let end = rest.find(|c: char| c.is_ascii_whitespace())?;
-        rest = &rest[end..];
-    }
-    let path = rest.trim();
-    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    path.starts_with('/').then_some(path)
+    let start = line.find('/')?;
+    let path = line[start..].trim_end();
+    Some(path.strip_suffix(" (deleted)").unwrap_or(path))
 }
 
 /// How long a library-based answer about a Python process is trusted before /proc/PID/maps is

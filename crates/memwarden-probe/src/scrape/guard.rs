@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use crate::net::{listening_sockets, socket_inodes};
+use crate::net::{parse_listening, socket_inodes};
 use crate::root::HostRoot;
 
 /// The address with an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) turned back into IPv4, so
@@ -38,16 +38,26 @@ pub fn pid_serves(root: &HostRoot, pid: u32, addr: SocketAddr) -> bool {
     if !same_netns(root, pid) {
         return false;
     }
-    let wanted: Vec<u64> = listening_sockets(root, pid)
-        .into_iter()
-        .filter(|s| s.port == addr.port() && covers(s.addr, addr.ip()))
-        .map(|s| s.inode)
-        .collect();
-    if wanted.is_empty() {
+    let held = socket_inodes(root, pid);
+    if held.is_empty() {
         return false;
     }
-    let held = socket_inodes(root, pid);
-    wanted.iter().any(|i| held.contains(i))
+    // Reading /proc/net/tcp walks the kernel's whole socket table (about a millisecond even
+    // when nearly empty), so tcp6 is read only when needed: an IPv4 address can be served by
+    // an IPv4 listener or by a dual-stack `::` one, an IPv6 address only by an IPv6 listener.
+    let files: &[&str] = if canonical(addr.ip()).is_ipv4() {
+        &["tcp", "tcp6"]
+    } else {
+        &["tcp6"]
+    };
+    files.iter().any(|f| {
+        root.read_to_string(&format!("/proc/{pid}/net/{f}"))
+            .is_ok_and(|text| {
+                parse_listening(&text).iter().any(|s| {
+                    s.port == addr.port() && covers(s.addr, addr.ip()) && held.contains(&s.inode)
+                })
+            })
+    })
 }
 
 /// Whether `pid` lives in the network namespace this process connects from. Our own namespace

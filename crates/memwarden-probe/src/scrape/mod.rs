@@ -229,18 +229,22 @@ impl Scraper {
         if !guard::host_allowed(addr.ip(), &self.config.allow_hosts) {
             return Err(ScrapeError::HostNotAllowed(addr.ip()));
         }
+        let now = self.clock.now();
+        let recent = self
+            .last
+            .get(&addr)
+            .filter(|l| now.saturating_duration_since(l.at) < MIN_INTERVAL);
+        // The last answer was checked when it was asked for; giving it again asks nothing.
+        if let Some(last) = recent
+            && last.pid == pid
+        {
+            return last.outcome.clone();
+        }
         if !guard::pid_serves(root, pid, addr) {
             return Err(ScrapeError::NotOwner { pid, addr });
         }
-        let now = self.clock.now();
-        if let Some(last) = self.last.get(&addr)
-            && now.saturating_duration_since(last.at) < MIN_INTERVAL
-        {
-            return if last.pid == pid {
-                last.outcome.clone()
-            } else {
-                Err(ScrapeError::RateLimited)
-            };
+        if recent.is_some() {
+            return Err(ScrapeError::RateLimited);
         }
         let outcome = http::get(&self.agent, addr, kind.path()).and_then(|body| kind.parse(&body));
         // Servers not asked for a while (gone, or no longer ours) are forgotten.
@@ -276,6 +280,15 @@ impl Scraper {
         let kind = ServerKind::for_framework(framework)?;
         if ports::is_ollama_runner(cmdline, framework) {
             return None;
+        }
+        // Asked within the interval: the same answer, without looking for ports again.
+        let now = self.clock.now();
+        if let Some(last) = self
+            .last
+            .values()
+            .find(|l| l.pid == pid && now.saturating_duration_since(l.at) < MIN_INTERVAL)
+        {
+            return Some(last.outcome.clone());
         }
         let addrs = candidate_addrs(root, pid, cmdline, framework);
         let named = ports::preferred_port(cmdline, framework);

@@ -46,6 +46,10 @@ pub fn candidate_addrs(
     framework: Framework,
 ) -> Vec<SocketAddr> {
     let held = socket_inodes(root, pid);
+    // A process holding no socket listens nowhere: skip the costly walk of the socket tables.
+    if held.is_empty() {
+        return Vec::new();
+    }
     let mut addrs: Vec<SocketAddr> = listening_sockets(root, pid)
         .into_iter()
         .filter(|s| held.contains(&s.inode))
