@@ -114,8 +114,16 @@ struct PythonServer {
 
 impl PythonServer {
     fn start() -> Option<PythonServer> {
-        let mut child = match Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+        PythonServer::start_with(&[], "127.0.0.1")
+    }
+
+    /// Started through `prefix` (a command that execs the rest, like `unshare --net`),
+    /// listening on `bind`.
+    fn start_with(prefix: &[&str], bind: &str) -> Option<PythonServer> {
+        let mut argv: Vec<&str> = prefix.to_vec();
+        argv.extend(["python3", "-u", "-m", "http.server", "0", "--bind", bind]);
+        let mut child = match Command::new(argv[0])
+            .args(&argv[1..])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -131,6 +139,14 @@ impl PythonServer {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
+        if line.is_empty() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            eprintln!("skipped: {} did not start: {}", argv.join(" "), err.trim());
+            return None;
+        }
         let port = line
             .split(" port ")
             .nth(1)
@@ -196,6 +212,37 @@ fn a_port_held_by_another_process_is_not_asked() {
     assert_eq!(e, ScrapeError::Status(404));
     let log = py.stop();
     assert_eq!(log.matches("GET /api/ps").count(), 1, "server log: {log}");
+}
+
+#[test]
+fn a_listener_in_another_network_namespace_is_not_ours_to_reach() {
+    // Its own namespace has its own loopback: `127.0.0.1:port` from here reaches whatever
+    // listens in ours, here a listener of this test on the very same port.
+    let Some(py) = PythonServer::start_with(&["unshare", "--net"], "0.0.0.0") else {
+        return;
+    };
+    let child = py.child.id();
+    assert!(
+        pid_owns_port(&root(), child, py.port),
+        "it does hold the port, in its namespace"
+    );
+    let Ok(impostor) = TcpListener::bind(("127.0.0.1", py.port)) else {
+        eprintln!("skipped: port {} is taken here", py.port);
+        py.stop();
+        return;
+    };
+    impostor.set_nonblocking(true).unwrap();
+    let addr = py.addr();
+    let e = scraper()
+        .scrape(&root(), child, ServerKind::Ollama, addr)
+        .unwrap_err();
+    assert_eq!(e, ScrapeError::NotOwner { pid: child, addr });
+    assert_eq!(
+        impostor.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    let log = py.stop();
+    assert!(!log.contains("GET"), "{log}");
 }
 
 #[test]
@@ -446,6 +493,19 @@ fn malformed_metrics_are_skipped() {
         .scrape(&root(), me(), ServerKind::Ollama, server.addr)
         .unwrap_err();
     assert!(matches!(e, ScrapeError::Malformed(_)), "{e}");
+
+    let server = serve_fixed(
+        "/get_server_info",
+        JSON,
+        "{\"model_path\":\"m\",\"tp_size\":1e30,\"internal_states\":[]}",
+    );
+    let e = scraper()
+        .scrape(&root(), me(), ServerKind::Sglang, server.addr)
+        .unwrap_err();
+    assert!(
+        matches!(e, ScrapeError::Malformed(ref w) if w.contains("tp_size")),
+        "{e}"
+    );
 
     let server = serve_fixed("/get_server_info", JSON, "[1,2,3]");
     let e = scraper()

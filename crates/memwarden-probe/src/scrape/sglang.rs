@@ -33,11 +33,13 @@ pub fn parse(body: &str) -> Result<ServerMetrics, ScrapeError> {
             "not SGLang server info: no model_path nor internal_states".into(),
         ));
     }
-    let tp = obj
-        .get("tp_size")
-        .and_then(Value::as_u64)
-        .filter(|&n| n > 0)
-        .unwrap_or(1);
+    let tp = match obj.get("tp_size") {
+        None | Some(Value::Null) => 1,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=4096).contains(n))
+            .ok_or_else(|| ScrapeError::Malformed(format!("tp_size {v} is not a rank count")))?,
+    };
     let mut kv_gib = None::<f64>;
     let mut weight_gib = None::<f64>;
     for s in &states {
