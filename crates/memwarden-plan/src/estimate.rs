@@ -129,6 +129,8 @@ pub struct Estimate {
     pub parallel: u32,
     pub kv_type: KvType,
     pub flash_attn: bool,
+    /// Tokens per micro-batch the compute buffers are sized for.
+    pub ubatch: u64,
     pub weights_bytes: u64,
     pub kv_cache_bytes: u64,
     pub kv_k_bytes: u64,
@@ -197,6 +199,9 @@ fn too_large() -> String {
 
 /// The estimate for a model already read.
 pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, String> {
+    if opts.ubatch == 0 {
+        return Err("the micro-batch must be at least 1 token".into());
+    }
     if opts.parallel == 0 {
         return Err("--parallel must be at least 1".into());
     }
@@ -332,6 +337,7 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         parallel: opts.parallel,
         kv_type: opts.kv_type,
         flash_attn: opts.flash_attn,
+        ubatch: opts.ubatch,
         weights_bytes: info.weights_bytes,
         kv_cache_bytes,
         kv_k_bytes: k_total,

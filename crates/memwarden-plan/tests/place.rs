@@ -135,6 +135,21 @@ fn four_nodes_with_a_gpu_on_node_3() {
         p.reasons
     );
     assert_eq!(p.cpuset_mems, None);
+    // The GPU's local CPUs come first when they are fewer than its node's.
+    let dir2 = tempfile::tempdir().unwrap();
+    m.write(dir2.path());
+    sysfs::gpu(dir2.path(), 3, &[28, 29, 30, 31]);
+    let root2 = HostRoot::new(dir2.path()).unwrap();
+    let local = gpu_locality(&root2, 0, sysfs::GPU_BUS, None);
+    let p = choose(
+        &topo,
+        &PlaceRequest {
+            gpu: Some(local),
+            ..cpus(4)
+        },
+    )
+    .unwrap();
+    assert_eq!(p.cpuset_cpus, "28-31");
     // A GPU whose firmware names no node.
     let none = gpu_locality(&root, 1, "0000:00:00.0", None);
     let p = choose(

@@ -70,6 +70,13 @@ fn estimate_json_carries_every_figure() {
         "--json",
     ]);
     assert_eq!(json(&o)["kv_cache_bytes"], 1088u64 << 20);
+
+    // A bigger micro-batch needs bigger compute buffers; the KV cache does not change.
+    let small = json(&memwarden(&["estimate", &m, "--json"]));
+    let big = json(&memwarden(&["estimate", &m, "--ubatch", "2048", "--json"]));
+    assert!(big["compute_bytes"].as_u64() > small["compute_bytes"].as_u64());
+    assert_eq!(big["kv_cache_bytes"], small["kv_cache_bytes"]);
+    assert_eq!(big["ubatch"], 2048);
 }
 
 #[test]
@@ -128,6 +135,10 @@ fn estimate_bad_input_is_one_line_and_exit_2() {
     assert_bad(
         &memwarden(&["estimate", &m, "--parallel", "0"]),
         "--parallel",
+    );
+    assert_bad(
+        &memwarden(&["estimate", &m, "--ubatch", "0"]),
+        "micro-batch",
     );
 
     let liar = dir.path().join("liar.gguf");

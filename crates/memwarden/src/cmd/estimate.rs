@@ -31,6 +31,9 @@ pub struct EstimateArgs {
     /// Flash attention on (needed for a quantised V cache; pads the cache to 256 cells)
     #[arg(long)]
     pub flash_attn: bool,
+    /// Tokens per micro-batch (llama.cpp's -ub): sizes the compute buffers
+    #[arg(long, default_value_t = memwarden_plan::estimate::DEFAULT_UBATCH, value_name = "N")]
+    pub ubatch: u64,
     /// Fit into this GPU's free memory, read live
     #[arg(long, value_name = "IDX", conflicts_with = "vram")]
     pub gpu: Option<u32>,
@@ -80,7 +83,7 @@ pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
         kv_type,
         flash_attn: args.flash_attn,
         vram_bytes: vram,
-        ..EstimateOptions::default()
+        ubatch: args.ubatch,
     };
     let e = estimate_file(&args.model, &opts)?;
     if args.json {
@@ -97,6 +100,7 @@ pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
 
 fn render(e: &Estimate, gpu: Option<&str>) -> String {
     let mut out = String::new();
+    let ub = e.ubatch;
     let fmt = match e.format {
         memwarden_plan::model::ModelFormat::Gguf => "GGUF",
         memwarden_plan::model::ModelFormat::Safetensors => "safetensors",
@@ -160,9 +164,9 @@ fn render(e: &Estimate, gpu: Option<&str>) -> String {
         "compute buffers",
         e.compute_bytes,
         if e.flash_attn {
-            "estimate: logits and activations of one 512-token batch".into()
+            format!("estimate: logits and activations of one {ub}-token batch")
         } else {
-            "estimate: logits, activations and attention scores of one 512-token batch".into()
+            format!("estimate: logits, activations and attention scores of one {ub}-token batch")
         },
     );
     line(
