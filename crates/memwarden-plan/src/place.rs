@@ -190,6 +190,23 @@ pub fn choose(topo: &Topology, req: &PlaceRequest) -> Result<Placement, PlanErro
             let pool = free_on(node);
             chosen.extend(core_order(topo, &pool, &free).into_iter().take(take));
         }
+        if chosen.len() < n {
+            // Online CPUs that no node lists (a sysfs that disagrees with itself) still count.
+            let orphans: Vec<u32> = free
+                .iter()
+                .copied()
+                .filter(|c| topo.node_of(*c).is_none())
+                .collect();
+            let take = n - chosen.len();
+            chosen.extend(core_order(topo, &orphans, &free).into_iter().take(take));
+            reasons.push("some CPUs are on no NUMA node sysfs lists".into());
+        }
+        if chosen.len() < n {
+            return Err(PlanError::Topology(format!(
+                "found only {} usable CPUs for {n}",
+                chosen.len()
+            )));
+        }
         let nodes: BTreeSet<u32> = chosen.iter().filter_map(|&c| topo.node_of(c)).collect();
         reasons.push(format!(
             "{why}: spread over nodes {}",
@@ -238,6 +255,12 @@ pub fn choose(topo: &Topology, req: &PlaceRequest) -> Result<Placement, PlanErro
         }
         [_] => {
             reasons.push("one NUMA node on this host: memory placement left to the kernel".into());
+            None
+        }
+        [] => {
+            reasons.push(
+                "the CPUs' NUMA nodes are unknown: memory placement left to the kernel".into(),
+            );
             None
         }
         many => {

@@ -402,3 +402,20 @@ fn apply_on_the_real_cpuset_hierarchy() {
         "a v1 cpuset gets nodes so it can hold tasks"
     );
 }
+
+#[test]
+fn cpus_no_node_lists_are_still_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    Machine {
+        nodes: &[(&[0, 1], 10), (&[2, 3], 20)],
+        smt: None,
+        offline: &[],
+    }
+    .write(dir.path());
+    // CPUs 4 and 5 are online but on no node's cpulist.
+    sysfs::write(dir.path(), "sys/devices/system/cpu/online", "0-5\n");
+    let topo = read_topology(&HostRoot::new(dir.path()).unwrap()).unwrap();
+    let p = choose(&topo, &cpus(6)).unwrap();
+    assert_eq!(p.cpuset_cpus, "0-5");
+    assert_eq!(p.cpuset_mems, None);
+}
