@@ -31,8 +31,11 @@ pub enum SeriesKey {
 
 #[derive(Debug, Clone)]
 pub struct HistoryConfig {
-    /// Samples kept per series (3600: an hour at 1 s).
+    /// Samples kept per GPU and for host RAM (3600: an hour at 1 s).
     pub capacity: usize,
+    /// Samples kept per process and per workload (900: a quarter of an hour at 1 s), at most
+    /// `capacity`: there may be hundreds of them, and 16 bytes a sample adds up.
+    pub entity_capacity: usize,
     pub phase: PhaseConfig,
     pub oom: OomConfig,
     pub survival: SurvivalConfig,
@@ -42,6 +45,7 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {
             capacity: 3600,
+            entity_capacity: 900,
             phase: PhaseConfig::default(),
             oom: OomConfig::default(),
             survival: SurvivalConfig::default(),
@@ -64,9 +68,17 @@ pub struct Track {
 
 impl Track {
     fn new(cfg: &HistoryConfig) -> Track {
+        Track::with_capacity(cfg, cfg.capacity)
+    }
+
+    fn for_entity(cfg: &HistoryConfig) -> Track {
+        Track::with_capacity(cfg, cfg.entity_capacity.min(cfg.capacity))
+    }
+
+    fn with_capacity(cfg: &HistoryConfig, capacity: usize) -> Track {
         let detector = PhaseDetector::new(cfg.phase.clone());
         Track {
-            series: Series::with_capacity(cfg.capacity),
+            series: Series::with_capacity(capacity),
             phase: detector.state(),
             detector,
             total_mib: None,
@@ -223,7 +235,7 @@ impl History {
             alive.insert(id);
             let cfg = &self.config;
             let pt = self.processes.entry(id).or_insert_with(|| ProcessTrack {
-                track: Track::new(cfg),
+                track: Track::for_entity(cfg),
                 name: p.name.clone(),
                 gpu_bytes: BTreeMap::new(),
                 peak_bytes: BTreeMap::new(),
@@ -249,7 +261,7 @@ impl History {
             let tr = self
                 .workloads
                 .entry(w.id.clone())
-                .or_insert_with(|| Track::new(&self.config));
+                .or_insert_with(|| Track::for_entity(&self.config));
             tr.push(t, mib(w.resident_bytes));
         }
         self.workloads.retain(|k, _| seen_w.contains(k.as_str()));

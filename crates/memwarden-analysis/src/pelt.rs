@@ -200,6 +200,8 @@ struct Fast<'a> {
     node: Vec<Node>,
     /// Start of the run of equal values that each index belongs to.
     run_start: Vec<usize>,
+    /// Per index: the longest run of copies of its value whose sums stay exact.
+    exact_len: Vec<usize>,
     /// Relative error factor of ruptures' cost and of the float sums, and an absolute floor
     /// for the errors independent of the cost (the variance's mean error, our own prefix sums).
     rel: f64,
@@ -260,6 +262,7 @@ impl<'a> Fast<'a> {
             pen,
             node,
             run_start,
+            exact_len: x.iter().map(|&v| exact_sum_len(v)).collect(),
             rel,
             abs,
             exact,
@@ -284,7 +287,7 @@ impl<'a> Fast<'a> {
 
     /// ruptures' value of the cost of `x[a..b]`.
     fn numpy_cost(&mut self, a: usize, b: usize) -> f64 {
-        if self.run_start[b - 1] <= a && sums_exactly(self.x[a], b - a) {
+        if self.run_start[b - 1] <= a && b - a <= self.exact_len[a] {
             // A constant piece whose sums are exact: numpy's mean is the value, the cost 0.
             return 0.0;
         }
@@ -342,6 +345,21 @@ impl<'a> Fast<'a> {
             let mut best = 0;
             let mut best_est = f64::INFINITY;
             for (i, &t) in admissible.iter().enumerate() {
+                // A constant piece after a known exact total (long flat stretches, where every
+                // start ties): ruptures' value is known outright.
+                if let Some(f) = self.exact[t] {
+                    if self.run_start[end - 1] <= t && end - t <= self.exact_len[t] {
+                        let total = f + (0.0 + pen);
+                        est.push(total);
+                        err.push(0.0);
+                        exact.push(total);
+                        if total < best_est {
+                            best_est = total;
+                            best = i;
+                        }
+                        continue;
+                    }
+                }
                 let (c, c_err) = self.cost(t, end);
                 let v = c + pen;
                 let nt = self.node[t];
@@ -366,7 +384,11 @@ impl<'a> Fast<'a> {
                     if est[i] - err[i] > reach {
                         continue;
                     }
-                    let v = self.exact_candidate(admissible[i], end);
+                    let v = if exact[i].is_nan() {
+                        self.exact_candidate(admissible[i], end)
+                    } else {
+                        exact[i]
+                    };
                     exact[i] = v;
                     if win.is_none_or(|(_, w)| v < w) {
                         win = Some((i, v));
@@ -418,18 +440,23 @@ impl<'a> Fast<'a> {
     }
 }
 
-/// Whether every partial sum of `len` copies of `v` is exact, so numpy's mean of them is `v`.
-fn sums_exactly(v: f64, len: usize) -> bool {
+/// The most copies of `v` whose partial sums are all exact (so numpy's mean of them is `v` and
+/// their L2 cost is exactly 0): `k·v` is exact while the significand of `v` and the bits of `k`
+/// fit in 53 bits.
+fn exact_sum_len(v: f64) -> usize {
     if v == 0.0 {
-        return true;
+        return usize::MAX;
     }
-    if !v.is_normal() {
-        return false;
+    if !v.is_normal() || v.abs() >= 1e300 {
+        return 0;
     }
     let mant = (v.to_bits() & ((1u64 << 52) - 1)) | (1u64 << 52);
-    let bits = 53 - mant.trailing_zeros();
-    let len_bits = usize::BITS - len.leading_zeros();
-    bits + len_bits <= 53 && v.abs() < 1e300
+    let spare = mant.trailing_zeros(); // 53 − significant bits
+    if spare >= usize::BITS - 1 {
+        usize::MAX
+    } else {
+        (1usize << spare) - 1
+    }
 }
 
 /// PELT with ruptures' arithmetic, operation for operation: the answer of [`pelt`], found in

@@ -25,8 +25,10 @@ impl Series {
     /// A series that keeps at most `capacity` samples (at least 1).
     pub fn with_capacity(capacity: usize) -> Series {
         let capacity = capacity.max(1);
+        // Grows as samples come: a view with hundreds of short-lived processes should not
+        // reserve an hour of samples for each.
         Series {
-            samples: VecDeque::with_capacity(capacity.min(4096)),
+            samples: VecDeque::new(),
             capacity,
             peak: None,
         }

@@ -323,7 +323,8 @@ fn snap(t_s: u64, procs: &[(u32, u64, u64)], gpu_used: u64) -> Snapshot {
 #[test]
 fn history_keys_processes_by_identity_and_prunes_the_gone() {
     let mut h = History::new(HistoryConfig {
-        capacity: 5,
+        capacity: 6,
+        entity_capacity: 5,
         ..HistoryConfig::default()
     });
     for t in 0..8 {
@@ -335,6 +336,7 @@ fn history_keys_processes_by_identity_and_prunes_the_gone() {
     };
     let p = h.process(id).unwrap();
     assert_eq!(p.track.series.len(), 5, "bounded ring");
+    assert_eq!(h.gpu(0).unwrap().series.len(), 6);
     assert_eq!(p.track.series.peak(), Some(8192.0));
     assert_eq!(h.gpu(0).unwrap().total_mib, Some(24576.0));
     // The pid comes back with another starttime: another process, a fresh series.

@@ -112,3 +112,82 @@ proptest! {
         prop_assert!(covered <= values.len());
     }
 }
+
+mod history {
+    use memwarden_analysis::history::History;
+    use memwarden_analysis::survival::Framework;
+    use memwarden_probe::snapshot::{
+        Gpu, HostMemory, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot, Vendor,
+    };
+    use proptest::prelude::*;
+
+    fn bytes() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0u64), Just(u64::MAX), 0u64..(1 << 40)]
+    }
+
+    prop_compose! {
+        fn snapshot()(t in 0u64..1_000_000, total in bytes(), used in bytes(), unified in any::<bool>(),
+                      mem in bytes(), avail in bytes(),
+                      procs in prop::collection::vec((1u32..50, 0u64..3, bytes(), 0u32..3), 0..8))
+                      -> Snapshot {
+            Snapshot {
+                version: SNAPSHOT_VERSION,
+                taken_at_ms: t,
+                hostname: "h".into(),
+                host: HostMemory {
+                    mem_total_bytes: mem,
+                    mem_available_bytes: avail,
+                    ..HostMemory::default()
+                },
+                gpus: vec![Gpu {
+                    index: 0,
+                    vendor: Vendor::Other,
+                    name: "g".into(),
+                    bus_id: String::new(),
+                    numa_node: None,
+                    vram_total_bytes: Some(total),
+                    vram_used_bytes: Some(used),
+                    gtt_total_bytes: Some(total),
+                    gtt_used_bytes: Some(used),
+                    unified_memory: unified,
+                    error: None,
+                }],
+                processes: procs.into_iter().map(|(pid, st, vram, gi)| Process {
+                    pid,
+                    starttime: st,
+                    uid: None,
+                    name: "p".into(),
+                    cmdline: String::new(),
+                    rss_bytes: None,
+                    cgroup: None,
+                    gpu: vec![ProcessGpu { gpu_index: gi, vram_bytes: Some(vram), gtt_bytes: Some(vram) }],
+                    framework: None,
+                }).collect(),
+                workloads: Vec::new(),
+                numa: Vec::new(),
+                notes: Vec::new(),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn history_never_panics(snaps in prop::collection::vec(snapshot(), 0..40)) {
+            let mut h = History::default();
+            for s in &snaps {
+                h.observe(s);
+                for v in h.verdicts(|_| Framework::PyTorchTraining) {
+                    prop_assert!(!v.survival.reason.is_empty());
+                }
+                for (_, g) in h.gpus() {
+                    prop_assert!((0.0..=1.0).contains(&g.phase.confidence));
+                    if let Some(p) = g.oom {
+                        prop_assert!(p.seconds_high.is_none_or(|hi| hi >= p.seconds_low));
+                    }
+                }
+            }
+            let report = memwarden_analysis::analyze(&snaps, &Default::default());
+            prop_assert!(report.series.iter().all(|s| s.peak_mib.is_finite()));
+        }
+    }
+}
