@@ -129,7 +129,7 @@ pub struct Estimate {
     pub parallel: u32,
     pub kv_type: KvType,
     pub flash_attn: bool,
-    /// Tokens per micro-batch the compute buffers are sized for.
+    /// Tokens per micro-batch the compute buffers are sized for (never more than the cells).
     pub ubatch: u64,
     pub weights_bytes: u64,
     pub kv_cache_bytes: u64,
@@ -182,6 +182,14 @@ pub fn read_model(path: &Path) -> Result<ModelInfo, PlanError> {
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     if is_st {
         return safetensors::read_model(path);
+    }
+    let is_index = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".safetensors.index.json"));
+    if is_index {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        return safetensors::read_model(dir.unwrap_or(Path::new(".")));
     }
     Err(PlanError::Model {
         path: path.display().to_string(),
@@ -337,7 +345,7 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         parallel: opts.parallel,
         kv_type: opts.kv_type,
         flash_attn: opts.flash_attn,
-        ubatch: opts.ubatch,
+        ubatch: opts.ubatch.min(kv_size),
         weights_bytes: info.weights_bytes,
         kv_cache_bytes,
         kv_k_bytes: k_total,

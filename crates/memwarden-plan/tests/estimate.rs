@@ -318,6 +318,8 @@ fn safetensors_file_and_sharded_directory() {
     .unwrap();
     let e = estimate_file(sharded.path(), &opts(1024)).unwrap();
     assert_eq!(e.weights_bytes, (1000 * 512 + 1024 * 512) * 2);
+    let by_index = sharded.path().join("model.safetensors.index.json");
+    assert_eq!(estimate_file(&by_index, &opts(1024)).unwrap(), e);
     assert_eq!(e.context, 1024);
 }
 
