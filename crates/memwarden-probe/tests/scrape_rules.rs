@@ -15,6 +15,7 @@ use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::routing::get;
 use memwarden_probe::framework::Framework;
 use memwarden_probe::net::pid_owns_port;
+use memwarden_probe::scrape::guard::{pid_serves, pid_serves_procfs};
 use memwarden_probe::scrape::http::MAX_BODY_BYTES;
 use memwarden_probe::scrape::{
     MIN_INTERVAL, ScrapeConfig, ScrapeError, Scraper, ServerKind, candidate_addrs,
@@ -183,6 +184,13 @@ fn pid_owns_port_sees_a_real_listener() {
     let child = py.child.id();
     assert!(pid_owns_port(&root(), child, py.port));
     assert!(!pid_owns_port(&root(), me(), py.port));
+    // The scrapers' stricter check, by netlink and from /proc alone, agrees.
+    for check in [pid_serves, pid_serves_procfs] {
+        assert!(check(&root(), child, py.addr()));
+        assert!(!check(&root(), me(), py.addr()));
+        let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), py.port);
+        assert!(!check(&root(), child, v6));
+    }
     py.stop();
 
     let ours = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -226,6 +234,8 @@ fn a_listener_in_another_network_namespace_is_not_ours_to_reach() {
         pid_owns_port(&root(), child, py.port),
         "it does hold the port, in its namespace"
     );
+    assert!(!pid_serves(&root(), child, py.addr()));
+    assert!(!pid_serves_procfs(&root(), child, py.addr()));
     let Ok(impostor) = TcpListener::bind(("127.0.0.1", py.port)) else {
         eprintln!("skipped: port {} is taken here", py.port);
         py.stop();

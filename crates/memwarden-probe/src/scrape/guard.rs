@@ -4,7 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use crate::net::{parse_listening, socket_inodes};
+use super::diag;
+use crate::net::{ListenSocket, parse_listening, socket_inodes};
 use crate::root::HostRoot;
 
 /// The address with an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) turned back into IPv4, so
@@ -35,17 +36,42 @@ fn covers(listen: IpAddr, target: IpAddr) -> bool {
 /// namespace (a container's own loopback, which our connection would never reach), or an
 /// unreadable process are all "no".
 pub fn pid_serves(root: &HostRoot, pid: u32, addr: SocketAddr) -> bool {
-    if !same_netns(root, pid) {
-        return false;
-    }
     let held = socket_inodes(root, pid);
     if held.is_empty() {
         return false;
     }
-    // Reading /proc/net/tcp walks the kernel's whole socket table (about a millisecond even
-    // when nearly empty), so tcp6 is read only when needed: an IPv4 address can be served by
-    // an IPv4 listener or by a dual-stack `::` one, an IPv6 address only by an IPv6 listener.
-    let files: &[&str] = if canonical(addr.ip()).is_ipv4() {
+    let target = canonical(addr.ip());
+    let serves = |s: &ListenSocket| {
+        s.port == addr.port() && covers(s.addr, target) && held.contains(&s.inode)
+    };
+    // An IPv4 address can be served by an IPv4 listener or by a dual-stack `::` one, an IPv6
+    // address only by an IPv6 listener; the second table is asked only when needed.
+    let families: &[libc::c_int] = if target.is_ipv4() {
+        &[libc::AF_INET, libc::AF_INET6]
+    } else {
+        &[libc::AF_INET6]
+    };
+    for &family in families {
+        match diag::listeners(family) {
+            Ok(list) if list.iter().any(&serves) => return true,
+            Ok(_) => {}
+            // Without sock_diag (a kernel without the module, a sandbox refusing netlink).
+            Err(_) => return pid_serves_procfs(root, pid, addr),
+        }
+    }
+    false
+}
+
+/// [`pid_serves`] from /proc alone: the process's own socket tables, and its network
+/// namespace compared with ours. Reading /proc/net/tcp walks the kernel's whole socket table,
+/// so tcp6 is read only when tcp did not answer.
+pub fn pid_serves_procfs(root: &HostRoot, pid: u32, addr: SocketAddr) -> bool {
+    let held = socket_inodes(root, pid);
+    if held.is_empty() || !same_netns(root, pid) {
+        return false;
+    }
+    let target = canonical(addr.ip());
+    let files: &[&str] = if target.is_ipv4() {
         &["tcp", "tcp6"]
     } else {
         &["tcp6"]
@@ -54,7 +80,7 @@ pub fn pid_serves(root: &HostRoot, pid: u32, addr: SocketAddr) -> bool {
         root.read_to_string(&format!("/proc/{pid}/net/{f}"))
             .is_ok_and(|text| {
                 parse_listening(&text).iter().any(|s| {
-                    s.port == addr.port() && covers(s.addr, addr.ip()) && held.contains(&s.inode)
+                    s.port == addr.port() && covers(s.addr, target) && held.contains(&s.inode)
                 })
             })
     })

@@ -12,6 +12,7 @@
 //! 5. An answer over [`http::MAX_BODY_BYTES`] is cut off and discarded; [`http::TIMEOUT`] bounds
 //!    the whole request.
 
+pub mod diag;
 pub mod guard;
 pub mod http;
 pub mod llamacpp;

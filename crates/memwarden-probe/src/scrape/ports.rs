@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::diag;
 use crate::framework::Framework;
 use crate::net::{listening_sockets, socket_inodes};
 use crate::root::HostRoot;
@@ -50,7 +51,19 @@ pub fn candidate_addrs(
     if held.is_empty() {
         return Vec::new();
     }
-    let mut addrs: Vec<SocketAddr> = listening_sockets(root, pid)
+    // The listeners of our namespace (the ones a connection from here reaches) by netlink,
+    // else the process's own tables.
+    let listening = match (
+        diag::listeners(libc::AF_INET),
+        diag::listeners(libc::AF_INET6),
+    ) {
+        (Ok(mut v4), Ok(v6)) => {
+            v4.extend(v6);
+            v4
+        }
+        _ => listening_sockets(root, pid),
+    };
+    let mut addrs: Vec<SocketAddr> = listening
         .into_iter()
         .filter(|s| held.contains(&s.inode))
         .map(|s| SocketAddr::new(reachable(s.addr), s.port))
