@@ -158,6 +158,16 @@ impl ModelInfo {
             }),
             _ => None,
         };
+        // Hybrids that interleave recurrent layers say which layers attend by an interval
+        // (`full_attention_interval` n: layer l attends when (l + 1) % n == 0).
+        let mut head_count_kv = head_count_kv;
+        if let Some(n) = num("full_attention_interval").filter(|&n| n > 0) {
+            for (l, kv) in head_count_kv.iter_mut().enumerate() {
+                if (l as u64 + 1) % n != 0 {
+                    *kv = 0;
+                }
+            }
+        }
         let head_count_kv = if head_count_kv.is_empty() && ssm.is_none() {
             return Err(format!(
                 "no {arch}.attention.head_count in the metadata (needed for the KV cache)"

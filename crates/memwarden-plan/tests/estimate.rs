@@ -418,3 +418,23 @@ fn a_70b_shaped_model_reads_from_its_header_alone() {
     // 80 layers x (K + V) x 8 x 128 x 2 bytes x 8192 cells = 2.5 GiB.
     assert_eq!(e.kv_cache_bytes, 5 * GIB / 2);
 }
+
+#[test]
+fn full_attention_interval_marks_the_attention_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qwen3next.gguf");
+    Gguf::new()
+        .kv("general.architecture", Meta::Str("qwen3next".into()))
+        .kv("qwen3next.block_count", Meta::U32(8))
+        .kv("qwen3next.context_length", Meta::U32(4096))
+        .kv("qwen3next.embedding_length", Meta::U32(1024))
+        .kv("qwen3next.attention.head_count", Meta::U32(8))
+        .kv("qwen3next.attention.head_count_kv", Meta::U32(2))
+        .kv("qwen3next.attention.key_length", Meta::U32(256))
+        .kv("qwen3next.attention.value_length", Meta::U32(256))
+        .kv("qwen3next.full_attention_interval", Meta::U32(4))
+        .write(&path);
+    let e = estimate_file(&path, &opts(4096)).unwrap();
+    // Layers 3 and 7 attend: 2 layers x (K + V) x 2 heads x 256 x f16 x 4096 cells.
+    assert_eq!(e.kv_cache_bytes, 2 * 2 * 2 * 256 * 2 * 4096);
+}
