@@ -320,53 +320,91 @@ impl<'a> Fast<'a> {
         base + (self.numpy_cost(t, b) + self.pen)
     }
 
+    /// Whether every start of `b` has ruptures' exact total known and a constant, exactly
+    /// summable piece up to `end`: then they all have the same candidate total.
+    fn uniform(&self, b: Block, end: usize) -> Option<f64> {
+        let f = self.exact[b.first]?;
+        (self.run_start[end - 1] <= b.first && end - b.first <= self.exact_len[b.first])
+            .then_some(f)
+    }
+
     fn run(mut self, min_size: usize, jump: usize) -> Vec<usize> {
         let n = self.x.len();
         let pen = self.pen;
         let mut exists = vec![false; n + 1];
         exists[0] = true;
-        // Starts with no partition (below min_size) never count in ruptures: its zip drops them
-        // in the step that adds them, as they always come last. Leaving them out is the same.
-        let mut admissible: Vec<usize> = Vec::new();
-        // Per admissible start: estimate of ruptures' total, error bound, exact total (NaN
-        // until computed).
+        // The admissible starts, in ruptures' order, in blocks of consecutive starts that
+        // share an exact total inside one flat stretch: there every start ties with the next,
+        // ruptures keeps them all, and a block answers for all of them at once. Starts with no
+        // partition (below min_size) never count in ruptures: its zip drops them in the step
+        // that adds them, as they always come last. Leaving them out is the same.
+        let mut admissible: Vec<Block> = Vec::new();
+        // Per block: estimate of ruptures' total, error bound, exact total (NaN until known).
         let mut est: Vec<f64> = Vec::new();
         let mut err: Vec<f64> = Vec::new();
         let mut exact: Vec<f64> = Vec::new();
-        let mut kept = Vec::new();
+        let mut kept: Vec<Block> = Vec::new();
         for end in candidate_ends(n, min_size, jump) {
             let new = (end - min_size) / jump * jump;
             if exists[new] {
-                admissible.push(new);
+                let joins = admissible.last().is_some_and(|b| {
+                    b.last + jump == new
+                        && self.run_start[new] <= b.first
+                        && self.exact[b.first].is_some()
+                        && self.exact[new] == self.exact[b.first]
+                });
+                match admissible.last_mut() {
+                    Some(b) if joins => b.last = new,
+                    _ => admissible.push(Block {
+                        first: new,
+                        last: new,
+                    }),
+                }
+            }
+            // A block whose stretch ended no longer ties: back to single starts.
+            if admissible
+                .iter()
+                .any(|&b| b.first != b.last && self.uniform(b, end).is_none())
+            {
+                kept.clear();
+                for &b in &admissible {
+                    if b.first == b.last || self.uniform(b, end).is_some() {
+                        kept.push(b);
+                    } else {
+                        kept.extend(
+                            (b.first..=b.last)
+                                .step_by(jump)
+                                .map(|t| Block { first: t, last: t }),
+                        );
+                    }
+                }
+                std::mem::swap(&mut admissible, &mut kept);
             }
             est.clear();
             err.clear();
             exact.clear();
             let mut best = 0;
             let mut best_est = f64::INFINITY;
-            for (i, &t) in admissible.iter().enumerate() {
-                // A constant piece after a known exact total (long flat stretches, where every
-                // start ties): ruptures' value is known outright.
-                if let Some(f) = self.exact[t] {
-                    if self.run_start[end - 1] <= t && end - t <= self.exact_len[t] {
+            for (i, &b) in admissible.iter().enumerate() {
+                let t = b.first;
+                let (total, e, x) = match self.uniform(b, end) {
+                    // ruptures' value outright: the piece's cost is exactly 0.
+                    Some(f) => {
                         let total = f + (0.0 + pen);
-                        est.push(total);
-                        err.push(0.0);
-                        exact.push(total);
-                        if total < best_est {
-                            best_est = total;
-                            best = i;
-                        }
-                        continue;
+                        (total, 0.0, total)
                     }
-                }
-                let (c, c_err) = self.cost(t, end);
-                let v = c + pen;
-                let nt = self.node[t];
-                let total = nt.est + v;
+                    None => {
+                        let (c, c_err) = self.cost(t, end);
+                        let v = c + pen;
+                        let nt = self.node[t];
+                        let total = nt.est + v;
+                        let e = nt.err + c_err + self.rel * (v + total) + self.abs;
+                        (total, e, f64::NAN)
+                    }
+                };
                 est.push(total);
-                err.push(nt.err + c_err + self.rel * (v + total) + self.abs);
-                exact.push(f64::NAN);
+                err.push(e);
+                exact.push(x);
                 if total < best_est {
                     best_est = total;
                     best = i;
@@ -375,9 +413,9 @@ impl<'a> Fast<'a> {
 
             // The winner: clear unless another start's interval reaches the best one's.
             let reach = est[best] + err[best];
-            let t_best0 = admissible[best];
+            let t_best0 = admissible[best].first;
             let close = (0..admissible.len())
-                .any(|i| i != best && est[i] - err[i] <= reach && admissible[i] != t_best0);
+                .any(|i| i != best && est[i] - err[i] <= reach && admissible[i].first != t_best0);
             if close {
                 let mut win: Option<(usize, f64)> = None;
                 for i in 0..admissible.len() {
@@ -385,7 +423,7 @@ impl<'a> Fast<'a> {
                         continue;
                     }
                     let v = if exact[i].is_nan() {
-                        self.exact_candidate(admissible[i], end)
+                        self.exact_candidate(admissible[i].first, end)
                     } else {
                         exact[i]
                     };
@@ -398,9 +436,8 @@ impl<'a> Fast<'a> {
                     best = i;
                 }
             }
-            let t_best = admissible[best];
             exists[end] = true;
-            self.parent[end] = t_best;
+            self.parent[end] = admissible[best].first;
             if exact[best].is_nan() {
                 self.node[end].est = est[best];
                 self.node[end].err = err[best];
@@ -416,14 +453,13 @@ impl<'a> Fast<'a> {
             kept.clear();
             let mut exact_thr: Option<f64> = None;
             for i in 0..admissible.len() {
-                let t = admissible[i];
                 let keep = if est[i] + err[i] < thr - thr_err {
                     true
                 } else if est[i] - err[i] > thr + thr_err {
                     false
                 } else {
                     let v = if exact[i].is_nan() {
-                        self.exact_candidate(t, end)
+                        self.exact_candidate(admissible[i].first, end)
                     } else {
                         exact[i]
                     };
@@ -431,13 +467,20 @@ impl<'a> Fast<'a> {
                     v <= threshold
                 };
                 if keep {
-                    kept.push(t);
+                    kept.push(admissible[i]);
                 }
             }
             std::mem::swap(&mut admissible, &mut kept);
         }
         backtrack(&self.parent, n)
     }
+}
+
+/// Consecutive admissible starts `first, first + jump, …, last`.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    first: usize,
+    last: usize,
 }
 
 /// The most copies of `v` whose partial sums are all exact (so numpy's mean of them is `v` and

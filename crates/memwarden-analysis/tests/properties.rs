@@ -191,3 +191,34 @@ mod history {
         }
     }
 }
+
+/// Long flat stretches (whole pages that do not move for minutes) are where every start ties;
+/// `pelt` answers for whole blocks of them at once and must still agree with the reference.
+#[test]
+fn pelt_equals_reference_on_long_flat_stretches() {
+    let mut r = memwarden_analysis::synth::Rng::new(11);
+    for case in 0..300 {
+        let n = 20 + (r.next_u64() % 400) as usize;
+        let mut x = Vec::with_capacity(n);
+        while x.len() < n {
+            let run = 1 + (r.next_u64() % 60) as usize;
+            let v = match r.next_u64() % 4 {
+                0 => 0.0,
+                1 => 2.0 * (r.next_u64() % 8) as f64,
+                2 => 0.1 * (r.next_u64() % 5) as f64,
+                _ => (r.next_u64() % 3) as f64 + r.unit(),
+            };
+            x.extend(std::iter::repeat_n(v, run.min(n - x.len())));
+        }
+        let p = PeltParams {
+            penalty: [0.0, 0.5, 1.0, 4.0, 30.0][(r.next_u64() % 5) as usize],
+            min_size: (r.next_u64() % 5) as usize,
+            jump: 1 + (r.next_u64() % 4) as usize,
+        };
+        assert_eq!(
+            pelt(&x, &p),
+            pelt_reference(&x, &p),
+            "case {case}: {p:?} {x:?}"
+        );
+    }
+}

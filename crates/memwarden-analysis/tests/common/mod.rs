@@ -49,9 +49,27 @@ pub fn comparison_cases() -> Vec<(Vec<f64>, PeltParams)> {
         (training_trace(600, 2), p(4096.0, 2, 1)),
         (training_trace(300, 5), p(64.0, 3, 2)),
         (mib_bytes, p(256.0, 2, 1)),
+        (flat_stretches(600, 5), p(4.0, 2, 1)),
+        (flat_stretches(500, 6), p(1.0, 3, 3)),
         (vec![5.0], p(1.0, 1, 1)),
         (vec![5.0, 6.0], p(1.0, 2, 1)),
         (vec![1.0, 9.0, 1.0, 9.0, 1.0], p(0.5, 1, 1)),
         (vec![3.0; 7], p(1.0, 2, 10)),
     ]
+}
+
+/// Long flat stretches at a few levels (whole numbers, tenths, fractions): every start ties.
+pub fn flat_stretches(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = Rng::new(seed);
+    let mut x = Vec::with_capacity(n);
+    while x.len() < n {
+        let run = 1 + (r.next_u64() % 80) as usize;
+        let v = match r.next_u64() % 3 {
+            0 => 2.0 * (r.next_u64() % 8) as f64,
+            1 => 0.1 * (r.next_u64() % 5) as f64,
+            _ => (r.next_u64() % 3) as f64 + r.unit(),
+        };
+        x.extend(std::iter::repeat_n(v, run.min(n - x.len())));
+    }
+    x
 }
