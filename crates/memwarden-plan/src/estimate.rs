@@ -276,17 +276,11 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
     }
     let kv_cache_bytes = k_total.checked_add(v_total).ok_or_else(too_large)?;
     let mut recurrent = 0u64;
-    if let Some(s) = info.ssm {
-        // Per sequence, f32: the conv window and the SSM state (llama.cpp's r and s tensors).
-        let conv = s.conv_kernel.saturating_sub(1).saturating_mul(
-            s.inner_size.saturating_add(
-                2u64.saturating_mul(s.group_count)
-                    .saturating_mul(s.state_size),
-            ),
-        );
-        let state = s.state_size.saturating_mul(s.inner_size);
-        let per_layer = conv
-            .saturating_add(state)
+    if let Some(r) = info.recurrent {
+        // Per sequence, f32 (llama.cpp's r and s tensors).
+        let per_layer = r
+            .r_elems
+            .saturating_add(r.s_elems)
             .saturating_mul(4)
             .saturating_mul(opts.parallel as u64);
         for (l, &n_kv) in info.head_count_kv.iter().enumerate() {

@@ -11,13 +11,12 @@ pub enum ModelFormat {
     Safetensors,
 }
 
-/// The state a recurrent (Mamba-style) layer keeps per sequence.
+/// The state one recurrent layer keeps per sequence, in f32 elements: llama.cpp's `r` (the
+/// convolution or token-shift window) and `s` (the SSM or WKV state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SsmShape {
-    pub conv_kernel: u64,
-    pub inner_size: u64,
-    pub state_size: u64,
-    pub group_count: u64,
+pub struct RecurrentState {
+    pub r_elems: u64,
+    pub s_elems: u64,
 }
 
 /// A model's memory-relevant shape.
@@ -41,7 +40,8 @@ pub struct ModelInfo {
     pub sliding_window: Option<u64>,
     /// Per layer: does it use the sliding window?
     pub swa_layers: Vec<bool>,
-    pub ssm: Option<SsmShape>,
+    /// The state of each layer without KV heads, when the model has recurrent layers.
+    pub recurrent: Option<RecurrentState>,
     /// Weight bytes of each repeating layer (`blk.N.*`); empty when the format does not say.
     pub layer_weights: Vec<u64>,
     pub notes: Vec<String>,
@@ -145,18 +145,35 @@ impl ModelInfo {
                 },
             }
         }
-        let ssm = match (
+        let embd = embedding.unwrap_or(0);
+        let ssm = (
             num("ssm.conv_kernel"),
             num("ssm.inner_size"),
             num("ssm.state_size"),
-        ) {
-            (Some(conv_kernel), Some(inner_size), Some(state_size)) => Some(SsmShape {
-                conv_kernel,
-                inner_size,
-                state_size,
-                group_count: num("ssm.group_count").unwrap_or(1).max(1),
-            }),
-            _ => None,
+        );
+        let recurrent = if let Some(head) = num("wkv.head_size") {
+            // RWKV: a token-shift window and a WKV state per head.
+            Some(RecurrentState {
+                r_elems: num("token_shift_count").unwrap_or(2).saturating_mul(embd),
+                s_elems: embd.saturating_mul(head),
+            })
+        } else if let Some(l_cache) = num("shortconv.l_cache") {
+            // Short-convolution layers (LFM2): a window and no state.
+            Some(RecurrentState {
+                r_elems: embd.saturating_mul(l_cache.saturating_sub(1)),
+                s_elems: 0,
+            })
+        } else if let (Some(conv), Some(inner), Some(state)) = ssm {
+            // Mamba: the conv window over x, B and C, and the SSM state.
+            let groups = num("ssm.group_count").unwrap_or(1).max(1);
+            Some(RecurrentState {
+                r_elems: conv.saturating_sub(1).saturating_mul(
+                    inner.saturating_add(2u64.saturating_mul(groups).saturating_mul(state)),
+                ),
+                s_elems: state.saturating_mul(inner),
+            })
+        } else {
+            None
         };
         // Hybrids that interleave recurrent layers say which layers attend by an interval
         // (`full_attention_interval` n: layer l attends when (l + 1) % n == 0).
@@ -168,7 +185,7 @@ impl ModelInfo {
                 }
             }
         }
-        let head_count_kv = if head_count_kv.is_empty() && ssm.is_none() {
+        let head_count_kv = if head_count_kv.is_empty() && recurrent.is_none() {
             return Err(format!(
                 "no {arch}.attention.head_count in the metadata (needed for the KV cache)"
             ));
@@ -209,7 +226,7 @@ impl ModelInfo {
             value_length,
             sliding_window,
             swa_layers,
-            ssm,
+            recurrent,
             layer_weights,
             notes,
         })

@@ -313,7 +313,7 @@ pub fn from_config(root: &Value) -> Result<ModelInfo, String> {
         value_length: head_dim,
         sliding_window: window,
         swa_layers: swa,
-        ssm: None,
+        recurrent: None,
         layer_weights: Vec::new(),
         notes,
     })

@@ -438,3 +438,20 @@ fn full_attention_interval_marks_the_attention_layers() {
     // Layers 3 and 7 attend: 2 layers x (K + V) x 2 heads x 256 x f16 x 4096 cells.
     assert_eq!(e.kv_cache_bytes, 2 * 2 * 2 * 256 * 2 * 4096);
 }
+
+#[test]
+fn rwkv_layers_hold_state_not_kv() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rwkv7.gguf");
+    Gguf::new()
+        .kv("general.architecture", Meta::Str("rwkv7".into()))
+        .kv("rwkv7.block_count", Meta::U32(3))
+        .kv("rwkv7.context_length", Meta::U32(4096))
+        .kv("rwkv7.embedding_length", Meta::U32(512))
+        .kv("rwkv7.wkv.head_size", Meta::U32(64))
+        .write(&path);
+    let e = estimate_file(&path, &opts(4096)).unwrap();
+    assert_eq!(e.kv_cache_bytes, 0);
+    // 3 layers x f32 x (2 x 512 token shift + 512 x 64 WKV state), one sequence.
+    assert_eq!(e.recurrent_state_bytes, 3 * 4 * (2 * 512 + 512 * 64));
+}
