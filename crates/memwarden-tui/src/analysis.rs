@@ -17,7 +17,16 @@ use crate::table::RowKey;
 pub struct Analyst {
     history: History,
     pelt: PeltParams,
+    /// The last changepoint segments: for which row, at how many samples, and what they were.
+    /// PELT is linear on a series with changes but quadratic on a flat one, so it runs again
+    /// only when the row changes or the series has grown by `SEGMENTS_EVERY` samples.
+    segments: Option<(RowKey, u64, Vec<Segment>)>,
+    /// Snapshots observed since the start (or the last reset).
+    observed: u64,
 }
+
+/// Samples between two changepoint runs for the selected row.
+const SEGMENTS_EVERY: u64 = 10;
 
 fn badge(p: Phase) -> PhaseBadge {
     match p {
@@ -52,24 +61,29 @@ impl Analyst {
                 ..HistoryConfig::default()
             }),
             pelt: PeltParams::default(),
+            segments: None,
+            observed: 0,
         }
     }
 
     pub fn observe(&mut self, snap: &Snapshot) {
         self.history.observe(snap);
+        self.observed += 1;
     }
 
     pub fn reset(&mut self) {
         self.history.clear();
+        self.segments = None;
+        self.observed = 0;
     }
 
     /// What the analysis says after the last snapshot; `focus` also gets its changepoints.
-    pub fn insights(&self, snap: &Snapshot, focus: Option<&RowKey>) -> Insights {
+    pub fn insights(&mut self, snap: &Snapshot, focus: Option<&RowKey>) -> Insights {
         let mut out = Insights::default();
         for (i, track) in self.history.gpus() {
-            out.gpus.insert(i, self.view(track, true));
+            out.gpus.insert(i, view(track, true));
         }
-        out.host = self.view(self.history.host(), true);
+        out.host = view(self.history.host(), true);
         let frameworks: HashMap<ProcessId, Framework> = snap
             .processes
             .iter()
@@ -79,8 +93,7 @@ impl Analyst {
             })
             .collect();
         for (id, pt) in self.history.processes() {
-            let with_segments = focus == Some(&RowKey::Process(id));
-            let mut v = self.view(&pt.track, with_segments);
+            let mut v = view(&pt.track, focus == Some(&RowKey::Process(id)));
             v.framework = frameworks
                 .get(&id)
                 .map(|f| f.as_str().to_string())
@@ -100,55 +113,89 @@ impl Analyst {
             }
         }
         for (id, track) in self.history.workloads() {
-            let with_segments = focus == Some(&RowKey::Workload(id.to_string()));
-            out.workloads
-                .insert(id.to_string(), self.view(track, with_segments));
+            let v = view(track, focus == Some(&RowKey::Workload(id.to_string())));
+            out.workloads.insert(id.to_string(), v);
+        }
+        if let Some(key) = focus {
+            let track = match key {
+                RowKey::Process(id) => self.history.process(*id).map(|p| &p.track),
+                RowKey::Workload(id) => self.history.workload(id),
+            };
+            let segs = track
+                .map(|t| segments_of(&mut self.segments, &self.pelt, key, t, self.observed))
+                .unwrap_or_default();
+            let slot = match key {
+                RowKey::Process(id) => out.processes.get_mut(id),
+                RowKey::Workload(id) => out.workloads.get_mut(id),
+            };
+            if let Some(v) = slot {
+                v.segments = segs;
+            }
         }
         out
     }
+}
 
-    /// A series as the widgets want it; the values (for a sparkline) and the changepoints only
-    /// when `full`: every row has a phase, but only the pools and the selected row are drawn
-    /// over time.
-    fn view(&self, track: &Track, full: bool) -> SeriesView {
-        let values: Vec<u64> = if full {
-            track.series.iter().map(|s| to_bytes(s.mib)).collect()
-        } else {
-            Vec::new()
-        };
-        let segments = full;
-        let ph = track.phase;
-        // Until the window holds enough rates the label means nothing: show none.
-        let known = ph.confidence > 0.0;
-        let mut v = SeriesView {
-            values,
-            phase: known.then(|| badge(ph.phase)),
-            confidence: ph.confidence.clamp(0.0, 1.0),
-            rate_bytes_per_s: known
-                .then_some(ph.rate_mib_s * MIB)
-                .filter(|r| r.is_finite()),
-            oom: track.oom.map(|o| o.display()),
-            ..SeriesView::default()
-        };
-        if segments && track.series.len() >= 4 {
-            let values = track.series.values();
-            let times = track.series.times();
-            if let Ok(bps) = pelt(&values, &self.pelt) {
-                let ctx = LabelContext {
-                    total_mib: track.total_mib,
-                };
-                v.segments = label_segments(&values, &times, &bps, &ctx)
-                    .into_iter()
-                    .map(|s| Segment {
-                        start: s.start,
-                        end: s.end,
-                        label: s.label.as_str().to_string(),
-                        mean_bytes: s.mean_mib * MIB,
-                    })
-                    .collect();
-            }
+/// The changepoint segments of the selected row's series, recomputed when due.
+/// `now` counts the snapshots observed, so a full ring (whose length no longer changes) still
+/// gets fresh segments.
+fn segments_of(
+    cache: &mut Option<(RowKey, u64, Vec<Segment>)>,
+    params: &PeltParams,
+    key: &RowKey,
+    track: &Track,
+    now: u64,
+) -> Vec<Segment> {
+    if let Some((k, at, segs)) = &*cache
+        && k == key
+        && now < at + SEGMENTS_EVERY
+        && now >= *at
+    {
+        return segs.clone();
+    }
+    let mut segs = Vec::new();
+    if track.series.len() >= 4 {
+        let values = track.series.values();
+        let times = track.series.times();
+        if let Ok(bps) = pelt(&values, params) {
+            let ctx = LabelContext {
+                total_mib: track.total_mib,
+            };
+            segs = label_segments(&values, &times, &bps, &ctx)
+                .into_iter()
+                .map(|s| Segment {
+                    start: s.start,
+                    end: s.end,
+                    label: s.label.as_str().to_string(),
+                    mean_bytes: s.mean_mib * MIB,
+                })
+                .collect();
         }
-        v
+    }
+    *cache = Some((key.clone(), now, segs.clone()));
+    segs
+}
+
+/// A series as the widgets want it; the values (for a sparkline) only for `with_values`: every
+/// row has a phase, but only the pools and the selected row are drawn over time.
+fn view(track: &Track, with_values: bool) -> SeriesView {
+    let values: Vec<u64> = if with_values {
+        track.series.iter().map(|s| to_bytes(s.mib)).collect()
+    } else {
+        Vec::new()
+    };
+    let ph = track.phase;
+    // Until the window holds enough rates the label means nothing: show none.
+    let known = ph.confidence > 0.0;
+    SeriesView {
+        values,
+        phase: known.then(|| badge(ph.phase)),
+        confidence: ph.confidence.clamp(0.0, 1.0),
+        rate_bytes_per_s: known
+            .then_some(ph.rate_mib_s * MIB)
+            .filter(|r| r.is_finite()),
+        oom: track.oom.map(|o| o.display()),
+        ..SeriesView::default()
     }
 }
 
@@ -223,7 +270,37 @@ mod tests {
         assert!(p.verdict.is_some());
         assert!(!p.segments.is_empty());
         // Changepoints only for the focused row.
-        assert!(ins.gpus[&0].segments.len() <= 40);
+        assert!(ins.gpus[&0].segments.is_empty());
+    }
+
+    #[test]
+    fn segments_follow_a_full_ring() {
+        // A ring of 20 samples, long full: a step must still show up in the segments.
+        let mut a = Analyst::new(20);
+        let id = ProcessId {
+            pid: 7,
+            starttime: 70,
+        };
+        let focus = RowKey::Process(id);
+        let mut t = 0;
+        for _ in 0..60 {
+            t += 1000;
+            a.observe(&snap(t, 10));
+            a.insights(&snap(t, 10), Some(&focus));
+        }
+        let flat = a.insights(&snap(t, 10), Some(&focus)).processes[&id]
+            .segments
+            .len();
+        for _ in 0..12 {
+            t += 1000;
+            a.observe(&snap(t, 40));
+            a.insights(&snap(t, 40), Some(&focus));
+        }
+        let stepped = a.insights(&snap(t, 40), Some(&focus)).processes[&id]
+            .segments
+            .len();
+        assert_eq!(flat, 1);
+        assert!(stepped > flat, "{stepped}");
     }
 
     #[test]
