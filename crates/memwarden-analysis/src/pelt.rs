@@ -271,20 +271,6 @@ impl<'a> Fast<'a> {
         }
     }
 
-    /// Our value of the L2 cost of `x[a..b]` and a bound on its distance to the exact one:
-    /// differences of the double-double prefix sums, then plain floating point (the
-    /// subtraction's rounding is bounded by the magnitudes it cancels).
-    #[inline]
-    fn cost(&self, a: usize, b: usize) -> (f64, f64) {
-        let l = (b - a) as f64;
-        let (na, nb) = (&self.node[a], &self.node[b]);
-        let s = (nb.s_hi - na.s_hi) + (nb.s_lo - na.s_lo);
-        let q = (nb.q_hi - na.q_hi) + (nb.q_lo - na.q_lo);
-        let m = s * s / l;
-        let c = q - m;
-        (c.max(0.0), 8.0 * EPS * (q.abs() + m))
-    }
-
     /// ruptures' value of the cost of `x[a..b]`.
     fn numpy_cost(&mut self, a: usize, b: usize) -> f64 {
         if self.run_start[b - 1] <= a && b - a <= self.exact_len[a] {
@@ -385,20 +371,32 @@ impl<'a> Fast<'a> {
             exact.clear();
             let mut best = 0;
             let mut best_est = f64::INFINITY;
+            let nb = self.node[end];
+            let flat_from = self.run_start[end - 1];
             for (i, &b) in admissible.iter().enumerate() {
                 let t = b.first;
-                let (total, e, x) = match self.uniform(b, end) {
+                let na = self.node[t];
+                let flat = flat_from <= t && end - t <= self.exact_len[t];
+                let (total, e, x) = match self.exact[t] {
                     // ruptures' value outright: the piece's cost is exactly 0.
-                    Some(f) => {
+                    Some(f) if flat => {
                         let total = f + (0.0 + pen);
                         (total, 0.0, total)
                     }
-                    None => {
-                        let (c, c_err) = self.cost(t, end);
+                    _ => {
+                        // Our value of the cost, from differences of the double-double prefix
+                        // sums then plain floating point, and a bound on its distance to the
+                        // exact one (the subtraction's rounding is bounded by the magnitudes
+                        // it cancels).
+                        let l = (end - t) as f64;
+                        let s = (nb.s_hi - na.s_hi) + (nb.s_lo - na.s_lo);
+                        let q = (nb.q_hi - na.q_hi) + (nb.q_lo - na.q_lo);
+                        let m = s * s / l;
+                        let c = (q - m).max(0.0);
+                        let c_err = 8.0 * EPS * (q.abs() + m);
                         let v = c + pen;
-                        let nt = self.node[t];
-                        let total = nt.est + v;
-                        let e = nt.err + c_err + self.rel * (v + total) + self.abs;
+                        let total = na.est + v;
+                        let e = na.err + c_err + self.rel * (v + total) + self.abs;
                         (total, e, f64::NAN)
                     }
                 };
