@@ -9,6 +9,7 @@ pub mod fit;
 pub mod ggml;
 pub mod gguf;
 pub mod model;
+pub mod ollama;
 pub mod place;
 pub mod safetensors;
 pub mod topology;

@@ -601,3 +601,34 @@ fn place_pid_sets_a_real_processes_affinity() {
         "no process 999999999",
     );
 }
+
+#[test]
+fn estimate_an_ollama_model_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let hex = "ab".repeat(32);
+    std::fs::create_dir_all(models.join("blobs")).unwrap();
+    llama(32, 4096, 32, 32, 4096, 1).write(&models.join(format!("blobs/sha256-{hex}")));
+    let manifest = models.join("manifests/registry.ollama.ai/library/tiny/7b");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    let body = serde_json::json!({"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.template", "digest": format!("sha256:{}", "cd".repeat(32))},
+        {"mediaType": "application/vnd.ollama.image.model", "digest": format!("sha256:{hex}")}
+    ]});
+    std::fs::write(&manifest, body.to_string()).unwrap();
+    let run = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_memwarden"))
+            .args(["estimate", name, "--json"])
+            .env("MEMWARDEN_GPU_SOURCE", "none")
+            .env("OLLAMA_MODELS", &models)
+            .env("HOME", dir.path())
+            .output()
+            .unwrap()
+    };
+    let o = run("tiny:7b");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["kv_cache_bytes"], 2u64 << 30);
+    assert_bad(&run("tiny:13b"), "nor is it a model Ollama has here");
+    std::fs::remove_file(models.join(format!("blobs/sha256-{hex}"))).unwrap();
+    assert_bad(&run("tiny:7b"), "blob of Ollama model tiny:7b is missing");
+}

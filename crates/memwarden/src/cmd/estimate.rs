@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use memwarden_plan::estimate::{Estimate, EstimateOptions, KvType, estimate_file};
+use memwarden_plan::ollama;
 use memwarden_plan::topology::find_gpu;
 use memwarden_probe::size::{format_size, parse_size};
 use memwarden_probe::snapshot::Gpu;
@@ -15,7 +16,8 @@ use crate::cli::Global;
 
 #[derive(Debug, Args)]
 pub struct EstimateArgs {
-    /// A GGUF file, a .safetensors file, or a directory of safetensors shards with config.json
+    /// A GGUF file, a .safetensors file, a directory of safetensors shards with config.json, or
+    /// the name of a model Ollama has pulled (llama3.1:8b)
     #[arg(value_name = "MODEL")]
     pub model: PathBuf,
     /// Context in tokens, the total over all parallel slots (llama.cpp's -c); default: the
@@ -58,6 +60,19 @@ pub fn gpu_free(gpu: &Gpu) -> Option<u64> {
     }
 }
 
+/// The GGUF blob behind an Ollama model name (`llama3.1:8b`), when Ollama has it.
+fn ollama_blob(name: &std::path::Path) -> Result<Option<PathBuf>> {
+    let Some(name) = name.to_str() else {
+        return Ok(None);
+    };
+    for dir in ollama::model_dirs() {
+        if let Some(blob) = ollama::resolve(&dir, name)? {
+            return Ok(Some(blob));
+        }
+    }
+    Ok(None)
+}
+
 pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
     let kv_type: KvType = args.kv_type.parse()?;
     let (vram, gpu_label) = match (&args.vram, args.gpu) {
@@ -74,9 +89,16 @@ pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
     if args.fits && vram.is_none() {
         bail!("--fits needs --gpu IDX or --vram SIZE to fit into");
     }
-    if !args.model.exists() {
-        bail!("model file {} does not exist", args.model.display());
-    }
+    let model = if args.model.exists() {
+        args.model.clone()
+    } else {
+        ollama_blob(&args.model)?.with_context(|| {
+            format!(
+                "model file {} does not exist (nor is it a model Ollama has here)",
+                args.model.display()
+            )
+        })?
+    };
     let opts = EstimateOptions {
         ctx: args.ctx,
         parallel: args.parallel,
@@ -85,7 +107,7 @@ pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
         vram_bytes: vram,
         ubatch: args.ubatch,
     };
-    let e = estimate_file(&args.model, &opts)?;
+    let e = estimate_file(&model, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string(&e)?);
     } else {
