@@ -11,7 +11,7 @@ use memwarden_analysis::{
 };
 use memwarden_probe::snapshot::{ProcessId, Snapshot};
 
-use crate::insight::{Insights, PhaseBadge, Segment, SeriesView, Verdict};
+use crate::insight::{Insights, PhaseBadge, Segment, SeriesView, Verdict, merge_segments};
 use crate::table::RowKey;
 
 pub struct Analyst {
@@ -161,15 +161,19 @@ fn segments_of(
             let ctx = LabelContext {
                 total_mib: track.total_mib,
             };
-            segs = label_segments(&values, &times, &bps, &ctx)
-                .into_iter()
-                .map(|s| Segment {
-                    start: s.start,
-                    end: s.end,
-                    label: s.label.as_str().to_string(),
-                    mean_bytes: s.mean_mib * MIB,
-                })
-                .collect();
+            segs = merge_segments(
+                label_segments(&values, &times, &bps, &ctx)
+                    .into_iter()
+                    .map(|s| Segment {
+                        start: s.start,
+                        end: s.end,
+                        start_ms: s.start_ms,
+                        end_ms: s.end_ms,
+                        label: s.label.as_str().to_string(),
+                        mean_bytes: s.mean_mib * MIB,
+                    })
+                    .collect(),
+            );
         }
     }
     *cache = Some((key.clone(), now, segs.clone()));

@@ -263,8 +263,34 @@ impl App {
     }
 
     fn select(&mut self, i: usize) {
+        let before = self.selected_key.clone();
         self.selected = i.min(self.rows.len().saturating_sub(1));
         self.selected_key = self.rows.get(self.selected).map(|r| r.key.clone());
+        if self.detail && self.selected_key != before {
+            self.refresh_insights();
+        }
+    }
+
+    /// The analysis again for the current snapshot: the detail pane's row gets its history and
+    /// changepoints now, not at the next sample (a paused replay may have none coming).
+    fn refresh_insights(&mut self) {
+        if let Some(snap) = &self.snap {
+            let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
+            self.insights = self.analyst.insights(snap, focus);
+            self.rows_verdicts_refresh();
+        }
+    }
+
+    /// Phases and verdicts in the rows follow the insights.
+    fn rows_verdicts_refresh(&mut self) {
+        for r in &mut self.rows {
+            let view = match &r.key {
+                RowKey::Process(id) => self.insights.processes.get(id),
+                RowKey::Workload(id) => self.insights.workloads.get(id),
+            };
+            r.phase = view.and_then(|v| v.phase);
+            r.verdict = view.and_then(|v| v.verdict.as_ref().map(|(v, _)| *v));
+        }
     }
 
     pub fn say(&mut self, msg: impl Into<String>, now: Instant) {
@@ -386,7 +412,10 @@ impl App {
                 }
                 self.rebuild();
             }
-            Action::ToggleDetail => self.detail = !self.detail,
+            Action::ToggleDetail => {
+                self.detail = !self.detail;
+                self.refresh_insights();
+            }
             Action::ToggleMap => self.show_map = !self.show_map,
             Action::NextTheme => {
                 if self.colour {

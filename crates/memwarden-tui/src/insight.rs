@@ -76,8 +76,31 @@ pub struct Segment {
     /// Sample indices into `SeriesView::values`, end exclusive.
     pub start: usize,
     pub end: usize,
+    /// When the stretch began and ended (the snapshots' `taken_at_ms`).
+    pub start_ms: u64,
+    pub end_ms: u64,
     pub label: String,
     pub mean_bytes: f64,
+}
+
+/// Joins neighbours with the same label: PELT cuts a steady rise into a staircase of short
+/// pieces that the labelling names `growth` one by one; a person wants one stretch.
+pub fn merge_segments(segments: Vec<Segment>) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::with_capacity(segments.len());
+    for s in segments {
+        match out.last_mut() {
+            Some(last) if last.label == s.label && last.end == s.start => {
+                let (a, b) = ((last.end - last.start) as f64, (s.end - s.start) as f64);
+                if a + b > 0.0 {
+                    last.mean_bytes = (last.mean_bytes * a + s.mean_bytes * b) / (a + b);
+                }
+                last.end = s.end;
+                last.end_ms = s.end_ms;
+            }
+            _ => out.push(s),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -131,6 +154,27 @@ pub fn spark(values: &[u64], width: usize, max: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbours_with_one_label_merge() {
+        let seg = |start, end, label: &str, mean| Segment {
+            start,
+            end,
+            start_ms: start as u64 * 1000,
+            end_ms: end as u64 * 1000,
+            label: label.into(),
+            mean_bytes: mean,
+        };
+        let m = merge_segments(vec![
+            seg(0, 2, "load", 1.0),
+            seg(2, 4, "growth", 2.0),
+            seg(4, 8, "growth", 5.0),
+            seg(8, 9, "plateau", 6.0),
+        ]);
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[1].start, m[1].end, m[1].end_ms), (2, 8, 8000));
+        assert_eq!(m[1].mean_bytes, 4.0);
+    }
 
     #[test]
     fn sparklines() {

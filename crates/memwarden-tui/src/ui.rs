@@ -715,18 +715,18 @@ fn draw_body(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
         return;
     }
     if layout == Layout3::Mini {
-        draw_detail(f, app, snap, area);
+        draw_detail(f, app, snap, area, Borders::TOP);
     } else if area.width >= 150 {
         let [left, right] =
             Layout::horizontal([Constraint::Min(80), Constraint::Length(area.width * 2 / 5)])
                 .areas(area);
         draw_table(f, app, left);
-        draw_detail(f, app, snap, right);
+        draw_detail(f, app, snap, right, Borders::TOP | Borders::LEFT);
     } else {
         let [top, bottom] =
             Layout::vertical([Constraint::Min(4), Constraint::Percentage(50)]).areas(area);
         draw_table(f, app, top);
-        draw_detail(f, app, snap, bottom);
+        draw_detail(f, app, snap, bottom, Borders::TOP);
     }
 }
 
@@ -813,10 +813,10 @@ fn draw_table(f: &mut Frame, app: &App, area: Rect) {
     *app.hits.borrow_mut() = hits;
 }
 
-fn draw_detail(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect) {
+fn draw_detail(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, borders: Borders) {
     let t = &app.theme;
     let block = Block::new()
-        .borders(Borders::TOP)
+        .borders(borders)
         .title(Span::styled(" Detail ", t.title))
         .border_style(t.border);
     let inner = block.inner(area);
@@ -973,13 +973,14 @@ fn draw_detail(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect) {
             ),
         ]));
     }
-    for s in &view.segments {
+    // The latest stretches first: what it is doing now matters most.
+    for s in view.segments.iter().rev().take(8) {
         lines.push(kv(
             "segment",
             format!(
-                "samples {}–{} {} (mean {})",
-                s.start,
-                s.end,
+                "{}–{} {} (mean {})",
+                clock(s.start_ms),
+                clock(s.end_ms),
                 s.label,
                 format_size(s.mean_bytes.max(0.0) as u64)
             ),
