@@ -1,16 +1,17 @@
 //! Will this process survive? OK / TIGHT / OOM per process on a GPU, with the reason.
 //!
 //! Checks, in order (each one's reason is what the user sees):
-//! 1. Pre-allocating frameworks (vLLM, SGLang, TGI, JAX) reserve their pool at start and run at
-//!    95%+ on purpose: they are exempt from the headroom floors and their expected peak is their
-//!    use × 1.05, never a multiplier over memory they already hold.
-//! 2. Spike: the process's past peak minus its current use exceeds the free memory → OOM (a
+//! 1. Spike: the process's past peak minus its current use exceeds the free memory → OOM (a
 //!    training step that allocated that much before will do it again).
-//! 3. Critical floor: free below 2% of the device → TIGHT, whatever the phase.
-//! 4. Stable or shrinking: free below 5% → TIGHT, else OK.
-//! 5. Growing or volatile: expected peak = max(past peak, base × framework multiplier), base being
+//! 2. Critical floor: free below 2% of the device → TIGHT, whatever the phase.
+//! 3. Stable or shrinking: free below 5% → TIGHT, else OK.
+//! 4. Growing or volatile: expected peak = max(past peak, base × framework multiplier), base being
 //!    the model size when known, else the current use. Needing more than is free → OOM, more than
 //!    three quarters of it → TIGHT.
+//!
+//! Pre-allocating frameworks (vLLM, SGLang, TGI, JAX) reserve their pool at start and run at 95%+
+//! on purpose: they skip the spike check and the floors (1–3), and their expected peak is their
+//! use × 1.05, never a multiplier over memory they already hold.
 //!
 //! Then collective pressure: when the expected peaks of all processes on a device add up to more
 //! than the device, every OK becomes TIGHT and every TIGHT becomes OOM.
@@ -87,9 +88,9 @@ impl Framework {
             Framework::PyTorchInference | Framework::Ollama | Framework::LlamaCpp => 1.2,
             Framework::Lora => 1.5,
             Framework::PyTorchTraining => 4.0,
-            Framework::Vllm | Framework::Sglang | Framework::Tgi => 1.8,
             Framework::PyTorch | Framework::TensorFlow => 2.5,
-            Framework::Jax => 1.05,
+            // Their pool is already held: only a small margin on top of it.
+            Framework::Vllm | Framework::Sglang | Framework::Tgi | Framework::Jax => 1.05,
             Framework::Unknown | Framework::Other(_) => 1.5,
         }
     }
@@ -235,18 +236,8 @@ pub fn survival(
         expected_peak_bytes: finite_u64(peak),
     };
 
-    if p.framework.is_preallocating() {
-        let peak = peak_seen.max(used * cfg.preallocated_factor);
-        return make(
-            Verdict::Ok,
-            format!(
-                "{} pre-allocates its pool: runs full on purpose",
-                p.framework.as_str()
-            ),
-            peak,
-        );
-    }
-    if peak_seen - used > free {
+    let prealloc = p.framework.is_preallocating();
+    if !prealloc && peak_seen - used > free {
         return make(
             Verdict::Oom,
             format!(
@@ -257,7 +248,7 @@ pub fn survival(
             peak_seen,
         );
     }
-    if total > 0.0 && free < total * cfg.critical_free_fraction {
+    if !prealloc && total > 0.0 && free < total * cfg.critical_free_fraction {
         return make(
             Verdict::Tight,
             format!(
@@ -270,7 +261,17 @@ pub fn survival(
     }
     match p.phase {
         Phase::Stable | Phase::Shrinking => {
-            if total > 0.0 && free < total * cfg.stable_free_fraction {
+            if prealloc {
+                make(
+                    Verdict::Ok,
+                    format!(
+                        "{}, {} pre-allocates its pool and runs full on purpose",
+                        p.phase.as_str(),
+                        p.framework.as_str()
+                    ),
+                    peak_seen.max(used * cfg.preallocated_factor),
+                )
+            } else if total > 0.0 && free < total * cfg.stable_free_fraction {
                 make(
                     Verdict::Tight,
                     format!(
@@ -286,16 +287,20 @@ pub fn survival(
             }
         }
         Phase::Growing | Phase::Volatile => {
-            let m = p.framework.multiplier();
-            let base = p.model_bytes.map_or(used, |b| b as f64);
+            // A pre-allocating framework already holds its pool: a multiplier over it would
+            // count the pool twice, whatever the model's size.
+            let (m, base, what) = if prealloc {
+                (cfg.preallocated_factor, used, "use, pre-allocated")
+            } else {
+                match p.model_bytes {
+                    Some(b) => (p.framework.multiplier(), b as f64, "weights"),
+                    None => (p.framework.multiplier(), used, "use"),
+                }
+            };
             let expected = peak_seen.max(base * m);
             let need = (expected - used).max(0.0);
-            let what = match p.model_bytes {
-                Some(_) => "weights",
-                None => "use",
-            };
             let why = format!(
-                "{}: expected peak {} ({} × {:.1} for {}), needs {} more, {} free",
+                "{}: expected peak {} ({} × {:.2} for {}), needs {} more, {} free",
                 p.phase.as_str(),
                 gib(expected),
                 what,

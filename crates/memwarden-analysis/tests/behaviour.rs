@@ -229,11 +229,15 @@ fn survival_verdicts_follow_the_documented_checks() {
     assert_eq!(s.verdict, Verdict::Oom, "{}", s.reason);
     // vLLM runs full on purpose: exempt from the floors, its peak is its use × 1.05.
     let vllm = one(
-        input(76 * GIB, 76 * GIB, Phase::Growing, Framework::Vllm),
+        input(76 * GIB, 76 * GIB, Phase::Stable, Framework::Vllm),
         GIB / 2,
     );
     assert_eq!(vllm.verdict, Verdict::Ok, "{}", vllm.reason);
     assert_eq!(vllm.expected_peak_bytes, (76.0 * 1.05 * GIB as f64) as u64);
+    // Still growing into its pool: 5% more than its use must fit, not 1.8× its use.
+    let filling = input(40 * GIB, 40 * GIB, Phase::Growing, Framework::Sglang);
+    assert_eq!(one(filling.clone(), 10 * GIB).verdict, Verdict::Ok);
+    assert_eq!(one(filling, GIB).verdict, Verdict::Oom);
 }
 
 #[test]
