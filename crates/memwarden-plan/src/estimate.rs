@@ -92,7 +92,12 @@ pub struct EstimateOptions {
     pub ctx: Option<u64>,
     /// Parallel sequences (`-np`).
     pub parallel: u32,
+    /// The type of both caches (llama.cpp's `-ctk` and `-ctv` together).
     pub kv_type: KvType,
+    /// The K cache's type when it differs (`-ctk`).
+    pub kv_type_k: Option<KvType>,
+    /// The V cache's type when it differs (`-ctv`).
+    pub kv_type_v: Option<KvType>,
     pub flash_attn: bool,
     /// Free VRAM to fit into; `None` skips the fit question.
     pub vram_bytes: Option<u64>,
@@ -106,6 +111,8 @@ impl Default for EstimateOptions {
             ctx: None,
             parallel: 1,
             kv_type: KvType::F16,
+            kv_type_k: None,
+            kv_type_v: None,
             flash_attn: false,
             vram_bytes: None,
             ubatch: DEFAULT_UBATCH,
@@ -127,7 +134,9 @@ pub struct Estimate {
     /// KV cells of a sliding-window layer.
     pub kv_size_swa: Option<u64>,
     pub parallel: u32,
+    /// The K cache's type (kept under this name, which says both when they agree).
     pub kv_type: KvType,
+    pub kv_type_v: KvType,
     pub flash_attn: bool,
     /// Tokens per micro-batch the compute buffers are sized for (never more than the cells).
     pub ubatch: u64,
@@ -213,11 +222,13 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
     if opts.parallel == 0 {
         return Err("--parallel must be at least 1".into());
     }
-    let kv = opts.kv_type.layout();
-    if opts.kv_type.is_quantized() && !opts.flash_attn {
+    let type_k = opts.kv_type_k.unwrap_or(opts.kv_type);
+    let type_v = opts.kv_type_v.unwrap_or(opts.kv_type);
+    let (kl, vl) = (type_k.layout(), type_v.layout());
+    if type_v.is_quantized() && !opts.flash_attn {
         return Err(format!(
-            "a quantised V cache ({}) needs flash attention: add --flash-attn, or use f16",
-            kv.name
+            "a quantised V cache ({}) needs flash attention: add --flash-attn, or keep V in f16",
+            vl.name
         ));
     }
     let context = match opts.ctx.or(info.context_length) {
@@ -261,13 +272,13 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
             (Some(s), Some(true)) => s,
             _ => kv_size,
         };
-        let row = |len: u64| {
+        let row = |len: u64, layout: TypeLayout| {
             len.checked_mul(n_kv)
-                .and_then(|e| kv.row_bytes(e))
+                .and_then(|e| layout.row_bytes(e))
                 .and_then(|r| r.checked_mul(cells))
         };
-        let k = row(info.key_length).ok_or_else(too_large)?;
-        let v = row(info.value_length).ok_or_else(too_large)?;
+        let k = row(info.key_length, kl).ok_or_else(too_large)?;
+        let v = row(info.value_length, vl).ok_or_else(too_large)?;
         k_total = k_total.checked_add(k).ok_or_else(too_large)?;
         v_total = v_total.checked_add(v).ok_or_else(too_large)?;
         if let Some(slot) = layer_kv.get_mut(l) {
@@ -337,7 +348,8 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         kv_size,
         kv_size_swa: swa_size,
         parallel: opts.parallel,
-        kv_type: opts.kv_type,
+        kv_type: type_k,
+        kv_type_v: type_v,
         flash_attn: opts.flash_attn,
         ubatch: opts.ubatch.min(kv_size),
         weights_bytes: info.weights_bytes,

@@ -49,6 +49,14 @@ fn llama_7b_shape_kv_is_exact() {
         ..opts(4096)
     };
     assert_eq!(estimate_file(&path, &q4).unwrap().kv_cache_bytes, 576 * MIB);
+    // A quantised K alone needs no flash attention; K and V are sized by their own types.
+    let k_only = EstimateOptions {
+        kv_type_k: Some(KvType::Q8_0),
+        ..opts(4096)
+    };
+    let e = estimate_file(&path, &k_only).unwrap();
+    assert_eq!((e.kv_k_bytes, e.kv_v_bytes), (544 * MIB, GIB));
+    assert_eq!((e.kv_type, e.kv_type_v), (KvType::Q8_0, KvType::F16));
 }
 
 #[test]

@@ -70,6 +70,18 @@ fn estimate_json_carries_every_figure() {
         "--json",
     ]);
     assert_eq!(json(&o)["kv_cache_bytes"], 1088u64 << 20);
+    let o = memwarden(&["estimate", &m, "--kv-type-k", "q8_0", "--json"]);
+    assert_eq!(json(&o)["kv_cache_bytes"], (544u64 << 20) + (1u64 << 30));
+    let o = memwarden(&["estimate", &m, "--kv-type-k", "q8_0"]);
+    assert!(
+        stdout(&o).contains("KV cache K q8_0 V f16"),
+        "{}",
+        stdout(&o)
+    );
+    assert_bad(
+        &memwarden(&["estimate", &m, "--kv-type-v", "q4_0"]),
+        "flash attention",
+    );
 
     // A bigger micro-batch needs bigger compute buffers; the KV cache does not change.
     let small = json(&memwarden(&["estimate", &m, "--json"]));

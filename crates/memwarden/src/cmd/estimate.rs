@@ -30,6 +30,12 @@ pub struct EstimateArgs {
     /// Type of the K and V cache: f16, q8_0, q4_0 (also f32, bf16, q4_1, q5_0, q5_1, iq4_nl)
     #[arg(long, default_value = "f16", value_name = "TYPE")]
     pub kv_type: String,
+    /// Type of the K cache only (llama.cpp's -ctk), when it differs from --kv-type
+    #[arg(long, value_name = "TYPE")]
+    pub kv_type_k: Option<String>,
+    /// Type of the V cache only (llama.cpp's -ctv); a quantised V needs --flash-attn
+    #[arg(long, value_name = "TYPE")]
+    pub kv_type_v: Option<String>,
     /// Flash attention on (needed for a quantised V cache; pads the cache to 256 cells)
     #[arg(long)]
     pub flash_attn: bool,
@@ -75,6 +81,16 @@ fn ollama_blob(name: &std::path::Path) -> Result<Option<PathBuf>> {
 
 pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
     let kv_type: KvType = args.kv_type.parse()?;
+    let kv_type_k = args
+        .kv_type_k
+        .as_deref()
+        .map(str::parse::<KvType>)
+        .transpose()?;
+    let kv_type_v = args
+        .kv_type_v
+        .as_deref()
+        .map(str::parse::<KvType>)
+        .transpose()?;
     let (vram, gpu_label) = match (&args.vram, args.gpu) {
         (Some(v), _) => (Some(parse_size(v).context("--vram")?), None),
         (None, Some(idx)) => {
@@ -103,6 +119,8 @@ pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
         ctx: args.ctx,
         parallel: args.parallel,
         kv_type,
+        kv_type_k,
+        kv_type_v,
         flash_attn: args.flash_attn,
         vram_bytes: vram,
         ubatch: args.ubatch,
@@ -142,7 +160,11 @@ fn render(e: &Estimate, gpu: Option<&str>) -> String {
         e.architecture,
         e.layers,
         e.context,
-        e.kv_type,
+        if e.kv_type == e.kv_type_v {
+            e.kv_type.to_string()
+        } else {
+            format!("K {} V {}", e.kv_type, e.kv_type_v)
+        },
         if e.flash_attn {
             ", flash attention"
         } else {
