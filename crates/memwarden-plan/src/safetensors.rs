@@ -287,6 +287,12 @@ pub fn from_config(root: &Value) -> Result<ModelInfo, String> {
             _ => swa.iter_mut().for_each(|s| *s = true),
         }
     }
+    if num("kv_lora_rank").is_some() {
+        notes.push(format!(
+            "{arch} compresses its KV cache (multi-head latent attention): the KV figure follows \
+             the attention heads and may be above what the runtime allocates"
+        ));
+    }
     if head_count_kv.contains(&0) {
         notes.push(
             "linear-attention or state-space layers keep a state that is not counted here".into(),
