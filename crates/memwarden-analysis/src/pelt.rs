@@ -48,7 +48,7 @@ impl Default for PeltParams {
 pub enum PeltError {
     #[error("the series is empty")]
     Empty,
-    #[error("the series has {n} samples, fewer than the minimum segment size {min_size}")]
+    #[error("the series has {n} sample(s), fewer than the minimum segment size {min_size}")]
     TooShort { n: usize, min_size: usize },
     #[error("sample {index} is not a finite number")]
     NotFinite { index: usize },
