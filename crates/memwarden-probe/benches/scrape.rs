@@ -13,7 +13,7 @@ use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use memwarden_probe::HostRoot;
 use memwarden_probe::framework::{Framework, FrameworkCache, detect, detect_process};
-use memwarden_probe::scrape::guard::pid_serves;
+use memwarden_probe::scrape::guard::{pid_serves, pid_serves_procfs};
 use memwarden_probe::scrape::{Clock, MIN_INTERVAL, ScrapeConfig, Scraper, ServerKind};
 use memwarden_probe::snapshot::ProcessId;
 
@@ -115,8 +115,11 @@ fn bench(c: &mut Criterion) {
             scraper.scrape(&system, me, ServerKind::Vllm, addr).unwrap()
         })
     });
-    g.bench_function("port owner check (IPv4 listener)", |b| {
+    g.bench_function("port owner check by netlink (IPv4 listener)", |b| {
         b.iter(|| assert!(pid_serves(&system, me, black_box(addr))))
+    });
+    g.bench_function("port owner check from /proc (the fallback)", |b| {
+        b.iter(|| assert!(pid_serves_procfs(&system, me, black_box(addr))))
     });
     g.bench_function("within the interval (last answer)", |b| {
         b.iter(|| {
