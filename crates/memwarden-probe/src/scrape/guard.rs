@@ -115,6 +115,16 @@ mod tests {
     }
 
     #[test]
+    fn config_from_json_refuses_unknown_keys() {
+        use crate::scrape::ScrapeConfig;
+        let c: ScrapeConfig = serde_json::from_str(r#"{"allow_hosts":["10.0.0.5"]}"#).unwrap();
+        assert!(c.enabled);
+        assert_eq!(c.allow_hosts, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert!(serde_json::from_str::<ScrapeConfig>(r#"{"allow_host":["10.0.0.5"]}"#).is_err());
+        assert!(serde_json::from_str::<ScrapeConfig>(r#"{"allow_hosts":["nope"]}"#).is_err());
+    }
+
+    #[test]
     fn wildcard_covers_its_family() {
         let lo4: IpAddr = Ipv4Addr::LOCALHOST.into();
         let lo6: IpAddr = Ipv6Addr::LOCALHOST.into();

@@ -136,8 +136,10 @@ pub enum ScrapeError {
     NoListener(u32),
 }
 
+/// The `[scrape]` part of a configuration. Unknown keys are refused, so that a misspelt
+/// `allow_host` does not silently leave the default in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScrapeConfig {
     /// Whether servers are asked at all.
     pub enabled: bool,
