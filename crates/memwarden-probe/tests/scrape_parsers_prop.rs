@@ -6,7 +6,8 @@ use memwarden_probe::scrape::ServerKind;
 use memwarden_probe::scrape::prometheus::parse;
 use proptest::prelude::*;
 
-const KINDS: [ServerKind; 4] = [
+const KINDS: [ServerKind; 5] = [
+    ServerKind::Tgi,
     ServerKind::LlamaCpp,
     ServerKind::Vllm,
     ServerKind::Ollama,

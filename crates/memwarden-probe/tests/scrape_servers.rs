@@ -14,6 +14,7 @@ const VLLM_V1: &str = include_str!("scrape_samples/vllm_v1_metrics.txt");
 const VLLM_V0: &str = include_str!("scrape_samples/vllm_v0_metrics.txt");
 const OLLAMA: &str = include_str!("scrape_samples/ollama_ps.json");
 const SGLANG: &str = include_str!("scrape_samples/sglang_server_info.json");
+const TGI: &str = include_str!("scrape_samples/tgi_metrics.txt");
 
 fn scrape(kind: ServerKind, content_type: &'static str, body: &'static str) -> ServerMetrics {
     let server = serve_fixed(kind.path(), content_type, body);
@@ -144,4 +145,13 @@ fn a_prometheus_page_of_another_server_is_not_read_as_zeros() {
         matches!(e, ScrapeError::Malformed(ref w) if w.contains("llamacpp")),
         "{e}"
     );
+}
+
+#[test]
+fn tgi_batch_and_queue() {
+    let m = scrape(ServerKind::Tgi, PROMETHEUS, TGI);
+    assert_eq!(m.kind, ServerKind::Tgi);
+    assert_eq!(m.requests_running, Some(12));
+    assert_eq!(m.requests_waiting, Some(3));
+    assert_eq!(m.kv_cache_usage_ratio, None);
 }

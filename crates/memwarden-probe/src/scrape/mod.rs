@@ -1,5 +1,5 @@
-//! Metrics of local inference servers ("scrapers"): llama.cpp and vLLM (Prometheus text on
-//! `/metrics`), Ollama (`/api/ps`) and SGLang (`/get_server_info`).
+//! Metrics of local inference servers ("scrapers"): llama.cpp, vLLM and TGI (Prometheus text
+//! on `/metrics`), Ollama (`/api/ps`) and SGLang (`/get_server_info`).
 //!
 //! A number from a server is only as good as the server: these rules keep a hostile or broken
 //! one from feeding us or hurting us.
@@ -20,6 +20,7 @@ pub mod ollama;
 pub mod ports;
 pub mod prometheus;
 pub mod sglang;
+pub mod tgi;
 pub mod vllm;
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ pub enum ServerKind {
     Vllm,
     Ollama,
     Sglang,
+    Tgi,
 }
 
 impl ServerKind {
@@ -54,6 +56,7 @@ impl ServerKind {
             Framework::Vllm => Some(ServerKind::Vllm),
             Framework::Ollama => Some(ServerKind::Ollama),
             Framework::Sglang => Some(ServerKind::Sglang),
+            Framework::Tgi => Some(ServerKind::Tgi),
             _ => None,
         }
     }
@@ -64,6 +67,7 @@ impl ServerKind {
             ServerKind::Vllm => vllm::PATH,
             ServerKind::Ollama => ollama::PATH,
             ServerKind::Sglang => sglang::PATH,
+            ServerKind::Tgi => tgi::PATH,
         }
     }
 
@@ -74,6 +78,7 @@ impl ServerKind {
             ServerKind::Vllm => vllm::parse(body),
             ServerKind::Ollama => ollama::parse(body),
             ServerKind::Sglang => sglang::parse(body),
+            ServerKind::Tgi => tgi::parse(body),
         }
     }
 
@@ -83,6 +88,7 @@ impl ServerKind {
             ServerKind::Vllm => "vLLM",
             ServerKind::Ollama => "Ollama",
             ServerKind::Sglang => "SGLang",
+            ServerKind::Tgi => "TGI",
         }
     }
 }
@@ -132,8 +138,6 @@ pub enum ScrapeError {
     Connect(String),
     #[error("malformed answer: {0}")]
     Malformed(String),
-    #[error("process {0} listens on no TCP port we can see")]
-    NoListener(u32),
 }
 
 /// The `[scrape]` part of a configuration. Unknown keys are refused, so that a misspelt
@@ -272,7 +276,9 @@ const MAX_UNNAMED_TRIES: usize = 2;
 impl Scraper {
     /// Reads the metrics of the server that process `pid` runs, found among the ports it
     /// listens on (see [`candidate_addrs`]). `None` when its framework is not a server we know
-    /// how to ask (or is Ollama's model runner, whose figures come from `ollama serve`).
+    /// how to ask, when it listens on no port (an engine or scheduler process beside the one
+    /// that serves HTTP, a launcher), or when it is Ollama's model runner, whose figures come
+    /// from `ollama serve`.
     pub fn scrape_process(
         &mut self,
         root: &HostRoot,
@@ -296,7 +302,7 @@ impl Scraper {
         let addrs = candidate_addrs(root, pid, cmdline, framework);
         let named = ports::preferred_port(cmdline, framework);
         let tries: Vec<SocketAddr> = match addrs.first() {
-            None => return Some(Err(ScrapeError::NoListener(pid))),
+            None => return None,
             Some(a) if Some(a.port()) == named => addrs
                 .iter()
                 .copied()
