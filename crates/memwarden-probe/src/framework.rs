@@ -143,25 +143,24 @@ fn from_cmdline(cmdline: &str) -> Option<Framework> {
         let base = basename(arg);
         // The program itself or the script an interpreter runs (`python /venv/bin/vllm`).
         let runs = i <= 1;
-        if module.starts_with("vllm")
+        if in_module(module, "vllm")
             || (runs && base == "vllm")
             || arg.contains("vllm/entrypoints")
             || arg.contains("vllm.entrypoints")
         {
             return Some(Framework::Vllm);
         }
-        if module.starts_with("sglang")
+        if in_module(module, "sglang")
             || (runs && base == "sglang")
             || arg.contains("sglang/launch_server")
         {
             return Some(Framework::Sglang);
         }
-        if module.starts_with("text_generation_server")
-            || (runs && base == "text-generation-server")
+        if in_module(module, "text_generation_server") || (runs && base == "text-generation-server")
         {
             return Some(Framework::Tgi);
         }
-        if module.starts_with("llama_cpp.server") {
+        if in_module(module, "llama_cpp.server") {
             return Some(Framework::LlamaCpp);
         }
         if arg.contains("comfyui/main.py")
@@ -173,13 +172,21 @@ fn from_cmdline(cmdline: &str) -> Option<Framework> {
         if i == 0 && (base == "torchrun" || base.starts_with("torchrun")) {
             return Some(Framework::Pytorch);
         }
-        if module.starts_with("torch.distributed.run")
-            || module.starts_with("torch.distributed.launch")
+        if in_module(module, "torch.distributed.run")
+            || in_module(module, "torch.distributed.launch")
         {
             return Some(Framework::Pytorch);
         }
     }
     None
+}
+
+/// Whether `python -m module` runs `package` or one of its submodules (`vllm`,
+/// `vllm.entrypoints.openai.api_server`, but not `vllm_flash_attn`).
+fn in_module(module: &str, package: &str) -> bool {
+    module
+        .strip_prefix(package)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// Whether the program is a Python interpreter (or a launcher of one), which loads framework
@@ -477,6 +484,18 @@ mod tests {
             detect("torchrun --nproc-per-node 8 train.py", ""),
             Framework::Pytorch
         );
+        assert_eq!(
+            detect(
+                "python -m torch.distributed.run --nproc-per-node 2 t.py",
+                ""
+            ),
+            Framework::Pytorch
+        );
+        assert_eq!(
+            detect("python -m vllm_flash_attn.selftest", ""),
+            Framework::Unknown
+        );
+        assert_eq!(detect("python -m vllm", ""), Framework::Vllm);
     }
 
     #[test]
