@@ -309,9 +309,21 @@ fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
     }
     let mut y = area.y;
     let empty = SeriesView::default();
-    for gpu in &snap.gpus {
+    let bottom = area.y + area.height;
+    for (n, gpu) in snap.gpus.iter().enumerate() {
         let h = gpu_lines(gpu, layout);
-        if y + h > area.y + area.height {
+        let left = snap.gpus.len() - n;
+        // Keep the last line to say how many did not fit, rather than drop them silently.
+        if y + h > bottom || (left > 1 && y + h + 1 > bottom) {
+            if y < bottom {
+                f.render_widget(
+                    Paragraph::new(Line::styled(
+                        format!(" +{left} more GPU(s): a taller terminal shows them"),
+                        t.warn,
+                    )),
+                    Rect::new(area.x, y, area.width, 1),
+                );
+            }
             break;
         }
         let rect = Rect::new(area.x, y, area.width, h);

@@ -268,3 +268,31 @@ fn mouse_selects_rows_and_sorts_by_the_clicked_header() {
     });
     assert!(app.selected > 0);
 }
+
+#[test]
+fn eight_gpus_fit_down_to_the_smallest_screen() {
+    let mut samples = recording();
+    let mut app = App::new(ThemeName::Dark, true, 600);
+    for s in samples.iter_mut().take(30) {
+        let g = s.gpus[0].clone();
+        s.gpus = (0..8)
+            .map(|i| {
+                let mut g = g.clone();
+                g.index = i;
+                g.bus_id = format!("0000:{:02x}:00.0", 7 + i);
+                g
+            })
+            .collect();
+        app.ingest(s.clone(), HashMap::new());
+    }
+    for (w, h) in [(40, 10), (80, 24), (160, 48), (200, 70)] {
+        let s = text(&render(&app, w, h));
+        assert!(s.contains("GPU"), "{w}x{h}\n{s}");
+        assert!(s.contains("memwarden"), "{w}x{h}\n{s}");
+        // The table keeps at least its header.
+        assert!(s.contains("PID"), "{w}x{h}\n{s}");
+        // GPUs that do not fit are counted, not dropped silently.
+        let shown = s.matches("GPU").count();
+        assert!(shown >= 8 || s.contains("more GPU(s)"), "{w}x{h}\n{s}");
+    }
+}
