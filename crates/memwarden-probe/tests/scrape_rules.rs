@@ -597,3 +597,32 @@ fn a_process_listening_nowhere_is_not_asked() {
     sleeper.wait().unwrap();
     assert_eq!(found, None);
 }
+
+#[test]
+fn within_the_interval_the_port_that_answered_is_remembered() {
+    // Two ports of this process were asked: one answered 404, the other metrics.
+    let broken = serve(Router::new());
+    let good = serve_fixed("/metrics", PROMETHEUS, LLAMACPP);
+    let clock = ManualClock::new();
+    let mut s = Scraper::with_clock(ScrapeConfig::default(), Box::new(clock.clone()));
+    let kind = ServerKind::LlamaCpp;
+    assert_eq!(
+        s.scrape(&root(), me(), kind, broken.addr).unwrap_err(),
+        ScrapeError::Status(404)
+    );
+    s.scrape(&root(), me(), kind, good.addr).unwrap();
+    clock.advance(Duration::from_secs(1));
+    for _ in 0..10 {
+        let m = s
+            .scrape_process(
+                &root(),
+                me(),
+                "/opt/llama-server -m q.gguf",
+                Framework::LlamaCpp,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.requests_waiting, Some(2));
+    }
+    assert_eq!((broken.hits(), good.hits()), (1, 1));
+}

@@ -290,12 +290,17 @@ impl Scraper {
         if ports::is_ollama_runner(cmdline, framework) {
             return None;
         }
-        // Asked within the interval: the same answer, without looking for ports again.
+        // Asked within the interval: the same answer, without looking for ports again (the
+        // port that answered, when one of several did).
         let now = self.clock.now();
+        let recent =
+            |l: &&LastAsk| l.pid == pid && now.saturating_duration_since(l.at) < MIN_INTERVAL;
         if let Some(last) = self
             .last
             .values()
-            .find(|l| l.pid == pid && now.saturating_duration_since(l.at) < MIN_INTERVAL)
+            .filter(recent)
+            .find(|l| l.outcome.is_ok())
+            .or_else(|| self.last.values().find(recent))
         {
             return Some(last.outcome.clone());
         }
