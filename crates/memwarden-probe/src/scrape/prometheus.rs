@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use super::{ScrapeError, ServerKind, ServerMetrics, count, ratio};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample<'a> {
     pub name: &'a str,
@@ -48,6 +50,39 @@ pub fn parse(text: &str) -> Result<Vec<Sample<'_>>, ParseError> {
         out.push(sample);
     }
     Ok(out)
+}
+
+/// A server whose page carries one unlabelled gauge each for running and waiting requests (and
+/// maybe one for KV-cache usage), as llama.cpp's and TGI's do.
+pub(super) struct SingleGauges {
+    pub kind: ServerKind,
+    pub running: &'static str,
+    pub waiting: &'static str,
+    pub kv_usage: Option<&'static str>,
+}
+
+impl SingleGauges {
+    /// Reads the gauges; a page with neither request gauge is not this server's.
+    pub fn read(&self, body: &str) -> Result<ServerMetrics, ScrapeError> {
+        let samples = parse(body).map_err(|e| ScrapeError::Malformed(e.to_string()))?;
+        let value = |name: &str| samples.iter().find(|s| s.name == name).map(|s| s.value);
+        let running = value(self.running);
+        let waiting = value(self.waiting);
+        if running.is_none() && waiting.is_none() {
+            return Err(ScrapeError::Malformed(format!(
+                "no {} or {} in the answer",
+                self.running, self.waiting
+            )));
+        }
+        Ok(ServerMetrics {
+            kind: self.kind,
+            kv_cache_usage_ratio: self.kv_usage.and_then(value).and_then(ratio),
+            kv_cache_bytes: None,
+            requests_running: running.and_then(count),
+            requests_waiting: waiting.and_then(count),
+            models: Vec::new(),
+        })
+    }
 }
 
 fn parse_sample(line: &str) -> Result<Sample<'_>, &'static str> {
