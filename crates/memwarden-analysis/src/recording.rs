@@ -26,18 +26,31 @@ pub fn parse_line(line: &str) -> Result<Option<Snapshot>, String> {
     if line.is_empty() {
         return Ok(None);
     }
-    // Look at the version before the shape, so that a newer format says so instead of failing
-    // on a field it renamed.
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    match value.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v == SNAPSHOT_VERSION as u64 => {}
-        Some(v) => return Err(format!("version {v}, expected {SNAPSHOT_VERSION}")),
-        None => return Err("no version field: not a memwarden snapshot".to_string()),
+    // The common case in one pass; only a line that fails is looked at again, for the version
+    // first, so that a newer format says so instead of failing on a field it renamed.
+    match serde_json::from_str::<Snapshot>(line) {
+        Ok(s) if s.version == SNAPSHOT_VERSION => Ok(Some(s)),
+        Ok(s) => Err(format!(
+            "version {}, expected {SNAPSHOT_VERSION}",
+            s.version
+        )),
+        Err(e) => {
+            #[derive(serde::Deserialize)]
+            struct Versioned {
+                version: Option<serde_json::Value>,
+            }
+            match serde_json::from_str::<Versioned>(line) {
+                Err(e) => Err(format!("not JSON: {e}")),
+                Ok(Versioned { version: None }) => {
+                    Err("no version field: not a memwarden snapshot".to_string())
+                }
+                Ok(Versioned { version: Some(v) }) if v != SNAPSHOT_VERSION => {
+                    Err(format!("version {v}, expected {SNAPSHOT_VERSION}"))
+                }
+                Ok(_) => Err(format!("not a snapshot: {e}")),
+            }
+        }
     }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|e| format!("not a snapshot: {e}"))
 }
 
 /// Accumulates lines; snapshots older than the one before are skipped (time only moves forward

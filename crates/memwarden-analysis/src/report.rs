@@ -58,7 +58,8 @@ pub struct PhaseSpan {
     pub start_ms: u64,
     pub end_ms: u64,
     pub samples: u32,
-    /// EMA rate at the end of the span, MiB/s.
+    /// Net rate over the span: the change from its first labelled sample to its last, per
+    /// second (MiB/s); 0 for a span of one sample.
     pub rate_mib_s: f64,
     /// Confidence at the end of the span.
     pub confidence: f64,
@@ -237,7 +238,16 @@ fn analyze_series(
 
     let mut det = PhaseDetector::new(params.phase.clone());
     let mut phases: Vec<PhaseSpan> = Vec::new();
+    let mut span_first = 0usize;
     let mut ooms: Vec<OomEvent> = Vec::new();
+    let net_rate = |a: usize, b: usize| {
+        let dt = g.times[b].saturating_sub(g.times[a]) as f64 / 1000.0;
+        if dt > 0.0 {
+            (g.values[b] - g.values[a]) / dt
+        } else {
+            0.0
+        }
+    };
     for i in 0..n {
         let st = det.update(Sample {
             t_ms: g.times[i],
@@ -247,19 +257,20 @@ fn analyze_series(
             Some(last) if last.phase == st.phase && last.start_ms == st.since_ms => {
                 last.end_ms = g.times[i];
                 last.samples = st.duration_samples;
-                last.rate_mib_s = st.rate_mib_s;
+                last.rate_mib_s = net_rate(span_first, i);
                 last.confidence = st.confidence;
             }
             _ => {
                 if let Some(last) = phases.last_mut() {
                     last.end_ms = last.end_ms.max(st.since_ms);
                 }
+                span_first = i;
                 phases.push(PhaseSpan {
                     phase: st.phase,
                     start_ms: st.since_ms,
                     end_ms: g.times[i],
                     samples: st.duration_samples,
-                    rate_mib_s: st.rate_mib_s,
+                    rate_mib_s: 0.0,
                     confidence: st.confidence,
                 });
             }

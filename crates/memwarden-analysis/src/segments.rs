@@ -108,14 +108,24 @@ pub fn label_segments(
     // A move smaller than this is a wiggle, not an event: 5% of the series' range, 2% of its
     // highest level, and at least 16 MiB.
     let small = (range * 0.05).max(hi.abs() * 0.02).max(16.0);
-    // Idle is next to nothing: the bottom of a series that moves a lot, or under 16 MiB.
+    // Idle is next to nothing: the bottom of a series that moves a lot, and at most a tenth of
+    // its peak; or under 16 MiB.
     let idle_level = if range >= 0.25 * hi.abs() {
-        lo + (range * 0.05).max(16.0)
+        (lo + (range * 0.05).max(16.0))
+            .min(0.1 * hi.abs())
+            .max(16.0)
     } else {
         16.0
     };
     for i in 0..segs.len() {
-        segs[i].label = first_pass(&segs, i, small, idle_level, range, hi.abs(), ctx);
+        let levels = Levels {
+            small,
+            idle: idle_level,
+            lo,
+            range,
+            hi: hi.abs(),
+        };
+        segs[i].label = first_pass(&segs, i, &levels, ctx);
     }
     second_pass(&mut segs, small);
     segs
@@ -152,40 +162,43 @@ fn measure(v: &[f64], t: &[u64], start: usize, prev_mean: Option<f64>) -> Segmen
     }
 }
 
-fn first_pass(
-    segs: &[Segment],
-    i: usize,
+/// The series-wide figures that say what counts as a move, as idle, as the floor.
+struct Levels {
     small: f64,
-    idle_level: f64,
+    idle: f64,
+    lo: f64,
     range: f64,
-    hi_level: f64,
-    ctx: &LabelContext,
-) -> SegmentLabel {
+    hi: f64,
+}
+
+fn first_pass(segs: &[Segment], i: usize, l: &Levels, ctx: &LabelContext) -> SegmentLabel {
     let s = &segs[i];
     let secs = (s.end_ms.saturating_sub(s.start_ms)) as f64 / 1000.0;
     let rise_inside = s.slope_mib_s * secs;
 
-    if s.std_mib > small && s.std_mib > 0.15 * range && rise_inside.abs() < 2.0 * s.std_mib {
+    if s.std_mib > l.small && s.std_mib > 0.15 * l.range && rise_inside.abs() < 2.0 * s.std_mib {
         return SegmentLabel::Volatile;
     }
-    if i > 0 && s.step_mib <= -small {
+    if i > 0 && s.step_mib <= -l.small {
         return SegmentLabel::Release;
     }
-    if s.max_mib <= idle_level {
+    if s.max_mib <= l.idle {
         return SegmentLabel::Idle;
     }
-    if i > 0 && s.step_mib >= small {
+    if i > 0 && s.step_mib >= l.small {
         let prev = &segs[i - 1];
-        let from_idle = prev.max_mib <= idle_level;
-        if (from_idle || (i == 1 && s.step_mib >= 0.25 * range)) && s.step_mib >= 0.1 * hi_level {
+        // From idle, or from the series' floor (what others held before this one arrived).
+        let from_floor =
+            prev.max_mib <= l.idle || prev.max_mib <= l.lo + (l.range * 0.05).max(16.0);
+        if (from_floor || (i == 1 && s.step_mib >= 0.25 * l.range)) && s.step_mib >= 0.1 * l.hi {
             return SegmentLabel::Load;
         }
         return SegmentLabel::Growth;
     }
-    if rise_inside >= small {
+    if rise_inside >= l.small {
         return SegmentLabel::Growth;
     }
-    if rise_inside <= -small {
+    if rise_inside <= -l.small {
         return SegmentLabel::Release;
     }
     if let Some(total) = ctx.total_mib {

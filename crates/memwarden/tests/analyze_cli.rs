@@ -224,7 +224,8 @@ fn json_has_every_series_with_phases_oom_ranges_and_changepoints() {
     assert!(got.contains(&30), "the load starts at sample 30: {got:?}");
 
     let labels = field(&gpu["segments"], "label");
-    assert_eq!(labels[0], "idle", "{labels:?}");
+    // The inference server's 6 GiB were there from the start: a plateau, not idle.
+    assert_eq!(labels[0], "plateau", "{labels:?}");
     assert!(labels.contains(&"load"), "{labels:?}");
     assert!(
         labels.iter().any(|l| l.contains("growth")),

@@ -190,6 +190,10 @@ fn rel(ms: u64, start: u64) -> String {
 
 /// Workloads and processes the text view lists, by peak; the rest are counted.
 const SHOWN_PER_KIND: usize = 10;
+/// Past this many phase spans a series shows the time in each phase instead.
+const PHASE_SPANS_SHOWN: usize = 8;
+/// The text view lists the last few growth phases' OOM predictions.
+const OOM_EVENTS_SHOWN: usize = 3;
 
 fn render(report: &Report, file: &Path) -> String {
     let mut out = String::new();
@@ -248,7 +252,38 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
         rel(s.peak_at_ms, start),
         size(s.last_mib)
     );
-    if !s.phases.is_empty() {
+    if s.phases.len() > PHASE_SPANS_SHOWN {
+        // A noisy series changes label often: the share of time in each phase reads better.
+        let mut by_phase: Vec<(Phase, u64, usize)> = Vec::new();
+        for p in &s.phases {
+            let d = p.end_ms.saturating_sub(p.start_ms);
+            match by_phase.iter_mut().find(|e| e.0 == p.phase) {
+                Some(e) => {
+                    e.1 += d;
+                    e.2 += 1;
+                }
+                None => by_phase.push((p.phase, d, 1)),
+            }
+        }
+        by_phase.sort_by_key(|e| std::cmp::Reverse(e.1));
+        let parts: Vec<String> = by_phase
+            .iter()
+            .map(|(p, d, k)| {
+                format!(
+                    "{} {} {} in {k} span(s)",
+                    p.symbol(),
+                    p.as_str(),
+                    rel(*d, 0).trim_start_matches('+')
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  phases    {} changes: {} (every span in --json)",
+            s.phases.len() - 1,
+            parts.join(" · ")
+        );
+    } else if !s.phases.is_empty() {
         let spans: Vec<String> = s
             .phases
             .iter()
@@ -271,7 +306,16 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
             .collect();
         let _ = writeln!(out, "  phases    {}", spans.join(" · "));
     }
-    for e in &s.oom_predictions {
+    let shown_ooms = s.oom_predictions.len().min(OOM_EVENTS_SHOWN);
+    if s.oom_predictions.len() > shown_ooms {
+        let _ = writeln!(
+            out,
+            "  OOM       {} growth phases had a prediction; the last {}:",
+            s.oom_predictions.len(),
+            shown_ooms
+        );
+    }
+    for e in &s.oom_predictions[s.oom_predictions.len() - shown_ooms..] {
         let _ = writeln!(
             out,
             "  OOM       at {} predicted {} (confidence {:.2}); last at {}: {}",
