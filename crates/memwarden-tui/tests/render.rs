@@ -296,3 +296,33 @@ fn eight_gpus_fit_down_to_the_smallest_screen() {
         assert!(shown >= 8 || s.contains("more GPU(s)"), "{w}x{h}\n{s}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any terminal size, any moment of the recording, any view: a screen, never a panic.
+    #[test]
+    fn any_size_any_moment_draws(
+        w in 1u16..260,
+        h in 1u16..90,
+        n in 1usize..300,
+        detail in proptest::bool::ANY,
+        workloads in proptest::bool::ANY,
+        colour in proptest::bool::ANY,
+    ) {
+        let mut app = app_after(n, colour);
+        let now = Instant::now();
+        if detail {
+            app.on_key(key(KeyCode::Enter), now);
+        }
+        if workloads {
+            app.on_key(key(KeyCode::Char('w')), now);
+        }
+        let s = text(&render(&app, w, h));
+        if w < 40 || h < 10 {
+            proptest::prop_assert!(s.contains("too") || w * h < 60, "{}x{}\n{}", w, h, s);
+        } else {
+            proptest::prop_assert!(s.contains("memwarden"), "{}x{}\n{}", w, h, s);
+        }
+    }
+}
