@@ -10,7 +10,7 @@ use crate::framework::{self, Framework, FrameworkCache};
 use crate::gpu::{GpuSourceKind, drm, nvidia};
 use crate::names::NameCache;
 use crate::root::{HostRoot, ReadBuf};
-use crate::scrape::{self, ScrapeConfig, ScrapeError, Scraper, ServerKind, ServerMetrics};
+use crate::scrape::{ScrapeConfig, ScrapeError, Scraper, ServerMetrics};
 use crate::snapshot::{Gpu, HostMemory, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot, Workload};
 use crate::{ProbeError, meminfo, numa, process, sanitize, workload};
 
@@ -497,19 +497,17 @@ impl Probe {
         for s in scanned {
             let p = &s.process;
             let Some(f) = p.framework else { continue };
-            let Some(kind) = ServerKind::for_framework(f) else {
-                continue;
-            };
-            let addrs = scrape::candidate_addrs(&self.root, p.pid, &p.cmdline, f);
-            let Some(addr) = addrs.first() else { continue };
-            match self.scraper.scrape(&self.root, p.pid, kind, *addr) {
-                Ok(m) => {
+            match self
+                .scraper
+                .scrape_process(&self.root, p.pid, &p.cmdline, f)
+            {
+                None | Some(Err(ScrapeError::RateLimited | ScrapeError::Disabled)) => {}
+                Some(Ok(m)) => {
                     out.insert(p.pid, m);
                 }
-                Err(ScrapeError::RateLimited | ScrapeError::Disabled) => {}
-                Err(e) => notes.push(format!(
-                    "{} server of pid {} at {addr} skipped: {e}",
-                    kind.as_str(),
+                Some(Err(e)) => notes.push(format!(
+                    "{} server of pid {} skipped: {e}",
+                    f.as_str(),
                     p.pid
                 )),
             }
