@@ -37,6 +37,9 @@ pub struct HistoryConfig {
     /// `capacity`: there may be hundreds of them, and 16 bytes a sample adds up.
     pub entity_capacity: usize,
     pub phase: PhaseConfig,
+    /// Phases of host RAM: the kernel's caches move it by many MiB a second without meaning
+    /// anything, so its noise floor is higher ([`PhaseConfig::host_ram`]).
+    pub host_phase: PhaseConfig,
     pub oom: OomConfig,
     pub survival: SurvivalConfig,
 }
@@ -47,6 +50,7 @@ impl Default for HistoryConfig {
             capacity: 3600,
             entity_capacity: 900,
             phase: PhaseConfig::default(),
+            host_phase: PhaseConfig::host_ram(),
             oom: OomConfig::default(),
             survival: SurvivalConfig::default(),
         }
@@ -73,6 +77,13 @@ impl Track {
 
     fn for_entity(cfg: &HistoryConfig) -> Track {
         Track::with_capacity(cfg, cfg.entity_capacity.min(cfg.capacity))
+    }
+
+    fn for_host(cfg: &HistoryConfig) -> Track {
+        let mut t = Track::new(cfg);
+        t.detector = PhaseDetector::new(cfg.host_phase.clone());
+        t.phase = t.detector.state();
+        t
     }
 
     fn with_capacity(cfg: &HistoryConfig, capacity: usize) -> Track {
@@ -153,7 +164,7 @@ pub fn gpu_pool_bytes(g: &Gpu) -> Option<(u64, Option<u64>)> {
 
 impl History {
     pub fn new(config: HistoryConfig) -> History {
-        let host = Track::new(&config);
+        let host = Track::for_host(&config);
         History {
             config,
             gpus: BTreeMap::new(),

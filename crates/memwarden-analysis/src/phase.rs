@@ -65,6 +65,18 @@ pub struct PhaseConfig {
     pub confidence_samples: usize,
 }
 
+impl PhaseConfig {
+    /// For host RAM: moves under 16 MiB/s, and a spread under 32 MiB/s, are the kernel's caches
+    /// breathing, not a trend.
+    pub fn host_ram() -> PhaseConfig {
+        PhaseConfig {
+            noise_floor_mib_s: 16.0,
+            variance_threshold: 1024.0,
+            ..PhaseConfig::default()
+        }
+    }
+}
+
 impl Default for PhaseConfig {
     fn default() -> Self {
         PhaseConfig {
@@ -187,7 +199,10 @@ impl PhaseDetector {
             self.current = self.candidate;
             self.duration = 0;
             self.since_ms = prev.t_ms;
-            self.ema = mean;
+            // Seeded with the window's median, not its mean: the burst that ended the last
+            // phase (weights arriving at GB/s) is still in the window and would otherwise set
+            // the new phase's fastest rate.
+            self.ema = self.window_median();
             self.rate_min = f64::INFINITY;
             self.rate_max = f64::NEG_INFINITY;
         }
@@ -200,6 +215,16 @@ impl PhaseDetector {
         self.rate_min = self.rate_min.min(self.ema);
         self.rate_max = self.rate_max.max(self.ema);
         self.make_state(variance)
+    }
+
+    fn window_median(&self) -> f64 {
+        let mut r: Vec<f64> = self.rates.iter().copied().collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        match r.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => r[n / 2],
+            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+        }
     }
 
     fn window_stats(&self) -> Option<(f64, f64)> {

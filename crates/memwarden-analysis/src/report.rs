@@ -27,6 +27,8 @@ pub struct AnalyzeParams {
     pub min_size: usize,
     pub jump: usize,
     pub phase: PhaseConfig,
+    /// Phases of host RAM (a higher noise floor: the kernel's caches).
+    pub host_phase: PhaseConfig,
     pub oom: OomConfig,
 }
 
@@ -37,6 +39,7 @@ impl Default for AnalyzeParams {
             min_size: 2,
             jump: 1,
             phase: PhaseConfig::default(),
+            host_phase: PhaseConfig::host_ram(),
             oom: OomConfig::default(),
         }
     }
@@ -236,7 +239,10 @@ fn analyze_series(
         )
     };
 
-    let mut det = PhaseDetector::new(params.phase.clone());
+    let mut det = PhaseDetector::new(match kind {
+        SeriesKind::Host => params.host_phase.clone(),
+        _ => params.phase.clone(),
+    });
     let mut phases: Vec<PhaseSpan> = Vec::new();
     let mut span_first = 0usize;
     let mut ooms: Vec<OomEvent> = Vec::new();
