@@ -222,6 +222,11 @@ impl App {
             self.rows.clear();
             return;
         };
+        if self.view == View::Workloads && snap.workloads.is_empty() {
+            // Nothing grouped in this snapshot (a source without workloads): processes, not
+            // an empty table.
+            self.view = View::Processes;
+        }
         let rows = match self.view {
             View::Processes => table::process_rows(snap, &self.insights, &self.users),
             View::Workloads => table::workload_rows(snap, &self.insights),
