@@ -401,3 +401,28 @@ fn recordings_skip_bad_lines_with_reasons() {
     assert!(r.skipped[1].reason.contains("version 3"));
     assert!(r.skipped[2].reason.contains("before the line above"));
 }
+
+#[test]
+fn a_load_burst_does_not_set_the_growth_phases_fastest_rate() {
+    // 20 GiB arrive in four seconds, then steady growth at 64 MiB/s toward an 80 GiB ceiling.
+    let mut v: Vec<f64> = vec![512.0; 30];
+    v.extend((1..=4).map(|k| 512.0 + 5120.0 * k as f64));
+    let base = *v.last().unwrap();
+    v.extend((1..=200).map(|k| base + 64.0 * k as f64));
+    let s = phases(&v);
+    let last = s.last().unwrap();
+    assert_eq!(last.phase, Phase::Growing);
+    assert!(
+        last.rate_max_mib_s < 100.0,
+        "the burst leaked into the phase: {last:?}"
+    );
+    let free = 81920.0 - v.last().unwrap();
+    let p = OomPredictor::new(OomConfig::default())
+        .predict(last, free)
+        .unwrap();
+    let truth = free / 64.0;
+    assert!(
+        p.seconds_low <= truth && truth <= p.seconds_high.unwrap(),
+        "{p:?} vs {truth}"
+    );
+}
