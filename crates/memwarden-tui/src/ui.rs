@@ -172,6 +172,20 @@ fn draw_header(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect) {
         Span::styled(" · ", t.dim),
         Span::styled(format!("{} processes", snap.processes.len()), t.base),
     ];
+    // What the reading skipped or degraded (a GPU source missing, a server not read): counted
+    // here, listed in the help.
+    let notes = snap
+        .notes
+        .iter()
+        .filter(|n| !n.contains("no GPU found"))
+        .count();
+    if notes > 0 {
+        spans.push(Span::styled(" · ", t.dim));
+        spans.push(Span::styled(
+            format!("{notes} note(s), ? lists them"),
+            t.warn,
+        ));
+    }
     if let Some(r) = &app.replay
         && r.skipped > 0
     {
@@ -1089,6 +1103,11 @@ fn draw_help(f: &mut Frame, app: &App, area: Rect) {
     ));
     if let Some(why) = &app.kill_off {
         lines.push(Line::styled(format!("kill: {why}"), t.dim));
+    }
+    if let Some(snap) = &app.snap {
+        for n in snap.notes.iter().take(6) {
+            lines.push(Line::styled(format!("note: {}", clip(n, 160)), t.warn));
+        }
     }
     lines.push(Line::styled("any key closes this help", t.dim));
     let rect = centered(area, 90, lines.len() as u16 + 2);

@@ -328,3 +328,17 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn notes_are_counted_and_listed_in_help() {
+    let mut samples = recording();
+    let mut app = App::new(ThemeName::Dark, true, 600);
+    let mut s = samples.remove(0);
+    s.notes = vec!["vLLM server of pid 2100 at 127.0.0.1:8000 skipped: timed out".into()];
+    app.ingest(s, HashMap::new());
+    let screen = text(&render(&app, 160, 48));
+    assert!(screen.contains("1 note(s)"), "{screen}");
+    app.on_key(key(KeyCode::Char('?')), Instant::now());
+    let screen = text(&render(&app, 160, 48));
+    assert!(screen.contains("note: vLLM server of pid 2100"), "{screen}");
+}
