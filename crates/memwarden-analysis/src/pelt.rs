@@ -174,7 +174,9 @@ impl Dd {
     }
 }
 
+/// Everything the inner loop reads about one index, in one cache line.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
 struct Node {
     s_hi: f64,
     s_lo: f64,
@@ -183,6 +185,16 @@ struct Node {
     /// Estimate of ruptures' total for the partition ending here, and its error bound.
     est: f64,
     err: f64,
+    /// ruptures' exact total for the partition ending here, NaN until computed.
+    exact: f64,
+    /// The longest run of copies of the value starting here whose sums stay exact.
+    exact_len: usize,
+}
+
+impl Node {
+    fn exact(&self) -> Option<f64> {
+        (!self.exact.is_nan()).then_some(self.exact)
+    }
 }
 
 /// PELT with O(1) costs from double-double prefix sums, falling back to ruptures' arithmetic
@@ -200,15 +212,11 @@ struct Fast<'a> {
     node: Vec<Node>,
     /// Start of the run of equal values that each index belongs to.
     run_start: Vec<usize>,
-    /// Per index: the longest run of copies of its value whose sums stay exact.
-    exact_len: Vec<usize>,
     /// Relative error factor of ruptures' cost and of the float sums, and an absolute floor
     /// for the errors independent of the cost (the variance's mean error, our own prefix sums).
     rel: f64,
     abs: f64,
-    /// Per partition end: ruptures' exact total once computed, and the start of the last
-    /// segment.
-    exact: Vec<Option<f64>>,
+    /// Per partition end: the start of its last segment.
     parent: Vec<usize>,
     scratch: Vec<f64>,
 }
@@ -234,6 +242,8 @@ impl<'a> Fast<'a> {
                 q_lo: qq.lo,
                 est: 0.0,
                 err: 0.0,
+                exact: f64::NAN,
+                exact_len: 0,
             });
             max_abs = max_abs.max(v.abs());
             sum_abs_y += y.abs();
@@ -255,17 +265,18 @@ impl<'a> Fast<'a> {
         let dm = k * EPS * max_abs;
         let ours = 64.0 * (n as f64) * EPS * EPS * (sum_y2 + sum_abs_y * sum_abs_y);
         let abs = (n as f64) * dm * dm * 2.0 + ours + f64::MIN_POSITIVE;
-        let mut exact = vec![None; n + 1];
-        exact[0] = Some(0.0);
+        // The empty partition's total is exactly 0; the rest are computed on demand.
+        node[0].exact = 0.0;
+        for (nd, &v) in node.iter_mut().zip(x) {
+            nd.exact_len = exact_sum_len(v);
+        }
         Fast {
             x,
             pen,
             node,
             run_start,
-            exact_len: x.iter().map(|&v| exact_sum_len(v)).collect(),
             rel,
             abs,
-            exact,
             parent: vec![0; n + 1],
             scratch: Vec::new(),
         }
@@ -273,7 +284,7 @@ impl<'a> Fast<'a> {
 
     /// ruptures' value of the cost of `x[a..b]`.
     fn numpy_cost(&mut self, a: usize, b: usize) -> f64 {
-        if self.run_start[b - 1] <= a && b - a <= self.exact_len[a] {
+        if self.run_start[b - 1] <= a && b - a <= self.node[a].exact_len {
             // A constant piece whose sums are exact: numpy's mean is the value, the cost 0.
             return 0.0;
         }
@@ -285,19 +296,19 @@ impl<'a> Fast<'a> {
     fn exact_total(&mut self, t: usize) -> f64 {
         let mut chain = Vec::new();
         let mut u = t;
-        while self.exact[u].is_none() {
+        while self.node[u].exact().is_none() {
             chain.push(u);
             u = self.parent[u];
         }
         while let Some(v) = chain.pop() {
             let p = self.parent[v];
-            let base = self.exact[p].unwrap_or(0.0);
+            let base = self.node[p].exact().unwrap_or(0.0);
             let total = base + (self.numpy_cost(p, v) + self.pen);
-            self.exact[v] = Some(total);
+            self.node[v].exact = total;
             self.node[v].est = total;
             self.node[v].err = 0.0;
         }
-        self.exact[t].unwrap_or(0.0)
+        self.node[t].exact().unwrap_or(0.0)
     }
 
     /// ruptures' total of the partition ending at `t` extended by the segment `t..b`.
@@ -309,9 +320,9 @@ impl<'a> Fast<'a> {
     /// Whether every start of `b` has ruptures' exact total known and a constant, exactly
     /// summable piece up to `end`: then they all have the same candidate total.
     fn uniform(&self, b: Block, end: usize) -> Option<f64> {
-        let f = self.exact[b.first]?;
-        (self.run_start[end - 1] <= b.first && end - b.first <= self.exact_len[b.first])
-            .then_some(f)
+        let nf = &self.node[b.first];
+        let f = nf.exact()?;
+        (self.run_start[end - 1] <= b.first && end - b.first <= nf.exact_len).then_some(f)
     }
 
     fn run(mut self, min_size: usize, jump: usize) -> Vec<usize> {
@@ -336,8 +347,8 @@ impl<'a> Fast<'a> {
                 let joins = admissible.last().is_some_and(|b| {
                     b.last + jump == new
                         && self.run_start[new] <= b.first
-                        && self.exact[b.first].is_some()
-                        && self.exact[new] == self.exact[b.first]
+                        && self.node[b.first].exact().is_some()
+                        && self.node[new].exact() == self.node[b.first].exact()
                 });
                 match admissible.last_mut() {
                     Some(b) if joins => b.last = new,
@@ -376,8 +387,8 @@ impl<'a> Fast<'a> {
             for (i, &b) in admissible.iter().enumerate() {
                 let t = b.first;
                 let na = self.node[t];
-                let flat = flat_from <= t && end - t <= self.exact_len[t];
-                let (total, e, x) = match self.exact[t] {
+                let flat = flat_from <= t && end - t <= na.exact_len;
+                let (total, e, x) = match na.exact() {
                     // ruptures' value outright: the piece's cost is exactly 0.
                     Some(f) if flat => {
                         let total = f + (0.0 + pen);
@@ -440,7 +451,7 @@ impl<'a> Fast<'a> {
                 self.node[end].est = est[best];
                 self.node[end].err = err[best];
             } else {
-                self.exact[end] = Some(exact[best]);
+                self.node[end].exact = exact[best];
                 self.node[end].est = exact[best];
                 self.node[end].err = 0.0;
             }
