@@ -37,17 +37,17 @@ impl Round {
     }
 }
 
-async fn round(url: &str, total: usize) -> Round {
+async fn round(url: &str, total: usize, clients: usize) -> Round {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(CLIENTS)
+        .pool_max_idle_per_host(clients)
         .build(connector);
     let client = Arc::new(client);
-    let per = total / CLIENTS;
+    let per = total / clients;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..clients {
         let client = Arc::clone(&client);
         let url: hyper::Uri = url.parse().unwrap();
         tasks.push(tokio::spawn(async move {
@@ -70,6 +70,40 @@ async fn round(url: &str, total: usize) -> Round {
         latencies,
         wall: start.elapsed(),
     }
+}
+
+fn merge(rs: Vec<Round>) -> Round {
+    Round {
+        latencies: rs.iter().flat_map(|r| r.latencies.clone()).collect(),
+        wall: rs.iter().map(|r| r.wall).sum(),
+    }
+}
+
+fn report(clients: usize, d: Round, p: Round) {
+    let us = |x: Duration| x.as_secs_f64() * 1e6;
+    println!(
+        "proxy overhead, {clients} concurrent client(s), {} requests each way",
+        d.latencies.len()
+    );
+    println!("           p50 (µs)   p99 (µs)   throughput (req/s)");
+    println!(
+        "direct   {:>9.0}  {:>9.0}   {:>10.0}",
+        us(d.pct(0.5)),
+        us(d.pct(0.99)),
+        d.rps()
+    );
+    println!(
+        "broker   {:>9.0}  {:>9.0}   {:>10.0}",
+        us(p.pct(0.5)),
+        us(p.pct(0.99)),
+        p.rps()
+    );
+    println!(
+        "added    {:>9.0}  {:>9.0}   {:>9.0}% of direct",
+        us(p.pct(0.5)) - us(d.pct(0.5)),
+        us(p.pct(0.99)) - us(d.pct(0.99)),
+        100.0 * p.rps() / d.rps()
+    );
 }
 
 fn main() {
@@ -108,29 +142,36 @@ fn main() {
         let direct_url = format!("http://127.0.0.1:{port}/work");
         let proxy_url = format!("http://{}/c/u/work", broker.addr);
         // Warm both paths (connections, caches), then alternate rounds.
-        round(&direct_url, CLIENTS * 10).await;
-        round(&proxy_url, CLIENTS * 10).await;
-        let mut direct = Vec::new();
-        let mut proxy = Vec::new();
-        for _ in 0..2 {
-            direct.push(round(&direct_url, total / 2).await);
-            proxy.push(round(&proxy_url, total / 2).await);
+        round(&direct_url, CLIENTS * 10, CLIENTS).await;
+        round(&proxy_url, CLIENTS * 10, CLIENTS).await;
+        // 64 concurrent clients (the target), then one client alone: the cost of the extra hop
+        // without queueing for the CPU.
+        for clients in [CLIENTS, 1] {
+            let n = if clients == 1 { total / 16 } else { total };
+            let mut direct = Vec::new();
+            let mut proxy = Vec::new();
+            for _ in 0..2 {
+                direct.push(round(&direct_url, n / 2, clients).await);
+                proxy.push(round(&proxy_url, n / 2, clients).await);
+            }
+            report(clients, merge(direct), merge(proxy));
         }
-        let merge = |rs: Vec<Round>| Round {
-            latencies: rs.iter().flat_map(|r| r.latencies.clone()).collect(),
-            wall: rs.iter().map(|r| r.wall).sum(),
-        };
-        let (d, p) = (merge(direct), merge(proxy));
-        let us = |x: Duration| x.as_secs_f64() * 1e6;
-        println!("proxy overhead, {CLIENTS} concurrent clients, {} requests each way", d.latencies.len());
-        println!("           p50 (µs)   p99 (µs)   throughput (req/s)");
-        println!("direct   {:>9.0}  {:>9.0}   {:>10.0}", us(d.pct(0.5)), us(d.pct(0.99)), d.rps());
-        println!("broker   {:>9.0}  {:>9.0}   {:>10.0}", us(p.pct(0.5)), us(p.pct(0.99)), p.rps());
+        // The admission round trip alone (acquire, then release), one task, in sequence.
+        let n = 20_000u32;
+        let handle = broker.app.broker.clone();
+        let took = tokio::spawn(async move {
+            let t = Instant::now();
+            for _ in 0..n {
+                let permit = handle.acquire("u").await.unwrap();
+                drop(permit);
+            }
+            t.elapsed()
+        })
+        .await
+        .unwrap();
         println!(
-            "added    {:>9.0}  {:>9.0}   {:>9.0}% of direct",
-            us(p.pct(0.5)) - us(d.pct(0.5)),
-            us(p.pct(0.99)) - us(d.pct(0.99)),
-            100.0 * p.rps() / d.rps()
+            "admission round trip through the state owner: {:.1} µs",
+            took.as_secs_f64() * 1e6 / f64::from(n)
         );
         broker.shutdown().await;
     });

@@ -137,10 +137,10 @@ impl ConsumerConfig {
         self.unload.is_some() || self.start.is_some()
     }
 
-    /// A consumer with no way to load or unload (a batch job run under a lease) holds its
-    /// memory only while it has work.
+    /// A consumer with no server and no process of ours (a batch job run under a lease) holds
+    /// its memory only while it has work.
     pub fn is_ephemeral(&self) -> bool {
-        self.load.is_none() && self.unload.is_none() && self.start.is_none()
+        self.upstream.is_none() && self.start.is_none()
     }
 }
 

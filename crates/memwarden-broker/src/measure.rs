@@ -45,8 +45,14 @@ pub struct PoolReading {
 /// each time; a remembered owner is checked before it is trusted.
 #[derive(Debug, Default)]
 pub struct Measurer {
-    port_owner: HashMap<u16, (u32, u64)>,
+    /// port -> (pid, starttime, when the ownership was last checked through the socket tables)
+    port_owner: HashMap<u16, (u32, u64, Instant)>,
 }
+
+/// How long a port's owner is trusted without reading the socket tables again, as long as the
+/// same process (pid and start time) lives. Those tables list every socket of the machine
+/// (thousands on a busy server), so they are not read on every measurement.
+const RECHECK_OWNER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Measurer {
     /// The live readings of `pools`.
@@ -153,11 +159,15 @@ impl Measurer {
 
     fn owner(&mut self, probe: &Probe, scan: &[ScannedProcess], port: u16) -> Option<u32> {
         let root = probe.root();
-        if let Some(&(pid, start)) = self.port_owner.get(&port) {
+        if let Some(&(pid, start, checked)) = self.port_owner.get(&port) {
             let same = scan
                 .iter()
                 .any(|s| s.process.pid == pid && s.process.starttime == start);
+            if same && checked.elapsed() < RECHECK_OWNER {
+                return Some(pid);
+            }
             if same && pid_owns_port(root, pid, port) {
+                self.port_owner.insert(port, (pid, start, Instant::now()));
                 return Some(pid);
             }
             self.port_owner.remove(&port);
@@ -168,7 +178,7 @@ impl Measurer {
             .find(|s| s.process.pid == pid)?
             .process
             .starttime;
-        self.port_owner.insert(port, (pid, start));
+        self.port_owner.insert(port, (pid, start, Instant::now()));
         Some(pid)
     }
 }
