@@ -8,8 +8,7 @@
 //!
 //! What the cache can miss: a process that changes uid or cgroup after start keeps the first
 //! reading, and a process that opens a GPU device or a model file later is noticed at the
-//! next fd rescan (every `fd_rescan_every` samples). Inference servers' metrics are not
-//! scraped here (the estimate of a workload comes from its open model files).
+//! next fd rescan (every `fd_rescan_every` samples).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use crate::framework::{self, Framework, FrameworkCache};
 use crate::names::NameCache;
 use crate::probe::{FRAMEWORK_RSS_FLOOR, OpenFile, Probe, ScannedProcess, attribute_drm, now_ms};
 use crate::root::ReadBuf;
+use crate::scrape::{ScrapeConfig, ScrapeError, Scraper, ServerMetrics};
 use crate::snapshot::{Gpu, NumaNode, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot};
 use crate::{ProbeError, numa, process, sanitize, workload};
 
@@ -41,11 +41,13 @@ struct Known {
     fds_scanned_at: u64,
 }
 
-/// One sample: the snapshot, and the parent of each pid (for a process tree).
+/// One sample: the snapshot, the parent of each pid (for a process tree), and what the
+/// inference servers among the processes reported, by pid.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub snapshot: Snapshot,
     pub parents: HashMap<u32, u32>,
+    pub servers: HashMap<u32, ServerMetrics>,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,7 @@ pub struct Sampler {
     names: NameCache,
     frameworks: FrameworkCache,
     workloads: bool,
+    scraper: Scraper,
 }
 
 impl Sampler {
@@ -91,6 +94,11 @@ impl Sampler {
             names: NameCache::new(system),
             frameworks: FrameworkCache::new(),
             workloads: true,
+            // Never ask servers on a made-up machine: its pids are not this machine's.
+            scraper: Scraper::new(ScrapeConfig {
+                enabled: system,
+                ..ScrapeConfig::default()
+            }),
         }
     }
 
@@ -168,13 +176,17 @@ impl Sampler {
             let live: Vec<_> = scanned.iter().map(|s| s.process.identity()).collect();
             self.frameworks.retain_live(live.iter());
         }
+        let servers = self.scrape_servers(&scanned, &mut notes);
         let workloads = if self.workloads {
+            let extras = workload::Extras {
+                servers: servers.iter().map(|(pid, m)| (*pid, m)).collect(),
+            };
             workload::build(
                 self.probe.root(),
                 self.probe.cgroups(),
                 &mut self.names,
                 &scanned,
-                &workload::Extras::default(),
+                &extras,
                 &mut notes,
             )
         } else {
@@ -194,7 +206,50 @@ impl Sampler {
                 notes,
             },
             parents,
+            servers,
         })
+    }
+
+    /// Whether inference servers are asked for their figures (on by default on the real
+    /// machine; each server at most as often as the scraper's rate limit allows).
+    pub fn set_scrape(&mut self, on: bool) {
+        self.scraper = Scraper::new(ScrapeConfig {
+            enabled: on,
+            ..ScrapeConfig::default()
+        });
+    }
+
+    /// Asks each inference server among the processes for its figures, as
+    /// [`Probe::snapshot`] does; what cannot be read becomes a note. Between two asks the
+    /// scraper hands back its last answer, so estimates do not flicker.
+    fn scrape_servers(
+        &mut self,
+        scanned: &[ScannedProcess],
+        notes: &mut Vec<String>,
+    ) -> HashMap<u32, ServerMetrics> {
+        let mut out = HashMap::new();
+        if !self.scraper.config().enabled {
+            return out;
+        }
+        for s in scanned {
+            let p = &s.process;
+            let Some(f) = p.framework else { continue };
+            match self
+                .scraper
+                .scrape_process(self.probe.root(), p.pid, &p.cmdline, f)
+            {
+                None | Some(Err(ScrapeError::RateLimited | ScrapeError::Disabled)) => {}
+                Some(Ok(m)) => {
+                    out.insert(p.pid, m);
+                }
+                Some(Err(e)) => notes.push(format!(
+                    "{} server of pid {} skipped: {e}",
+                    f.as_str(),
+                    p.pid
+                )),
+            }
+        }
+        out
     }
 
     fn scan(&mut self) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use memwarden_probe::HostRoot;
 use memwarden_probe::incremental::{Sample, Sampler};
-use memwarden_probe::scrape::{ScrapeConfig, Scraper};
+use memwarden_probe::scrape::ServerKind;
 use memwarden_probe::snapshot::{Process, ProcessId};
 
 use crate::app::Extras;
@@ -62,7 +62,6 @@ pub fn spawn(mut sampler: Sampler, interval: Duration, tx: Sender<Event>) -> Liv
     control.set_interval(interval);
     let c = control.clone();
     let root = sampler.probe().root().clone();
-    let mut scraper = Scraper::new(ScrapeConfig::default());
     std::thread::Builder::new()
         .name("memwarden-sampler".into())
         .spawn(move || {
@@ -74,7 +73,14 @@ pub fn spawn(mut sampler: Sampler, interval: Duration, tx: Sender<Event>) -> Liv
                         let extras = focus
                             .and_then(|id| {
                                 let p = s.snapshot.processes.iter().find(|p| p.identity() == id)?;
-                                Some(extras(&root, p, &mut scraper))
+                                let server = p.framework.and_then(|f| {
+                                    ServerKind::for_framework(f)?;
+                                    Some(match s.servers.get(&p.pid) {
+                                        Some(m) => Ok(m.clone()),
+                                        None => Err(server_note(&s.snapshot.notes, p.pid)),
+                                    })
+                                });
+                                Some(extras(&root, p, server))
                             })
                             .unwrap_or_default();
                         Event::Sample(Box::new(s), Box::new(extras))
@@ -112,19 +118,27 @@ const MODEL_EXTENSIONS: [&str; 9] = [
     ".plan",
 ];
 
-/// The open model files, listening ports and server metrics of one process. The server is
-/// asked at most as often as the scraper's rate limit allows.
-pub fn extras(root: &HostRoot, p: &Process, scraper: &mut Scraper) -> Extras {
+/// Why a server's figures are missing, from the sample's notes.
+fn server_note(notes: &[String], pid: u32) -> String {
+    let tag = format!("server of pid {pid} skipped: ");
+    notes
+        .iter()
+        .find_map(|n| n.split_once(&tag).map(|(_, why)| why.to_string()))
+        .unwrap_or_else(|| "not asked yet".into())
+}
+
+/// The open model files and listening ports of one process, with what its server said.
+pub fn extras(
+    root: &HostRoot,
+    p: &Process,
+    server: Option<Result<memwarden_probe::scrape::ServerMetrics, String>>,
+) -> Extras {
     let id = p.identity();
     let mut out = Extras {
         id: Some(id),
+        server,
         ..Extras::default()
     };
-    out.server = p.framework.and_then(|f| {
-        scraper
-            .scrape_process(root, p.pid, &p.cmdline, f)
-            .map(|r| r.map_err(|e| e.to_string()))
-    });
     let dir = root.path(&format!("/proc/{}/fd", id.pid));
     if let Ok(entries) = std::fs::read_dir(&dir) {
         let mut seen: HashMap<String, u64> = HashMap::new();
@@ -180,7 +194,7 @@ mod tests {
             gpu: vec![],
             framework: None,
         };
-        let x = extras(&root, &p, &mut Scraper::new(ScrapeConfig::default()));
+        let x = extras(&root, &p, None);
         assert_eq!(x.server, None);
         assert!(
             x.model_files

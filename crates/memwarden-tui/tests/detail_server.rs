@@ -6,11 +6,13 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Instant;
 
-use memwarden_probe::HostRoot;
 use memwarden_probe::framework::Framework;
+use memwarden_probe::incremental::Sampler;
 use memwarden_probe::scrape::{ScrapeConfig, Scraper};
 use memwarden_probe::snapshot::{HostMemory, Process, ProcessGpu, Snapshot};
+use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 use memwarden_tui::app::App;
+use memwarden_tui::live::Event;
 use memwarden_tui::theme::ThemeName;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -59,7 +61,10 @@ fn the_detail_pane_shows_what_the_server_says() {
         framework: Some(Framework::Vllm),
     };
     let mut scraper = Scraper::new(ScrapeConfig::default());
-    let extras = memwarden_tui::live::extras(&root, &p, &mut scraper);
+    let server = scraper
+        .scrape_process(&root, p.pid, &p.cmdline, Framework::Vllm)
+        .map(|r| r.map_err(|e| e.to_string()));
+    let extras = memwarden_tui::live::extras(&root, &p, server);
     let m = match &extras.server {
         Some(Ok(m)) => m.clone(),
         other => panic!("{other:?}"),
@@ -105,4 +110,76 @@ fn the_detail_pane_shows_what_the_server_says() {
     assert!(text.contains("server    vLLM"), "{text}");
     assert!(text.contains("3 running · 7 waiting"), "{text}");
     assert!(text.contains(&format!("listens   {port}")), "{text}");
+}
+
+/// A vLLM look-alike in its own process: Python's HTTP server answering with vLLM's metrics.
+const FAKE_VLLM: &str = r#"
+import http.server, sys
+body = open(sys.argv[1], 'rb').read()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/plain')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+print(s.server_port, flush=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn the_live_thread_brings_the_selected_servers_figures() {
+    use std::io::BufRead;
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: python3 is not installed (.ci/setup installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.txt");
+    std::fs::write(&metrics, VLLM_METRICS).unwrap();
+    // Laid out like vLLM's entry point, so its command line names it as vLLM's does.
+    let script = dir.path().join("vllm/entrypoints/openai/api_server.py");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(&script, FAKE_VLLM).unwrap();
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&metrics)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let root = HostRoot::system();
+    let id = memwarden_tui::kill::identity_now(&root, child.id()).unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sampler = Sampler::new(Probe::new(root, GpuSourceKind::None));
+    let control = memwarden_tui::live::spawn(sampler, std::time::Duration::from_millis(200), tx);
+    control.set_focus(Some(id));
+    let mut got = None;
+    for _ in 0..25 {
+        if let Ok(Event::Sample(s, extras)) = rx.recv_timeout(std::time::Duration::from_secs(5))
+            && let Some(Ok(m)) = &extras.server
+        {
+            assert!(s.servers.contains_key(&id.pid));
+            got = Some((m.clone(), extras.ports.clone()));
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (m, ports) = got.expect("the server's figures reach the detail pane");
+    assert_eq!(m.requests_running, Some(3));
+    assert_eq!(m.requests_waiting, Some(7));
+    assert!(ports.contains(&port), "{ports:?}");
 }
