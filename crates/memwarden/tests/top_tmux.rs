@@ -359,6 +359,60 @@ fn no_color_means_no_colour_on_the_real_screen() {
     );
 }
 
+/// A made-up machine through `--root`: an APU whose model lives in GTT, read live through the
+/// DRM path, with kill off (the pids are not this machine's).
+#[test]
+fn live_view_of_a_fake_machine_with_an_apu() {
+    use memwarden_probe::fakeroot::{FakeCard, FakeProcess, FakeRoot, amdgpu_fdinfo};
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = FakeRoot::new(dir.path());
+    root.meminfo(128 << 20, 90 << 20, 0, 0).unwrap();
+    root.card(&FakeCard {
+        card: 0,
+        bus_id: "0000:c3:00.0".into(),
+        vendor: 0x1002,
+        device: 0x1586,
+        numa_node: -1,
+        vram_total: Some(512 << 20),
+        vram_used: Some(300 << 20),
+        gtt_total: Some(110 << 30),
+        gtt_used: Some(24 << 30),
+    })
+    .unwrap();
+    let mut server = FakeProcess::new(4242, "llama-server");
+    server.cmdline = vec![
+        "/opt/llama/llama-server".into(),
+        "-m".into(),
+        "/models/qwen3-32b-q4_k_m.gguf".into(),
+    ];
+    server.fdinfo = vec![(7, amdgpu_fdinfo("0000:c3:00.0", 3, "256 MiB", "22 GiB"))];
+    root.process(&FakeProcess::new(1, "init")).unwrap();
+    root.process(&server).unwrap();
+    let p = Pane::start(
+        &[
+            "top",
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--gpu-source",
+            "drm",
+        ],
+        140,
+        45,
+    );
+    let s = p.wait_for("llama-server", 20);
+    assert!(s.contains("GPU 0"), "{s}");
+    assert!(s.contains("GTT"), "{s}");
+    assert!(s.contains("22 GiB"), "{s}");
+    assert!(!s.contains("k kill"), "kill is off under --root: {s}");
+    p.keys(&["k"]);
+    p.wait_for("kill works on / only", 10);
+    p.keys(&["q"]);
+    p.wait_for("EXIT=0", 10);
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
