@@ -60,10 +60,15 @@ pub struct ConsumerState {
 
 impl ConsumerState {
     /// What it holds in its pool now. A loaded consumer's measurement replaces its declared
-    /// size once there is one; a loading one is covered by the ledger instead.
+    /// size once there is one; a loading one is covered by the ledger instead. A loaded
+    /// consumer measured at zero was not found (its server behind a proxy process, in another
+    /// namespace): that is no reading, and the declared size stands.
     pub fn held(&self) -> u64 {
         match self.phase {
-            Phase::Loaded | Phase::Unloading => self.measured.unwrap_or(self.need),
+            Phase::Loaded | Phase::Unloading => match self.measured {
+                Some(m) if m > 0 => m,
+                _ => self.need,
+            },
             Phase::Unloaded if self.stuck => self.measured.unwrap_or(self.need),
             Phase::Unloaded | Phase::Loading => 0,
         }
@@ -459,6 +464,15 @@ mod tests {
         p.live_free = None;
         p.capacity = None;
         assert_eq!(available(&p, 0, &cs), 0);
+    }
+
+    #[test]
+    fn a_loaded_consumer_measured_at_zero_keeps_its_declared_size() {
+        let mut c = loaded(600, 1);
+        c.measured = Some(0);
+        assert_eq!(c.held(), 600 * MIB);
+        c.measured = Some(5 * MIB);
+        assert_eq!(c.held(), 5 * MIB);
     }
 
     #[test]
