@@ -289,3 +289,27 @@ async fn a_burst_for_one_consumer_does_not_starve_another() {
     assert!(waited < Duration::from_secs(3), "{waited:?}");
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_consumer_is_trusted_again_once_its_memory_comes_back() {
+    let slow = TestConsumer::spawn("slow", "64MiB", "slow");
+    let b = TestConsumer::spawn("b", "64MiB", "normal");
+    let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"")
+        + &consumer_toml("slow", slow.port, "64MiB", "")
+        + &consumer_toml("b", b.port, "64MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr);
+    assert_eq!(http("GET", format!("{base}/c/slow/work"), "").await.0, 200);
+    // Its memory comes back after the verify timeout: stuck, and b is refused meanwhile.
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!(code, 507, "{body}");
+    assert_eq!(consumer(&status(&r).await, "slow")["state"], "stuck");
+    // The sampler sees the memory come back and trusts it again; b then fits.
+    wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "slow")["state"] == "unloaded"
+    })
+    .await;
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
+    r.shutdown().await;
+}

@@ -1,9 +1,10 @@
 //! A small model server stand-in for testing the broker on any machine: it allocates and
 //! touches its size of memory on load and gives it back to the kernel on unload.
 //!
-//! `memwarden-test-consumer --size 64MiB [--mode normal|lying|crash] [--port N] [--loaded]`
+//! `memwarden-test-consumer --size 64MiB [--mode normal|lying|crash|slow] [--port N] [--loaded]`
 //! prints `listening on PORT` once it accepts connections. Routes: `POST /load`,
-//! `POST /unload` (a lying consumer answers 200 and keeps the memory), `GET /health`,
+//! `POST /unload` (a lying consumer answers 200 and keeps the memory; a slow one frees it
+//! 1.5 s later), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`.
 
@@ -23,6 +24,9 @@ enum Mode {
     Normal,
     Lying,
     Crash,
+    /// Answers the unload at once and frees the memory 1.5 s later (as ComfyUI frees between
+    /// prompts).
+    Slow,
 }
 
 /// Memory mapped straight from the kernel, so that unmapping it really gives it back (a
@@ -92,7 +96,7 @@ type App = Arc<Consumer>;
 fn usage(msg: &str) -> ! {
     eprintln!("memwarden-test-consumer: {msg}");
     eprintln!(
-        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash] [--port N] [--loaded] [--name NAME]"
+        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow] [--port N] [--loaded] [--name NAME]"
     );
     std::process::exit(2);
 }
@@ -123,6 +127,7 @@ async fn main() {
                     "normal" => Mode::Normal,
                     "lying" => Mode::Lying,
                     "crash" => Mode::Crash,
+                    "slow" => Mode::Slow,
                     m => usage(&format!("unknown mode {m:?}")),
                 }
             }
@@ -180,10 +185,15 @@ async fn load(State(app): State<App>) -> Response {
 
 async fn unload(State(app): State<App>) -> Response {
     let taken = app.held.lock().expect("lock").take();
-    if let Some(m) = taken
-        && app.mode == Mode::Lying
-    {
-        app.kept.lock().expect("lock").push(m);
+    match (taken, app.mode) {
+        (Some(m), Mode::Lying) => app.kept.lock().expect("lock").push(m),
+        (Some(m), Mode::Slow) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                drop(m);
+            });
+        }
+        _ => {}
     }
     (StatusCode::OK, "unloaded").into_response()
 }
