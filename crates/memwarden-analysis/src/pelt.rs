@@ -337,9 +337,7 @@ impl<'a> Fast<'a> {
         // that adds them, as they always come last. Leaving them out is the same.
         let mut admissible: Vec<Block> = Vec::new();
         // Per block: estimate of ruptures' total, error bound, exact total (NaN until known).
-        let mut est: Vec<f64> = Vec::new();
-        let mut err: Vec<f64> = Vec::new();
-        let mut exact: Vec<f64> = Vec::new();
+        let mut cands: Vec<Cand> = Vec::new();
         let mut kept: Vec<Block> = Vec::new();
         for end in candidate_ends(n, min_size, jump) {
             let new = (end - min_size) / jump * jump;
@@ -377,11 +375,13 @@ impl<'a> Fast<'a> {
                 }
                 std::mem::swap(&mut admissible, &mut kept);
             }
-            est.clear();
-            err.clear();
-            exact.clear();
+            cands.clear();
             let mut best = 0;
             let mut best_est = f64::INFINITY;
+            // The two lowest lower bounds, to tell without another pass whether any other
+            // start comes close to the best.
+            let mut low1 = (f64::INFINITY, usize::MAX);
+            let mut low2 = f64::INFINITY;
             let nb = self.node[end];
             let flat_from = self.run_start[end - 1];
             for (i, &b) in admissible.iter().enumerate() {
@@ -411,9 +411,18 @@ impl<'a> Fast<'a> {
                         (total, e, f64::NAN)
                     }
                 };
-                est.push(total);
-                err.push(e);
-                exact.push(x);
+                cands.push(Cand {
+                    est: total,
+                    err: e,
+                    exact: x,
+                });
+                let lower = total - e;
+                if lower < low1.0 {
+                    low2 = low1.0;
+                    low1 = (lower, i);
+                } else if lower < low2 {
+                    low2 = lower;
+                }
                 if total < best_est {
                     best_est = total;
                     best = i;
@@ -421,22 +430,31 @@ impl<'a> Fast<'a> {
             }
 
             // The winner: clear unless another start's interval reaches the best one's.
-            let reach = est[best] + err[best];
-            let t_best0 = admissible[best].first;
-            let close = (0..admissible.len())
-                .any(|i| i != best && est[i] - err[i] <= reach && admissible[i].first != t_best0);
+            let reach = cands[best].est + cands[best].err;
+            let close = if jump == 1 {
+                // Starts are distinct: the lowest lower bound other than the best's decides.
+                (if low1.1 == best { low2 } else { low1.0 }) <= reach
+            } else {
+                // The last end may add a start twice; a start does not compete with itself.
+                let t_best = admissible[best].first;
+                (0..admissible.len()).any(|i| {
+                    i != best
+                        && cands[i].est - cands[i].err <= reach
+                        && admissible[i].first != t_best
+                })
+            };
             if close {
                 let mut win: Option<(usize, f64)> = None;
                 for i in 0..admissible.len() {
-                    if est[i] - err[i] > reach {
+                    if cands[i].est - cands[i].err > reach {
                         continue;
                     }
-                    let v = if exact[i].is_nan() {
+                    let v = if cands[i].exact.is_nan() {
                         self.exact_candidate(admissible[i].first, end)
                     } else {
-                        exact[i]
+                        cands[i].exact
                     };
-                    exact[i] = v;
+                    cands[i].exact = v;
                     if win.is_none_or(|(_, w)| v < w) {
                         win = Some((i, v));
                     }
@@ -447,12 +465,12 @@ impl<'a> Fast<'a> {
             }
             exists[end] = true;
             self.parent[end] = admissible[best].first;
-            if exact[best].is_nan() {
-                self.node[end].est = est[best];
-                self.node[end].err = err[best];
+            if cands[best].exact.is_nan() {
+                self.node[end].est = cands[best].est;
+                self.node[end].err = cands[best].err;
             } else {
-                self.node[end].exact = exact[best];
-                self.node[end].est = exact[best];
+                self.node[end].exact = cands[best].exact;
+                self.node[end].est = cands[best].exact;
                 self.node[end].err = 0.0;
             }
 
@@ -461,28 +479,37 @@ impl<'a> Fast<'a> {
             let thr_err = self.node[end].err + self.rel * thr;
             kept.clear();
             let mut exact_thr: Option<f64> = None;
-            for i in 0..admissible.len() {
-                let keep = if est[i] + err[i] < thr - thr_err {
+            for (&b, c) in admissible.iter().zip(&cands) {
+                let keep = if c.est + c.err < thr - thr_err {
                     true
-                } else if est[i] - err[i] > thr + thr_err {
+                } else if c.est - c.err > thr + thr_err {
                     false
                 } else {
-                    let v = if exact[i].is_nan() {
-                        self.exact_candidate(admissible[i].first, end)
+                    let v = if c.exact.is_nan() {
+                        self.exact_candidate(b.first, end)
                     } else {
-                        exact[i]
+                        c.exact
                     };
                     let threshold = *exact_thr.get_or_insert_with(|| self.exact_total(end) + pen);
                     v <= threshold
                 };
                 if keep {
-                    kept.push(admissible[i]);
+                    kept.push(b);
                 }
             }
             std::mem::swap(&mut admissible, &mut kept);
         }
         backtrack(&self.parent, n)
     }
+}
+
+/// A block's candidate total: our estimate, its error bound, ruptures' exact value (NaN until
+/// computed).
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    est: f64,
+    err: f64,
+    exact: f64,
 }
 
 /// Consecutive admissible starts `first, first + jump, …, last`.
