@@ -451,7 +451,7 @@ impl Owner {
         }
         let Some(c) = self.index(name) else {
             let _ = reply.send(Err(AdmitError::Unknown {
-                name: name.to_string(),
+                name: memwarden_probe::sanitize::sanitize(name, 64),
                 known: self.known(),
             }));
             return;

@@ -93,6 +93,32 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
         err.starts_with("memwarden: ") && err.contains("unknown consumer"),
         "{err}"
     );
+    // SIGTERM to `memwarden run` is passed on to the command, and the lease still goes back.
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--consumer",
+            "job",
+            "--broker",
+            &url,
+            "--",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(broker.addr)["consumers"][0]["in_flight"] != 1 {
+        assert!(Instant::now() < deadline, "no lease seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
+    assert_eq!(status(broker.addr)["consumers"][0]["in_flight"], 0);
     rt.block_on(broker.shutdown());
 }
 

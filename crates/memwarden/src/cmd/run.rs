@@ -48,13 +48,35 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let id = rt.block_on(client.take_lease(&args.consumer, args.ttl))?;
-    // From here the lease is given back whatever the command does, Ctrl-C included: the
-    // command gets the signal (same process group) and we wait for it.
-    let ignore = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, std::sync::Arc::clone(&ignore));
-    }
-    let status = Command::new(prog).args(rest).status();
+    // From here the lease is given back whatever the command does. Ctrl-C reaches the
+    // command through the terminal's process group (so SIGINT is only kept from ending us); a
+    // SIGTERM sent to us is passed on to it. Either way we wait for it to end.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGINT,
+        std::sync::Arc::clone(&interrupted),
+    );
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _ = signal_hook::flag::register_usize(
+        signal_hook::consts::SIGTERM,
+        std::sync::Arc::clone(&signalled),
+        signal_hook::consts::SIGTERM as usize,
+    );
+    let status = Command::new(prog).args(rest).spawn().and_then(|mut child| {
+        let mut passed_on = false;
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            let sig = signalled.load(std::sync::atomic::Ordering::Relaxed);
+            if sig != 0 && !passed_on {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(child.id() as i32, sig as i32) };
+                passed_on = true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
     let back = rt.block_on(client.give_back(&id));
     let status = status.with_context(|| format!("cannot run {prog:?}"))?;
     back?;
