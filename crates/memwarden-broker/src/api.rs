@@ -331,7 +331,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("keep-alive");
 }
 
-async fn forward(app: Arc<App>, consumer: String, rest: String, req: Request) -> Response {
+async fn forward(app: Arc<App>, consumer: String, rest: String, mut req: Request) -> Response {
     let cfg = app.config();
     let Some(c) = cfg.consumer_index(&consumer) else {
         let known: Vec<&str> = cfg.consumers.iter().map(|c| c.name.as_str()).collect();
@@ -360,6 +360,10 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, req: Request) ->
         Ok(p) => p,
         Err(e) => return admit_error(&e),
     };
+    // A protocol upgrade (a WebSocket, as ComfyUI's UI opens) keeps its Upgrade and
+    // Connection headers, and the connection is spliced through once the upstream agrees.
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let query = parts
         .uri
@@ -372,6 +376,12 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, req: Request) ->
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad path: {e}")),
     };
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::UPGRADE, u.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     // The broker's own token is not the upstream's business.
     if app.config().server.token.is_some() {
         parts.headers.remove(header::AUTHORIZATION);
@@ -382,7 +392,17 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, req: Request) ->
     let upstream_req = hyper::Request::from_parts(parts, body);
     let client: &HttpClient = &app.shared.client;
     match client.request(upstream_req).await {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_upgrade) = client_upgrade
+            {
+                return splice(
+                    resp.headers().clone(),
+                    client_upgrade,
+                    hyper::upgrade::on(&mut resp),
+                    permit,
+                );
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let body = Body::new(Held {
@@ -407,6 +427,29 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, req: Request) ->
             )
         }
     }
+}
+
+/// Answers 101 to the client and copies bytes both ways between the two upgraded
+/// connections; the consumer stays in use until either side closes.
+fn splice(
+    headers: HeaderMap,
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    permit: Permit,
+) -> Response {
+    tokio::spawn(async move {
+        let _permit = permit;
+        let (Ok(c), Ok(u)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let mut c = hyper_util::rt::TokioIo::new(c);
+        let mut u = hyper_util::rt::TokioIo::new(u);
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 /// A response body that keeps its consumer "in use" until the last byte is sent or the

@@ -307,3 +307,44 @@ async fn reload_keeps_state_and_refuses_a_bad_config() {
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_upgrades_pass_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(
+        b"GET /c/a/upgrade HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    // The consumer is in use while the upgraded connection lives.
+    assert_eq!(consumer(&status(&r).await, "a")["in_flight"], 1);
+    s.write_all(b"hello through the broker").await.unwrap();
+    let mut back = [0u8; 24];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"hello through the broker");
+    drop(s);
+    wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "a")["in_flight"] == 0
+    })
+    .await;
+    r.shutdown().await;
+}

@@ -6,7 +6,7 @@
 //! `POST /unload` (a lying consumer answers 200 and keeps the memory; a slow one frees it
 //! 1.5 s later), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
-//! (server-sent events), `POST /echo`.
+//! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -155,6 +155,7 @@ async fn main() {
         .route("/work", any(work))
         .route("/stream", get(stream))
         .route("/echo", post(|b: Bytes| async move { b }))
+        .route("/upgrade", get(upgrade))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -214,6 +215,23 @@ async fn work(State(app): State<App>, Query(q): Query<WorkQuery>) -> Response {
     }
     let loaded = app.held.lock().expect("lock").is_some();
     format!("{} ok loaded={loaded}\n", app.name).into_response()
+}
+
+/// A protocol upgrade (`Upgrade: echo`): after the 101, every byte sent comes back.
+async fn upgrade(mut req: axum::extract::Request) -> Response {
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(up) = on.await {
+            let io = hyper_util::rt::TokioIo::new(up);
+            let (mut r, mut w) = tokio::io::split(io);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [(header::UPGRADE, "echo"), (header::CONNECTION, "upgrade")],
+    )
+        .into_response()
 }
 
 async fn stream(State(app): State<App>, Query(q): Query<WorkQuery>) -> Response {
