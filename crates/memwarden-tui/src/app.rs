@@ -586,7 +586,13 @@ impl App {
                 r.position,
                 r.len,
                 trim_float(r.speed),
-                if r.paused { " ⏸ paused" } else { " ▶" }
+                if r.position >= r.len {
+                    " ■ end"
+                } else if r.paused {
+                    " ⏸ paused"
+                } else {
+                    " ▶"
+                }
             ),
             None if self.frozen => "live ⏸ frozen".into(),
             None => format!("live every {}", humanize(self.interval)),

@@ -79,7 +79,7 @@ fn full_layout_shows_cards_maps_table_and_prediction() {
         "{s}"
     );
     assert!(s.contains("✗ OOM") || s.contains("⚠ TIGHT"), "{s}");
-    assert!(s.contains("replay 300/300"), "{s}");
+    assert!(s.contains("replay 300/300 ×1 ■ end"), "{s}");
 }
 
 #[test]
