@@ -1,6 +1,9 @@
 //! `memwarden run` and `memwarden serve` as a user runs them: the real binary against a real
 //! broker on 127.0.0.1.
 
+#[path = "../../memwarden-plan/tests/common/gguf_writer.rs"]
+mod gguf_writer;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -186,4 +189,51 @@ fn serve_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "serve did not stop");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn serve_sizes_a_consumer_from_its_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    gguf_writer::llama(32, 4096, 32, 32, 4096, 1).write(&dir.path().join("llama.gguf"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The model path is relative to the configuration file.
+    let cfg = dir.path().join("memwarden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"64GiB\"\n\
+             [[consumer]]\nname = \"llm\"\npool = \"ram\"\nestimate = {{ model = \"llama.gguf\", ctx = 4096 }}\n"
+        ),
+    )
+    .unwrap();
+    let est = Command::new(BIN)
+        .args(["estimate", "--json", "--ctx", "4096"])
+        .arg(dir.path().join("llama.gguf"))
+        .env("MEMWARDEN_GPU_SOURCE", "none")
+        .output()
+        .unwrap();
+    let est: serde_json::Value = serde_json::from_slice(&est.stdout).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--gpu-source", "none", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = status(addr);
+    let _ = child.kill();
+    let _ = child.wait();
+    let c = &st["consumers"][0];
+    assert_eq!(c["declared_source"], "estimate");
+    assert_eq!(c["declared_bytes"], est["total_bytes"]);
+    assert!(c["declared_bytes"].as_u64().unwrap() > 2 << 30);
 }
