@@ -253,11 +253,33 @@ pub fn pick_victims(
     Some(chosen)
 }
 
-/// The queue's order rule: once the oldest waiting request has waited a quarter of
-/// `max_wait`, it goes next whatever it needs; before that, requests that can run now go
-/// ahead of those that need an eviction.
+/// Whether a request that has waited `waited` has its turn next, whatever it needs.
 pub fn aged(waited: Duration, max_wait: Duration) -> bool {
     waited >= max_wait / 4
+}
+
+/// The order in which a pool's waiting requests (oldest first, each with its consumer and how
+/// long it has waited) are considered. Requests whose consumer can run now (`runnable`) go
+/// ahead of those that need a load or an eviction, so interleaved traffic does not thrash the
+/// pool; but once the oldest has waited a quarter of `max_wait`, its turn comes next: only it,
+/// and requests for the same consumer, are considered until it leaves the queue.
+pub fn queue_order(
+    waiting: &[(usize, Duration)],
+    max_wait: Duration,
+    runnable: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let Some(&(head, waited)) = waiting.first() else {
+        return Vec::new();
+    };
+    if aged(waited, max_wait) {
+        return (0..waiting.len())
+            .filter(|&i| waiting[i].0 == head)
+            .collect();
+    }
+    let (mut now, later): (Vec<usize>, Vec<usize>) =
+        (0..waiting.len()).partition(|&i| runnable(waiting[i].0));
+    now.extend(later);
+    now
 }
 
 #[cfg(test)]
@@ -488,5 +510,19 @@ mod tests {
         let w = Duration::from_secs(120);
         assert!(!aged(Duration::from_secs(29), w));
         assert!(aged(Duration::from_secs(30), w));
+    }
+
+    #[test]
+    fn runnable_requests_go_first_until_the_oldest_has_aged() {
+        let s = Duration::from_secs;
+        let max_wait = s(120);
+        // Consumer 0 is loaded and free; 1 needs an eviction.
+        let runnable = |c: usize| c == 0;
+        let queue = [(1, s(10)), (0, s(9)), (1, s(5)), (0, s(1))];
+        assert_eq!(queue_order(&queue, max_wait, runnable), vec![1, 3, 0, 2]);
+        // The oldest has waited 30 s of 120: only it and its consumer's requests go.
+        let queue = [(1, s(30)), (0, s(9)), (1, s(5)), (0, s(1))];
+        assert_eq!(queue_order(&queue, max_wait, runnable), vec![0, 2]);
+        assert!(queue_order(&[], max_wait, runnable).is_empty());
     }
 }

@@ -509,39 +509,20 @@ impl Owner {
             return;
         }
         let now = Instant::now();
-        let max_wait = self.cfg.pools[p].max_wait;
-        if admission::aged(now - self.pools[p].queue[0].since, max_wait) {
-            // The oldest goes next: nothing else in the pool is admitted before it, except
-            // requests for the same consumer, which may run beside it.
-            let target = self.pools[p].queue[0].consumer;
-            self.step(p, 0);
-            let mut i = 0;
-            while i < self.pools[p].queue.len() {
-                let w = &self.pools[p].queue[i];
-                if w.consumer == target
-                    && admission::decide(self.pool_view(p), &self.cons, target) == Decision::Run
-                {
-                    self.grant(p, i);
-                } else {
-                    i += 1;
-                }
-            }
-            return;
-        }
-        // Requests that can run now go first, then the rest in arrival order.
-        let mut i = 0;
-        while i < self.pools[p].queue.len() {
-            let c = self.pools[p].queue[i].consumer;
-            if admission::decide(self.pool_view(p), &self.cons, c) == Decision::Run {
-                self.grant(p, i);
-            } else {
-                i += 1;
-            }
-        }
-        let mut i = 0;
-        while i < self.pools[p].queue.len() {
-            if !self.step(p, i) {
-                i += 1;
+        let waiting: Vec<(usize, Duration)> = self.pools[p]
+            .queue
+            .iter()
+            .map(|w| (w.consumer, now - w.since))
+            .collect();
+        let (state, cons) = (&self.pools[p].state, &self.cons);
+        let order = admission::queue_order(&waiting, self.cfg.pools[p].max_wait, |c| {
+            admission::decide(state, cons, c) == Decision::Run
+        });
+        // Ids, not positions: each step may take a request out of the queue.
+        let ids: Vec<u64> = order.iter().map(|&i| self.pools[p].queue[i].id).collect();
+        for id in ids {
+            if let Some(i) = self.pools[p].queue.iter().position(|w| w.id == id) {
+                self.step(p, i);
             }
         }
     }
