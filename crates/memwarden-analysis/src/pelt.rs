@@ -339,6 +339,8 @@ impl<'a> Fast<'a> {
         // Per block: estimate of ruptures' total, error bound, exact total (NaN until known).
         let mut cands: Vec<Cand> = Vec::new();
         let mut kept: Vec<Block> = Vec::new();
+        // Whether any block holds more than one start (noisy series never have one).
+        let mut multi = false;
         for end in candidate_ends(n, min_size, jump) {
             let new = (end - min_size) / jump * jump;
             if exists[new] {
@@ -349,7 +351,10 @@ impl<'a> Fast<'a> {
                         && self.node[new].exact() == self.node[b.first].exact()
                 });
                 match admissible.last_mut() {
-                    Some(b) if joins => b.last = new,
+                    Some(b) if joins => {
+                        b.last = new;
+                        multi = true;
+                    }
                     _ => admissible.push(Block {
                         first: new,
                         last: new,
@@ -357,9 +362,10 @@ impl<'a> Fast<'a> {
                 }
             }
             // A block whose stretch ended no longer ties: back to single starts.
-            if admissible
-                .iter()
-                .any(|&b| b.first != b.last && self.uniform(b, end).is_none())
+            if multi
+                && admissible
+                    .iter()
+                    .any(|&b| b.first != b.last && self.uniform(b, end).is_none())
             {
                 kept.clear();
                 for &b in &admissible {
@@ -478,6 +484,7 @@ impl<'a> Fast<'a> {
             let thr = self.node[end].est + pen;
             let thr_err = self.node[end].err + self.rel * thr;
             kept.clear();
+            multi = false;
             let mut exact_thr: Option<f64> = None;
             for (&b, c) in admissible.iter().zip(&cands) {
                 let keep = if c.est + c.err < thr - thr_err {
@@ -494,6 +501,7 @@ impl<'a> Fast<'a> {
                     v <= threshold
                 };
                 if keep {
+                    multi |= b.first != b.last;
                     kept.push(b);
                 }
             }
