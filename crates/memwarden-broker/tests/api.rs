@@ -116,13 +116,15 @@ async fn proxy_streams_both_ways() {
     let (code, body) = http("GET", format!("{base}/c/a/stream?n=5"), "").await;
     assert_eq!(code, 200);
     assert_eq!(body.matches("data: a ").count(), 5, "{body}");
+    let (code, body) = http("GET", format!("{base}/c/a/forwarded-for"), "").await;
+    assert_eq!((code, body.as_str()), (200, "127.0.0.1"));
     let big = "x".repeat(3 << 20);
     let (code, body) = http("POST", format!("{base}/c/a/echo"), &big).await;
     assert_eq!(code, 200);
     assert_eq!(body.len(), big.len());
     let st = status(&r).await;
     assert_eq!(consumer(&st, "a")["in_flight"], 0);
-    assert_eq!(st["counters"]["served"], 2);
+    assert_eq!(st["counters"]["served"], 3);
     r.shutdown().await;
 }
 

@@ -6,7 +6,8 @@
 //! `POST /unload` (a lying consumer answers 200 and keeps the memory; a slow one frees it
 //! 1.5 s later), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
-//! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes).
+//! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
+//! `GET /forwarded-for`.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -156,6 +157,15 @@ async fn main() {
         .route("/stream", get(stream))
         .route("/echo", post(|b: Bytes| async move { b }))
         .route("/upgrade", get(upgrade))
+        .route(
+            "/forwarded-for",
+            get(|h: axum::http::HeaderMap| async move {
+                h.get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            }),
+        )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
