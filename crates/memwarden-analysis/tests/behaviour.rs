@@ -426,3 +426,23 @@ fn a_load_burst_does_not_set_the_growth_phases_fastest_rate() {
         "{p:?} vs {truth}"
     );
 }
+
+#[test]
+fn a_unified_memory_gpu_counts_gtt_in_its_pool() {
+    let mut s = snap(1, &[], GIB);
+    s.gpus[0].unified_memory = true;
+    s.gpus[0].vram_total_bytes = Some(2 * GIB);
+    s.gpus[0].gtt_total_bytes = Some(96 * GIB);
+    s.gpus[0].gtt_used_bytes = Some(40 * GIB);
+    let pool = memwarden_analysis::history::gpu_pool_bytes(&s.gpus[0]);
+    assert_eq!(pool, Some((41 * GIB, Some(98 * GIB))));
+    let mut h = History::default();
+    h.observe(&s);
+    assert_eq!(h.gpu(0).unwrap().total_mib, Some(98.0 * 1024.0));
+    // A device whose use is unknown has no series rather than a zero.
+    s.gpus[0].vram_used_bytes = None;
+    assert_eq!(
+        memwarden_analysis::history::gpu_pool_bytes(&s.gpus[0]),
+        None
+    );
+}
