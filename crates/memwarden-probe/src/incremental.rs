@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 
 use crate::cgroup::{CgroupRef, parse_proc_cgroup};
 use crate::fdinfo::{DrmClient, parse_drm_fdinfo};
-use crate::framework::{self, Framework, FrameworkCache};
-use crate::names::NameCache;
-use crate::probe::{FRAMEWORK_RSS_FLOOR, OpenFile, Probe, ScannedProcess, attribute_drm, now_ms};
+use crate::framework::{self, Framework};
+use crate::probe::{OpenFile, Probe, ScannedProcess, attribute_drm, now_ms};
 use crate::root::ReadBuf;
-use crate::scrape::{ScrapeConfig, ScrapeError, Scraper, ServerMetrics};
+use crate::scrape::ServerMetrics;
 use crate::snapshot::{Gpu, NumaNode, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot};
-use crate::{ProbeError, numa, process, sanitize, workload};
+use crate::{ProbeError, numa, process, sanitize};
 
 /// What is kept per process identity.
 #[derive(Debug, Clone)]
@@ -63,10 +62,6 @@ pub struct Sampler {
     fd_rescan_every: u64,
     hostname: String,
     numa: Vec<NumaNode>,
-    names: NameCache,
-    frameworks: FrameworkCache,
-    workloads: bool,
-    scraper: Scraper,
 }
 
 impl Sampler {
@@ -78,7 +73,6 @@ impl Sampler {
             .to_string_lossy()
             .into_owned();
         let hostname = probe.hostname();
-        let system = probe.root().is_system();
         Sampler {
             probe,
             proc_dir,
@@ -91,14 +85,6 @@ impl Sampler {
             fd_rescan_every: 10,
             hostname,
             numa: Vec::new(),
-            names: NameCache::new(system),
-            frameworks: FrameworkCache::new(),
-            workloads: true,
-            // Never ask servers on a made-up machine: its pids are not this machine's.
-            scraper: Scraper::new(ScrapeConfig {
-                enabled: system,
-                ..ScrapeConfig::default()
-            }),
         }
     }
 
@@ -114,7 +100,7 @@ impl Sampler {
 
     /// Whether processes are grouped into workloads (on by default).
     pub fn set_workloads(&mut self, on: bool) {
-        self.workloads = on;
+        self.probe.set_workloads(on);
     }
 
     pub fn probe(&self) -> &Probe {
@@ -162,36 +148,8 @@ impl Sampler {
             if let Some(list) = drm.get(&p.pid) {
                 p.gpu.extend(list.iter().cloned());
             }
-            // Libraries tell frameworks apart where the command line does not; read once per
-            // identity, and only for processes heavy enough to matter.
-            let heavy = !p.gpu.is_empty() || p.rss_bytes.unwrap_or(0) >= FRAMEWORK_RSS_FLOOR;
-            if heavy {
-                let f = self
-                    .frameworks
-                    .get_or_detect(self.probe.root(), p.identity(), &p.cmdline);
-                p.framework = (f != Framework::Unknown).then_some(f);
-            }
         }
-        if nvml_due {
-            let live: Vec<_> = scanned.iter().map(|s| s.process.identity()).collect();
-            self.frameworks.retain_live(live.iter());
-        }
-        let servers = self.scrape_servers(&scanned, &mut notes);
-        let workloads = if self.workloads {
-            let extras = workload::Extras {
-                servers: servers.iter().map(|(pid, m)| (*pid, m)).collect(),
-            };
-            workload::build(
-                self.probe.root(),
-                self.probe.cgroups(),
-                &mut self.names,
-                &scanned,
-                &extras,
-                &mut notes,
-            )
-        } else {
-            Vec::new()
-        };
+        let (workloads, servers) = self.probe.attribute(&mut scanned, &mut notes);
         let parents = scanned.iter().map(|s| (s.process.pid, s.ppid)).collect();
         Ok(Sample {
             snapshot: Snapshot {
@@ -213,43 +171,7 @@ impl Sampler {
     /// Whether inference servers are asked for their figures (on by default on the real
     /// machine; each server at most as often as the scraper's rate limit allows).
     pub fn set_scrape(&mut self, on: bool) {
-        self.scraper = Scraper::new(ScrapeConfig {
-            enabled: on,
-            ..ScrapeConfig::default()
-        });
-    }
-
-    /// Asks each inference server among the processes for its figures, as
-    /// [`Probe::snapshot`] does; what cannot be read becomes a note. Between two asks the
-    /// scraper hands back its last answer, so estimates do not flicker.
-    fn scrape_servers(
-        &mut self,
-        scanned: &[ScannedProcess],
-        notes: &mut Vec<String>,
-    ) -> HashMap<u32, ServerMetrics> {
-        let mut out = HashMap::new();
-        if !self.scraper.config().enabled {
-            return out;
-        }
-        for s in scanned {
-            let p = &s.process;
-            let Some(f) = p.framework else { continue };
-            match self
-                .scraper
-                .scrape_process(self.probe.root(), p.pid, &p.cmdline, f)
-            {
-                None | Some(Err(ScrapeError::RateLimited | ScrapeError::Disabled)) => {}
-                Some(Ok(m)) => {
-                    out.insert(p.pid, m);
-                }
-                Some(Err(e)) => notes.push(format!(
-                    "{} server of pid {} skipped: {e}",
-                    f.as_str(),
-                    p.pid
-                )),
-            }
-        }
-        out
+        self.probe.set_scrape(on);
     }
 
     fn scan(&mut self) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {

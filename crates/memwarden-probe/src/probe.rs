@@ -99,7 +99,7 @@ pub struct Probe {
 }
 
 /// A process uses enough memory for its framework to matter: its libraries are worth reading.
-pub(crate) const FRAMEWORK_RSS_FLOOR: u64 = 256 << 20;
+const FRAMEWORK_RSS_FLOOR: u64 = 256 << 20;
 
 impl Probe {
     pub fn new(root: HostRoot, source: GpuSourceKind) -> Probe {
@@ -156,9 +156,18 @@ impl Probe {
         self.workloads = on;
     }
 
-    /// Replaces the inference-server scraping settings (on by default for loopback).
+    /// Replaces the inference-server scraping settings (on by default for loopback on the
+    /// real machine).
     pub fn set_scrape_config(&mut self, config: ScrapeConfig) {
         self.scraper = Scraper::new(config);
+    }
+
+    /// Turns inference-server scraping on (loopback only) or off.
+    pub fn set_scrape(&mut self, on: bool) {
+        self.set_scrape_config(ScrapeConfig {
+            enabled: on,
+            ..ScrapeConfig::default()
+        });
     }
 
     /// Whether container names may be asked of `docker/podman inspect` when the runtime's
@@ -419,11 +428,7 @@ impl Probe {
                 p.gpu.extend(list.iter().cloned());
             }
         }
-        let workloads = if self.workloads {
-            self.workloads_of(&mut scanned, &mut notes)
-        } else {
-            Vec::new()
-        };
+        let (workloads, _) = self.attribute(&mut scanned, &mut notes);
         Ok(Snapshot {
             version: SNAPSHOT_VERSION,
             taken_at_ms: now_ms(),
@@ -438,26 +443,31 @@ impl Probe {
     }
 
     /// Groups processes (their GPU figures already merged) into workloads, naming each
-    /// process's framework on the way and asking inference servers for their figures. For a
-    /// caller with its own process scan (a sampler that caches static facts).
-    pub fn workloads_of(
+    /// process's framework on the way and asking inference servers for their figures, which
+    /// come back by pid beside the workloads. Nothing when workloads are turned off. Shared by
+    /// [`Probe::snapshot`] and the steady-state sampler, which has its own process scan.
+    pub fn attribute(
         &mut self,
         scanned: &mut [ScannedProcess],
         notes: &mut Vec<String>,
-    ) -> Vec<Workload> {
+    ) -> (Vec<Workload>, HashMap<u32, ServerMetrics>) {
+        if !self.workloads {
+            return (Vec::new(), HashMap::new());
+        }
         self.detect_frameworks(scanned);
         let servers = self.scrape_servers(scanned, notes);
         let extras = workload::Extras {
             servers: servers.iter().map(|(pid, m)| (*pid, m)).collect(),
         };
-        workload::build(
+        let workloads = workload::build(
             &self.root,
             &self.cgroups,
             &mut self.names,
             scanned,
             &extras,
             notes,
-        )
+        );
+        (workloads, servers)
     }
 
     /// Names what each process runs: from its command line for every process, and from its
