@@ -71,6 +71,30 @@ pub fn parse_drm_fdinfo(buf: &[u8]) -> Option<DrmClient> {
     Some(client)
 }
 
+/// The DRM clients of one scan. Several fds (and, after a fork, several processes) can share
+/// one DRM file: each `(drm-pdev, drm-client-id)` is counted once, for the first process seen
+/// to hold it (scans go in pid order, so the parent).
+#[derive(Debug, Default)]
+pub struct DrmClients {
+    seen: std::collections::HashSet<(Option<String>, u64)>,
+    pub list: Vec<(u32, DrmClient)>,
+}
+
+impl DrmClients {
+    /// Adds the client an fdinfo file describes, unless it is not DRM or already counted.
+    pub fn add_fdinfo(&mut self, pid: u32, buf: &[u8]) {
+        let Some(client) = parse_drm_fdinfo(buf) else {
+            return;
+        };
+        if let Some(id) = client.client_id
+            && !self.seen.insert((client.pdev.clone(), id))
+        {
+            return;
+        }
+        self.list.push((pid, client));
+    }
+}
+
 /// `123`, `4 KiB`, `5 MiB`, `6 GiB` -> bytes.
 pub fn parse_amount(value: &str) -> Option<u64> {
     let mut parts = value.split_ascii_whitespace();

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{CgroupRef, parse_proc_cgroup};
-use crate::fdinfo::{DrmClient, parse_drm_fdinfo};
+use crate::fdinfo::{DrmClient, DrmClients};
 use crate::framework::{self, Framework};
 use crate::probe::{OpenFile, Probe, ScannedProcess, attribute_drm, now_ms};
 use crate::root::ReadBuf;
@@ -184,8 +184,7 @@ impl Sampler {
         pids.sort_unstable();
         let page = self.probe.page_size();
         let mut out = Vec::with_capacity(pids.len());
-        let mut clients = Vec::new();
-        let mut seen_clients: HashSet<(Option<String>, u64)> = HashSet::new();
+        let mut clients = DrmClients::default();
         let mut live: HashSet<u32> = HashSet::with_capacity(pids.len());
         let mut path = String::with_capacity(self.proc_dir.len() + 32);
         for pid in pids {
@@ -222,18 +221,9 @@ impl Sampler {
                 set_path(&mut path, &self.proc_dir, pid, "fdinfo");
                 path.push('/');
                 path.push_str(&fd.to_string());
-                let Ok(buf) = self.buf.read(path.as_ref()) else {
-                    continue;
-                };
-                let Some(client) = parse_drm_fdinfo(buf) else {
-                    continue;
-                };
-                if let Some(id) = client.client_id
-                    && !seen_clients.insert((client.pdev.clone(), id))
-                {
-                    continue;
+                if let Ok(buf) = self.buf.read(path.as_ref()) {
+                    clients.add_fdinfo(pid, buf);
                 }
-                clients.push((pid, client));
             }
             live.insert(pid);
             out.push(ScannedProcess {
@@ -255,7 +245,7 @@ impl Sampler {
             });
         }
         self.known.retain(|pid, _| live.contains(pid));
-        (out, clients)
+        (out, clients.list)
     }
 
     /// The facts read once per identity: uid (and whether it has an RSS), cmdline, cgroup,

@@ -1,11 +1,11 @@
 //! The probe: one pass over the machine into a [`Snapshot`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cgroup::{CgroupMounts, CgroupRef, parse_proc_cgroup};
-use crate::fdinfo::{DrmClient, parse_drm_fdinfo};
+use crate::fdinfo::{DrmClient, DrmClients};
 use crate::framework::{self, Framework, FrameworkCache};
 use crate::gpu::{GpuSourceKind, drm, nvidia};
 use crate::names::NameCache;
@@ -287,18 +287,17 @@ impl Probe {
         };
         pids.sort_unstable();
         let mut out = Vec::with_capacity(pids.len());
-        let mut clients = Vec::new();
-        let mut seen_clients: HashSet<(Option<String>, u64)> = HashSet::new();
+        let mut clients = DrmClients::default();
         let mut path = PathBuf::with_capacity(self.path.len() + 64);
         for pid in pids {
             let Some(p) = self.read_process(pid, &mut path) else {
                 continue;
             };
             let mut p = p;
-            p.model_files = self.read_fds(pid, &mut path, &mut seen_clients, &mut clients);
+            p.model_files = self.read_fds(pid, &mut path, &mut clients);
             out.push(p);
         }
-        (out, clients)
+        (out, clients.list)
     }
 
     fn set_path(&self, path: &mut PathBuf, pid: u32, file: &str) {
@@ -371,8 +370,7 @@ impl Probe {
         &mut self,
         pid: u32,
         path: &mut PathBuf,
-        seen: &mut HashSet<(Option<String>, u64)>,
-        clients: &mut Vec<(u32, DrmClient)>,
+        clients: &mut DrmClients,
     ) -> Vec<OpenFile> {
         let mut files = Vec::new();
         self.set_path(path, pid, "fd");
@@ -389,18 +387,9 @@ impl Probe {
             };
             let target = target.as_os_str().as_encoded_bytes();
             if target.starts_with(b"/dev/dri/") {
-                let Ok(buf) = self.buf.read(&info_dir.join(&name)) else {
-                    continue;
-                };
-                let Some(client) = parse_drm_fdinfo(buf) else {
-                    continue;
-                };
-                if let Some(id) = client.client_id
-                    && !seen.insert((client.pdev.clone(), id))
-                {
-                    continue;
+                if let Ok(buf) = self.buf.read(&info_dir.join(&name)) {
+                    clients.add_fdinfo(pid, buf);
                 }
-                clients.push((pid, client));
             } else if let Some(file) = OpenFile::model(&name, target) {
                 files.push(file);
             }
