@@ -1,8 +1,12 @@
 //! `memwarden analyze` as a user runs it: the real binary on recordings written here from
 //! `Snapshot` values (the format `memwarden record` writes), good and damaged.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::{assert_bad_input, memwarden, stderr};
 
 use memwarden_analysis::pelt::{PeltParams, pelt};
 use memwarden_probe::snapshot::{
@@ -13,27 +17,6 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-
-fn memwarden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memwarden"))
-        .args(args)
-        .env_remove("MEMWARDEN_ROOT")
-        .env_remove("MEMWARDEN_GPU_SOURCE")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_bad_input(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
-    assert!(!err.contains("panicked"), "{err}");
-}
 
 /// The GPU memory of a training run over time, in bytes: idle, a 20 GiB load, a warm-up, then
 /// steady growth of 64 MiB/s toward the 80 GiB ceiling (whole 2 MiB pages, as drivers report).

@@ -1,5 +1,6 @@
 //! `memwarden fit`, `estimate` and `place` as a user runs them: real files, real exit codes.
 
+mod common;
 #[path = "../../memwarden-plan/tests/common/gguf_writer.rs"]
 mod gguf_writer;
 #[path = "../../memwarden-plan/tests/common/sysfs.rs"]
@@ -8,30 +9,12 @@ mod sysfs;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{assert_bad_input, stderr, stdout};
+
 use gguf_writer::{Gguf, Meta, llama, put_str};
 
 fn memwarden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memwarden"))
-        .args(args)
-        .env("MEMWARDEN_GPU_SOURCE", "none")
-        .output()
-        .expect("run memwarden")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit 2 with one line that names the problem.
-fn assert_bad(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert!(err.contains(needle), "{needle:?} not in {err:?}");
-    assert!(!err.contains("panicked"), "{err}");
+    common::memwarden_with(args, &[("MEMWARDEN_GPU_SOURCE", "none")])
 }
 
 fn json(o: &Output) -> serde_json::Value {
@@ -78,7 +61,7 @@ fn estimate_json_carries_every_figure() {
         "{}",
         stdout(&o)
     );
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["estimate", &m, "--kv-type-v", "q4_0"]),
         "flash attention",
     );
@@ -121,34 +104,34 @@ fn estimate_text_labels_estimates_and_fits_exit_codes() {
 fn estimate_bad_input_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let m = model(dir.path());
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["estimate", "/nonexistent/m.gguf"]),
         "does not exist",
     );
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["estimate", dir.path().to_str().unwrap()]),
         "without .safetensors",
     );
-    assert_bad(&memwarden(&["estimate", &m, "--vram", "12XB"]), "12XB");
-    assert_bad(
+    assert_bad_input(&memwarden(&["estimate", &m, "--vram", "12XB"]), "12XB");
+    assert_bad_input(
         &memwarden(&["estimate", &m, "--kv-type", "q9"]),
         "unknown KV cache type",
     );
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["estimate", &m, "--kv-type", "q8_0"]),
         "flash attention",
     );
-    assert_bad(&memwarden(&["estimate", &m, "--fits"]), "--fits needs");
-    assert_bad(
+    assert_bad_input(&memwarden(&["estimate", &m, "--fits"]), "--fits needs");
+    assert_bad_input(
         &memwarden(&["estimate", &m, "--gpu", "7"]),
         "no GPU with index 7",
     );
-    assert_bad(&memwarden(&["estimate", &m, "--ctx", "-5"]), "-5");
-    assert_bad(
+    assert_bad_input(&memwarden(&["estimate", &m, "--ctx", "-5"]), "-5");
+    assert_bad_input(
         &memwarden(&["estimate", &m, "--parallel", "0"]),
         "--parallel",
     );
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["estimate", &m, "--ubatch", "0"]),
         "micro-batch",
     );
@@ -160,7 +143,7 @@ fn estimate_bad_input_is_one_line_and_exit_2() {
     b.extend(0u64.to_le_bytes());
     std::fs::write(&liar, &b).unwrap();
     let o = memwarden(&["estimate", liar.to_str().unwrap()]);
-    assert_bad(&o, "claims 1099511627776 tensors");
+    assert_bad_input(&o, "claims 1099511627776 tensors");
     assert_eq!(stderr(&o).lines().count(), 1);
 
     let past = dir.path().join("past.gguf");
@@ -171,7 +154,7 @@ fn estimate_bad_input_is_one_line_and_exit_2() {
     b.extend((1u64 << 62).to_le_bytes());
     b.extend(b"general.architecture");
     std::fs::write(&past, &b).unwrap();
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["estimate", past.to_str().unwrap()]),
         "file ends at byte",
     );
@@ -183,12 +166,12 @@ fn estimate_bad_input_is_one_line_and_exit_2() {
         .kv("llama.embedding_length", Meta::U32(64))
         .kv("llama.attention.head_count", Meta::U32(1))
         .write(&no_ctx);
-    assert_bad(&memwarden(&["estimate", no_ctx.to_str().unwrap()]), "--ctx");
+    assert_bad_input(&memwarden(&["estimate", no_ctx.to_str().unwrap()]), "--ctx");
     let mut v = Vec::new();
     put_str(&mut v, "x");
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, &v).unwrap();
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["estimate", junk.to_str().unwrap()]),
         "neither a GGUF",
     );
@@ -329,17 +312,17 @@ fn fit_bad_input_is_one_line_and_exit_2() {
         a.extend(extra);
         memwarden(&a)
     };
-    assert_bad(&with(&["--want", "2", "--fixed", "12XB"]), "12XB");
-    assert_bad(&with(&["--want", "-3"]), "-3");
-    assert_bad(&with(&["--want", "0"]), "at least 1");
-    assert_bad(&with(&["--want", "2", "--headroom", "0"]), "outside (0, 1]");
-    assert_bad(
+    assert_bad_input(&with(&["--want", "2", "--fixed", "12XB"]), "12XB");
+    assert_bad_input(&with(&["--want", "-3"]), "-3");
+    assert_bad_input(&with(&["--want", "0"]), "at least 1");
+    assert_bad_input(&with(&["--want", "2", "--headroom", "0"]), "outside (0, 1]");
+    assert_bad_input(
         &with(&["--want", "2", "--headroom", "1.5"]),
         "outside (0, 1]",
     );
-    assert_bad(&with(&["--want", "2", "--headroom", "-0.5"]), "headroom");
-    assert_bad(&with(&["--want", "2", "--pool", "disk"]), "unknown pool");
-    assert_bad(&with(&["--want", "2", "--fixed", "-1GiB"]), "negative");
+    assert_bad_input(&with(&["--want", "2", "--headroom", "-0.5"]), "headroom");
+    assert_bad_input(&with(&["--want", "2", "--pool", "disk"]), "unknown pool");
+    assert_bad_input(&with(&["--want", "2", "--fixed", "-1GiB"]), "negative");
     let o = memwarden(&[
         "fit",
         "--pool",
@@ -349,7 +332,7 @@ fn fit_bad_input_is_one_line_and_exit_2() {
         "--want",
         "2",
     ]);
-    assert_bad(&o, "no GPU with index 3");
+    assert_bad_input(&o, "no GPU with index 3");
 }
 
 /// The live reading inside a real memory cgroup with a limit: a v1 child cgroup of this
@@ -500,17 +483,17 @@ fn place_bad_input_is_one_line_and_exit_2() {
         a.extend(extra);
         memwarden(&a)
     };
-    assert_bad(&run(&["--cpus", "0"]), "at least 1");
-    assert_bad(&run(&["--cpus", "-2"]), "-2");
-    assert_bad(&run(&["--cpus", "64"]), "32 online");
-    assert_bad(&run(&["--cpus", "2", "--mem", "12XB"]), "12XB");
-    assert_bad(
+    assert_bad_input(&run(&["--cpus", "0"]), "at least 1");
+    assert_bad_input(&run(&["--cpus", "-2"]), "-2");
+    assert_bad_input(&run(&["--cpus", "64"]), "32 online");
+    assert_bad_input(&run(&["--cpus", "2", "--mem", "12XB"]), "12XB");
+    assert_bad_input(
         &run(&["--cpus", "2", "--gpu", "9"]),
         "no GPU with index 9 (GPUs here: 0)",
     );
-    assert_bad(&run(&["--cpus", "2", "--format", "xml"]), "xml");
-    assert_bad(&run(&["--cpus", "2", "--apply", "/nope"]), "no such cgroup");
-    assert_bad(&run(&["--cpus", "2", "--pid", "1"]), "--root");
+    assert_bad_input(&run(&["--cpus", "2", "--format", "xml"]), "xml");
+    assert_bad_input(&run(&["--cpus", "2", "--apply", "/nope"]), "no such cgroup");
+    assert_bad_input(&run(&["--cpus", "2", "--pid", "1"]), "--root");
 }
 
 #[test]
@@ -554,7 +537,7 @@ fn fit_and_estimate_read_a_gpus_free_memory() {
         "--want",
         "2",
     ]);
-    assert_bad(&o, "no free GTT figure");
+    assert_bad_input(&o, "no free GTT figure");
 
     let m = model(dir.path());
     let o = memwarden(&[
@@ -580,7 +563,7 @@ fn fit_and_estimate_read_a_gpus_free_memory() {
         "--gpu",
         "1",
     ]);
-    assert_bad(&o, "no GPU with index 1 (GPUs here: 0)");
+    assert_bad_input(&o, "no GPU with index 1 (GPUs here: 0)");
 }
 
 /// `--pid` sets the affinity of a real process (a child this test starts and ends).
@@ -608,7 +591,7 @@ fn place_pid_sets_a_real_processes_affinity() {
         .trim();
     assert_eq!(allowed, chosen);
     assert!(stderr(&o).contains("1 thread(s)"), "{}", stderr(&o));
-    assert_bad(
+    assert_bad_input(
         &memwarden(&["place", "--cpus", "1", "--pid", "999999999"]),
         "no process 999999999",
     );
@@ -640,7 +623,7 @@ fn estimate_an_ollama_model_by_name() {
     let o = run("tiny:7b");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(json(&o)["kv_cache_bytes"], 2u64 << 30);
-    assert_bad(&run("tiny:13b"), "nor is it a model Ollama has here");
+    assert_bad_input(&run("tiny:13b"), "nor is it a model Ollama has here");
     std::fs::remove_file(models.join(format!("blobs/sha256-{hex}"))).unwrap();
-    assert_bad(&run("tiny:7b"), "blob of Ollama model tiny:7b is missing");
+    assert_bad_input(&run("tiny:7b"), "blob of Ollama model tiny:7b is missing");
 }

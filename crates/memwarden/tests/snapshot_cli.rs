@@ -1,33 +1,14 @@
 //! `memwarden snapshot` and `record` as a user runs them: the real binary, on the real machine
 //! and on fake ones.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::{assert_bad_input, memwarden, stderr};
 use memwarden_probe::fakeroot::{FakeProcess, FakeRoot};
 use serde_json::Value;
-
-fn memwarden(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memwarden"))
-        .args(args)
-        .env_remove("MEMWARDEN_ROOT")
-        .env_remove("MEMWARDEN_GPU_SOURCE")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// One line naming the problem, exit 2, no panic.
-fn assert_bad_input(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
-    assert!(!err.contains("panicked"), "{err}");
-}
 
 fn kib(meminfo: &str, key: &str) -> u64 {
     meminfo
