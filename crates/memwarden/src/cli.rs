@@ -52,6 +52,8 @@ pub struct Global {
 pub enum Command {
     /// Who holds the memory right now: host, GPUs, workloads and processes
     Snapshot(cmd::snapshot::SnapshotArgs),
+    /// The live view: who holds GPU and host memory, where it is heading; kill; replay
+    Top(cmd::top::TopArgs),
     /// Append a snapshot per interval to a JSON Lines file, for `analyze` and `top --replay`
     Record(cmd::record::RecordArgs),
     /// What the memory did over a recording: phases, OOM ranges, changepoints, peaks
@@ -67,6 +69,4 @@ pub enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Run a command under a broker lease (a batch job taking its turn on the GPU)
     Run(cmd::run::RunArgs),
-    /// The live view: who holds GPU and host memory, where it is heading; kill; replay
-    Top(cmd::top::TopArgs),
 }
