@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use memwarden_probe::incremental::Sampler;
+
 use crate::cli::Global;
 
 #[derive(Debug, Args)]
@@ -36,7 +38,9 @@ pub fn run(g: &Global, args: RecordArgs) -> Result<ExitCode> {
     if args.count == Some(0) {
         bail!("--count must be at least 1");
     }
-    let mut probe = super::probe(g)?;
+    // A recording runs for long: the sampler reads each process's static facts once and
+    // NVML's process lists at most once a second, with the same figures as a full snapshot.
+    let mut sampler = Sampler::new(super::probe(g)?);
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
@@ -61,7 +65,7 @@ pub fn run(g: &Global, args: RecordArgs) -> Result<ExitCode> {
     let mut written = 0u64;
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let snap = probe.snapshot()?;
+        let snap = sampler.sample()?.snapshot;
         let mut line = serde_json::to_string(&snap)?;
         line.push('\n');
         // One write of the whole line to a file opened for append: a signal arriving now only
