@@ -28,14 +28,7 @@ fn main() -> std::io::Result<()> {
     )?;
     root.card(&FakeCard {
         card: 1,
-        bus_id: APU.into(),
-        vendor: 0x1002,
-        device: 0x1586,
-        numa_node: -1,
-        vram_total: Some(512 * MIB),
-        vram_used: Some(310 * MIB),
-        gtt_total: Some(110 * GIB),
-        gtt_used: Some(41 * GIB),
+        ..FakeCard::apu(310 * MIB, 110 * GIB, 41 * GIB)
     })?;
     root.file(
         "/sys/class/drm/card1/device/product_name",

@@ -58,6 +58,24 @@ pub struct FakeCard {
     pub gtt_used: Option<u64>,
 }
 
+impl FakeCard {
+    /// An APU (a Strix Halo-like `1002:1586` at `0000:c3:00.0`, no NUMA node) with a 512 MiB
+    /// VRAM carve-out and `gtt_total` of system RAM mapped for it.
+    pub fn apu(vram_used: u64, gtt_total: u64, gtt_used: u64) -> FakeCard {
+        FakeCard {
+            card: 0,
+            bus_id: "0000:c3:00.0".into(),
+            vendor: 0x1002,
+            device: 0x1586,
+            numa_node: -1,
+            vram_total: Some(512 << 20),
+            vram_used: Some(vram_used),
+            gtt_total: Some(gtt_total),
+            gtt_used: Some(gtt_used),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FakeRoot {
     dir: PathBuf,
@@ -286,17 +304,7 @@ pub fn plain_fdinfo() -> String {
 /// them a DRM client of an APU, and one process in ten a model file: the benchmark's fake root.
 pub fn populate_bench_root(root: &FakeRoot, processes: u32, fds: u32) -> io::Result<()> {
     root.meminfo(128 << 20, 64 << 20, 0, 0)?;
-    root.card(&FakeCard {
-        card: 0,
-        bus_id: "0000:c3:00.0".into(),
-        vendor: 0x1002,
-        device: 0x1586,
-        numa_node: -1,
-        vram_total: Some(512 << 20),
-        vram_used: Some(100 << 20),
-        gtt_total: Some(120 << 30),
-        gtt_used: Some(30 << 30),
-    })?;
+    root.card(&FakeCard::apu(100 << 20, 120 << 30, 30 << 30))?;
     root.numa_node(0, "0-31", 128 << 20, 64 << 20)?;
     for s in 0..50 {
         root.cgroup_v2(

@@ -331,18 +331,8 @@ mod tests {
     fn machine(dir: &std::path::Path) -> FakeRoot {
         let root = FakeRoot::new(dir);
         root.meminfo(16 << 20, 8 << 20, 0, 0).unwrap();
-        root.card(&FakeCard {
-            card: 0,
-            bus_id: "0000:c3:00.0".into(),
-            vendor: 0x1002,
-            device: 0x1586,
-            numa_node: -1,
-            vram_total: Some(512 << 20),
-            vram_used: Some(100 << 20),
-            gtt_total: Some(64 << 30),
-            gtt_used: Some(10 << 30),
-        })
-        .unwrap();
+        root.card(&FakeCard::apu(100 << 20, 64 << 30, 10 << 30))
+            .unwrap();
         let mut gpu = FakeProcess::new(40, "llama-server");
         gpu.fdinfo = vec![
             (3, plain_fdinfo()),

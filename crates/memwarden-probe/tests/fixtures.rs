@@ -19,14 +19,7 @@ fn apu_host(dir: &std::path::Path) -> FakeRoot {
     root.file("/proc/pressure/memory", "some avg10=2.50 avg60=1.00 avg300=0.10 total=999\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").unwrap();
     root.card(&FakeCard {
         card: 1,
-        bus_id: APU.into(),
-        vendor: 0x1002,
-        device: 0x1586,
-        numa_node: -1,
-        vram_total: Some(512 * MIB),
-        vram_used: Some(100 * MIB),
-        gtt_total: Some(120 * GIB),
-        gtt_used: Some(30 * GIB),
+        ..FakeCard::apu(100 * MIB, 120 * GIB, 30 * GIB)
     })
     .unwrap();
     // llama-server: client 7 open through two fds (count once), client 8 in bare bytes with

@@ -41,18 +41,7 @@ fn podman_pair_on_cgroup_v2() {
     let tmp = tempfile::tempdir().unwrap();
     let root = FakeRoot::new(tmp.path());
     root.meminfo(128 << 20, 64 << 20, 0, 0).unwrap();
-    root.card(&FakeCard {
-        card: 0,
-        bus_id: "0000:c3:00.0".into(),
-        vendor: 0x1002,
-        device: 0x1586,
-        numa_node: -1,
-        vram_total: Some(512 * MIB),
-        vram_used: Some(0),
-        gtt_total: Some(120 * GIB),
-        gtt_used: Some(21 * GIB),
-    })
-    .unwrap();
+    root.card(&FakeCard::apu(0, 120 * GIB, 21 * GIB)).unwrap();
     root.file(
         "/var/lib/containers/storage/overlay-containers/containers.json",
         format!(r#"[{{"id":"{QWEN}","names":["hal0-slot-qwen"]}},{{"id":"{COMFY}","names":["comfyui"]}}]"#),

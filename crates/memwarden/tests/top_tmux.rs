@@ -370,18 +370,8 @@ fn live_view_of_a_fake_machine_with_an_apu() {
     let dir = tempfile::tempdir().unwrap();
     let root = FakeRoot::new(dir.path());
     root.meminfo(128 << 20, 90 << 20, 0, 0).unwrap();
-    root.card(&FakeCard {
-        card: 0,
-        bus_id: "0000:c3:00.0".into(),
-        vendor: 0x1002,
-        device: 0x1586,
-        numa_node: -1,
-        vram_total: Some(512 << 20),
-        vram_used: Some(300 << 20),
-        gtt_total: Some(110 << 30),
-        gtt_used: Some(24 << 30),
-    })
-    .unwrap();
+    root.card(&FakeCard::apu(300 << 20, 110 << 30, 24 << 30))
+        .unwrap();
     let mut server = FakeProcess::new(4242, "llama-server");
     server.cmdline = vec![
         "/opt/llama/llama-server".into(),
