@@ -13,10 +13,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::cgroup::{CgroupRef, parse_proc_cgroup};
+use crate::cgroup::CgroupRef;
 use crate::fdinfo::{DrmClient, DrmClients};
 use crate::framework::{self, Framework};
-use crate::probe::{OpenFile, Probe, ScannedProcess, attribute_drm, now_ms};
+use crate::probe::{Probe, ScannedProcess, attribute_drm, now_ms};
+use crate::procfs::{self, FdScan};
 use crate::root::ReadBuf;
 use crate::scrape::ServerMetrics;
 use crate::snapshot::{Gpu, NumaNode, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot};
@@ -34,9 +35,8 @@ struct Known {
     cgroup_text: Option<String>,
     /// From the command line alone; processes heavy enough get their libraries read too.
     framework: Option<Framework>,
-    /// fd numbers that name a DRM device, at the last scan.
-    drm_fds: Vec<u32>,
-    model_files: Vec<OpenFile>,
+    /// DRM fds and model files at the last scan of its fds.
+    fds: FdScan,
     fds_scanned_at: u64,
 }
 
@@ -188,7 +188,7 @@ impl Sampler {
         let mut live: HashSet<u32> = HashSet::with_capacity(pids.len());
         let mut path = String::with_capacity(self.proc_dir.len() + 32);
         for pid in pids {
-            set_path(&mut path, &self.proc_dir, pid, "stat");
+            procfs::proc_path(&mut path, &self.proc_dir, pid, "stat");
             let Ok(stat) = self.buf.read(path.as_ref()) else {
                 continue;
             };
@@ -207,24 +207,23 @@ impl Sampler {
             } else if self.known.get(&pid).is_some_and(|k| {
                 self.samples.saturating_sub(k.fds_scanned_at) >= self.fd_rescan_every
             }) {
-                let (drm_fds, model_files) = self.scan_fds(pid, &mut path);
+                let fds = procfs::scan_fds(&self.proc_dir, pid, &mut path);
                 if let Some(k) = self.known.get_mut(&pid) {
-                    k.drm_fds = drm_fds;
-                    k.model_files = model_files;
+                    k.fds = fds;
                     k.fds_scanned_at = self.samples;
                 }
             }
             let Some(k) = self.known.get(&pid) else {
                 continue;
             };
-            for &fd in &k.drm_fds {
-                set_path(&mut path, &self.proc_dir, pid, "fdinfo");
-                path.push('/');
-                path.push_str(&fd.to_string());
-                if let Ok(buf) = self.buf.read(path.as_ref()) {
-                    clients.add_fdinfo(pid, buf);
-                }
-            }
+            procfs::read_drm_clients(
+                &mut self.buf,
+                &self.proc_dir,
+                pid,
+                &k.fds.drm_fds,
+                &mut path,
+                &mut clients,
+            );
             live.insert(pid);
             out.push(ScannedProcess {
                 process: Process {
@@ -241,7 +240,7 @@ impl Sampler {
                 ppid,
                 pgrp,
                 cgroup_ref: k.cgroup.clone(),
-                model_files: k.model_files.clone(),
+                model_files: k.fds.model_files.clone(),
             });
         }
         self.known.retain(|pid, _| live.contains(pid));
@@ -251,74 +250,21 @@ impl Sampler {
     /// The facts read once per identity: uid (and whether it has an RSS), cmdline, cgroup,
     /// framework by name, and its fds.
     fn read_static(&mut self, pid: u32, starttime: u64, path: &mut String) -> Known {
-        set_path(path, &self.proc_dir, pid, "status");
-        let status = self.buf.read(path.as_ref()).ok().map(process::parse_status);
-        set_path(path, &self.proc_dir, pid, "cmdline");
-        let cmdline = self
-            .buf
-            .read(path.as_ref())
-            .map(process::parse_cmdline)
-            .unwrap_or_default();
-        set_path(path, &self.proc_dir, pid, "cgroup");
-        let cgroup = self
-            .buf
-            .read(path.as_ref())
-            .ok()
-            .and_then(|b| parse_proc_cgroup(std::str::from_utf8(b).ok()?));
-        let cgroup_text = cgroup
-            .as_ref()
-            .map(|c| sanitize::sanitize(&c.path, sanitize::CMDLINE_MAX));
-        let f = framework::detect(&cmdline, "");
-        let (drm_fds, model_files) = self.scan_fds(pid, path);
+        let facts = procfs::read_facts(&mut self.buf, &self.proc_dir, pid, path);
+        let f = framework::detect(&facts.cmdline, "");
         Known {
             starttime,
-            uid: status.and_then(|s| s.uid),
+            uid: facts.status.and_then(|s| s.uid),
             // An unreadable status leaves stat's counter, which every process has.
-            has_rss: status.is_none_or(|s| s.rss_bytes.is_some()),
-            cmdline,
-            cgroup,
-            cgroup_text,
+            has_rss: facts.status.is_none_or(|s| s.rss_bytes.is_some()),
+            cgroup_text: facts.cgroup_text(),
+            cmdline: facts.cmdline,
+            cgroup: facts.cgroup,
             framework: (f != Framework::Unknown).then_some(f),
-            drm_fds,
-            model_files,
+            fds: procfs::scan_fds(&self.proc_dir, pid, path),
             fds_scanned_at: self.samples,
         }
     }
-
-    /// One pass over the fd links: DRM device fds (whose fdinfo carries GPU use) and open
-    /// model files. Reading a link costs no file read.
-    fn scan_fds(&mut self, pid: u32, path: &mut String) -> (Vec<u32>, Vec<OpenFile>) {
-        set_path(path, &self.proc_dir, pid, "fd");
-        let Ok(entries) = std::fs::read_dir(&*path) else {
-            return (Vec::new(), Vec::new());
-        };
-        let mut drm = Vec::new();
-        let mut files = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Ok(target) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            let target = target.as_os_str().as_encoded_bytes();
-            if target.starts_with(b"/dev/dri/") {
-                if let Some(fd) = name.to_str().and_then(|s| s.parse::<u32>().ok()) {
-                    drm.push(fd);
-                }
-            } else if let Some(file) = OpenFile::model(&name, target) {
-                files.push(file);
-            }
-        }
-        drm.sort_unstable();
-        files.sort_by_key(|f| f.fd);
-        (drm, files)
-    }
-}
-
-fn set_path(path: &mut String, proc_dir: &str, pid: u32, file: &str) {
-    use std::fmt::Write;
-    path.clear();
-    path.push_str(proc_dir);
-    let _ = write!(path, "/{pid}/{file}");
 }
 
 #[cfg(test)]

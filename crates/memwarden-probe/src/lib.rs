@@ -15,6 +15,7 @@ pub mod numa;
 pub mod owner;
 pub mod probe;
 pub mod process;
+pub mod procfs;
 pub mod root;
 pub mod sanitize;
 pub mod scrape;

@@ -1,10 +1,9 @@
 //! The probe: one pass over the machine into a [`Snapshot`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cgroup::{CgroupMounts, CgroupRef, parse_proc_cgroup};
+use crate::cgroup::{CgroupMounts, CgroupRef};
 use crate::fdinfo::{DrmClient, DrmClients};
 use crate::framework::{self, Framework, FrameworkCache};
 use crate::gpu::{GpuSourceKind, drm, nvidia};
@@ -12,7 +11,7 @@ use crate::names::NameCache;
 use crate::root::{HostRoot, ReadBuf};
 use crate::scrape::{ScrapeConfig, ScrapeError, Scraper, ServerMetrics};
 use crate::snapshot::{Gpu, HostMemory, Process, ProcessGpu, SNAPSHOT_VERSION, Snapshot, Workload};
-use crate::{ProbeError, meminfo, numa, process, sanitize, workload};
+use crate::{ProbeError, meminfo, numa, process, procfs, sanitize, workload};
 
 /// A process as the scan read it, with what the snapshot does not carry but later stages need.
 #[derive(Debug, Clone)]
@@ -25,58 +24,7 @@ pub struct ScannedProcess {
     pub model_files: Vec<OpenFile>,
 }
 
-/// File name endings of model weights and checkpoints.
-pub const MODEL_EXTENSIONS: &[&str] = &[
-    "gguf",
-    "ggml",
-    "safetensors",
-    "bin",
-    "pt",
-    "pth",
-    "ckpt",
-    "onnx",
-    "h5",
-    "pb",
-    "tflite",
-    "engine",
-    "nemo",
-    "msgpack",
-];
-
-/// A model file a process holds open, as its fd link names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenFile {
-    pub fd: u32,
-    /// The path the link names (sanitised; inside the process's mount namespace).
-    pub path: String,
-    /// The file was deleted while open (`… (deleted)`).
-    pub deleted: bool,
-}
-
-impl OpenFile {
-    /// An fd link's target, when it names a model file.
-    pub(crate) fn model(fd: &std::ffi::OsStr, target: &[u8]) -> Option<OpenFile> {
-        let (name, deleted) = match target.strip_suffix(b" (deleted)") {
-            Some(t) => (t, true),
-            None => (target, false),
-        };
-        // `socket:[N]`, `pipe:[N]`, `anon_inode:…` are no files. (A real link is absolute; a
-        // fixture's is relative, to stay inside the fake root.)
-        if name.contains(&b':') && !name.starts_with(b"/") {
-            return None;
-        }
-        let ext = &name[name.iter().rposition(|&b| b == b'.')? + 1..];
-        let ext = std::str::from_utf8(ext).ok()?;
-        if !MODEL_EXTENSIONS.iter().any(|m| m.eq_ignore_ascii_case(ext)) {
-            return None;
-        }
-        Some(OpenFile {
-            fd: fd.to_str()?.parse().ok()?,
-            path: sanitize::sanitize_bytes(name, sanitize::CMDLINE_MAX),
-            deleted,
-        })
-    }
-}
+pub use crate::procfs::{MODEL_EXTENSIONS, OpenFile};
 
 /// Reads the machine. Holds what is worth keeping between readings: the NVML handle
 /// (initialised once), the cgroup mounts and one read buffer.
@@ -288,114 +236,57 @@ impl Probe {
         pids.sort_unstable();
         let mut out = Vec::with_capacity(pids.len());
         let mut clients = DrmClients::default();
-        let mut path = PathBuf::with_capacity(self.path.len() + 64);
+        let mut path = String::with_capacity(self.path.len() + 64);
         for pid in pids {
-            let Some(p) = self.read_process(pid, &mut path) else {
+            let Some(mut p) = self.read_process(pid, &mut path) else {
                 continue;
             };
-            let mut p = p;
-            p.model_files = self.read_fds(pid, &mut path, &mut clients);
+            let fds = procfs::scan_fds(&self.path, pid, &mut path);
+            procfs::read_drm_clients(
+                &mut self.buf,
+                &self.path,
+                pid,
+                &fds.drm_fds,
+                &mut path,
+                &mut clients,
+            );
+            p.model_files = fds.model_files;
             out.push(p);
         }
         (out, clients.list)
     }
 
-    fn set_path(&self, path: &mut PathBuf, pid: u32, file: &str) {
-        use std::fmt::Write;
-        let mut s = std::mem::take(path)
-            .into_os_string()
-            .into_string()
-            .unwrap_or_default();
-        s.clear();
-        s.push_str(&self.path);
-        let _ = write!(s, "/{pid}/{file}");
-        *path = PathBuf::from(s);
-    }
-
     /// One process; `None` when it vanished (its stat cannot be read or parsed).
-    fn read_process(&mut self, pid: u32, path: &mut PathBuf) -> Option<ScannedProcess> {
-        self.set_path(path, pid, "stat");
-        let stat = self.buf.read(path).ok()?;
+    fn read_process(&mut self, pid: u32, path: &mut String) -> Option<ScannedProcess> {
+        procfs::proc_path(path, &self.path, pid, "stat");
+        let stat = self.buf.read(path.as_ref()).ok()?;
         let st = process::parse_stat(stat)?;
         let name = sanitize::sanitize_bytes(st.comm, sanitize::NAME_MAX);
         let (starttime, ppid, pgrp, rss_pages) = (st.starttime, st.ppid, st.pgrp, st.rss_pages);
-
-        self.set_path(path, pid, "status");
-        let status = self.buf.read(path).ok().map(process::parse_status);
+        let facts = procfs::read_facts(&mut self.buf, &self.path, pid, path);
         // Kernel threads have no VmRSS; stat's rss (the same counter) covers a status we could
         // not read.
-        let (uid, rss_bytes) = match status {
+        let (uid, rss_bytes) = match facts.status {
             Some(s) => (s.uid, s.rss_bytes),
             None => (None, Some(rss_pages * self.page_size)),
         };
-
-        self.set_path(path, pid, "cmdline");
-        let cmdline = self
-            .buf
-            .read(path)
-            .map(process::parse_cmdline)
-            .unwrap_or_default();
-
-        self.set_path(path, pid, "cgroup");
-        let cgroup_ref = self
-            .buf
-            .read(path)
-            .ok()
-            .and_then(|b| parse_proc_cgroup(std::str::from_utf8(b).ok()?));
         Some(ScannedProcess {
             process: Process {
                 pid,
                 starttime,
                 uid,
                 name,
-                cmdline,
+                cgroup: facts.cgroup_text(),
+                cmdline: facts.cmdline,
                 rss_bytes,
-                cgroup: cgroup_ref
-                    .as_ref()
-                    .map(|c| sanitize::sanitize(&c.path, sanitize::CMDLINE_MAX)),
                 gpu: Vec::new(),
                 framework: None,
             },
             ppid,
             pgrp,
-            cgroup_ref,
+            cgroup_ref: facts.cgroup,
             model_files: Vec::new(),
         })
-    }
-
-    /// Walks the process's fds once: each link names its file, so only the fdinfo of DRM
-    /// device fds is read (the others cannot carry DRM usage), and model files come from the
-    /// same walk.
-    fn read_fds(
-        &mut self,
-        pid: u32,
-        path: &mut PathBuf,
-        clients: &mut DrmClients,
-    ) -> Vec<OpenFile> {
-        let mut files = Vec::new();
-        self.set_path(path, pid, "fd");
-        let Ok(entries) = std::fs::read_dir(&*path) else {
-            return files;
-        };
-        let fd_dir = path.clone();
-        self.set_path(path, pid, "fdinfo");
-        let info_dir = path.clone();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Ok(target) = std::fs::read_link(fd_dir.join(&name)) else {
-                continue;
-            };
-            let target = target.as_os_str().as_encoded_bytes();
-            if target.starts_with(b"/dev/dri/") {
-                if let Ok(buf) = self.buf.read(&info_dir.join(&name)) {
-                    clients.add_fdinfo(pid, buf);
-                }
-            } else if let Some(file) = OpenFile::model(&name, target) {
-                files.push(file);
-            }
-        }
-        files.sort_by_key(|f| f.fd);
-        files
     }
 
     /// The whole machine.

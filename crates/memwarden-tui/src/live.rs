@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use memwarden_probe::HostRoot;
 use memwarden_probe::incremental::{Sample, Sampler};
+use memwarden_probe::procfs::OpenFile;
 use memwarden_probe::scrape::ServerKind;
 use memwarden_probe::snapshot::{Process, ProcessId};
 
@@ -105,19 +106,6 @@ pub fn spawn(mut sampler: Sampler, interval: Duration, tx: Sender<Event>) -> Liv
     control
 }
 
-/// File names of model weights worth naming in the detail pane.
-const MODEL_EXTENSIONS: [&str; 9] = [
-    ".gguf",
-    ".safetensors",
-    ".bin",
-    ".pt",
-    ".pth",
-    ".ckpt",
-    ".onnx",
-    ".engine",
-    ".plan",
-];
-
 /// Why a server's figures are missing, from the sample's notes.
 fn server_note(notes: &[String], pid: u32) -> String {
     let tag = format!("server of pid {pid} skipped: ");
@@ -146,13 +134,15 @@ pub fn extras(
             let Ok(target) = std::fs::read_link(e.path()) else {
                 continue;
             };
-            let name = target.to_string_lossy();
-            if !MODEL_EXTENSIONS.iter().any(|x| name.ends_with(x)) {
+            // The same rule as the snapshot's estimates; a file deleted while open is left out.
+            let Some(file) = OpenFile::model(&e.file_name(), target.as_os_str().as_encoded_bytes())
+                .filter(|f| !f.deleted)
+            else {
                 continue;
-            }
+            };
             // Size through the fd link: it reaches the file inside another mount namespace.
             let size = std::fs::metadata(e.path()).map_or(0, |m| m.len());
-            seen.insert(memwarden_probe::sanitize::sanitize(&name, 160), size);
+            seen.insert(memwarden_probe::sanitize::sanitize(&file.path, 160), size);
         }
         let mut files: Vec<(String, u64)> = seen.into_iter().collect();
         files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
