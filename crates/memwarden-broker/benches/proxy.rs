@@ -106,6 +106,56 @@ fn report(clients: usize, d: Round, p: Round) {
     );
 }
 
+/// CPU time (user + system) of a /proc stat file, in clock ticks.
+fn ticks(stat: &str) -> u64 {
+    std::fs::read_to_string(stat)
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Where the CPU went: the load generator's threads, the broker (the rest of this process:
+/// its runtime and its sampler's blocking threads) and the upstream process.
+#[derive(Clone, Copy)]
+struct Cpu {
+    load: u64,
+    broker: u64,
+    upstream: u64,
+}
+
+fn cpu(upstream: u32) -> Cpu {
+    let mut load = 0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() == "mw-load" {
+                load += ticks(&t.path().join("stat").to_string_lossy());
+            }
+        }
+    }
+    Cpu {
+        load,
+        broker: ticks("/proc/self/stat").saturating_sub(load),
+        upstream: ticks(&format!("/proc/{upstream}/stat")),
+    }
+}
+
+/// CPU µs per request between two readings.
+fn per_request(a: Cpu, b: Cpu, requests: usize) -> (f64, f64, f64) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let us = |x: u64, y: u64| (y.saturating_sub(x)) as f64 / hz * 1e6 / requests as f64;
+    (
+        us(a.load, b.load),
+        us(a.upstream, b.upstream),
+        us(a.broker, b.broker),
+    )
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run briefly then.
     let benching = std::env::args().any(|a| a == "--bench");
@@ -118,6 +168,7 @@ fn main() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the upstream");
+    let upstream_pid = upstream.id();
     let mut line = String::new();
     BufReader::new(upstream.stdout.take().unwrap())
         .read_line(&mut line)
@@ -127,20 +178,30 @@ fn main() {
         .trim_start_matches("listening on ")
         .parse()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The broker on its own runtime, as `memwarden serve` runs it; the load generator on
+    // another, so that each one's CPU can be told apart.
+    let broker_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("mw-broker")
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"1GiB\"\n\
-             [[consumer]]\nname = \"u\"\npool = \"ram\"\nresident = \"1MiB\"\nupstream = \"http://127.0.0.1:{port}\"\n"
-        );
-        let cfg = Config::parse(&toml, "bench.toml", None).unwrap();
-        let probe = Probe::new(HostRoot::system(), GpuSourceKind::None);
-        let broker = memwarden_broker::start(cfg, probe).await.unwrap();
-        let direct_url = format!("http://127.0.0.1:{port}/work");
-        let proxy_url = format!("http://{}/c/u/work", broker.addr);
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("mw-load")
+        .enable_all()
+        .build()
+        .unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"1GiB\"\n\
+         [[consumer]]\nname = \"u\"\npool = \"ram\"\nresident = \"1MiB\"\nupstream = \"http://127.0.0.1:{port}\"\n"
+    );
+    let cfg = Config::parse(&toml, "bench.toml", None).unwrap();
+    let probe = Probe::new(HostRoot::system(), GpuSourceKind::None);
+    let broker = broker_rt
+        .block_on(memwarden_broker::start(cfg, probe))
+        .unwrap();
+    let direct_url = format!("http://127.0.0.1:{port}/work");
+    let proxy_url = format!("http://{}/c/u/work", broker.addr);
+    load_rt.block_on(async {
         // Warm both paths (connections, caches), then alternate rounds.
         round(&direct_url, CLIENTS * 10, CLIENTS).await;
         round(&proxy_url, CLIENTS * 10, CLIENTS).await;
@@ -150,31 +211,51 @@ fn main() {
             let n = if clients == 1 { total / 16 } else { total };
             let mut direct = Vec::new();
             let mut proxy = Vec::new();
+            let (mut cd, mut cp) = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
+            let add = |acc: &mut (f64, f64, f64), x: (f64, f64, f64)| {
+                acc.0 += x.0 / 2.0;
+                acc.1 += x.1 / 2.0;
+                acc.2 += x.2 / 2.0;
+            };
             for _ in 0..2 {
+                let a = cpu(upstream_pid);
                 direct.push(round(&direct_url, n / 2, clients).await);
+                let b = cpu(upstream_pid);
                 proxy.push(round(&proxy_url, n / 2, clients).await);
+                let c = cpu(upstream_pid);
+                add(&mut cd, per_request(a, b, n / 2));
+                add(&mut cp, per_request(b, c, n / 2));
             }
             report(clients, merge(direct), merge(proxy));
+            println!("CPU per request (µs)   client  upstream  broker");
+            println!(
+                "direct               {:>7.1}  {:>8.1}  {:>6.1}",
+                cd.0, cd.1, cd.2
+            );
+            println!(
+                "through the broker   {:>7.1}  {:>8.1}  {:>6.1}",
+                cp.0, cp.1, cp.2
+            );
         }
-        // The admission round trip alone (acquire, then release), one task, in sequence.
-        let n = 20_000u32;
-        let handle = broker.app.broker.clone();
-        let took = tokio::spawn(async move {
+    });
+    // The admission round trip alone (acquire, then release), one task, in sequence.
+    let n = 20_000u32;
+    let handle = broker.app.broker.clone();
+    let took = broker_rt
+        .block_on(broker_rt.spawn(async move {
             let t = Instant::now();
             for _ in 0..n {
                 let permit = handle.acquire("u").await.unwrap();
                 drop(permit);
             }
             t.elapsed()
-        })
-        .await
+        }))
         .unwrap();
-        println!(
-            "admission round trip through the state owner: {:.1} µs",
-            took.as_secs_f64() * 1e6 / f64::from(n)
-        );
-        broker.shutdown().await;
-    });
+    println!(
+        "admission round trip through the state owner: {:.1} µs",
+        took.as_secs_f64() * 1e6 / f64::from(n)
+    );
+    broker_rt.block_on(broker.shutdown());
     let _ = upstream.kill();
     let _ = upstream.wait();
 }
