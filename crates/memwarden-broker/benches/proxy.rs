@@ -140,7 +140,7 @@ fn main() {
         let probe = Probe::new(HostRoot::system(), GpuSourceKind::None);
         let broker = memwarden_broker::start(cfg, probe).await.unwrap();
         let direct_url = format!("http://127.0.0.1:{port}/work");
-        let proxy_url = format!("http://{}/c/u/work", broker.addr);
+        let proxy_url = format!("http://{}/c/u/work", broker.addr());
         // Warm both paths (connections, caches), then alternate rounds.
         round(&direct_url, CLIENTS * 10, CLIENTS).await;
         round(&proxy_url, CLIENTS * 10, CLIENTS).await;

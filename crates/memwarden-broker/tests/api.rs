@@ -17,7 +17,7 @@ async fn leases_hold_a_consumer_and_end_when_given_back_or_expired() {
         + &consumer_toml("a", a.port, "16MiB", "")
         + &consumer_toml("b", b.port, "16MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let client = BrokerClient::new(&base, None).unwrap();
     let id = client
         .take_lease("a", Duration::from_secs(60))
@@ -86,7 +86,7 @@ async fn bad_requests_get_clear_answers_and_the_daemon_keeps_running() {
             "[[consumer]]\nname = \"b\"\npool = \"ram\"\nresident = \"8MiB\"\nupstream = \"http://127.0.0.1:{dead_port}\"\n"
         );
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let (code, body) = http("GET", format!("{base}/c/nobody/x"), "").await;
     assert_eq!(code, 404);
     assert!(
@@ -111,7 +111,7 @@ async fn proxy_streams_both_ways() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     // Server-sent events arrive as they are sent, and the consumer is in use meanwhile.
     let (code, body) = http("GET", format!("{base}/c/a/stream?n=5"), "").await;
     assert_eq!(code, 200);
@@ -134,7 +134,7 @@ async fn a_token_guards_everything_but_healthz() {
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n";
     let _ = dir;
     let r = start(toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/v1/status"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/metrics"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/healthz"), "").await.0, 200);
@@ -165,7 +165,7 @@ async fn metrics_pass_promtool() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     let (code, text) = http("GET", format!("{base}/metrics"), "").await;
     assert_eq!(code, 200);
@@ -227,7 +227,7 @@ async fn a_consumer_the_broker_starts_is_stopped_to_make_room() {
         );
     }
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let (code, body) = http("GET", format!("{base}/c/p/work"), "").await;
     assert_eq!((code, body.as_str()), (200, "p ok loaded=true\n"));
     let (code, body) = http("GET", format!("{base}/c/q/work"), "").await;
@@ -250,7 +250,7 @@ async fn idle_consumers_unload_and_admin_actions_work() {
         + &consumer_toml("a", a.port, "32MiB", "idle_ttl = \"500ms\"")
         + &consumer_toml("b", b.port, "32MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     let t = Instant::now();
     let st = wait_for(&r, Duration::from_secs(5), |st| {
@@ -277,8 +277,8 @@ async fn idle_consumers_unload_and_admin_actions_work() {
 async fn reload_keeps_state_and_refuses_a_bad_config() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
-    let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let mut r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     // A bad file never gets as far as the broker.
     assert!(
@@ -310,13 +310,100 @@ async fn reload_keeps_state_and_refuses_a_bad_config() {
     r.shutdown().await;
 }
 
+/// A port nothing listens on (taken from the OS and let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_the_listen_address_or_refuses_one_it_cannot_bind() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let body = consumer_toml("a", a.port, "8MiB", "");
+    let mut r = start(&(pool_toml("256MiB", "") + &body)).await;
+    let old = r.addr();
+    assert_eq!(
+        http("GET", format!("http://{old}/c/a/work"), "").await.0,
+        200
+    );
+
+    let port = free_port();
+    let moved =
+        pool_toml("256MiB", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &body;
+    r.reload(Config::parse(&moved, "t", None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.addr().port(), port);
+    let (code, text) = http("GET", format!("http://{}/healthz", r.addr()), "").await;
+    assert_eq!((code, text.as_str()), (200, "ok\n"));
+    // State survives the move; the old address is given up as soon as its server task
+    // sees the stop.
+    assert_eq!(consumer(&status(&r).await, "a")["state"], "loaded");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while std::net::TcpStream::connect(old).is_ok() {
+        assert!(Instant::now() < deadline, "{old} still answers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // An address that is taken: the whole configuration is refused and nothing moves.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap();
+    let refused = pool_toml("64MiB", "").replace("127.0.0.1:0", &taken.to_string()) + &body;
+    let e = r
+        .reload(Config::parse(&refused, "t", None).unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("cannot listen on {taken}: ")), "{e}");
+    assert_eq!(r.addr().port(), port);
+    assert_eq!(
+        http("GET", format!("http://{}/healthz", r.addr()), "")
+            .await
+            .0,
+        200
+    );
+    let st = status(&r).await;
+    assert_eq!(st["pools"][0]["total_bytes"], 256u64 << 20, "{st}");
+    assert_eq!(r.app.config().server.listen.port(), port);
+    drop(held);
+    r.shutdown().await;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_on_the_old_address_finishes_after_a_move() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let body = consumer_toml("a", a.port, "8MiB", "");
+    let mut r = start(&(pool_toml("256MiB", "") + &body)).await;
+    let old = r.addr();
+    // A request that takes a second, still running when the broker moves.
+    let slow = tokio::spawn(http("GET", format!("http://{old}/c/a/work?ms=1000"), ""));
+    wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "a")["in_flight"] == 1
+    })
+    .await;
+    let port = free_port();
+    let moved =
+        pool_toml("256MiB", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &body;
+    r.reload(Config::parse(&moved, "t", None).unwrap())
+        .await
+        .unwrap();
+    let (code, text) = slow.await.unwrap();
+    assert_eq!(code, 200, "{text}");
+    assert!(text.starts_with("a ok"), "{text}");
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_upgrades_pass_through() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
     let r = start(&toml).await;
-    let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
     s.write_all(
         b"GET /c/a/upgrade HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
     )

@@ -36,7 +36,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
             Probe::new(HostRoot::system(), GpuSourceKind::None),
         ))
         .unwrap();
-    let url = format!("http://{}", broker.addr);
+    let url = format!("http://{}", broker.addr());
     let child = Command::new(BIN)
         .args([
             "run",
@@ -55,7 +55,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
     // While the command runs, the lease holds the consumer.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let st = status(broker.addr);
+        let st = status(broker.addr());
         if st["consumers"][0]["in_flight"] == 1 {
             assert_eq!(st["consumers"][0]["state"], "loaded");
             break;
@@ -71,7 +71,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Given back when the command ended.
-    let st = status(broker.addr);
+    let st = status(broker.addr());
     assert_eq!(st["consumers"][0]["in_flight"], 0);
     assert_eq!(st["consumers"][0]["state"], "unloaded");
     assert_eq!(st["counters"]["served"], 1);
@@ -111,7 +111,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while status(broker.addr)["consumers"][0]["in_flight"] != 1 {
+    while status(broker.addr())["consumers"][0]["in_flight"] != 1 {
         assert!(Instant::now() < deadline, "no lease seen");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -121,7 +121,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
     let out = child.wait_with_output().unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
-    assert_eq!(status(broker.addr)["consumers"][0]["in_flight"], 0);
+    assert_eq!(status(broker.addr())["consumers"][0]["in_flight"], 0);
     rt.block_on(broker.shutdown());
 }
 
