@@ -73,6 +73,118 @@ async fn leases_hold_a_consumer_and_end_when_given_back_or_expired() {
     r.shutdown().await;
 }
 
+/// The leases the broker holds, from `GET /v1/leases`.
+async fn leases(base: &str) -> Vec<serde_json::Value> {
+    let (code, body) = http("GET", format!("{base}/v1/leases"), "").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["leases"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_leases_outlive_their_ttl_and_hold_the_consumer() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    let client = BrokerClient::new(&base, None).unwrap();
+    let id = client
+        .take_lease("a", Duration::from_secs(1))
+        .await
+        .unwrap();
+    // Renewed (with its own ttl) every 300 ms for 2 s: twice its ttl, and still held.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let granted = client.renew_lease(&id, None).await.unwrap();
+        assert_eq!(granted, Duration::from_secs(1));
+    }
+    let held = leases(&base).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["id"], id.as_str());
+    assert_eq!(held[0]["consumer"], "a");
+    assert_eq!(consumer(&status(&r).await, "a")["in_flight"], 1);
+    // A renewal may ask for another ttl, as a number or as a duration.
+    let (code, body) = http(
+        "POST",
+        format!("{base}/v1/leases/{id}/renew"),
+        r#"{"ttl":"10m"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["consumer"], "a");
+    assert_eq!(v["ttl_seconds"], 600.0);
+    let left = leases(&base).await[0]["expires_in_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(left > 590.0, "{left}");
+    // Without renewals it ends at its ttl.
+    assert_eq!(
+        client
+            .renew_lease(&id, Some(Duration::from_millis(300)))
+            .await
+            .unwrap(),
+        Duration::from_millis(300)
+    );
+    wait_for(&r, Duration::from_secs(3), |st| {
+        consumer(st, "a")["in_flight"] == 0
+    })
+    .await;
+    assert!(matches!(
+        client.renew_lease(&id, None).await,
+        Err(memwarden_broker::client::RenewError::Gone(_))
+    ));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_an_unknown_lease_or_with_a_bad_body_is_refused() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    let (code, body) = http("POST", format!("{base}/v1/leases/nope/renew"), "").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no lease \\\"nope\\\""), "{body}");
+    // An id with control characters is not echoed raw.
+    let (code, body) = http("POST", format!("{base}/v1/leases/a%1B%5B2J/renew"), "").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no lease \\\"a [2J\\\""), "{body}");
+
+    let client = BrokerClient::new(&base, None).unwrap();
+    let id = client
+        .take_lease("a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let url = format!("{base}/v1/leases/{id}/renew");
+    for (bad, says) in [
+        ("not json", "a renewal body"),
+        (r#"{"ttl":"soon"}"#, "bad ttl"),
+        (r#"{"ttl":0}"#, "at most a week"),
+        (r#"{"ttl":"8d"}"#, "at most a week"),
+        (r#"{"ttl":-1}"#, "a renewal body"),
+        (r#"{"ttl":0.5}"#, "a renewal body"),
+        (r#"{"ttl":5,"extra":1}"#, "extra"),
+        ("null", "a renewal body"),
+    ] {
+        let (code, body) = http("POST", &url, bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.contains(says), "{bad}: {body}");
+    }
+    // A bad renewal leaves the lease as it was; an empty one (or `{}`) keeps its ttl.
+    for ok in ["", "{}", r#"{"ttl":null}"#] {
+        let (code, body) = http("POST", &url, ok).await;
+        assert_eq!(code, 200, "{ok:?}: {body}");
+        assert!(body.contains("\"ttl_seconds\":60.0"), "{ok:?}: {body}");
+    }
+    client.give_back(&id).await.unwrap();
+    let (code, body) = http("POST", &url, "").await;
+    assert_eq!(code, 404, "{body}");
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_answers_and_the_daemon_keeps_running() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
