@@ -200,7 +200,7 @@ fn main() {
         .block_on(memwarden_broker::start(cfg, probe))
         .unwrap();
     let direct_url = format!("http://127.0.0.1:{port}/work");
-    let proxy_url = format!("http://{}/c/u/work", broker.addr);
+    let proxy_url = format!("http://{}/c/u/work", broker.addr());
     load_rt.block_on(async {
         // Warm both paths (connections, caches), then alternate rounds.
         round(&direct_url, CLIENTS * 10, CLIENTS).await;

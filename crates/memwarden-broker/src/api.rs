@@ -39,6 +39,8 @@ pub struct App {
 pub struct Lease {
     pub consumer: String,
     pub expires: Instant,
+    /// The ttl it was taken with: what a renewal without a ttl extends it by.
+    pub ttl: Duration,
     _permit: Permit,
 }
 
@@ -75,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/leases", post(create_lease).get(list_leases))
         .route("/v1/leases/{id}", delete(delete_lease))
+        .route("/v1/leases/{id}/renew", post(renew_lease))
         .route("/v1/consumers/{name}/load", post(admin_load))
         .route("/v1/consumers/{name}/unload", post(admin_unload))
         .route("/metrics", get(metrics))
@@ -193,6 +196,27 @@ enum TtlValue {
     Text(String),
 }
 
+/// The longest a lease may run without a renewal.
+const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A ttl as a lease body gives it, checked: more than 0 and at most a week.
+fn parse_ttl(v: &TtlValue) -> Result<Duration, String> {
+    let ttl = match v {
+        TtlValue::Seconds(s) => Duration::from_secs(*s),
+        TtlValue::Text(t) => {
+            humantime::parse_duration(t).map_err(|e| format!("bad ttl {t:?}: {e}"))?
+        }
+    };
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err("ttl must be more than 0 and at most a week".into());
+    }
+    Ok(ttl)
+}
+
+fn lease_answer(id: &str, consumer: &str, ttl: Duration) -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "id": id, "consumer": consumer, "ttl_seconds": ttl.as_secs_f64() }))
+}
+
 async fn create_lease(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let req: LeaseRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -203,19 +227,10 @@ async fn create_lease(State(app): State<Arc<App>>, body: Bytes) -> Response {
             );
         }
     };
-    let ttl = match &req.ttl {
-        TtlValue::Seconds(s) => Duration::from_secs(*s),
-        TtlValue::Text(t) => match humantime::parse_duration(t) {
-            Ok(d) => d,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad ttl {t:?}: {e}")),
-        },
+    let ttl = match parse_ttl(&req.ttl) {
+        Ok(t) => t,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
-    if ttl.is_zero() || ttl > Duration::from_secs(7 * 24 * 3600) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ttl must be more than 0 and at most a week".into(),
-        );
-    }
     let permit = match app.broker.acquire(&req.consumer).await {
         Ok(p) => p,
         Err(e) => return admit_error(&e),
@@ -226,14 +241,56 @@ async fn create_lease(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Lease {
             consumer: req.consumer.clone(),
             expires: Instant::now() + ttl,
+            ttl,
             _permit: permit,
         },
     );
-    (
-        StatusCode::CREATED,
-        axum::Json(json!({ "id": id, "consumer": req.consumer, "ttl_seconds": ttl.as_secs_f64() })),
+    (StatusCode::CREATED, lease_answer(&id, &req.consumer, ttl)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    ttl: Option<TtlValue>,
+}
+
+/// The ttl a renewal asks for: `None` (keep the lease's own) for an empty body or one
+/// without a ttl.
+fn renew_ttl(body: &[u8]) -> Result<Option<Duration>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let req: RenewRequest = serde_json::from_slice(body)
+        .map_err(|e| format!("a renewal body is empty or {{\"ttl\": SECONDS or \"10m\"}}: {e}"))?;
+    req.ttl.as_ref().map(parse_ttl).transpose()
+}
+
+async fn renew_lease(State(app): State<Arc<App>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let asked = match renew_ttl(&body) {
+        Ok(t) => t,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    let now = Instant::now();
+    let mut leases = app.leases.lock().expect("lease lock");
+    // One the reaper has not come round to yet is over all the same: renewing it would
+    // bring back a turn its holder was already told it had lost.
+    let Some(lease) = leases.get_mut(&id).filter(|l| l.expires > now) else {
+        leases.remove(&id);
+        return no_lease(&id);
+    };
+    let ttl = asked.unwrap_or(lease.ttl);
+    lease.expires = now + ttl;
+    lease_answer(&id, &lease.consumer, ttl).into_response()
+}
+
+fn no_lease(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no lease {:?} (expired or given back)",
+            memwarden_probe::sanitize::sanitize(id, 64)
+        ),
     )
-        .into_response()
 }
 
 fn lease_id() -> String {
@@ -269,13 +326,7 @@ async fn delete_lease(State(app): State<Arc<App>>, Path(id): Path<String>) -> Re
     let removed = app.leases.lock().expect("lease lock").remove(&id);
     match removed {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no lease {:?} (expired or given back)",
-                memwarden_probe::sanitize::sanitize(&id, 64)
-            ),
-        ),
+        None => no_lease(&id),
     }
 }
 

@@ -12,6 +12,16 @@ use crate::lifecycle::{HttpClient, error_chain, http_client};
 #[error("{0}")]
 pub struct ClientError(pub String);
 
+/// Why a lease was not renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// The broker no longer has it: expired, given back, or the broker restarted.
+    #[error("lease {0} is gone (expired, given back, or the broker restarted)")]
+    Gone(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
 /// The broker's base URL (`http://127.0.0.1:7077`) and its bearer token.
 #[derive(Debug, Clone)]
 pub struct BrokerClient {
@@ -80,8 +90,7 @@ impl BrokerClient {
 
     /// Waits for a lease on `consumer` (the broker's queue bounds the wait) and returns its id.
     pub async fn take_lease(&self, consumer: &str, ttl: Duration) -> Result<String, ClientError> {
-        let body =
-            serde_json::json!({ "consumer": consumer, "ttl": ttl.as_secs().max(1) }).to_string();
+        let body = serde_json::json!({ "consumer": consumer, "ttl": ttl_value(ttl) }).to_string();
         // The broker answers within its max_wait; this bound only guards against a hung broker.
         let (status, text) = self
             .call(
@@ -106,6 +115,33 @@ impl BrokerClient {
             .ok_or_else(|| ClientError("the broker's answer has no lease id".into()))
     }
 
+    /// Extends a lease to `ttl` from now (`None`: the ttl it was taken with) and returns the
+    /// ttl the broker granted.
+    pub async fn renew_lease(
+        &self,
+        id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Duration, RenewError> {
+        let body = ttl.map(|t| serde_json::json!({ "ttl": ttl_value(t) }).to_string());
+        let (status, text) = self
+            .call(
+                Method::POST,
+                &format!("/v1/leases/{id}/renew"),
+                body,
+                Duration::from_secs(10),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => granted_ttl(&text).map_err(RenewError::from),
+            StatusCode::NOT_FOUND => Err(RenewError::Gone(id.to_string())),
+            s => Err(ClientError(format!(
+                "renewing lease {id} failed: {} ({s})",
+                error_text(&text)
+            ))
+            .into()),
+        }
+    }
+
     /// Gives a lease back. A lease that has already expired is not an error.
     pub async fn give_back(&self, id: &str) -> Result<(), ClientError> {
         let (status, text) = self
@@ -124,6 +160,25 @@ impl BrokerClient {
             ))),
         }
     }
+}
+
+/// A ttl as the broker reads it: whole seconds as a number, anything finer in milliseconds
+/// (so a short test lease is not rounded up to a second).
+fn ttl_value(ttl: Duration) -> serde_json::Value {
+    if ttl.subsec_nanos() == 0 {
+        ttl.as_secs().max(1).into()
+    } else {
+        format!("{}ms", ttl.as_millis().max(1)).into()
+    }
+}
+
+fn granted_ttl(body: &str) -> Result<Duration, ClientError> {
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| ClientError(format!("the broker's answer is not JSON: {e}")))?;
+    v["ttl_seconds"]
+        .as_f64()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| ClientError("the broker's answer has no ttl_seconds".into()))
 }
 
 fn error_text(body: &str) -> String {

@@ -37,12 +37,19 @@ pub enum DaemonError {
 
 /// A broker that runs: its address, its shared state, and the means to stop it.
 pub struct Running {
-    pub addr: SocketAddr,
     pub app: Arc<App>,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<()>,
+    server: Server,
+    /// Servers on addresses left at a reload, finishing the requests they had.
+    retired: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
+}
+
+/// The HTTP server on one listener; dropping `stop` (or sending on it) ends it gracefully.
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
 }
 
 /// Checks a configuration against the machine: every GPU pool's device exists and every
@@ -85,18 +92,7 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
             .await
             .map_err(|e| DaemonError::Runtime(e.to_string()))??;
     }
-    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: cfg.server.listen,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Listen {
-            addr: cfg.server.listen,
-            source,
-        })?;
+    let (listener, addr) = bind(cfg.server.listen).await?;
     let grace = cfg.server.shutdown_grace;
     let cfg = Arc::new(cfg);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -118,38 +114,65 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
             }
         }
     }));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let router = api::router(Arc::clone(&app));
-    let server = tokio::spawn({
-        let broker = broker.clone();
-        async move {
-            let shutdown = async move {
-                let _ = stop_rx.await;
-                broker.send(Msg::Shutdown);
-            };
-            // Streamed answers go out in several writes: Nagle's algorithm would hold them.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(e) = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            {
-                tracing::error!("server error: {e}");
-            }
-        }
-    });
+    let server = serve(listener, addr, &app);
     tracing::info!(%addr, "memwarden broker listening");
     Ok(Running {
-        addr,
         app,
-        stop: Some(stop_tx),
         server,
+        retired: Vec::new(),
         background,
         grace,
+    })
+}
+
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
+    let err = |source| DaemonError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
+    Ok((listener, addr))
+}
+
+/// Serves the API on `listener` until told to stop.
+fn serve(listener: tokio::net::TcpListener, addr: SocketAddr, app: &Arc<App>) -> Server {
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let router = api::router(Arc::clone(app));
+    let task = tokio::spawn(async move {
+        // Streamed answers go out in several writes: Nagle's algorithm would hold them.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .await
+        {
+            tracing::error!("server error: {e}");
+        }
+    });
+    Server { addr, stop, task }
+}
+
+/// Stops a server taking connections; the task returned ends once its requests in flight
+/// have finished, or cuts them off after `grace`.
+fn retire(server: Server, grace: Duration) -> JoinHandle<()> {
+    let Server {
+        addr,
+        stop,
+        mut task,
+    } = server;
+    let _ = stop.send(());
+    tokio::spawn(async move {
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            tracing::warn!(%addr, "requests still running after the grace period: cut off");
+            task.abort();
+        }
     })
 }
 
@@ -196,8 +219,15 @@ async fn sampler(app: Arc<App>) {
 }
 
 impl Running {
-    /// Replaces the configuration; the listen address is kept (changing it needs a restart).
-    pub async fn reload(&self, cfg: Config) -> Result<(), DaemonError> {
+    /// The address the API answers on (it moves when a reload changes `server.listen`).
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Replaces the configuration. A new listen address is bound before anything changes, so a
+    /// configuration whose address cannot be had is refused whole; once bound, the old
+    /// address stops taking connections and finishes the requests it has.
+    pub async fn reload(&mut self, cfg: Config) -> Result<(), DaemonError> {
         {
             let shared = Arc::clone(&self.app.shared);
             let cfg = cfg.clone();
@@ -205,31 +235,47 @@ impl Running {
                 .await
                 .map_err(|e| DaemonError::Runtime(e.to_string()))??;
         }
-        if cfg.server.listen != self.app.config().server.listen {
-            tracing::warn!("a new listen address takes effect at the next start");
-        }
+        let moved = match self.moves_to(&cfg) {
+            Some(listen) => Some(bind(listen).await?),
+            None => None,
+        };
         let (reply, done) = oneshot::channel();
         self.app.broker.send(Msg::Reload {
             config: Box::new(cfg.clone()),
             reply,
         });
         let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        self.grace = cfg.server.shutdown_grace;
         *self.app.config.write().expect("config lock") = Arc::new(cfg);
+        if let Some((listener, addr)) = moved {
+            self.move_to(listener, addr);
+        }
         Ok(())
+    }
+
+    /// The address to move to, if `cfg` asks for another one. Compared with both the old
+    /// setting and the bound address: `127.0.0.1:0` in both means "stay", and naming the port
+    /// that 0 picked must not try to bind it a second time.
+    fn moves_to(&self, cfg: &Config) -> Option<SocketAddr> {
+        let listen = cfg.server.listen;
+        (listen != self.app.config().server.listen && listen != self.addr()).then_some(listen)
+    }
+
+    fn move_to(&mut self, listener: tokio::net::TcpListener, addr: SocketAddr) {
+        let old = std::mem::replace(&mut self.server, serve(listener, addr, &self.app));
+        tracing::info!(old = %old.addr, new = %addr, "memwarden broker listening on a new address");
+        self.retired.retain(|r| !r.is_finished());
+        self.retired.push(retire(old, self.grace));
     }
 
     /// Stops taking requests, lets those in flight finish (bounded by the grace period),
     /// stops the processes the broker started, and ends.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let mut server = self.server;
-        if tokio::time::timeout(self.grace, &mut server).await.is_err() {
-            tracing::debug!("server did not end in grace");
-            tracing::warn!("requests still running after the grace period: cut off");
-            server.abort();
-        }
+        self.retired.push(retire(self.server, self.grace));
+        // Queued requests are answered at once rather than left to wait out the grace.
+        self.app.broker.send(Msg::Shutdown);
+        futures_util::future::join_all(self.retired).await;
+        tracing::debug!("server ended");
         self.app.leases.lock().expect("lease lock").clear();
         let cfg = self.app.config();
         let children: Vec<_> = self
@@ -248,7 +294,6 @@ impl Running {
                 lifecycle::stop_process(&mut child, stop.as_deref(), grace).await;
             }
         });
-        tracing::debug!("server ended");
         futures_util::future::join_all(stops).await;
         tracing::debug!("children stopped");
         for b in self.background {
@@ -300,7 +345,7 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
         let probe = Probe::new(opts.root.clone(), opts.gpu_source);
-        let running = start(cfg, probe).await?;
+        let mut running = start(cfg, probe).await?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,

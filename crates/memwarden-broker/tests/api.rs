@@ -17,7 +17,7 @@ async fn leases_hold_a_consumer_and_end_when_given_back_or_expired() {
         + &consumer_toml("a", a.port, "16MiB", "")
         + &consumer_toml("b", b.port, "16MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let client = BrokerClient::new(&base, None).unwrap();
     let id = client
         .take_lease("a", Duration::from_secs(60))
@@ -73,6 +73,118 @@ async fn leases_hold_a_consumer_and_end_when_given_back_or_expired() {
     r.shutdown().await;
 }
 
+/// The leases the broker holds, from `GET /v1/leases`.
+async fn leases(base: &str) -> Vec<serde_json::Value> {
+    let (code, body) = http("GET", format!("{base}/v1/leases"), "").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["leases"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_leases_outlive_their_ttl_and_hold_the_consumer() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    let client = BrokerClient::new(&base, None).unwrap();
+    let id = client
+        .take_lease("a", Duration::from_secs(1))
+        .await
+        .unwrap();
+    // Renewed (with its own ttl) every 300 ms for 2 s: twice its ttl, and still held.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let granted = client.renew_lease(&id, None).await.unwrap();
+        assert_eq!(granted, Duration::from_secs(1));
+    }
+    let held = leases(&base).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["id"], id.as_str());
+    assert_eq!(held[0]["consumer"], "a");
+    assert_eq!(consumer(&status(&r).await, "a")["in_flight"], 1);
+    // A renewal may ask for another ttl, as a number or as a duration.
+    let (code, body) = http(
+        "POST",
+        format!("{base}/v1/leases/{id}/renew"),
+        r#"{"ttl":"10m"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["consumer"], "a");
+    assert_eq!(v["ttl_seconds"], 600.0);
+    let left = leases(&base).await[0]["expires_in_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(left > 590.0, "{left}");
+    // Without renewals it ends at its ttl.
+    assert_eq!(
+        client
+            .renew_lease(&id, Some(Duration::from_millis(300)))
+            .await
+            .unwrap(),
+        Duration::from_millis(300)
+    );
+    wait_for(&r, Duration::from_secs(3), |st| {
+        consumer(st, "a")["in_flight"] == 0
+    })
+    .await;
+    assert!(matches!(
+        client.renew_lease(&id, None).await,
+        Err(memwarden_broker::client::RenewError::Gone(_))
+    ));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_an_unknown_lease_or_with_a_bad_body_is_refused() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    let (code, body) = http("POST", format!("{base}/v1/leases/nope/renew"), "").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no lease \\\"nope\\\""), "{body}");
+    // An id with control characters is not echoed raw.
+    let (code, body) = http("POST", format!("{base}/v1/leases/a%1B%5B2J/renew"), "").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no lease \\\"a [2J\\\""), "{body}");
+
+    let client = BrokerClient::new(&base, None).unwrap();
+    let id = client
+        .take_lease("a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let url = format!("{base}/v1/leases/{id}/renew");
+    for (bad, says) in [
+        ("not json", "a renewal body"),
+        (r#"{"ttl":"soon"}"#, "bad ttl"),
+        (r#"{"ttl":0}"#, "at most a week"),
+        (r#"{"ttl":"8d"}"#, "at most a week"),
+        (r#"{"ttl":-1}"#, "a renewal body"),
+        (r#"{"ttl":0.5}"#, "a renewal body"),
+        (r#"{"ttl":5,"extra":1}"#, "extra"),
+        ("null", "a renewal body"),
+    ] {
+        let (code, body) = http("POST", &url, bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.contains(says), "{bad}: {body}");
+    }
+    // A bad renewal leaves the lease as it was; an empty one (or `{}`) keeps its ttl.
+    for ok in ["", "{}", r#"{"ttl":null}"#] {
+        let (code, body) = http("POST", &url, ok).await;
+        assert_eq!(code, 200, "{ok:?}: {body}");
+        assert!(body.contains("\"ttl_seconds\":60.0"), "{ok:?}: {body}");
+    }
+    client.give_back(&id).await.unwrap();
+    let (code, body) = http("POST", &url, "").await;
+    assert_eq!(code, 404, "{body}");
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_answers_and_the_daemon_keeps_running() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
@@ -86,7 +198,7 @@ async fn bad_requests_get_clear_answers_and_the_daemon_keeps_running() {
             "[[consumer]]\nname = \"b\"\npool = \"ram\"\nresident = \"8MiB\"\nupstream = \"http://127.0.0.1:{dead_port}\"\n"
         );
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let (code, body) = http("GET", format!("{base}/c/nobody/x"), "").await;
     assert_eq!(code, 404);
     assert!(
@@ -111,7 +223,7 @@ async fn proxy_streams_both_ways() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     // Server-sent events arrive as they are sent, and the consumer is in use meanwhile.
     let (code, body) = http("GET", format!("{base}/c/a/stream?n=5"), "").await;
     assert_eq!(code, 200);
@@ -134,7 +246,7 @@ async fn a_token_guards_everything_but_healthz() {
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n";
     let _ = dir;
     let r = start(toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/v1/status"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/metrics"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/healthz"), "").await.0, 200);
@@ -165,7 +277,7 @@ async fn metrics_pass_promtool() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     let (code, text) = http("GET", format!("{base}/metrics"), "").await;
     assert_eq!(code, 200);
@@ -227,7 +339,7 @@ async fn a_consumer_the_broker_starts_is_stopped_to_make_room() {
         );
     }
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let (code, body) = http("GET", format!("{base}/c/p/work"), "").await;
     assert_eq!((code, body.as_str()), (200, "p ok loaded=true\n"));
     let (code, body) = http("GET", format!("{base}/c/q/work"), "").await;
@@ -250,7 +362,7 @@ async fn idle_consumers_unload_and_admin_actions_work() {
         + &consumer_toml("a", a.port, "32MiB", "idle_ttl = \"500ms\"")
         + &consumer_toml("b", b.port, "32MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     let t = Instant::now();
     let st = wait_for(&r, Duration::from_secs(5), |st| {
@@ -277,8 +389,8 @@ async fn idle_consumers_unload_and_admin_actions_work() {
 async fn reload_keeps_state_and_refuses_a_bad_config() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
-    let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let mut r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     // A bad file never gets as far as the broker.
     assert!(
@@ -310,13 +422,100 @@ async fn reload_keeps_state_and_refuses_a_bad_config() {
     r.shutdown().await;
 }
 
+/// A port nothing listens on (taken from the OS and let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_the_listen_address_or_refuses_one_it_cannot_bind() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let body = consumer_toml("a", a.port, "8MiB", "");
+    let mut r = start(&(pool_toml("256MiB", "") + &body)).await;
+    let old = r.addr();
+    assert_eq!(
+        http("GET", format!("http://{old}/c/a/work"), "").await.0,
+        200
+    );
+
+    let port = free_port();
+    let moved =
+        pool_toml("256MiB", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &body;
+    r.reload(Config::parse(&moved, "t", None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.addr().port(), port);
+    let (code, text) = http("GET", format!("http://{}/healthz", r.addr()), "").await;
+    assert_eq!((code, text.as_str()), (200, "ok\n"));
+    // State survives the move; the old address is given up as soon as its server task
+    // sees the stop.
+    assert_eq!(consumer(&status(&r).await, "a")["state"], "loaded");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while std::net::TcpStream::connect(old).is_ok() {
+        assert!(Instant::now() < deadline, "{old} still answers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // An address that is taken: the whole configuration is refused and nothing moves.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap();
+    let refused = pool_toml("64MiB", "").replace("127.0.0.1:0", &taken.to_string()) + &body;
+    let e = r
+        .reload(Config::parse(&refused, "t", None).unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("cannot listen on {taken}: ")), "{e}");
+    assert_eq!(r.addr().port(), port);
+    assert_eq!(
+        http("GET", format!("http://{}/healthz", r.addr()), "")
+            .await
+            .0,
+        200
+    );
+    let st = status(&r).await;
+    assert_eq!(st["pools"][0]["total_bytes"], 256u64 << 20, "{st}");
+    assert_eq!(r.app.config().server.listen.port(), port);
+    drop(held);
+    r.shutdown().await;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_on_the_old_address_finishes_after_a_move() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let body = consumer_toml("a", a.port, "8MiB", "");
+    let mut r = start(&(pool_toml("256MiB", "") + &body)).await;
+    let old = r.addr();
+    // A request that takes a second, still running when the broker moves.
+    let slow = tokio::spawn(http("GET", format!("http://{old}/c/a/work?ms=1000"), ""));
+    wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "a")["in_flight"] == 1
+    })
+    .await;
+    let port = free_port();
+    let moved =
+        pool_toml("256MiB", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &body;
+    r.reload(Config::parse(&moved, "t", None).unwrap())
+        .await
+        .unwrap();
+    let (code, text) = slow.await.unwrap();
+    assert_eq!(code, 200, "{text}");
+    assert!(text.starts_with("a ok"), "{text}");
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_upgrades_pass_through() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = TestConsumer::spawn("a", "8MiB", "normal");
     let toml = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
     let r = start(&toml).await;
-    let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
     s.write_all(
         b"GET /c/a/upgrade HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
     )

@@ -44,7 +44,7 @@ async fn the_dashboard_queries_exported_metrics() {
     let a = TestConsumer::spawn("a", "1MiB", "normal");
     let toml = pool_toml("64MiB", "") + &consumer_toml("a", a.port, "1MiB", "");
     let r = start(&toml).await;
-    let (code, text) = http("GET", format!("http://{}/metrics", r.addr), "").await;
+    let (code, text) = http("GET", format!("http://{}/metrics", r.addr()), "").await;
     assert_eq!(code, 200);
     for n in names {
         assert!(

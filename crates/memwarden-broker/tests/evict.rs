@@ -14,7 +14,7 @@ async fn a_then_b_then_a_evicts_and_reloads() {
         + &consumer_toml("a", a.port, "96MiB", "")
         + &consumer_toml("b", b.port, "96MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
 
     let (code, body) = http("GET", format!("{base}/c/a/work"), "").await;
     assert_eq!((code, body.as_str()), (200, "a ok loaded=true\n"));

@@ -16,7 +16,7 @@ async fn coexisting_consumers_run_together() {
         + &consumer_toml("a", a.port, "16MiB", "coexist_with = [\"b\"]")
         + &consumer_toml("b", b.port, "16MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     // Both loaded first, then one slow request each: together they take one slow time.
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     assert_eq!(http("GET", format!("{base}/c/b/work"), "").await.0, 200);
@@ -43,7 +43,7 @@ async fn consumers_that_may_not_coexist_never_run_at_once() {
         + &consumer_toml("a", a.port, "16MiB", "")
         + &consumer_toml("b", b.port, "16MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     assert_eq!(http("GET", format!("{base}/c/b/work"), "").await.0, 200);
     let t = Instant::now();
@@ -92,7 +92,7 @@ async fn five_hundred_concurrent_requests_all_get_an_answer() {
         toml += &consumer_toml(n, c.port, "24MiB", "");
     }
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let client = Arc::new(client());
     let mut tasks = Vec::new();
     for i in 0..500 {
@@ -145,7 +145,7 @@ async fn a_consumer_that_keeps_its_memory_after_unload_is_stuck() {
         + &consumer_toml("liar", liar.port, "64MiB", "")
         + &consumer_toml("b", b.port, "64MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/liar/work"), "").await.0, 200);
     // b needs liar's room; liar says it unloaded but keeps the memory: b is refused with a
     // message that names the stuck consumer, and nothing proceeds on hope.
@@ -171,7 +171,7 @@ async fn a_crash_mid_request_is_a_502_and_others_keep_being_served() {
         + &consumer_toml("crash", crash.port, "8MiB", "coexist_with = [\"ok\"]")
         + &consumer_toml("ok", ok.port, "8MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     let (code, body) = http("GET", format!("{base}/c/crash/work"), "").await;
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("crash"), "{body}");
@@ -189,7 +189,7 @@ async fn a_crash_mid_request_is_a_502_and_others_keep_being_served() {
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("loading \\\"crash\\\" failed"), "{body}");
     assert!(
-        http("GET", format!("http://{}/healthz", r.addr), "")
+        http("GET", format!("http://{}/healthz", r.addr()), "")
             .await
             .0
             == 200
@@ -205,7 +205,7 @@ async fn a_client_that_disconnects_while_queued_frees_its_place() {
         + &consumer_toml("a", a.port, "16MiB", "")
         + &consumer_toml("b", b.port, "16MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     // a runs a long request; b may not run beside it, so a request for b queues.
     let long = tokio::spawn(http("GET", format!("{base}/c/a/work?ms=3000"), ""));
@@ -239,7 +239,7 @@ async fn a_consumer_that_can_never_fit_fails_at_once() {
     let toml = pool_toml("64MiB", "") + &consumer_toml("big", big.port, "1GiB", "");
     let r = start(&toml).await;
     let t = Instant::now();
-    let (code, body) = http("GET", format!("http://{}/c/big/work", r.addr), "").await;
+    let (code, body) = http("GET", format!("http://{}/c/big/work", r.addr()), "").await;
     assert_eq!(code, 507, "{body}");
     assert!(body.contains("short"), "{body}");
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -258,7 +258,7 @@ async fn a_burst_for_one_consumer_does_not_starve_another() {
         + &consumer_toml("a", a.port, "32MiB", "")
         + &consumer_toml("b", b.port, "32MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     // Eight clients keep a busy without a pause: a is always runnable and always in use.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -298,7 +298,7 @@ async fn a_stuck_consumer_is_trusted_again_once_its_memory_comes_back() {
         + &consumer_toml("slow", slow.port, "64MiB", "")
         + &consumer_toml("b", b.port, "64MiB", "");
     let r = start(&toml).await;
-    let base = format!("http://{}", r.addr);
+    let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/slow/work"), "").await.0, 200);
     // Its memory comes back after the verify timeout: stuck, and b is refused meanwhile.
     let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;

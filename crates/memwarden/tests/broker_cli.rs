@@ -12,16 +12,189 @@ use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
 const BIN: &str = env!("CARGO_BIN_EXE_memwarden");
 
-fn status(addr: std::net::SocketAddr) -> serde_json::Value {
-    // A plain HTTP/1.0 GET: no client library needed for one small JSON answer.
+/// One plain HTTP/1.0 request: no client library needed for small answers. The status line
+/// and the body.
+fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /v1/status HTTP/1.0\r\n\r\n").unwrap();
+    s.write_all(format!("{method} {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap();
-    serde_json::from_str(body).unwrap()
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+fn status(addr: std::net::SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&request(addr, "GET", "/v1/status").1).unwrap()
+}
+
+fn leases(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&request(addr, "GET", "/v1/leases").1).unwrap();
+    v["leases"].as_array().unwrap().clone()
+}
+
+/// A broker in this process with one lease-only consumer, "job".
+fn job_broker(rt: &tokio::runtime::Runtime) -> memwarden_broker::Running {
+    let toml = "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"1GiB\"\n\
+                [[consumer]]\nname = \"job\"\npool = \"ram\"\nresident = \"100MiB\"\n";
+    let cfg = Config::parse(toml, "t.toml", None).unwrap();
+    rt.block_on(memwarden_broker::start(
+        cfg,
+        Probe::new(HostRoot::system(), GpuSourceKind::None),
+    ))
+    .unwrap()
+}
+
+/// `memwarden run --consumer job` with `flags`, in a process group of its own (so that the
+/// command it runs can be cleaned up even when `memwarden run` is killed outright).
+fn spawn_run(addr: std::net::SocketAddr, flags: &[&str], cmd: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(BIN)
+        .args([
+            "run",
+            "--consumer",
+            "job",
+            "--broker",
+            &format!("http://{addr}"),
+        ])
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn in_flight(addr: std::net::SocketAddr) -> serde_json::Value {
+    status(addr)["consumers"][0]["in_flight"].clone()
+}
+
+fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_renews_a_short_lease_for_as_long_as_the_command_runs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = job_broker(&rt);
+    let addr = broker.addr();
+    let child = spawn_run(
+        addr,
+        &["--heartbeat", "1s"],
+        &["sh", "-c", "sleep 3; exit 4"],
+    );
+    wait_until(Duration::from_secs(5), "lease taken", || {
+        in_flight(addr) == 1
+    });
+    let taken = Instant::now();
+    // Twice the lease's ttl later, it is still held: renewed, not expired.
+    std::thread::sleep(Duration::from_secs(2));
+    let held = leases(addr);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0]["expires_in_seconds"].as_f64().unwrap() <= 1.0);
+    assert_eq!(in_flight(addr), 1);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert!(taken.elapsed() > Duration::from_millis(2500));
+    assert_eq!(in_flight(addr), 0);
+    assert!(leases(addr).is_empty());
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn a_killed_run_loses_its_lease_within_its_heartbeat() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = job_broker(&rt);
+    let addr = broker.addr();
+    let mut child = spawn_run(addr, &["--heartbeat", "1s"], &["sleep", "30"]);
+    wait_until(Duration::from_secs(5), "lease taken", || {
+        in_flight(addr) == 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        in_flight(addr),
+        1,
+        "the lease must be renewed while run lives"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    // No one gives the lease back: it ends at its ttl (1 s) and the reaper's next round.
+    wait_until(Duration::from_secs(3), "lease expired", || {
+        in_flight(addr) == 0
+    });
+    assert!(leases(addr).is_empty());
+    // SAFETY: the command, orphaned in the group `memwarden run` led.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn run_says_once_that_its_lease_is_lost_and_the_command_runs_on() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = job_broker(&rt);
+    let addr = broker.addr();
+    let child = spawn_run(
+        addr,
+        &["--heartbeat", "600ms"],
+        &["sh", "-c", "sleep 2; exit 5"],
+    );
+    wait_until(Duration::from_secs(5), "lease taken", || {
+        in_flight(addr) == 1
+    });
+    let id = leases(addr)[0]["id"].as_str().unwrap().to_string();
+    let (line, _) = request(addr, "DELETE", &format!("/v1/leases/{id}"));
+    assert!(line.contains(" 204 "), "{line}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("memwarden: warning: ") && err.contains(&id) && err.contains("gone"),
+        "{err}"
+    );
+    rt.block_on(broker.shutdown());
+}
+
+#[test]
+fn run_stops_renewing_when_its_ttl_has_passed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = job_broker(&rt);
+    let addr = broker.addr();
+    let mut child = spawn_run(
+        addr,
+        &["--ttl", "1500ms", "--heartbeat", "600ms"],
+        &["sleep", "4"],
+    );
+    wait_until(Duration::from_secs(5), "lease taken", || {
+        in_flight(addr) == 1
+    });
+    // Held past its first 600 ms by renewals, taken back by the broker at --ttl while the
+    // command still runs.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(in_flight(addr), 1);
+    wait_until(Duration::from_secs(2), "lease ended at --ttl", || {
+        in_flight(addr) == 0
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the command ended early"
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--ttl (1s 500ms) has passed"), "{err}");
+    rt.block_on(broker.shutdown());
 }
 
 #[test]
@@ -36,7 +209,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
             Probe::new(HostRoot::system(), GpuSourceKind::None),
         ))
         .unwrap();
-    let url = format!("http://{}", broker.addr);
+    let url = format!("http://{}", broker.addr());
     let child = Command::new(BIN)
         .args([
             "run",
@@ -55,7 +228,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
     // While the command runs, the lease holds the consumer.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let st = status(broker.addr);
+        let st = status(broker.addr());
         if st["consumers"][0]["in_flight"] == 1 {
             assert_eq!(st["consumers"][0]["state"], "loaded");
             break;
@@ -71,7 +244,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Given back when the command ended.
-    let st = status(broker.addr);
+    let st = status(broker.addr());
     assert_eq!(st["consumers"][0]["in_flight"], 0);
     assert_eq!(st["consumers"][0]["state"], "unloaded");
     assert_eq!(st["counters"]["served"], 1);
@@ -111,7 +284,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while status(broker.addr)["consumers"][0]["in_flight"] != 1 {
+    while status(broker.addr())["consumers"][0]["in_flight"] != 1 {
         assert!(Instant::now() < deadline, "no lease seen");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -121,7 +294,7 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
     let out = child.wait_with_output().unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
-    assert_eq!(status(broker.addr)["consumers"][0]["in_flight"], 0);
+    assert_eq!(status(broker.addr())["consumers"][0]["in_flight"], 0);
     rt.block_on(broker.shutdown());
 }
 

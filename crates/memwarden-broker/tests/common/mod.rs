@@ -135,7 +135,7 @@ pub async fn http_with(
 }
 
 pub async fn status(r: &Running) -> serde_json::Value {
-    let (code, body) = http("GET", &format!("http://{}/v1/status", r.addr), "").await;
+    let (code, body) = http("GET", &format!("http://{}/v1/status", r.addr()), "").await;
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }

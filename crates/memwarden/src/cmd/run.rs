@@ -2,11 +2,11 @@
 //! or a training script takes its turn on the GPU like the servers do.
 
 use std::process::{Command, ExitCode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use memwarden_broker::client::BrokerClient;
+use memwarden_broker::client::{BrokerClient, RenewError};
 
 use crate::cli::Global;
 
@@ -32,8 +32,12 @@ pub struct RunArgs {
     )]
     pub token: Option<String>,
     /// Longest the lease may be held; the broker takes it back after this
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = positive_duration)]
     pub ttl: Duration,
+    /// The lease is taken for this long at a time and renewed every third of it, so a killed
+    /// `memwarden run` gives the consumer back within this
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    pub heartbeat: Duration,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -44,10 +48,20 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
         bail!("no command given after --");
     };
     let client = BrokerClient::new(&args.broker, args.token.clone())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // One worker: the lease is renewed there while this thread waits for the command.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
-    let id = rt.block_on(client.take_lease(&args.consumer, args.ttl))?;
+    let lease_ttl = args.ttl.min(args.heartbeat);
+    let id = rt.block_on(client.take_lease(&args.consumer, lease_ttl))?;
+    let keeper = rt.spawn(keep_alive(
+        client.clone(),
+        id.clone(),
+        lease_ttl,
+        Instant::now() + args.ttl,
+        args.ttl,
+    ));
     // From here the lease is given back whatever the command does. Ctrl-C reaches the
     // command through the terminal's process group (so SIGINT is only kept from ending us); a
     // SIGTERM sent to us is passed on to it. Either way we wait for it to end.
@@ -77,6 +91,7 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
             std::thread::sleep(Duration::from_millis(20));
         }
     });
+    keeper.abort();
     let back = rt.block_on(client.give_back(&id));
     let status = status.with_context(|| format!("cannot run {prog:?}"))?;
     back?;
@@ -88,4 +103,54 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
             ExitCode::from(128u8.saturating_add(status.signal().unwrap_or(0) as u8))
         }
     })
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Renews the lease every third of its ttl until `limit` (`--ttl`, reached at `deadline`), so
+/// that it outlives neither the command nor `--ttl`. A failure is said once and the command
+/// runs on: stopping someone's job because the broker blinked would be worse.
+async fn keep_alive(
+    client: BrokerClient,
+    id: String,
+    lease_ttl: Duration,
+    deadline: Instant,
+    limit: Duration,
+) {
+    let every = lease_ttl / 3;
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(every.min(left(deadline))).await;
+        let left = left(deadline);
+        if left.is_zero() {
+            eprintln!(
+                "memwarden: warning: --ttl ({}) has passed: the lease is no longer renewed and the broker takes it back",
+                humantime::format_duration(limit)
+            );
+            return;
+        }
+        // The last renewals are cut short so the lease ends at --ttl, not after it.
+        match client.renew_lease(&id, Some(lease_ttl.min(left))).await {
+            Ok(_) => {}
+            Err(e @ RenewError::Gone(_)) => {
+                eprintln!("memwarden: warning: {e}; the command runs on without it");
+                return;
+            }
+            Err(e) if !warned => {
+                eprintln!("memwarden: warning: cannot renew the lease: {e}; the command runs on");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
