@@ -166,6 +166,30 @@ fn run_says_once_that_its_lease_is_lost_and_the_command_runs_on() {
 }
 
 #[test]
+fn a_broker_gone_before_the_command_ends_leaves_the_commands_exit_code() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = job_broker(&rt);
+    let addr = broker.addr();
+    let child = spawn_run(
+        addr,
+        &["--heartbeat", "600ms"],
+        &["sh", "-c", "sleep 2; exit 6"],
+    );
+    wait_until(Duration::from_secs(5), "lease taken", || {
+        in_flight(addr) == 1
+    });
+    rt.block_on(broker.shutdown());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.lines().all(|l| l.starts_with("memwarden: warning: ")),
+        "{err}"
+    );
+    assert!(err.contains("cannot renew"), "{err}");
+}
+
+#[test]
 fn run_stops_renewing_when_its_ttl_has_passed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let broker = job_broker(&rt);

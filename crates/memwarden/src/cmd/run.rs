@@ -94,7 +94,11 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
     keeper.abort();
     let back = rt.block_on(client.give_back(&id));
     let status = status.with_context(|| format!("cannot run {prog:?}"))?;
-    back?;
+    // The command's own exit status is what a job script acts on: a broker that cannot be
+    // reached now takes the lease back at its ttl anyway.
+    if let Err(e) = back {
+        eprintln!("memwarden: warning: {e}; the broker takes the lease back within --heartbeat");
+    }
     Ok(match status.code() {
         Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
         // Killed by a signal: the shell's convention.
