@@ -20,6 +20,9 @@ use memwarden_broker::Config;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
 const CLIENTS: usize = 64;
+/// Requests per second in all for the paced case: well below what two cores serve through
+/// the broker.
+const PACED: f64 = 4000.0;
 
 struct Round {
     latencies: Vec<Duration>,
@@ -37,7 +40,10 @@ impl Round {
     }
 }
 
-async fn round(url: &str, total: usize, clients: usize) -> Round {
+/// `clients` connections, each sending its next request as soon as the last is answered, or,
+/// with `rate` (requests per second in all), on a fixed schedule. Latency counts from the
+/// send: tokio's timer has millisecond grain, which would swamp the hop.
+async fn round(url: &str, total: usize, clients: usize, rate: Option<f64>) -> Round {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
@@ -47,12 +53,23 @@ async fn round(url: &str, total: usize, clients: usize) -> Round {
     let per = total / clients;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for k in 0..clients {
         let client = Arc::clone(&client);
         let url: hyper::Uri = url.parse().unwrap();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per);
+            let mut schedule = rate.map(|r| {
+                // Spread over the period: 64 clients due at the same instant are a burst.
+                let period = Duration::from_secs_f64(clients as f64 / r);
+                let first = tokio::time::Instant::now() + period * k as u32 / clients as u32;
+                let mut i = tokio::time::interval_at(first, period);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                i
+            });
             for _ in 0..per {
+                if let Some(s) = schedule.as_mut() {
+                    s.tick().await;
+                }
                 let t = Instant::now();
                 let resp = client.get(url.clone()).await.expect("request");
                 assert!(resp.status().is_success());
@@ -79,10 +96,10 @@ fn merge(rs: Vec<Round>) -> Round {
     }
 }
 
-fn report(clients: usize, d: Round, p: Round) {
+fn report(what: &str, d: Round, p: Round) {
     let us = |x: Duration| x.as_secs_f64() * 1e6;
     println!(
-        "proxy overhead, {clients} concurrent client(s), {} requests each way",
+        "proxy overhead, {what}, {} requests each way",
         d.latencies.len()
     );
     println!("           p50 (µs)   p99 (µs)   throughput (req/s)");
@@ -203,12 +220,27 @@ fn main() {
     let proxy_url = format!("http://{}/c/u/work", broker.addr());
     load_rt.block_on(async {
         // Warm both paths (connections, caches), then alternate rounds.
-        round(&direct_url, CLIENTS * 10, CLIENTS).await;
-        round(&proxy_url, CLIENTS * 10, CLIENTS).await;
-        // 64 concurrent clients (the target), then one client alone: the cost of the extra hop
-        // without queueing for the CPU.
-        for clients in [CLIENTS, 1] {
-            let n = if clients == 1 { total / 16 } else { total };
+        round(&direct_url, CLIENTS * 10, CLIENTS, None).await;
+        round(&proxy_url, CLIENTS * 10, CLIENTS, None).await;
+        // 64 concurrent clients as fast as they can (the target); the same 64 at a pace this
+        // machine keeps up with, so that latency is the hop's and not a queue for the CPU;
+        // one client alone.
+        let cases = [
+            (
+                format!("{CLIENTS} concurrent clients"),
+                CLIENTS,
+                total,
+                None,
+            ),
+            (
+                format!("{CLIENTS} concurrent clients at {PACED} req/s"),
+                CLIENTS,
+                (total / 8).max(CLIENTS * 4),
+                Some(PACED),
+            ),
+            ("1 client".to_string(), 1, total / 16, None),
+        ];
+        for (what, clients, n, rate) in cases {
             let mut direct = Vec::new();
             let mut proxy = Vec::new();
             let (mut cd, mut cp) = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
@@ -219,14 +251,14 @@ fn main() {
             };
             for _ in 0..2 {
                 let a = cpu(upstream_pid);
-                direct.push(round(&direct_url, n / 2, clients).await);
+                direct.push(round(&direct_url, n / 2, clients, rate).await);
                 let b = cpu(upstream_pid);
-                proxy.push(round(&proxy_url, n / 2, clients).await);
+                proxy.push(round(&proxy_url, n / 2, clients, rate).await);
                 let c = cpu(upstream_pid);
                 add(&mut cd, per_request(a, b, n / 2));
                 add(&mut cp, per_request(b, c, n / 2));
             }
-            report(clients, merge(direct), merge(proxy));
+            report(&what, merge(direct), merge(proxy));
             println!("CPU per request (µs)   client  upstream  broker");
             println!(
                 "direct               {:>7.1}  {:>8.1}  {:>6.1}",

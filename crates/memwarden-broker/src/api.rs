@@ -104,8 +104,8 @@ fn admit_error(e: &AdmitError) -> Response {
 }
 
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let token = app.config().server.token.clone();
-    if let Some(token) = token {
+    let cfg = app.config();
+    if let Some(token) = &cfg.server.token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -400,13 +400,12 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, mut req: Request
             ),
         );
     };
-    let Some(up) = cfg.consumers[c].upstream.clone() else {
+    let Some(up) = &cfg.consumers[c].upstream else {
         return error(
             StatusCode::NOT_FOUND,
             format!("consumer {consumer:?} has no upstream to proxy to; use a lease"),
         );
     };
-    drop(cfg);
     // Admitted before anything is sent: from here the consumer counts as in use.
     let permit = match app.broker.acquire(&consumer).await {
         Ok(p) => p,
@@ -417,13 +416,14 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, mut req: Request
     let upgrade = req.headers().get(header::UPGRADE).cloned();
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let uri = up.url(&format!("/{rest}{query}"));
-    parts.uri = match uri.parse() {
+    let mut path = String::with_capacity(rest.len() + 1);
+    path.push('/');
+    path.push_str(&rest);
+    if let Some(q) = parts.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    parts.uri = match up.url(&path).parse() {
         Ok(u) => u,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad path: {e}")),
     };
@@ -449,7 +449,7 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, mut req: Request
         }
     }
     // The broker's own token is not the upstream's business.
-    if app.config().server.token.is_some() {
+    if cfg.server.token.is_some() {
         parts.headers.remove(header::AUTHORIZATION);
     }
     if let Ok(v) = HeaderValue::from_str(&up.authority()) {
