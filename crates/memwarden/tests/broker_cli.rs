@@ -80,6 +80,13 @@ fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits for `memwarden run` to hold its lease.
+fn wait_taken(addr: std::net::SocketAddr) {
+    wait_until(Duration::from_secs(5), "lease taken", || {
+        in_flight(addr) == 1
+    });
+}
+
 #[test]
 fn run_renews_a_short_lease_for_as_long_as_the_command_runs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -90,9 +97,7 @@ fn run_renews_a_short_lease_for_as_long_as_the_command_runs() {
         &["--heartbeat", "1s"],
         &["sh", "-c", "sleep 3; exit 4"],
     );
-    wait_until(Duration::from_secs(5), "lease taken", || {
-        in_flight(addr) == 1
-    });
+    wait_taken(addr);
     let taken = Instant::now();
     // Twice the lease's ttl later, it is still held: renewed, not expired.
     std::thread::sleep(Duration::from_secs(2));
@@ -116,9 +121,7 @@ fn a_killed_run_loses_its_lease_within_its_heartbeat() {
     let broker = job_broker(&rt);
     let addr = broker.addr();
     let mut child = spawn_run(addr, &["--heartbeat", "1s"], &["sleep", "30"]);
-    wait_until(Duration::from_secs(5), "lease taken", || {
-        in_flight(addr) == 1
-    });
+    wait_taken(addr);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         in_flight(addr),
@@ -148,9 +151,7 @@ fn run_says_once_that_its_lease_is_lost_and_the_command_runs_on() {
         &["--heartbeat", "600ms"],
         &["sh", "-c", "sleep 2; exit 5"],
     );
-    wait_until(Duration::from_secs(5), "lease taken", || {
-        in_flight(addr) == 1
-    });
+    wait_taken(addr);
     let id = leases(addr)[0]["id"].as_str().unwrap().to_string();
     let (line, _) = request(addr, "DELETE", &format!("/v1/leases/{id}"));
     assert!(line.contains(" 204 "), "{line}");
@@ -175,9 +176,7 @@ fn a_broker_gone_before_the_command_ends_leaves_the_commands_exit_code() {
         &["--heartbeat", "600ms"],
         &["sh", "-c", "sleep 2; exit 6"],
     );
-    wait_until(Duration::from_secs(5), "lease taken", || {
-        in_flight(addr) == 1
-    });
+    wait_taken(addr);
     rt.block_on(broker.shutdown());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -199,9 +198,7 @@ fn run_stops_renewing_when_its_ttl_has_passed() {
         &["--ttl", "1500ms", "--heartbeat", "600ms"],
         &["sleep", "4"],
     );
-    wait_until(Duration::from_secs(5), "lease taken", || {
-        in_flight(addr) == 1
-    });
+    wait_taken(addr);
     // Held past its first 600 ms by renewals, taken back by the broker at --ttl while the
     // command still runs.
     std::thread::sleep(Duration::from_millis(1000));
