@@ -147,9 +147,12 @@ pub struct History {
 }
 
 /// A GPU's pool as series value and size, bytes: VRAM, plus GTT on a device that works out of
-/// system RAM (there GTT is where the model lives). `None` when the use is unknown.
+/// system RAM (there GTT is where the model lives). `None` when the use is unknown. What the
+/// driver reserves counts as used: it is not there to run out into.
 pub fn gpu_pool_bytes(g: &Gpu) -> Option<(u64, Option<u64>)> {
-    let used = g.vram_used_bytes?;
+    let used = g
+        .vram_used_bytes?
+        .saturating_add(g.vram_reserved_bytes.unwrap_or(0));
     if g.unified_memory {
         let used = used.saturating_add(g.gtt_used_bytes.unwrap_or(0));
         let total = match (g.vram_total_bytes, g.gtt_total_bytes) {

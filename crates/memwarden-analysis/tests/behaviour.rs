@@ -295,6 +295,7 @@ fn snap(t_s: u64, procs: &[(u32, u64, u64)], gpu_used: u64) -> Snapshot {
             numa_node: None,
             vram_total_bytes: Some(24 * GIB),
             vram_used_bytes: Some(gpu_used),
+            vram_reserved_bytes: None,
             gtt_total_bytes: None,
             gtt_used_bytes: None,
             unified_memory: false,

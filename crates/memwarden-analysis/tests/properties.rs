@@ -147,6 +147,7 @@ mod history {
                     numa_node: None,
                     vram_total_bytes: Some(total),
                     vram_used_bytes: Some(used),
+                    vram_reserved_bytes: None,
                     gtt_total_bytes: Some(total),
                     gtt_used_bytes: Some(used),
                     unified_memory: unified,

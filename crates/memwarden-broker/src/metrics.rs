@@ -286,13 +286,18 @@ fn machine(o: &mut Out, s: &Snapshot) {
         );
     }
     type GpuFig = fn(&memwarden_probe::snapshot::Gpu) -> Option<u64>;
-    let figs: [(&str, &str, GpuFig); 4] = [
+    let figs: [(&str, &str, GpuFig); 5] = [
         ("memwarden_gpu_vram_total_bytes", "GPU VRAM size", |g| {
             g.vram_total_bytes
         }),
         ("memwarden_gpu_vram_used_bytes", "GPU VRAM in use", |g| {
             g.vram_used_bytes
         }),
+        (
+            "memwarden_gpu_vram_reserved_bytes",
+            "GPU VRAM kept by the driver, neither used nor free",
+            |g| g.vram_reserved_bytes,
+        ),
         (
             "memwarden_gpu_gtt_total_bytes",
             "GPU GTT (system RAM mapped for the GPU) size",

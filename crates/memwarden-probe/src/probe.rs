@@ -196,6 +196,7 @@ impl Probe {
                         numa_node: None,
                         vram_total_bytes: None,
                         vram_used_bytes: None,
+                        vram_reserved_bytes: None,
                         gtt_total_bytes: None,
                         gtt_used_bytes: None,
                         unified_memory: false,

@@ -77,6 +77,10 @@ pub struct Gpu {
     pub numa_node: Option<u32>,
     pub vram_total_bytes: Option<u64>,
     pub vram_used_bytes: Option<u64>,
+    /// VRAM neither used nor free: what the driver and firmware keep (NVIDIA); `None` where
+    /// the driver has no such figure. Absent from older recordings.
+    #[serde(default)]
+    pub vram_reserved_bytes: Option<u64>,
     pub gtt_total_bytes: Option<u64>,
     pub gtt_used_bytes: Option<u64>,
     /// The GPU works mostly out of system RAM (GTT dwarfs the VRAM carve-out, as on APUs).
@@ -86,9 +90,13 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Free VRAM, when both figures are known.
+    /// Free VRAM, when total and used are known: what neither a process nor the driver holds.
     pub fn vram_free_bytes(&self) -> Option<u64> {
-        Some(self.vram_total_bytes?.saturating_sub(self.vram_used_bytes?))
+        Some(
+            self.vram_total_bytes?
+                .saturating_sub(self.vram_used_bytes?)
+                .saturating_sub(self.vram_reserved_bytes.unwrap_or(0)),
+        )
     }
 
     /// Free GTT, when both figures are known.

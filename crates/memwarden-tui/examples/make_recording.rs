@@ -260,6 +260,7 @@ fn snapshot(t: u64, noise: &mut Noise) -> Snapshot {
             numa_node: Some(0),
             vram_total_bytes: Some(bytes(80.0)),
             vram_used_bytes: Some((used * GIB) as u64 / MIB as u64 * MIB as u64),
+            vram_reserved_bytes: None,
             gtt_total_bytes: None,
             gtt_used_bytes: None,
             unified_memory: false,

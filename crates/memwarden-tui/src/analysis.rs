@@ -226,6 +226,7 @@ mod tests {
                 numa_node: None,
                 vram_total_bytes: Some(80 << 30),
                 vram_used_bytes: Some(used_gib << 30),
+                vram_reserved_bytes: None,
                 gtt_total_bytes: None,
                 gtt_used_bytes: None,
                 unified_memory: false,

@@ -71,10 +71,16 @@ fn finish(title: String, total: u64, used: u64, mut holders: Vec<Holder>) -> Mem
 /// that matters. `None` when the device gives no total.
 pub fn gpu_map(snap: &Snapshot, gpu: &Gpu) -> Option<MemoryMap> {
     let use_gtt = gpu.unified_memory || gpu.vram_total_bytes.is_none();
-    let (total, used, region) = if use_gtt {
-        (gpu.gtt_total_bytes?, gpu.gtt_used_bytes?, "GTT")
+    let (total, used, reserved, region) = if use_gtt {
+        (gpu.gtt_total_bytes?, gpu.gtt_used_bytes?, 0, "GTT")
     } else {
-        (gpu.vram_total_bytes?, gpu.vram_used_bytes?, "VRAM")
+        let reserved = gpu.vram_reserved_bytes.unwrap_or(0);
+        (
+            gpu.vram_total_bytes?,
+            gpu.vram_used_bytes?,
+            reserved,
+            "VRAM",
+        )
     };
     let per_process = |pid: u32| -> u64 {
         snap.processes
@@ -85,7 +91,7 @@ pub fn gpu_map(snap: &Snapshot, gpu: &Gpu) -> Option<MemoryMap> {
             .filter_map(|g| if use_gtt { g.gtt_bytes } else { g.vram_bytes })
             .sum()
     };
-    let holders: Vec<Holder> = if snap.workloads.is_empty() {
+    let mut holders: Vec<Holder> = if snap.workloads.is_empty() {
         snap.processes
             .iter()
             .map(|p| Holder {
@@ -104,10 +110,16 @@ pub fn gpu_map(snap: &Snapshot, gpu: &Gpu) -> Option<MemoryMap> {
             })
             .collect()
     };
+    // The driver's own share is taken, not free: a holder of its own, so free stays NVML's.
+    holders.push(Holder {
+        name: "driver reserved".into(),
+        bytes: reserved,
+        source: gpu_source(gpu),
+    });
     Some(finish(
         format!("GPU {} {region}", gpu.index),
         total,
-        used,
+        used.saturating_add(reserved),
         holders,
     ))
 }
@@ -215,6 +227,7 @@ mod tests {
                 numa_node: Some(0),
                 vram_total_bytes: Some(80 << 30),
                 vram_used_bytes: Some(60 << 30),
+                vram_reserved_bytes: None,
                 gtt_total_bytes: None,
                 gtt_used_bytes: None,
                 unified_memory: false,
@@ -241,6 +254,17 @@ mod tests {
         let c = cells(&m, 40);
         assert_eq!(c.iter().sum::<usize>(), 40);
         assert_eq!(c, vec![19, 10, 1, 10]);
+    }
+
+    #[test]
+    fn the_drivers_reserve_is_held_not_free() {
+        let mut s = snap();
+        s.gpus[0].vram_reserved_bytes = Some(1 << 30);
+        let m = gpu_map(&s, &s.gpus[0]).unwrap();
+        let kept = m.holders.iter().find(|h| h.name == "driver reserved");
+        assert_eq!(kept.map(|h| h.bytes), Some(1 << 30));
+        assert_eq!(m.free(), 19 << 30);
+        assert_eq!(m.unattributed, 2 << 30);
     }
 
     #[test]

@@ -199,17 +199,27 @@ fn draw_header(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect) {
 }
 
 /// A bar of `width` cells as spans: filled in the level's style, the rest as free.
-fn bar<'a>(t: &Theme, used: u64, total: u64, width: usize) -> Vec<Span<'a>> {
+/// A bar of `used`, then `reserved` (held by the driver, not by any process), then free.
+fn bar<'a>(t: &Theme, used: u64, reserved: u64, total: u64, width: usize) -> Vec<Span<'a>> {
+    let cells = |bytes: u64| {
+        if total == 0 {
+            0
+        } else {
+            ((bytes as f64 / total as f64 * width as f64).round() as usize).min(width)
+        }
+    };
+    let taken = cells(used.saturating_add(reserved));
+    let filled = cells(used).min(taken);
     let frac = if total == 0 {
         0.0
     } else {
-        (used as f64 / total as f64).min(1.0)
+        (used.saturating_add(reserved) as f64 / total as f64).min(1.0)
     };
-    let filled = ((frac * width as f64).round() as usize).min(width);
     vec![
         Span::styled("[", t.dim),
         Span::styled("█".repeat(filled), level_style(t, frac)),
-        Span::styled("░".repeat(width - filled), t.free),
+        Span::styled("▒".repeat(taken - filled), t.dim),
+        Span::styled("░".repeat(width - taken), t.free),
         Span::styled("]", t.dim),
     ]
 }
@@ -232,10 +242,13 @@ fn pct(used: u64, total: u64) -> String {
     }
 }
 
+/// A memory region on one line. `reserved` is the part the driver keeps (NVIDIA VRAM), 0
+/// elsewhere.
 fn region_line<'a>(
     t: &Theme,
     label: &str,
     used: Option<u64>,
+    reserved: u64,
     total: Option<u64>,
     width: u16,
     long: bool,
@@ -244,12 +257,17 @@ fn region_line<'a>(
     match (used, total) {
         (Some(u), Some(tot)) => {
             let text = if long {
+                let kept = if reserved > 0 {
+                    format!(" · {} reserved", format_size(reserved))
+                } else {
+                    String::new()
+                };
                 format!(
-                    " {} {} / {} used · {} free",
+                    " {} {} / {} used{kept} · {} free",
                     pct(u, tot),
                     format_size(u),
                     format_size(tot),
-                    format_size(tot.saturating_sub(u))
+                    format_size(tot.saturating_sub(u).saturating_sub(reserved))
                 )
             } else {
                 format!(" {} {}/{}", pct(u, tot), format_size(u), format_size(tot))
@@ -257,7 +275,7 @@ fn region_line<'a>(
             let bar_w = (width as usize)
                 .saturating_sub(5 + 2 + text.chars().count())
                 .clamp(4, 60);
-            spans.extend(bar(t, u, tot, bar_w));
+            spans.extend(bar(t, u, reserved, tot, bar_w));
             spans.push(Span::styled(text, t.base));
         }
         _ => spans.push(Span::styled(" not reported by the device", t.dim)),
@@ -343,15 +361,20 @@ fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
         let rect = Rect::new(area.x, y, area.width, h);
         y += h;
         let view = app.insights.gpus.get(&gpu.index).unwrap_or(&empty);
-        let (u, tot, label) = if gpu.unified_memory || gpu.vram_total_bytes.is_none() {
-            (gpu.gtt_used_bytes, gpu.gtt_total_bytes, "GTT")
+        let (u, kept, tot, label) = if gpu.unified_memory || gpu.vram_total_bytes.is_none() {
+            (gpu.gtt_used_bytes, 0, gpu.gtt_total_bytes, "GTT")
         } else {
-            (gpu.vram_used_bytes, gpu.vram_total_bytes, "VRAM")
+            (
+                gpu.vram_used_bytes,
+                gpu.vram_reserved_bytes.unwrap_or(0),
+                gpu.vram_total_bytes,
+                "VRAM",
+            )
         };
         match layout {
             Layout3::Mini => {
                 let mut spans = vec![Span::styled(format!("GPU{} ", gpu.index), t.title)];
-                let line = region_line(t, label, u, tot, rect.width.saturating_sub(5), false);
+                let line = region_line(t, label, u, kept, tot, rect.width.saturating_sub(5), false);
                 spans.extend(line.spans.into_iter().skip(1));
                 if let Some(oom) = &view.oom {
                     spans.push(Span::styled(format!(" !! {oom}"), t.bad));
@@ -366,7 +389,7 @@ fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
                     t.title,
                 )];
                 first.extend(
-                    region_line(t, label, u, tot, rect.width.saturating_sub(30), false).spans,
+                    region_line(t, label, u, kept, tot, rect.width.saturating_sub(30), false).spans,
                 );
                 let tail = phase_spans(t, view);
                 let tail_w: usize = tail.iter().map(|s| s.content.chars().count()).sum();
@@ -407,6 +430,7 @@ fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
                     t,
                     "VRAM",
                     gpu.vram_used_bytes,
+                    gpu.vram_reserved_bytes.unwrap_or(0),
                     gpu.vram_total_bytes,
                     inner.width,
                     true,
@@ -416,6 +440,7 @@ fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
                         t,
                         "GTT",
                         gpu.gtt_used_bytes,
+                        0,
                         gpu.gtt_total_bytes,
                         inner.width,
                         true,
@@ -472,6 +497,7 @@ fn draw_host(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
             t,
             "RAM",
             Some(used),
+            0,
             Some(h.mem_total_bytes),
             area.width.saturating_sub(20),
             false,
@@ -491,6 +517,7 @@ fn draw_host(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layo
         t,
         "RAM",
         Some(used),
+        0,
         Some(h.mem_total_bytes),
         inner.width.saturating_sub(40),
         true,

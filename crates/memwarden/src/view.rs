@@ -166,7 +166,7 @@ pub fn render_snapshot(snap: &Snapshot, top: usize) -> String {
 
 fn gpu_line(gpu: &Gpu) -> String {
     let mut line = format!("GPU {} {} [{}]", gpu.index, clip(&gpu.name, 32), gpu.bus_id);
-    let mut region = |label: &str, used: Option<u64>, total: Option<u64>| {
+    let region = |line: &mut String, label: &str, used: Option<u64>, total: Option<u64>| {
         if let (Some(u), Some(t)) = (used, total) {
             let _ = write!(
                 line,
@@ -178,8 +178,11 @@ fn gpu_line(gpu: &Gpu) -> String {
             );
         }
     };
-    region("VRAM", gpu.vram_used_bytes, gpu.vram_total_bytes);
-    region("GTT", gpu.gtt_used_bytes, gpu.gtt_total_bytes);
+    region(&mut line, "VRAM", gpu.vram_used_bytes, gpu.vram_total_bytes);
+    if let Some(r) = gpu.vram_reserved_bytes.filter(|&r| r > 0) {
+        let _ = write!(line, " (+{} reserved)", format_size(r));
+    }
+    region(&mut line, "GTT", gpu.gtt_used_bytes, gpu.gtt_total_bytes);
     if gpu.unified_memory {
         line.push_str("  (unified memory: works from system RAM)");
     }

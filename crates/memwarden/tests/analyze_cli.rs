@@ -55,6 +55,7 @@ fn snapshot(i: usize) -> Snapshot {
             numa_node: Some(0),
             vram_total_bytes: Some(80 * GIB),
             vram_used_bytes: Some(gpu_used),
+            vram_reserved_bytes: None,
             gtt_total_bytes: None,
             gtt_used_bytes: None,
             unified_memory: false,

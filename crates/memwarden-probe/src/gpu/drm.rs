@@ -116,6 +116,7 @@ fn read_device(dev: &Path, index: u32, bus_id: String) -> Gpu {
         numa_node: numa_node_of(dev),
         vram_total_bytes: vram_total,
         vram_used_bytes: vram_used,
+        vram_reserved_bytes: None,
         gtt_total_bytes: gtt_total,
         gtt_used_bytes: gtt_used,
         unified_memory,

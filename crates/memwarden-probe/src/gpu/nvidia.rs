@@ -12,11 +12,30 @@ use crate::snapshot::{Gpu, Vendor};
 pub trait NvidiaDevice {
     fn name(&self) -> Result<String, String>;
     fn bus_id(&self) -> Result<String, String>;
-    /// (total, used) bytes.
-    fn memory(&self) -> Result<(u64, u64), String>;
+    fn memory(&self) -> Result<VramInfo, String>;
     /// (pid, used bytes when the driver knows them).
     fn compute_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String>;
     fn graphics_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String>;
+}
+
+/// A device's memory as NVML gives it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VramInfo {
+    pub total: u64,
+    pub used: u64,
+    pub free: u64,
+}
+
+impl VramInfo {
+    /// What is neither used nor free: the driver's and firmware's own (NVML's "reserved").
+    /// Taken as the remainder rather than from NVML's `reserved` field, because drivers differ
+    /// on whether `used` already counts it; the remainder keeps free exactly NVML's free and
+    /// the three parts adding up to the total either way.
+    pub fn reserved(&self) -> u64 {
+        self.total
+            .saturating_sub(self.used)
+            .saturating_sub(self.free)
+    }
 }
 
 /// Per-process VRAM on one device. A process in both the compute and the graphics list holds
@@ -65,11 +84,11 @@ pub fn read_device(
             note("bus id", e);
             String::new()
         });
-    let (total, used) = match device.memory() {
-        Ok((t, u)) => (Some(t), Some(u)),
+    let (total, used, reserved) = match device.memory() {
+        Ok(m) => (Some(m.total), Some(m.used), Some(m.reserved())),
         Err(e) => {
             note("memory", e);
-            (None, None)
+            (None, None, None)
         }
     };
     let mut processes = BTreeMap::new();
@@ -98,6 +117,7 @@ pub fn read_device(
             numa_node: numa,
             vram_total_bytes: total,
             vram_used_bytes: used,
+            vram_reserved_bytes: reserved,
             gtt_total_bytes: None,
             gtt_used_bytes: None,
             unified_memory: false,
@@ -173,10 +193,14 @@ impl NvidiaDevice for NvmlDevice<'_> {
             .map_err(|e| e.to_string())
     }
 
-    fn memory(&self) -> Result<(u64, u64), String> {
+    fn memory(&self) -> Result<VramInfo, String> {
         self.0
             .memory_info()
-            .map(|m| (m.total, m.used))
+            .map(|m| VramInfo {
+                total: m.total,
+                used: m.used,
+                free: m.free,
+            })
             .map_err(|e| e.to_string())
     }
 
@@ -201,7 +225,7 @@ mod tests {
 
     /// A device that answers from fixed data, standing in for a GPU this machine lacks.
     struct FakeDevice {
-        memory: Result<(u64, u64), String>,
+        memory: Result<VramInfo, String>,
         compute: Vec<(u32, Option<u64>)>,
         graphics: Vec<(u32, Option<u64>)>,
     }
@@ -213,7 +237,7 @@ mod tests {
         fn bus_id(&self) -> Result<String, String> {
             Ok("00000000:01:00.0".into())
         }
-        fn memory(&self) -> Result<(u64, u64), String> {
+        fn memory(&self) -> Result<VramInfo, String> {
             self.memory.clone()
         }
         fn compute_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String> {
@@ -240,7 +264,11 @@ mod tests {
     #[test]
     fn reads_a_fake_device() {
         let dev = FakeDevice {
-            memory: Ok((24 << 30, 10 << 30)),
+            memory: Ok(VramInfo {
+                total: 24 << 30,
+                used: 10 << 30,
+                free: 14 << 30,
+            }),
             compute: vec![(42, Some(8 << 30))],
             graphics: vec![(42, Some(8 << 30)), (43, Some(1 << 30))],
         };
@@ -250,11 +278,43 @@ mod tests {
         assert_eq!(r.gpu.numa_node, Some(1));
         assert_eq!(r.gpu.vram_total_bytes, Some(24 << 30));
         assert_eq!(r.gpu.vram_free_bytes(), Some(14 << 30));
+        assert_eq!(r.gpu.vram_reserved_bytes, Some(0));
         assert_eq!(r.processes[&42], Some(8 << 30));
         assert_eq!(r.processes[&43], Some(1 << 30));
         assert_eq!(r.gpu.error, None);
         let cheap = read_device(&dev, 0, false, |_| None);
         assert!(cheap.processes.is_empty());
+    }
+
+    #[test]
+    fn memory_the_driver_keeps_is_not_counted_free() {
+        // NVML v2 on a data-centre card: `used` leaves out what the driver reserves, so
+        // total - used would overstate the free memory by that much.
+        let dev = FakeDevice {
+            memory: Ok(VramInfo {
+                total: 80 << 30,
+                used: 8 << 20,
+                free: (80 << 30) - (8 << 20) - (512 << 20),
+            }),
+            compute: vec![],
+            graphics: vec![],
+        };
+        let g = read_device(&dev, 0, false, |_| None).gpu;
+        assert_eq!(g.vram_reserved_bytes, Some(512 << 20));
+        assert_eq!(g.vram_free_bytes(), Some((80 << 30) - (520 << 20)));
+        // A driver whose `used` already counts it: nothing left over, free unchanged.
+        let dev = FakeDevice {
+            memory: Ok(VramInfo {
+                total: 24 << 30,
+                used: 1 << 30,
+                free: 23 << 30,
+            }),
+            compute: vec![],
+            graphics: vec![],
+        };
+        let g = read_device(&dev, 0, false, |_| None).gpu;
+        assert_eq!(g.vram_reserved_bytes, Some(0));
+        assert_eq!(g.vram_free_bytes(), Some(23 << 30));
     }
 
     #[test]
