@@ -46,6 +46,20 @@ pub struct Global {
         value_name = "SOURCE"
     )]
     pub gpu_source: String,
+    /// Do not ask inference servers (llama.cpp, vLLM, Ollama, SGLang, TGI) for their metrics;
+    /// by default those listening on loopback are asked, at most once per 5 s each
+    #[arg(long, global = true, env = "MEMWARDEN_NO_SCRAPE")]
+    pub no_scrape: bool,
+    /// An address besides loopback whose servers may be asked (a container's bridge address);
+    /// repeat for more
+    #[arg(
+        long,
+        global = true,
+        env = "MEMWARDEN_SCRAPE_HOSTS",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub scrape_host: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]

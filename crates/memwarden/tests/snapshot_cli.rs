@@ -2,6 +2,8 @@
 //! and on fake ones.
 
 mod common;
+#[path = "../../memwarden-probe/tests/fake_ollama/mod.rs"]
+mod fake_ollama;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -247,4 +249,34 @@ fn nvml_asked_for_on_a_machine_without_it_is_a_notice() {
             stderr(&out)
         );
     }
+}
+
+#[test]
+fn no_scrape_keeps_memwarden_from_asking_servers() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let (mut server, _) = fake_ollama::fake_ollama(
+        r#"{"models":[{"name":"qwen3:32b","size":21474836480,"size_vram":21474836480}]}"#,
+    );
+    let estimate = |args: &[&str]| -> Value {
+        let out = memwarden(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let w = snap["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["pids"].as_array().unwrap().contains(&server.id().into()))
+            .cloned()
+            .expect("the server's workload");
+        w["estimate_bytes"].clone()
+    };
+    let asked = estimate(&["snapshot", "--json"]);
+    let not_asked = estimate(&["--no-scrape", "snapshot", "--json"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(asked, Value::from(20u64 << 30));
+    assert_eq!(not_asked, Value::Null);
 }

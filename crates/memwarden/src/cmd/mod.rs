@@ -13,6 +13,7 @@ pub mod top;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use memwarden_probe::scrape::ScrapeConfig;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
 use crate::cli::{Cli, Command, Global};
@@ -36,5 +37,17 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 pub fn probe(g: &Global) -> Result<Probe> {
     let source: GpuSourceKind = g.gpu_source.parse()?;
     let root = HostRoot::new(&g.root)?;
-    Ok(Probe::new(root, source))
+    let system = root.is_system();
+    let mut probe = Probe::new(root, source);
+    probe.set_scrape_config(scrape_config(g, system));
+    Ok(probe)
+}
+
+/// Inference servers are asked only on the real machine (a fake root's pids are not
+/// running), unless the user said not to.
+pub fn scrape_config(g: &Global, system: bool) -> ScrapeConfig {
+    ScrapeConfig {
+        enabled: system && !g.no_scrape,
+        allow_hosts: g.scrape_host.clone(),
+    }
 }
