@@ -23,7 +23,7 @@ pub enum AdmitError {
     Unknown { name: String, known: String },
     #[error("the queue of pool {pool:?} is full ({max} waiting)")]
     QueueFull { pool: String, max: usize },
-    #[error("waited {} for {consumer:?} without a turn: {reason}", humantime::format_duration(*.waited))]
+    #[error("waited {} for {consumer:?} without a turn: {reason}", crate::human::duration(*.waited))]
     Timeout {
         consumer: String,
         waited: Duration,
@@ -1142,4 +1142,19 @@ async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<
     })
     .await
     .unwrap_or((None, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_says_its_wait_to_the_millisecond() {
+        let e = AdmitError::Timeout {
+            consumer: "b".into(),
+            waited: Duration::new(8, 52_468_548),
+            reason: "r".into(),
+        };
+        assert_eq!(e.to_string(), "waited 8s 52ms for \"b\" without a turn: r");
+    }
 }
