@@ -271,10 +271,21 @@ pub struct Owner {
     stopping: bool,
 }
 
+/// A consumer the broker does not start and cannot load is up whenever its server is: it
+/// starts out loaded so that its memory counts from the first decision, whether it came with
+/// the first configuration or with a reload.
+fn initial_phase(c: &ConsumerConfig) -> Phase {
+    if c.start.is_none() && c.load.is_none() && c.upstream.is_some() {
+        Phase::Loaded
+    } else {
+        Phase::Unloaded
+    }
+}
+
 fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
     ConsumerState {
         pool: c.pool,
-        phase: Phase::Unloaded,
+        phase: initial_phase(c),
         stuck: false,
         need: c.need,
         measured: None,
@@ -300,7 +311,7 @@ fn pool_rt(p: &PoolConfig) -> PoolRt {
 
 impl Owner {
     pub fn new(cfg: Arc<Config>, tx: mpsc::UnboundedSender<Msg>, shared: Arc<Shared>) -> Owner {
-        let mut o = Owner {
+        Owner {
             pools: cfg.pools.iter().map(pool_rt).collect(),
             cons: cfg.consumers.iter().map(consumer_state).collect(),
             rt: vec![ConsumerRt::default(); cfg.consumers.len()],
@@ -311,15 +322,7 @@ impl Owner {
             shared,
             epoch: Instant::now(),
             stopping: false,
-        };
-        // A consumer the broker does not start and cannot load is up whenever its server is:
-        // treat it as loaded so its memory counts from the start.
-        for (i, c) in o.cfg.consumers.iter().enumerate() {
-            if c.start.is_none() && c.load.is_none() && c.upstream.is_some() {
-                o.cons[i].phase = Phase::Loaded;
-            }
         }
-        o
     }
 
     pub fn config(&self) -> &Arc<Config> {
