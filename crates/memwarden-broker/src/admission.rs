@@ -60,15 +60,12 @@ pub struct ConsumerState {
 
 impl ConsumerState {
     /// What it holds in its pool now. A loaded consumer's measurement replaces its declared
-    /// size once there is one; a loading one is covered by the ledger instead. A loaded
-    /// consumer measured at zero was not found (its server behind a proxy process, in another
-    /// namespace): that is no reading, and the declared size stands.
+    /// size once there is one, zero included: a server that let its models go by itself (an
+    /// idle Ollama) holds nothing. One whose processes were not found has no measurement, and
+    /// its declared size stands. A loading one is covered by the ledger instead.
     pub fn held(&self) -> u64 {
         match self.phase {
-            Phase::Loaded | Phase::Unloading => match self.measured {
-                Some(m) if m > 0 => m,
-                _ => self.need,
-            },
+            Phase::Loaded | Phase::Unloading => self.measured.unwrap_or(self.need),
             Phase::Unloaded if self.stuck => self.measured.unwrap_or(self.need),
             Phase::Unloaded | Phase::Loading => 0,
         }
@@ -489,12 +486,38 @@ mod tests {
     }
 
     #[test]
-    fn a_loaded_consumer_measured_at_zero_keeps_its_declared_size() {
+    fn a_loaded_consumer_measured_at_zero_holds_nothing_and_one_not_found_its_declared_size() {
         let mut c = loaded(600, 1);
-        c.measured = Some(0);
         assert_eq!(c.held(), 600 * MIB);
+        c.measured = Some(0);
+        assert_eq!(c.held(), 0);
         c.measured = Some(5 * MIB);
         assert_eq!(c.held(), 5 * MIB);
+    }
+
+    #[test]
+    fn an_idle_self_managed_server_leaves_room_for_the_others() {
+        // deploy/memwarden.toml on a 24 GiB card, in MiB for GiB: a self-managed Ollama (6)
+        // that may share the card with ComfyUI (13), and vLLM (18), which may share it with
+        // neither.
+        let mut p = pool();
+        p.capacity = Some(24 * MIB);
+        p.cushion = MIB / 2;
+        let mut ollama = loaded(6, 1);
+        ollama.evictable = false;
+        ollama.coexist_with = vec![1];
+        let mut comfy = consumer(13);
+        comfy.coexist_with = vec![0];
+        let mut cs = vec![ollama, comfy, consumer(18)];
+        // Ollama's processes found, holding nothing: vLLM fits beside it.
+        cs[0].measured = Some(0);
+        assert_eq!(decide(&p, &cs, 2), Decision::Load);
+        // Ollama not found: its declared 6 stand, and vLLM can never fit beside them.
+        cs[0].measured = None;
+        assert!(matches!(decide(&p, &cs, 2), Decision::Never { .. }));
+        // Ollama holding a model: the same.
+        cs[0].measured = Some(6 * MIB);
+        assert!(matches!(decide(&p, &cs, 2), Decision::Never { .. }));
     }
 
     #[test]
