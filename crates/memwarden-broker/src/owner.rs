@@ -1067,8 +1067,11 @@ async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
     lifecycle::wait_ready(&shared.client, c, deadline, None).await
 }
 
-/// Unloads a consumer and verifies that the memory came back: polls every 100 ms until 90%
-/// of what it held is free again or the pool's verify timeout passes.
+/// How long an unload route may take to answer.
+const UNLOAD_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Unloads a consumer and verifies that the memory came back: polls every 100 ms until it
+/// has (see [`came_back`]) or the pool's verify timeout passes.
 async fn unload(
     shared: &Arc<Shared>,
     cfg: &Config,
@@ -1080,38 +1083,14 @@ async fn unload(
     let target = shared.target(cfg, c);
     // What its processes hold now, and the pool's free reading, to compare against.
     let (held0, free0) = measure_one(shared, cfg, &target).await;
-    if let Some(cmd) = &c.start {
-        let child = shared
-            .children
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(&c.name));
-        if let Some(mut child) = child {
-            lifecycle::stop_process(&mut child, c.stop.as_deref(), c.stop_timeout).await;
-        }
-        let _ = cmd;
-    } else if let (Some(route), Some(up)) = (&c.unload, &c.upstream)
-        && let Err(why) =
-            lifecycle::call_route(&shared.client, up, route, Duration::from_secs(30)).await
-    {
+    if let Err(why) = release(shared, c).await {
         return UnloadOutcome::Failed(why);
     }
-    // What must come back: its declared size, or what it was measured to hold if less (a
-    // process also holds memory of its own that no unload gives back).
-    let base = held0.map_or(before, |h| h.min(c.need)).max(1);
+    let expected = expected_back(before, c.need);
     let deadline = started + pool.verify_timeout;
     loop {
         let (held, free) = measure_one(shared, cfg, &target).await;
-        let back = match (held, free0, free) {
-            // Its processes can be measured: they must have let go of 90%.
-            (Some(h), _, _) if held0.is_some() => {
-                held0.unwrap_or(0).saturating_sub(h) as u128 * 10 >= base as u128 * 9
-            }
-            // Otherwise the pool's free reading must have risen by 90% of what it held.
-            (_, Some(f0), Some(f)) => f.saturating_sub(f0) as u128 * 10 >= base as u128 * 9,
-            _ => false,
-        };
-        if back {
+        if came_back(expected, (held0, held), (free0, free)) {
             return UnloadOutcome::Freed {
                 remaining: held,
                 took: started.elapsed(),
@@ -1124,6 +1103,49 @@ async fn unload(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Asks a consumer to let its memory go: stops the process the broker started for it, or
+/// calls its unload route.
+async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
+    if c.start.is_some() {
+        let child = shared
+            .children
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&c.name));
+        if let Some(mut child) = child {
+            lifecycle::stop_process(&mut child, c.stop.as_deref(), c.stop_timeout).await;
+        }
+        return Ok(());
+    }
+    if let (Some(route), Some(up)) = (&c.unload, &c.upstream) {
+        lifecycle::call_route(&shared.client, up, route, UNLOAD_ROUTE_TIMEOUT).await?;
+    }
+    Ok(())
+}
+
+/// What an unload must give back: what the broker counted the consumer as holding, or its
+/// declared size if that is less (a process also holds memory of its own, a runtime and a
+/// GPU context, that no unload gives back).
+fn expected_back(counted: u64, declared: u64) -> u64 {
+    counted.min(declared)
+}
+
+/// Whether 90% of `expected` came back, given (before, now) readings of the consumer's own
+/// processes and of the pool's free memory. Either will do: the processes found may not be
+/// the ones that held the memory (a forwarder that owns the port, a server in a container),
+/// and the pool's reading is shared with everything else on the machine. With no processes
+/// found, the pool's reading alone decides.
+fn came_back(
+    expected: u64,
+    processes: (Option<u64>, Option<u64>),
+    pool_free: (Option<u64>, Option<u64>),
+) -> bool {
+    let enough = |delta: u64| u128::from(delta) * 10 >= u128::from(expected) * 9;
+    let by_processes = matches!(processes, (Some(h0), Some(h)) if enough(h0.saturating_sub(h)));
+    let by_pool = matches!(pool_free, (Some(f0), Some(f)) if enough(f.saturating_sub(f0)));
+    by_processes || by_pool
 }
 
 /// One consumer's holding and its pool's live free reading.
@@ -1150,6 +1172,54 @@ async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn an_unload_is_verified_by_its_processes_or_by_the_pool() {
+        let want = 1000 * MIB;
+        // Its processes let go of 90%: back, whatever the pool says.
+        assert!(came_back(
+            want,
+            (Some(1100 * MIB), Some(200 * MIB)),
+            (None, None)
+        ));
+        // The processes found are a forwarder's that hold nothing of it; the pool's free
+        // reading rose by 90%: back.
+        assert!(came_back(
+            want,
+            (Some(5 * MIB), Some(5 * MIB)),
+            (Some(100 * MIB), Some(1000 * MIB))
+        ));
+        // No processes found: the pool alone decides.
+        assert!(came_back(
+            want,
+            (None, None),
+            (Some(100 * MIB), Some(1000 * MIB))
+        ));
+        assert!(!came_back(
+            want,
+            (None, None),
+            (Some(100 * MIB), Some(899 * MIB))
+        ));
+        // Neither moved: not back.
+        assert!(!came_back(
+            want,
+            (Some(1000 * MIB), Some(990 * MIB)),
+            (Some(100 * MIB), Some(200 * MIB))
+        ));
+        assert!(!came_back(want, (None, None), (None, None)));
+    }
+
+    #[test]
+    fn an_unload_must_give_back_what_was_counted_not_a_forwarders_figure() {
+        // Counted at its declared size (its processes were not found): all of it.
+        assert_eq!(expected_back(6 * MIB, 6 * MIB), 6 * MIB);
+        // Measured above its declaration: the declared part, not the runtime's own.
+        assert_eq!(expected_back(7 * MIB, 6 * MIB), 6 * MIB);
+        // Measured below: what it held.
+        assert_eq!(expected_back(4 * MIB, 6 * MIB), 4 * MIB);
+    }
 
     #[test]
     fn a_timeout_says_its_wait_to_the_millisecond() {

@@ -8,6 +8,10 @@
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
 //! `GET /forwarded-for`.
+//!
+//! `memwarden-test-consumer --forward-to PORT [--port N]` is a plain TCP forwarder to
+//! 127.0.0.1:PORT instead, as docker-proxy stands in front of a container's server: run
+//! through a link named `docker-proxy`, it owns the port under that name.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -99,6 +103,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow] [--port N] [--loaded] [--name NAME]"
     );
+    eprintln!("       memwarden-test-consumer --forward-to PORT [--port N]");
     std::process::exit(2);
 }
 
@@ -109,6 +114,7 @@ async fn main() {
     let mut port = 0u16;
     let mut loaded = false;
     let mut name = String::from("consumer");
+    let mut forward_to = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -135,8 +141,14 @@ async fn main() {
             "--port" => port = val().parse().unwrap_or_else(|_| usage("bad port")),
             "--name" => name = val(),
             "--loaded" => loaded = true,
+            "--forward-to" => {
+                forward_to = Some(val().parse().unwrap_or_else(|_| usage("bad port")));
+            }
             other => usage(&format!("unknown argument {other:?}")),
         }
+    }
+    if let Some(to) = forward_to {
+        return forward(port, to).await;
     }
     let size = size.unwrap_or_else(|| usage("--size is required"));
     let app = Arc::new(Consumer {
@@ -180,6 +192,26 @@ async fn main() {
     if let Err(e) = axum::serve(listener, router).await {
         eprintln!("memwarden-test-consumer: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Copies every connection on `port` to 127.0.0.1:`to` and back.
+async fn forward(port: u16, to: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| usage(&format!("cannot listen: {e}")));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    println!("listening on {port}");
+    let _ = std::io::stdout().flush();
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            }
+        });
     }
 }
 
