@@ -54,6 +54,9 @@ impl AdmitError {
 
 pub type Reply = oneshot::Sender<Result<(), AdmitError>>;
 
+/// The answer to an operator's unload: what happened, or an HTTP status and why not.
+pub type AdminReply = oneshot::Sender<Result<String, (u16, String)>>;
+
 #[derive(Debug)]
 pub enum Msg {
     Acquire {
@@ -92,7 +95,7 @@ pub enum Msg {
     Ping(oneshot::Sender<()>),
     AdminUnload {
         consumer: String,
-        reply: oneshot::Sender<Result<String, (u16, String)>>,
+        reply: AdminReply,
     },
     Reload {
         config: Box<Config>,
@@ -264,6 +267,8 @@ pub struct Owner {
     rt: Vec<ConsumerRt>,
     /// Granted work: request id -> consumer index (None once its consumer was removed).
     active: HashMap<u64, Option<usize>>,
+    /// Operators waiting for the retried unload of a stuck consumer, by its name.
+    retries: HashMap<String, AdminReply>,
     counters: Counters,
     tx: mpsc::UnboundedSender<Msg>,
     shared: Arc<Shared>,
@@ -317,6 +322,7 @@ impl Owner {
             rt: vec![ConsumerRt::default(); cfg.consumers.len()],
             cfg,
             active: HashMap::new(),
+            retries: HashMap::new(),
             counters: Counters::default(),
             tx,
             shared,
@@ -417,27 +423,7 @@ impl Owner {
             Msg::Ping(reply) => {
                 let _ = reply.send(());
             }
-            Msg::AdminUnload { consumer, reply } => {
-                let r = match self.index(&consumer) {
-                    None => Err((404, format!("unknown consumer {consumer:?}"))),
-                    Some(i) => match self.cons[i].phase {
-                        Phase::Loaded if self.cons[i].in_flight > 0 => Err((
-                            409,
-                            format!("{consumer:?} is running work; try again when it is idle"),
-                        )),
-                        Phase::Loaded if !self.cfg.consumers[i].can_unload() => Err((
-                            409,
-                            format!("{consumer:?} has no unload route and no process of ours"),
-                        )),
-                        Phase::Loaded => {
-                            self.start_unload(i, false);
-                            Ok(format!("unloading {consumer:?}"))
-                        }
-                        other => Ok(format!("{consumer:?} is {}", other.as_str())),
-                    },
-                };
-                let _ = reply.send(r);
-            }
+            Msg::AdminUnload { consumer, reply } => self.admin_unload(&consumer, reply),
             Msg::Reload { config, reply } => {
                 self.reload(*config);
                 let _ = reply.send(());
@@ -445,6 +431,40 @@ impl Owner {
             Msg::Tick => self.tick(),
             Msg::Shutdown => self.stopping = true,
         }
+    }
+
+    /// An unload asked for by an operator. A stuck consumer's unload is retried for real (its
+    /// route called or its process stopped again, and verified again), and the answer waits
+    /// for the verdict.
+    fn admin_unload(&mut self, name: &str, reply: AdminReply) {
+        let Some(i) = self.index(name) else {
+            let _ = reply.send(Err((404, format!("unknown consumer {name:?}"))));
+            return;
+        };
+        let cs = &self.cons[i];
+        let holds = cs.phase == Phase::Loaded || (cs.phase == Phase::Unloaded && cs.stuck);
+        let answer = if holds && cs.in_flight > 0 {
+            Err((
+                409,
+                format!("{name:?} is running work; try again when it is idle"),
+            ))
+        } else if holds && !self.cfg.consumers[i].can_unload() {
+            Err((
+                409,
+                format!("{name:?} has no unload route and no process of ours"),
+            ))
+        } else if cs.stuck && cs.phase == Phase::Unloaded {
+            tracing::info!(consumer = %name, "retrying the unload of a stuck consumer");
+            self.start_unload(i, false);
+            self.retries.insert(name.to_string(), reply);
+            return;
+        } else if cs.phase == Phase::Loaded {
+            self.start_unload(i, false);
+            Ok(format!("unloading {name:?}"))
+        } else {
+            Ok(format!("{name:?} is {}", cs.phase.as_str()))
+        };
+        let _ = reply.send(answer);
     }
 
     fn acquire(&mut self, id: u64, name: &str, reply: Reply) {
@@ -518,9 +538,16 @@ impl Owner {
             .map(|w| (w.consumer, now - w.since))
             .collect();
         let (state, cons) = (&self.pools[p].state, &self.cons);
-        let order = admission::queue_order(&waiting, self.cfg.pools[p].max_wait, |c| {
-            admission::decide(state, cons, c) == Decision::Run
-        });
+        let decision: HashMap<usize, Decision> = waiting
+            .iter()
+            .map(|&(c, _)| (c, admission::decide(state, cons, c)))
+            .collect();
+        let order = admission::queue_order(
+            &waiting,
+            self.cfg.pools[p].max_wait,
+            |c| decision[&c] == Decision::Run,
+            |i| matches!(decision[&waiting[i].0], Decision::Wait(Wait::Stuck { .. })),
+        );
         // Ids, not positions: each step may take a request out of the queue.
         let ids: Vec<u64> = order.iter().map(|&i| self.pools[p].queue[i].id).collect();
         for id in ids {
@@ -576,18 +603,11 @@ impl Owner {
             format_size(room),
             format_size(need - room),
         );
-        let stuck: Vec<String> = (0..self.cons.len())
-            .filter(|&o| self.cons[o].pool == cfg.consumers[c].pool && self.cons[o].stuck)
-            .map(|o| {
-                format!(
-                    "{:?} holds {} after its unload",
-                    cfg.consumers[o].name,
-                    format_size(self.cons[o].held())
-                )
-            })
-            .collect();
+        let pool = cfg.consumers[c].pool;
+        let stuck = (0..self.cons.len()).filter(|&o| o != c && self.cons[o].pool == pool);
+        let stuck = self.stuck_holders(stuck.filter(|&o| self.cons[o].stuck));
         if !stuck.is_empty() {
-            msg.push_str(&format!(" (stuck: {})", stuck.join(", ")));
+            msg.push_str(&format!(" (stuck after their unload: {stuck})"));
         }
         msg
     }
@@ -724,8 +744,12 @@ impl Owner {
             return;
         }
         let eviction = self.rt[c].evicting;
+        let was_stuck = self.cons[c].stuck;
         self.cons[c].phase = Phase::Unloaded;
         self.rt[c].loaded_at = None;
+        if let Some(reply) = self.retries.remove(name) {
+            let _ = reply.send(retry_answer(name, &outcome));
+        }
         match outcome {
             UnloadOutcome::Freed { remaining, took } => {
                 tracing::info!(consumer = %name, seconds = took.as_secs_f64(), "unloaded, memory back");
@@ -746,7 +770,7 @@ impl Owner {
                 self.cons[c].stuck = true;
                 self.cons[c].measured = Some(held);
                 self.rt[c].stuck_held = held;
-                self.counters.stuck += 1;
+                self.counters.stuck += u64::from(!was_stuck);
             }
             UnloadOutcome::Failed(why) => {
                 tracing::warn!(consumer = %name, "unload failed: {why}");
@@ -756,7 +780,7 @@ impl Owner {
                 self.rt[c].stuck_held = self.cons[c].measured.unwrap_or(self.cons[c].need);
                 self.cons[c].measured = Some(self.rt[c].stuck_held);
                 self.counters.unload_failures += 1;
-                self.counters.stuck += 1;
+                self.counters.stuck += u64::from(!was_stuck);
             }
         }
     }
@@ -791,7 +815,8 @@ impl Owner {
                     Phase::Unloaded if cs.stuck => {
                         if let Some(m) = m {
                             cs.measured = Some(m);
-                            if m <= self.rt[c].stuck_held / 10 {
+                            // Not while it serves work: that work may be what holds it now.
+                            if m <= self.rt[c].stuck_held / 10 && cs.in_flight == 0 {
                                 tracing::info!(consumer = %self.cfg.consumers[c].name, "stuck memory came back");
                                 cs.stuck = false;
                                 cs.measured = None;
@@ -899,10 +924,30 @@ impl Owner {
             Some(Wait::Concurrency) => "it was at its max_concurrent".into(),
             Some(Wait::Reclaiming) => "memory from an eviction was still coming back".into(),
             Some(Wait::NoRoom { short_by }) => format!(
-                "{} short, and the consumers that could make room were busy or stuck",
+                "{} short, and the consumers that could make room were busy",
                 memwarden_probe::size::format_size(*short_by)
             ),
+            Some(Wait::Stuck { short_by }) => format!(
+                "{} short, and the room is held by stuck consumers (their unload did not free \
+                 it): {} (retry with POST /v1/consumers/NAME/unload)",
+                memwarden_probe::size::format_size(*short_by),
+                self.stuck_holders(admission::stuck_in_the_way(&self.cons, c))
+            ),
         }
+    }
+
+    /// `"a" holds 6 GiB, "b" holds 1 GiB`: stuck consumers and what each holds.
+    fn stuck_holders(&self, stuck: impl Iterator<Item = usize>) -> String {
+        stuck
+            .map(|o| {
+                format!(
+                    "{:?} holds {}",
+                    self.cfg.consumers[o].name,
+                    memwarden_probe::size::format_size(self.cons[o].held())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn status(&self) -> Status {
@@ -1041,6 +1086,9 @@ impl Owner {
             pool.state.promised = pool.ledger.iter().map(|l| l.bytes).sum();
             let _ = p;
         }
+        // An operator waiting on a consumer that is gone is told the broker did not answer.
+        self.retries
+            .retain(|name, _| cfg.consumer_index(name).is_some());
         self.cfg = cfg;
         self.pools = pools;
         self.cons = cons;
@@ -1069,6 +1117,40 @@ async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
 
 /// How long an unload route may take to answer.
 const UNLOAD_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest an unload of `name` and its verification may take: how long to wait for the
+/// verdict on a retried one.
+pub fn unload_bound(cfg: &Config, name: &str) -> Duration {
+    let Some(c) = cfg.consumer_index(name).map(|i| &cfg.consumers[i]) else {
+        return Duration::from_secs(5);
+    };
+    let release = if c.start.is_some() {
+        // stop_process: the stop command or SIGTERM, then SIGKILL and a last wait.
+        c.stop_timeout * 2 + Duration::from_secs(5)
+    } else {
+        UNLOAD_ROUTE_TIMEOUT
+    };
+    // Each reading may take a while on a busy machine: a margin for the first and the last.
+    release + cfg.pools[c.pool].verify_timeout + Duration::from_secs(5)
+}
+
+/// What an operator who retried a stuck consumer's unload is told.
+fn retry_answer(name: &str, outcome: &UnloadOutcome) -> Result<String, (u16, String)> {
+    match outcome {
+        UnloadOutcome::Freed { .. } => Ok(format!("{name:?} gave its memory back")),
+        UnloadOutcome::Stuck { held } => Err((
+            409,
+            format!(
+                "{name:?} still holds {} after its unload: it stays stuck",
+                memwarden_probe::size::format_size(*held)
+            ),
+        )),
+        UnloadOutcome::Failed(why) => Err((
+            502,
+            format!("unloading {name:?} failed, and it stays stuck: {why}"),
+        )),
+    }
+}
 
 /// Unloads a consumer and verifies that the memory came back: polls every 100 ms until it
 /// has (see [`came_back`]) or the pool's verify timeout passes.

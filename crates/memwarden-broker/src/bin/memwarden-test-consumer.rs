@@ -1,10 +1,10 @@
 //! A small model server stand-in for testing the broker on any machine: it allocates and
 //! touches its size of memory on load and gives it back to the kernel on unload.
 //!
-//! `memwarden-test-consumer --size 64MiB [--mode normal|lying|crash|slow] [--port N] [--loaded]`
-//! prints `listening on PORT` once it accepts connections. Routes: `POST /load`,
+//! `memwarden-test-consumer --size 64MiB [--mode normal|lying|crash|slow|stubborn] [--port N]
+//! [--loaded]` prints `listening on PORT` once it accepts connections. Routes: `POST /load`,
 //! `POST /unload` (a lying consumer answers 200 and keeps the memory; a slow one frees it
-//! 1.5 s later), `GET /health`,
+//! 1.5 s later; a stubborn one keeps it until a second unload), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
 //! `GET /forwarded-for`.
@@ -32,6 +32,8 @@ enum Mode {
     /// Answers the unload at once and frees the memory 1.5 s later (as ComfyUI frees between
     /// prompts).
     Slow,
+    /// Keeps the memory at the first unload and frees it at the next.
+    Stubborn,
 }
 
 /// Memory mapped straight from the kernel, so that unmapping it really gives it back (a
@@ -101,7 +103,7 @@ type App = Arc<Consumer>;
 fn usage(msg: &str) -> ! {
     eprintln!("memwarden-test-consumer: {msg}");
     eprintln!(
-        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow] [--port N] [--loaded] [--name NAME]"
+        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow|stubborn] [--port N] [--loaded] [--name NAME]"
     );
     eprintln!("       memwarden-test-consumer --forward-to PORT [--port N]");
     std::process::exit(2);
@@ -135,6 +137,7 @@ async fn main() {
                     "lying" => Mode::Lying,
                     "crash" => Mode::Crash,
                     "slow" => Mode::Slow,
+                    "stubborn" => Mode::Stubborn,
                     m => usage(&format!("unknown mode {m:?}")),
                 }
             }
@@ -229,7 +232,8 @@ async fn load(State(app): State<App>) -> Response {
 async fn unload(State(app): State<App>) -> Response {
     let taken = app.held.lock().expect("lock").take();
     match (taken, app.mode) {
-        (Some(m), Mode::Lying) => app.kept.lock().expect("lock").push(m),
+        (Some(m), Mode::Lying | Mode::Stubborn) => app.kept.lock().expect("lock").push(m),
+        (None, Mode::Stubborn) => app.kept.lock().expect("lock").clear(),
         (Some(m), Mode::Slow) => {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(1500)).await;

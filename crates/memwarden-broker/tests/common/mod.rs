@@ -226,6 +226,25 @@ pub async fn http(method: &str, url: impl Into<String>, body: &str) -> (u16, Str
     http_with(&client(), method, &url.into(), body, &[]).await
 }
 
+/// One GET with a bound: (status, its Retry-After header, body).
+pub async fn get_retry_after(url: impl Into<String>) -> (u16, Option<String>, String) {
+    let req = Request::get(url.into()).body(Body::empty()).unwrap();
+    let call = async {
+        let resp = client().request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, retry, String::from_utf8_lossy(&b).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("a request must not hang")
+}
+
 pub async fn http_with(
     c: &hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
