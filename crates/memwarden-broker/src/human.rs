@@ -10,6 +10,11 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
+/// `d` in seconds, rounded to the millisecond, for log fields.
+pub fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -20,5 +25,6 @@ mod tests {
         assert_eq!(duration(Duration::new(8, 52_500_000)), "8s 53ms");
         assert_eq!(duration(Duration::from_secs(30)), "30s");
         assert_eq!(duration(Duration::from_nanos(400_000)), "0s");
+        assert_eq!(seconds(Duration::new(8, 52_468_548)), 8.052);
     }
 }

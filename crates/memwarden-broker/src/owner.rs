@@ -685,7 +685,7 @@ impl Owner {
         let p = self.cons[c].pool;
         match result {
             Ok(took) => {
-                tracing::info!(consumer = %name, seconds = took.as_secs_f64(), "loaded");
+                tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "loaded");
                 self.cons[c].phase = Phase::Loaded;
                 self.cons[c].stuck = false;
                 self.cons[c].measured = None;
@@ -752,7 +752,7 @@ impl Owner {
         }
         match outcome {
             UnloadOutcome::Freed { remaining, took } => {
-                tracing::info!(consumer = %name, seconds = took.as_secs_f64(), "unloaded, memory back");
+                tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "unloaded, memory back");
                 self.cons[c].measured = remaining;
                 self.cons[c].stuck = false;
                 if eviction {
