@@ -42,7 +42,8 @@ pub struct PoolState {
 pub struct ConsumerState {
     pub pool: usize,
     pub phase: Phase,
-    /// Its unload was answered but its memory stayed: not trusted as a victim.
+    /// Its unload was answered but its memory stayed: not trusted as a victim, and as good as
+    /// loaded for its own requests (its server still holds its memory and answers).
     pub stuck: bool,
     /// Declared `resident` or the estimate: what a load is promised.
     pub need: u64,
@@ -60,15 +61,12 @@ pub struct ConsumerState {
 
 impl ConsumerState {
     /// What it holds in its pool now. A loaded consumer's measurement replaces its declared
-    /// size once there is one; a loading one is covered by the ledger instead. A loaded
-    /// consumer measured at zero was not found (its server behind a proxy process, in another
-    /// namespace): that is no reading, and the declared size stands.
+    /// size once there is one, zero included: a server that let its models go by itself (an
+    /// idle Ollama) holds nothing. One whose processes were not found has no measurement, and
+    /// its declared size stands. A loading one is covered by the ledger instead.
     pub fn held(&self) -> u64 {
         match self.phase {
-            Phase::Loaded | Phase::Unloading => match self.measured {
-                Some(m) if m > 0 => m,
-                _ => self.need,
-            },
+            Phase::Loaded | Phase::Unloading => self.measured.unwrap_or(self.need),
             Phase::Unloaded if self.stuck => self.measured.unwrap_or(self.need),
             Phase::Unloaded | Phase::Loading => 0,
         }
@@ -92,8 +90,11 @@ pub enum Wait {
     Concurrency,
     /// Memory is on its way back from an eviction already under way.
     Reclaiming,
-    /// Not enough room, and the consumers that could give it are busy or stuck.
+    /// Not enough room, and the consumers that could give it are busy.
     NoRoom { short_by: u64 },
+    /// Not enough room, and consumers that may not share the pool with it are stuck: their
+    /// memory may come back, by itself or when their unload is retried.
+    Stuck { short_by: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,15 +151,9 @@ pub fn decide(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> D
     match c.phase {
         Phase::Loading => return Decision::Wait(Wait::Joining),
         Phase::Unloading => return Decision::Wait(Wait::Unloading),
-        Phase::Loaded => {
-            if c.in_flight >= c.max_concurrent {
-                return Decision::Wait(Wait::Concurrency);
-            }
-            if let Some(with) = running_conflict(consumers, target) {
-                return Decision::Wait(Wait::Busy { with });
-            }
-            return Decision::Run;
-        }
+        Phase::Loaded => return run_or_wait(consumers, target),
+        // Its unload left its memory, and its server, where they were.
+        Phase::Unloaded if c.stuck => return run_or_wait(consumers, target),
         Phase::Unloaded => {}
     }
     let avail = available(pool, c.pool, consumers);
@@ -179,8 +174,31 @@ pub fn decide(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> D
     let short_by = c.need - avail;
     match pick_victims(consumers, target, short_by) {
         Some(v) => Decision::Evict(v),
+        None if stuck_in_the_way(consumers, target).next().is_some() => {
+            Decision::Wait(Wait::Stuck { short_by })
+        }
         None => Decision::Wait(Wait::NoRoom { short_by }),
     }
+}
+
+/// A consumer that holds its memory: it runs the request unless it is at its bound or
+/// something that may not run beside it is running.
+fn run_or_wait(consumers: &[ConsumerState], target: usize) -> Decision {
+    if consumers[target].in_flight >= consumers[target].max_concurrent {
+        return Decision::Wait(Wait::Concurrency);
+    }
+    if let Some(with) = running_conflict(consumers, target) {
+        return Decision::Wait(Wait::Busy { with });
+    }
+    Decision::Run
+}
+
+/// The stuck consumers whose memory `target` may need: in its pool, and not sharing it.
+pub fn stuck_in_the_way(
+    consumers: &[ConsumerState],
+    target: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    (0..consumers.len()).filter(move |&o| consumers[o].stuck && conflict(consumers, target, o))
 }
 
 /// A consumer running work now that `target` may not run beside.
@@ -189,7 +207,8 @@ fn running_conflict(consumers: &[ConsumerState], target: usize) -> Option<usize>
 }
 
 /// The most `target` could ever get: the pool's total less the cushion and less what stays
-/// whatever we do (pinned, self-managed, coexisting, stuck, and unloadable consumers).
+/// whatever we do (pinned, self-managed, coexisting and unloadable consumers). A stuck
+/// consumer is not among them: its memory may still come back.
 pub fn best_room(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> u64 {
     let c = &consumers[target];
     let Some(total) = pool.capacity.or(pool.live_total) else {
@@ -199,9 +218,7 @@ pub fn best_room(pool: &PoolState, consumers: &[ConsumerState], target: usize) -
         .iter()
         .enumerate()
         .filter(|&(i, o)| {
-            i != target
-                && o.pool == c.pool
-                && (!conflict(consumers, target, i) || !o.evictable || o.stuck)
+            i != target && o.pool == c.pool && (!conflict(consumers, target, i) || !o.evictable)
         })
         .map(|(_, o)| o.held())
         .sum();
@@ -262,23 +279,26 @@ pub fn aged(waited: Duration, max_wait: Duration) -> bool {
 /// long it has waited) are considered. Requests whose consumer can run now (`runnable`) go
 /// ahead of those that need a load or an eviction, so interleaved traffic does not thrash the
 /// pool; but once the oldest has waited a quarter of `max_wait`, its turn comes next: only it,
-/// and requests for the same consumer, are considered until it leaves the queue.
+/// and requests for the same consumer, are considered until it leaves the queue. Requests held
+/// up by a stuck consumer (`parked`, by their place in `waiting`) do not age and come last:
+/// holding the others back would not make room for them.
 pub fn queue_order(
     waiting: &[(usize, Duration)],
     max_wait: Duration,
     runnable: impl Fn(usize) -> bool,
+    parked: impl Fn(usize) -> bool,
 ) -> Vec<usize> {
-    let Some(&(head, waited)) = waiting.first() else {
-        return Vec::new();
-    };
-    if aged(waited, max_wait) {
-        return (0..waiting.len())
-            .filter(|&i| waiting[i].0 == head)
-            .collect();
+    let (live, parked): (Vec<usize>, Vec<usize>) = (0..waiting.len()).partition(|&i| !parked(i));
+    if let Some(&head) = live.first()
+        && aged(waiting[head].1, max_wait)
+    {
+        let head = waiting[head].0;
+        return live.into_iter().filter(|&i| waiting[i].0 == head).collect();
     }
     let (mut now, later): (Vec<usize>, Vec<usize>) =
-        (0..waiting.len()).partition(|&i| runnable(waiting[i].0));
+        live.into_iter().partition(|&i| runnable(waiting[i].0));
     now.extend(later);
+    now.extend(parked);
     now
 }
 
@@ -437,17 +457,52 @@ mod tests {
         assert_eq!(decide(&p, &cs, 0), Decision::Wait(Wait::Joining));
     }
 
+    /// A consumer whose unload left its memory where it was.
+    fn stuck(need_mib: u64) -> ConsumerState {
+        ConsumerState {
+            stuck: true,
+            measured: Some(need_mib * MIB),
+            ..consumer(need_mib)
+        }
+    }
+
     #[test]
-    fn a_stuck_victim_is_not_trusted() {
-        let mut cs = vec![loaded(600, 1), consumer(600)];
-        cs[0].phase = Phase::Unloaded;
-        cs[0].stuck = true;
-        cs[0].measured = Some(600 * MIB);
-        // Its memory still counts as taken, and it is never picked again.
+    fn a_stuck_victim_is_not_trusted_and_those_that_need_its_room_wait() {
+        let mut cs = vec![stuck(600), consumer(600)];
+        // Its memory still counts as taken, and it is never picked again; but its memory may
+        // come back, so the newcomer waits rather than being told it can never fit.
         assert_eq!(available(&pool(), 0, &cs), 424 * MIB);
-        assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
+        let wait = Decision::Wait(Wait::Stuck {
+            short_by: 176 * MIB,
+        });
+        assert_eq!(decide(&pool(), &cs, 1), wait);
         cs[0].phase = Phase::Loaded;
+        assert_eq!(decide(&pool(), &cs, 1), wait);
+        assert_eq!(stuck_in_the_way(&cs, 1).collect::<Vec<_>>(), vec![0]);
+        // More than the whole pool is still never.
+        cs[1].need = 1100 * MIB;
         assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
+        // A stuck consumer that may share the pool is not in the way: it stays, and only
+        // room beside it counts.
+        cs[1].need = 600 * MIB;
+        cs[1].coexist_with = vec![0];
+        assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
+        assert_eq!(stuck_in_the_way(&cs, 1).count(), 0);
+    }
+
+    #[test]
+    fn a_stuck_consumer_serves_its_own_requests() {
+        let mut cs = vec![stuck(600), loaded(300, 2)];
+        cs[0].max_concurrent = 2;
+        assert_eq!(decide(&pool(), &cs, 0), Decision::Run);
+        cs[0].in_flight = 2;
+        assert_eq!(decide(&pool(), &cs, 0), Decision::Wait(Wait::Concurrency));
+        cs[0].in_flight = 0;
+        cs[1].in_flight = 1;
+        assert_eq!(
+            decide(&pool(), &cs, 0),
+            Decision::Wait(Wait::Busy { with: 1 })
+        );
     }
 
     #[test]
@@ -489,12 +544,38 @@ mod tests {
     }
 
     #[test]
-    fn a_loaded_consumer_measured_at_zero_keeps_its_declared_size() {
+    fn a_loaded_consumer_measured_at_zero_holds_nothing_and_one_not_found_its_declared_size() {
         let mut c = loaded(600, 1);
-        c.measured = Some(0);
         assert_eq!(c.held(), 600 * MIB);
+        c.measured = Some(0);
+        assert_eq!(c.held(), 0);
         c.measured = Some(5 * MIB);
         assert_eq!(c.held(), 5 * MIB);
+    }
+
+    #[test]
+    fn an_idle_self_managed_server_leaves_room_for_the_others() {
+        // deploy/memwarden.toml on a 24 GiB card, in MiB for GiB: a self-managed Ollama (6)
+        // that may share the card with ComfyUI (13), and vLLM (18), which may share it with
+        // neither.
+        let mut p = pool();
+        p.capacity = Some(24 * MIB);
+        p.cushion = MIB / 2;
+        let mut ollama = loaded(6, 1);
+        ollama.evictable = false;
+        ollama.coexist_with = vec![1];
+        let mut comfy = consumer(13);
+        comfy.coexist_with = vec![0];
+        let mut cs = vec![ollama, comfy, consumer(18)];
+        // Ollama's processes found, holding nothing: vLLM fits beside it.
+        cs[0].measured = Some(0);
+        assert_eq!(decide(&p, &cs, 2), Decision::Load);
+        // Ollama not found: its declared 6 stand, and vLLM can never fit beside them.
+        cs[0].measured = None;
+        assert!(matches!(decide(&p, &cs, 2), Decision::Never { .. }));
+        // Ollama holding a model: the same.
+        cs[0].measured = Some(6 * MIB);
+        assert!(matches!(decide(&p, &cs, 2), Decision::Never { .. }));
     }
 
     #[test]
@@ -518,11 +599,31 @@ mod tests {
         let max_wait = s(120);
         // Consumer 0 is loaded and free; 1 needs an eviction.
         let runnable = |c: usize| c == 0;
+        let none = |_: usize| false;
         let queue = [(1, s(10)), (0, s(9)), (1, s(5)), (0, s(1))];
-        assert_eq!(queue_order(&queue, max_wait, runnable), vec![1, 3, 0, 2]);
+        assert_eq!(
+            queue_order(&queue, max_wait, runnable, none),
+            vec![1, 3, 0, 2]
+        );
         // The oldest has waited 30 s of 120: only it and its consumer's requests go.
         let queue = [(1, s(30)), (0, s(9)), (1, s(5)), (0, s(1))];
-        assert_eq!(queue_order(&queue, max_wait, runnable), vec![0, 2]);
-        assert!(queue_order(&[], max_wait, runnable).is_empty());
+        assert_eq!(queue_order(&queue, max_wait, runnable, none), vec![0, 2]);
+        assert!(queue_order(&[], max_wait, runnable, none).is_empty());
+    }
+
+    #[test]
+    fn requests_held_up_by_a_stuck_consumer_do_not_age() {
+        let s = Duration::from_secs;
+        let max_wait = s(120);
+        let runnable = |c: usize| c == 0;
+        // The oldest (for 1) waits on a stuck consumer: it holds nothing back, and goes last.
+        let queue = [(1, s(60)), (0, s(9)), (2, s(5)), (0, s(1))];
+        assert_eq!(
+            queue_order(&queue, max_wait, runnable, |i| i == 0),
+            vec![1, 3, 2, 0]
+        );
+        // The next oldest that has aged has its turn as usual.
+        let queue = [(1, s(60)), (2, s(40)), (0, s(9))];
+        assert_eq!(queue_order(&queue, max_wait, runnable, |i| i == 0), vec![1]);
     }
 }

@@ -340,7 +340,8 @@ async fn admin_load(State(app): State<Arc<App>>, Path(name): Path<String>) -> Re
 }
 
 async fn admin_unload(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    match app.broker.admin_unload(&name).await {
+    let wait = crate::owner::unload_bound(&app.config(), &name);
+    match app.broker.admin_unload(&name, wait).await {
         Ok(msg) => (StatusCode::ACCEPTED, axum::Json(json!({ "result": msg }))).into_response(),
         Err((code, msg)) => error(
             StatusCode::from_u16(code).unwrap_or(StatusCode::CONFLICT),

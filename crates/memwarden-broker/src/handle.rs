@@ -105,13 +105,16 @@ impl Broker {
         self.ask(Msg::Ping, wait).await.is_some()
     }
 
-    pub async fn admin_unload(&self, consumer: &str) -> Result<String, (u16, String)> {
+    /// Unloads a consumer now; a stuck one's answer waits for its retried unload, at most
+    /// `wait`.
+    pub async fn admin_unload(
+        &self,
+        consumer: &str,
+        wait: Duration,
+    ) -> Result<String, (u16, String)> {
         let consumer = consumer.to_string();
-        self.ask(
-            |reply| Msg::AdminUnload { consumer, reply },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_or(Err((503, "the broker did not answer".into())))
+        self.ask(|reply| Msg::AdminUnload { consumer, reply }, wait)
+            .await
+            .unwrap_or(Err((503, "the broker did not answer".into())))
     }
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod handle;
+pub mod human;
 pub mod lifecycle;
 pub mod measure;
 pub mod metrics;

@@ -63,7 +63,7 @@ pub async fn call_route(
     tokio::time::timeout(timeout, call).await.map_err(|_| {
         format!(
             "{what} did not answer within {}",
-            humantime::format_duration(timeout)
+            crate::human::duration(timeout)
         )
     })?
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use memwarden_probe::Probe;
 use memwarden_probe::net::{owner_of_port, pid_owns_port};
 use memwarden_probe::probe::ScannedProcess;
+use memwarden_probe::snapshot::ProcessGpu;
 
 use crate::config::{PoolConfig, PoolKind};
 
@@ -92,51 +93,45 @@ impl Measurer {
             .collect()
     }
 
-    /// What each target holds: `Some(0)` when its processes are gone, `None` when there is no
-    /// way to find them (a remote upstream) or no figure for them (a GPU that is unreadable).
+    /// What each target holds: `None` when its processes cannot be found (a remote upstream,
+    /// a port nobody we can see owns, only a forwarder in front of the server) or have no
+    /// figure (a GPU that is unreadable); `Some(0)` when they were found and hold nothing, or
+    /// when the process group the broker started is gone.
     pub fn consumers(&mut self, probe: &mut Probe, targets: &[Target]) -> Vec<Option<u64>> {
         if targets.iter().all(|t| t.locator.is_empty()) {
             return vec![None; targets.len()];
         }
         let (scan, _) = probe.scan_processes();
         let want_gpu = targets.iter().any(|t| t.kind != PoolKind::Ram);
-        let gpu_per_pid: HashMap<u32, (u64, u64, u32)> = if want_gpu {
+        let gpu = if want_gpu {
             gpu_by_pid(probe, targets)
         } else {
-            HashMap::new()
+            GpuUse::default()
         };
         targets
             .iter()
             .map(|t| {
-                if t.locator.is_empty() {
-                    return None;
-                }
-                let pids = self.pids(probe, &scan, &t.locator);
+                let pids = self.pids(probe, &scan, &t.locator)?;
                 match t.kind {
-                    PoolKind::Ram => Some(
-                        scan.iter()
-                            .filter(|s| pids.contains(&s.process.pid))
-                            .filter_map(|s| s.process.rss_bytes)
-                            .sum(),
-                    ),
-                    PoolKind::Vram | PoolKind::Gtt => Some(
-                        pids.iter()
-                            .filter_map(|pid| gpu_per_pid.get(pid))
-                            .filter(|(_, _, gpu)| Some(*gpu) == t.gpu)
-                            .map(|(v, g, _)| if t.kind == PoolKind::Vram { *v } else { *g })
-                            .sum(),
-                    ),
+                    PoolKind::Ram => scan
+                        .iter()
+                        .filter(|s| pids.contains(&s.process.pid))
+                        .map(|s| s.process.rss_bytes)
+                        .sum(),
+                    PoolKind::Vram | PoolKind::Gtt => gpu.held(&pids, t),
                 }
             })
             .collect()
     }
 
-    /// The processes of a consumer: its process group, or the port's owner and its
-    /// descendants.
-    fn pids(&mut self, probe: &Probe, scan: &[ScannedProcess], loc: &Locator) -> Vec<u32> {
-        let mut pids: Vec<u32> = Vec::new();
+    /// The processes that hold a consumer's memory: its process group, and the port's owner
+    /// with its descendants, less the processes that only stand in front of a server.
+    /// `Some(empty)` when the process group the broker started is gone; `None` when nothing
+    /// was found.
+    fn pids(&mut self, probe: &Probe, scan: &[ScannedProcess], loc: &Locator) -> Option<Vec<u32>> {
+        let mut seen: Vec<u32> = Vec::new();
         if let Some(pgid) = loc.pgid {
-            pids.extend(
+            seen.extend(
                 scan.iter()
                     .filter(|s| s.pgrp == pgid)
                     .map(|s| s.process.pid),
@@ -147,14 +142,20 @@ impl Measurer {
         {
             let mut frontier = vec![owner];
             while let Some(p) = frontier.pop() {
-                if pids.contains(&p) {
+                if seen.contains(&p) {
                     continue;
                 }
-                pids.push(p);
+                seen.push(p);
                 frontier.extend(scan.iter().filter(|s| s.ppid == p).map(|s| s.process.pid));
             }
         }
-        pids
+        let pids: Vec<u32> = scan
+            .iter()
+            .filter(|s| seen.contains(&s.process.pid) && !fronts(&s.process.name))
+            .map(|s| s.process.pid)
+            .collect();
+        let gone = loc.pgid.is_some() && seen.is_empty();
+        (!pids.is_empty() || gone).then_some(pids)
     }
 
     fn owner(&mut self, probe: &Probe, scan: &[ScannedProcess], port: u16) -> Option<u32> {
@@ -183,21 +184,79 @@ impl Measurer {
     }
 }
 
-/// Per pid: (VRAM, GTT, GPU index) from the probe's per-process GPU lists.
-fn gpu_by_pid(probe: &mut Probe, targets: &[Target]) -> HashMap<u32, (u64, u64, u32)> {
+/// Processes that stand in front of a model server without holding its memory: the port
+/// forwarders of container runtimes and of user-mode networking, and the container clients a
+/// `start` command may run. Measured, they would put a few MiB in place of the server's size.
+const FRONTS: [&str; 10] = [
+    "docker-proxy",
+    "rootlessport",
+    "rootlessport-child",
+    "slirp4netns",
+    "pasta",
+    "conmon",
+    "gvproxy",
+    "docker",
+    "podman",
+    "nerdctl",
+];
+
+/// The kernel keeps the first 15 bytes of a command's name (`rootlessport-ch`).
+const COMM_LEN: usize = 15;
+
+/// Whether a process by this name (its comm) only stands in front of a server.
+pub fn fronts(comm: &str) -> bool {
+    FRONTS
+        .iter()
+        .any(|f| comm == *f || (f.len() > COMM_LEN && comm == &f[..COMM_LEN]))
+}
+
+/// The GPU memory of every process of the targets' GPUs, from one snapshot.
+#[derive(Debug, Default)]
+struct GpuUse {
+    /// pid -> its figures on each of those GPUs it uses.
+    per_pid: HashMap<u32, Vec<ProcessGpu>>,
+    /// GPUs whose figures were all read: on another, a process that shows nothing may still
+    /// hold memory.
+    readable: Vec<u32>,
+}
+
+impl GpuUse {
+    /// What `pids` hold on the target's GPU; `None` when that GPU or one of their figures
+    /// could not be read.
+    fn held(&self, pids: &[u32], t: &Target) -> Option<u64> {
+        let gpu = t.gpu?;
+        if !self.readable.contains(&gpu) {
+            return None;
+        }
+        pids.iter()
+            .filter_map(|p| self.per_pid.get(p))
+            .flatten()
+            .filter(|g| g.gpu_index == gpu)
+            .map(|g| match t.kind {
+                PoolKind::Vram => g.vram_bytes,
+                _ => g.gtt_bytes,
+            })
+            .sum()
+    }
+}
+
+fn gpu_by_pid(probe: &mut Probe, targets: &[Target]) -> GpuUse {
     let Ok(snap) = probe.snapshot() else {
-        return HashMap::new();
+        return GpuUse::default();
     };
     let gpus: Vec<u32> = targets.iter().filter_map(|t| t.gpu).collect();
-    let mut out = HashMap::new();
+    let mut out = GpuUse {
+        readable: snap
+            .gpus
+            .iter()
+            .filter(|g| g.error.is_none() && gpus.contains(&g.index))
+            .map(|g| g.index)
+            .collect(),
+        ..GpuUse::default()
+    };
     for p in snap.processes {
-        for g in &p.gpu {
-            if gpus.contains(&g.gpu_index) {
-                let e = out.entry(p.pid).or_insert((0, 0, g.gpu_index));
-                e.0 += g.vram_bytes.unwrap_or(0);
-                e.1 += g.gtt_bytes.unwrap_or(0);
-            }
-        }
+        let on_ours = p.gpu.into_iter().filter(|g| gpus.contains(&g.gpu_index));
+        out.per_pid.entry(p.pid).or_default().extend(on_ours);
     }
     out
 }
@@ -210,4 +269,113 @@ pub struct Sample {
     pub pools: Vec<PoolReading>,
     /// Per consumer, in config order; empty when consumers were not measured this time.
     pub consumers: Vec<Option<u64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memwarden_probe::fakeroot::{FakeCard, FakeProcess, FakeRoot, amdgpu_fdinfo};
+    use memwarden_probe::{GpuSourceKind, HostRoot};
+
+    /// A process listening on `port` through socket inode `inode`.
+    fn listener(pid: u32, comm: &str, rss_mib: u64, inode: u64) -> FakeProcess {
+        let mut p = FakeProcess::new(pid, comm);
+        p.rss_kib = Some(rss_mib * 1024);
+        p.fd_links = vec![(3, format!("socket:[{inode}]"))];
+        p
+    }
+
+    /// /proc/net/tcp with one listening socket per (port, inode).
+    fn tcp(listening: &[(u16, u64)]) -> String {
+        let mut t = String::from(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+        );
+        for (i, (port, inode)) in listening.iter().enumerate() {
+            t.push_str(&format!(
+                "   {i}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+            ));
+        }
+        t
+    }
+
+    fn machine(dir: &std::path::Path) -> Probe {
+        let root = FakeRoot::new(dir);
+        root.meminfo(16 << 20, 8 << 20, 0, 0).unwrap();
+        root.card(&FakeCard::apu(100 << 20, 64 << 30, 10 << 30))
+            .unwrap();
+        root.file(
+            "/proc/net/tcp",
+            tcp(&[(8000, 501), (8001, 502), (8002, 503)]),
+        )
+        .unwrap();
+        root.process(&FakeProcess::new(1, "init")).unwrap();
+        // A server that owns its port, holding 2 GiB of GTT.
+        let mut server = listener(40, "server", 300, 501);
+        server
+            .fdinfo
+            .push((7, amdgpu_fdinfo("0000:c3:00.0", 5, "0 KiB", "2 GiB")));
+        root.process(&server).unwrap();
+        // A server behind docker-proxy, which owns the port and holds a few MiB itself.
+        root.process(&listener(50, "docker-proxy", 4, 502)).unwrap();
+        // A server that let its model go: found, holding no GPU memory.
+        root.process(&listener(60, "idle-server", 80, 503)).unwrap();
+        Probe::new(HostRoot::new(dir).unwrap(), GpuSourceKind::Drm)
+    }
+
+    fn target(kind: PoolKind, pgid: Option<i32>, port: Option<u16>) -> Target {
+        Target {
+            locator: Locator { pgid, port },
+            kind,
+            gpu: (kind != PoolKind::Ram).then_some(0),
+        }
+    }
+
+    #[test]
+    fn a_forwarder_or_a_port_nobody_owns_is_no_measurement() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut probe = machine(dir.path());
+        let got = Measurer::default().consumers(
+            &mut probe,
+            &[
+                target(PoolKind::Ram, None, Some(8000)),
+                target(PoolKind::Ram, None, Some(8001)),
+                target(PoolKind::Ram, None, Some(9999)),
+                target(PoolKind::Ram, Some(777), None),
+            ],
+        );
+        // The server itself; none for the forwarder's port or a port nobody owns; and the
+        // broker's own process group, gone, holds nothing.
+        assert_eq!(got, vec![Some(300 << 20), None, None, Some(0)]);
+    }
+
+    #[test]
+    fn a_server_found_without_gpu_memory_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut probe = machine(dir.path());
+        let got = Measurer::default().consumers(
+            &mut probe,
+            &[
+                target(PoolKind::Gtt, None, Some(8000)),
+                target(PoolKind::Gtt, None, Some(8001)),
+                target(PoolKind::Gtt, None, Some(8002)),
+            ],
+        );
+        assert_eq!(got, vec![Some(2 << 30), None, Some(0)]);
+    }
+
+    #[test]
+    fn forwarders_are_known_by_their_truncated_names_too() {
+        for comm in [
+            "docker-proxy",
+            "rootlessport",
+            "rootlessport-ch",
+            "pasta",
+            "conmon",
+        ] {
+            assert!(fronts(comm), "{comm}");
+        }
+        for comm in ["python3", "ollama", "rootlessport-x", "docker-proxy2"] {
+            assert!(!fronts(comm), "{comm}");
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub enum AdmitError {
     Unknown { name: String, known: String },
     #[error("the queue of pool {pool:?} is full ({max} waiting)")]
     QueueFull { pool: String, max: usize },
-    #[error("waited {} for {consumer:?} without a turn: {reason}", humantime::format_duration(*.waited))]
+    #[error("waited {} for {consumer:?} without a turn: {reason}", crate::human::duration(*.waited))]
     Timeout {
         consumer: String,
         waited: Duration,
@@ -53,6 +53,9 @@ impl AdmitError {
 }
 
 pub type Reply = oneshot::Sender<Result<(), AdmitError>>;
+
+/// The answer to an operator's unload: what happened, or an HTTP status and why not.
+pub type AdminReply = oneshot::Sender<Result<String, (u16, String)>>;
 
 #[derive(Debug)]
 pub enum Msg {
@@ -92,7 +95,7 @@ pub enum Msg {
     Ping(oneshot::Sender<()>),
     AdminUnload {
         consumer: String,
-        reply: oneshot::Sender<Result<String, (u16, String)>>,
+        reply: AdminReply,
     },
     Reload {
         config: Box<Config>,
@@ -264,6 +267,8 @@ pub struct Owner {
     rt: Vec<ConsumerRt>,
     /// Granted work: request id -> consumer index (None once its consumer was removed).
     active: HashMap<u64, Option<usize>>,
+    /// Operators waiting for the retried unload of a stuck consumer, by its name.
+    retries: HashMap<String, AdminReply>,
     counters: Counters,
     tx: mpsc::UnboundedSender<Msg>,
     shared: Arc<Shared>,
@@ -271,10 +276,21 @@ pub struct Owner {
     stopping: bool,
 }
 
+/// A consumer the broker does not start and cannot load is up whenever its server is: it
+/// starts out loaded so that its memory counts from the first decision, whether it came with
+/// the first configuration or with a reload.
+fn initial_phase(c: &ConsumerConfig) -> Phase {
+    if c.start.is_none() && c.load.is_none() && c.upstream.is_some() {
+        Phase::Loaded
+    } else {
+        Phase::Unloaded
+    }
+}
+
 fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
     ConsumerState {
         pool: c.pool,
-        phase: Phase::Unloaded,
+        phase: initial_phase(c),
         stuck: false,
         need: c.need,
         measured: None,
@@ -300,26 +316,19 @@ fn pool_rt(p: &PoolConfig) -> PoolRt {
 
 impl Owner {
     pub fn new(cfg: Arc<Config>, tx: mpsc::UnboundedSender<Msg>, shared: Arc<Shared>) -> Owner {
-        let mut o = Owner {
+        Owner {
             pools: cfg.pools.iter().map(pool_rt).collect(),
             cons: cfg.consumers.iter().map(consumer_state).collect(),
             rt: vec![ConsumerRt::default(); cfg.consumers.len()],
             cfg,
             active: HashMap::new(),
+            retries: HashMap::new(),
             counters: Counters::default(),
             tx,
             shared,
             epoch: Instant::now(),
             stopping: false,
-        };
-        // A consumer the broker does not start and cannot load is up whenever its server is:
-        // treat it as loaded so its memory counts from the start.
-        for (i, c) in o.cfg.consumers.iter().enumerate() {
-            if c.start.is_none() && c.load.is_none() && c.upstream.is_some() {
-                o.cons[i].phase = Phase::Loaded;
-            }
         }
-        o
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -414,27 +423,7 @@ impl Owner {
             Msg::Ping(reply) => {
                 let _ = reply.send(());
             }
-            Msg::AdminUnload { consumer, reply } => {
-                let r = match self.index(&consumer) {
-                    None => Err((404, format!("unknown consumer {consumer:?}"))),
-                    Some(i) => match self.cons[i].phase {
-                        Phase::Loaded if self.cons[i].in_flight > 0 => Err((
-                            409,
-                            format!("{consumer:?} is running work; try again when it is idle"),
-                        )),
-                        Phase::Loaded if !self.cfg.consumers[i].can_unload() => Err((
-                            409,
-                            format!("{consumer:?} has no unload route and no process of ours"),
-                        )),
-                        Phase::Loaded => {
-                            self.start_unload(i, false);
-                            Ok(format!("unloading {consumer:?}"))
-                        }
-                        other => Ok(format!("{consumer:?} is {}", other.as_str())),
-                    },
-                };
-                let _ = reply.send(r);
-            }
+            Msg::AdminUnload { consumer, reply } => self.admin_unload(&consumer, reply),
             Msg::Reload { config, reply } => {
                 self.reload(*config);
                 let _ = reply.send(());
@@ -442,6 +431,40 @@ impl Owner {
             Msg::Tick => self.tick(),
             Msg::Shutdown => self.stopping = true,
         }
+    }
+
+    /// An unload asked for by an operator. A stuck consumer's unload is retried for real (its
+    /// route called or its process stopped again, and verified again), and the answer waits
+    /// for the verdict.
+    fn admin_unload(&mut self, name: &str, reply: AdminReply) {
+        let Some(i) = self.index(name) else {
+            let _ = reply.send(Err((404, format!("unknown consumer {name:?}"))));
+            return;
+        };
+        let cs = &self.cons[i];
+        let holds = cs.phase == Phase::Loaded || (cs.phase == Phase::Unloaded && cs.stuck);
+        let answer = if holds && cs.in_flight > 0 {
+            Err((
+                409,
+                format!("{name:?} is running work; try again when it is idle"),
+            ))
+        } else if holds && !self.cfg.consumers[i].can_unload() {
+            Err((
+                409,
+                format!("{name:?} has no unload route and no process of ours"),
+            ))
+        } else if cs.stuck && cs.phase == Phase::Unloaded {
+            tracing::info!(consumer = %name, "retrying the unload of a stuck consumer");
+            self.start_unload(i, false);
+            self.retries.insert(name.to_string(), reply);
+            return;
+        } else if cs.phase == Phase::Loaded {
+            self.start_unload(i, false);
+            Ok(format!("unloading {name:?}"))
+        } else {
+            Ok(format!("{name:?} is {}", cs.phase.as_str()))
+        };
+        let _ = reply.send(answer);
     }
 
     fn acquire(&mut self, id: u64, name: &str, reply: Reply) {
@@ -515,9 +538,16 @@ impl Owner {
             .map(|w| (w.consumer, now - w.since))
             .collect();
         let (state, cons) = (&self.pools[p].state, &self.cons);
-        let order = admission::queue_order(&waiting, self.cfg.pools[p].max_wait, |c| {
-            admission::decide(state, cons, c) == Decision::Run
-        });
+        let decision: HashMap<usize, Decision> = waiting
+            .iter()
+            .map(|&(c, _)| (c, admission::decide(state, cons, c)))
+            .collect();
+        let order = admission::queue_order(
+            &waiting,
+            self.cfg.pools[p].max_wait,
+            |c| decision[&c] == Decision::Run,
+            |i| matches!(decision[&waiting[i].0], Decision::Wait(Wait::Stuck { .. })),
+        );
         // Ids, not positions: each step may take a request out of the queue.
         let ids: Vec<u64> = order.iter().map(|&i| self.pools[p].queue[i].id).collect();
         for id in ids {
@@ -573,18 +603,11 @@ impl Owner {
             format_size(room),
             format_size(need - room),
         );
-        let stuck: Vec<String> = (0..self.cons.len())
-            .filter(|&o| self.cons[o].pool == cfg.consumers[c].pool && self.cons[o].stuck)
-            .map(|o| {
-                format!(
-                    "{:?} holds {} after its unload",
-                    cfg.consumers[o].name,
-                    format_size(self.cons[o].held())
-                )
-            })
-            .collect();
+        let pool = cfg.consumers[c].pool;
+        let stuck = (0..self.cons.len()).filter(|&o| o != c && self.cons[o].pool == pool);
+        let stuck = self.stuck_holders(stuck.filter(|&o| self.cons[o].stuck));
         if !stuck.is_empty() {
-            msg.push_str(&format!(" (stuck: {})", stuck.join(", ")));
+            msg.push_str(&format!(" (stuck after their unload: {stuck})"));
         }
         msg
     }
@@ -662,7 +685,7 @@ impl Owner {
         let p = self.cons[c].pool;
         match result {
             Ok(took) => {
-                tracing::info!(consumer = %name, seconds = took.as_secs_f64(), "loaded");
+                tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "loaded");
                 self.cons[c].phase = Phase::Loaded;
                 self.cons[c].stuck = false;
                 self.cons[c].measured = None;
@@ -721,11 +744,15 @@ impl Owner {
             return;
         }
         let eviction = self.rt[c].evicting;
+        let was_stuck = self.cons[c].stuck;
         self.cons[c].phase = Phase::Unloaded;
         self.rt[c].loaded_at = None;
+        if let Some(reply) = self.retries.remove(name) {
+            let _ = reply.send(retry_answer(name, &outcome));
+        }
         match outcome {
             UnloadOutcome::Freed { remaining, took } => {
-                tracing::info!(consumer = %name, seconds = took.as_secs_f64(), "unloaded, memory back");
+                tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "unloaded, memory back");
                 self.cons[c].measured = remaining;
                 self.cons[c].stuck = false;
                 if eviction {
@@ -743,7 +770,7 @@ impl Owner {
                 self.cons[c].stuck = true;
                 self.cons[c].measured = Some(held);
                 self.rt[c].stuck_held = held;
-                self.counters.stuck += 1;
+                self.counters.stuck += u64::from(!was_stuck);
             }
             UnloadOutcome::Failed(why) => {
                 tracing::warn!(consumer = %name, "unload failed: {why}");
@@ -753,7 +780,7 @@ impl Owner {
                 self.rt[c].stuck_held = self.cons[c].measured.unwrap_or(self.cons[c].need);
                 self.cons[c].measured = Some(self.rt[c].stuck_held);
                 self.counters.unload_failures += 1;
-                self.counters.stuck += 1;
+                self.counters.stuck += u64::from(!was_stuck);
             }
         }
     }
@@ -788,7 +815,8 @@ impl Owner {
                     Phase::Unloaded if cs.stuck => {
                         if let Some(m) = m {
                             cs.measured = Some(m);
-                            if m <= self.rt[c].stuck_held / 10 {
+                            // Not while it serves work: that work may be what holds it now.
+                            if m <= self.rt[c].stuck_held / 10 && cs.in_flight == 0 {
                                 tracing::info!(consumer = %self.cfg.consumers[c].name, "stuck memory came back");
                                 cs.stuck = false;
                                 cs.measured = None;
@@ -896,10 +924,30 @@ impl Owner {
             Some(Wait::Concurrency) => "it was at its max_concurrent".into(),
             Some(Wait::Reclaiming) => "memory from an eviction was still coming back".into(),
             Some(Wait::NoRoom { short_by }) => format!(
-                "{} short, and the consumers that could make room were busy or stuck",
+                "{} short, and the consumers that could make room were busy",
                 memwarden_probe::size::format_size(*short_by)
             ),
+            Some(Wait::Stuck { short_by }) => format!(
+                "{} short, and the room is held by stuck consumers (their unload did not free \
+                 it): {} (retry with POST /v1/consumers/NAME/unload)",
+                memwarden_probe::size::format_size(*short_by),
+                self.stuck_holders(admission::stuck_in_the_way(&self.cons, c))
+            ),
         }
+    }
+
+    /// `"a" holds 6 GiB, "b" holds 1 GiB`: stuck consumers and what each holds.
+    fn stuck_holders(&self, stuck: impl Iterator<Item = usize>) -> String {
+        stuck
+            .map(|o| {
+                format!(
+                    "{:?} holds {}",
+                    self.cfg.consumers[o].name,
+                    memwarden_probe::size::format_size(self.cons[o].held())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn status(&self) -> Status {
@@ -1038,6 +1086,9 @@ impl Owner {
             pool.state.promised = pool.ledger.iter().map(|l| l.bytes).sum();
             let _ = p;
         }
+        // An operator waiting on a consumer that is gone is told the broker did not answer.
+        self.retries
+            .retain(|name, _| cfg.consumer_index(name).is_some());
         self.cfg = cfg;
         self.pools = pools;
         self.cons = cons;
@@ -1064,8 +1115,45 @@ async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
     lifecycle::wait_ready(&shared.client, c, deadline, None).await
 }
 
-/// Unloads a consumer and verifies that the memory came back: polls every 100 ms until 90%
-/// of what it held is free again or the pool's verify timeout passes.
+/// How long an unload route may take to answer.
+const UNLOAD_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest an unload of `name` and its verification may take: how long to wait for the
+/// verdict on a retried one.
+pub fn unload_bound(cfg: &Config, name: &str) -> Duration {
+    let Some(c) = cfg.consumer_index(name).map(|i| &cfg.consumers[i]) else {
+        return Duration::from_secs(5);
+    };
+    let release = if c.start.is_some() {
+        // stop_process: the stop command or SIGTERM, then SIGKILL and a last wait.
+        c.stop_timeout * 2 + Duration::from_secs(5)
+    } else {
+        UNLOAD_ROUTE_TIMEOUT
+    };
+    // Each reading may take a while on a busy machine: a margin for the first and the last.
+    release + cfg.pools[c.pool].verify_timeout + Duration::from_secs(5)
+}
+
+/// What an operator who retried a stuck consumer's unload is told.
+fn retry_answer(name: &str, outcome: &UnloadOutcome) -> Result<String, (u16, String)> {
+    match outcome {
+        UnloadOutcome::Freed { .. } => Ok(format!("{name:?} gave its memory back")),
+        UnloadOutcome::Stuck { held } => Err((
+            409,
+            format!(
+                "{name:?} still holds {} after its unload: it stays stuck",
+                memwarden_probe::size::format_size(*held)
+            ),
+        )),
+        UnloadOutcome::Failed(why) => Err((
+            502,
+            format!("unloading {name:?} failed, and it stays stuck: {why}"),
+        )),
+    }
+}
+
+/// Unloads a consumer and verifies that the memory came back: polls every 100 ms until it
+/// has (see [`came_back`]) or the pool's verify timeout passes.
 async fn unload(
     shared: &Arc<Shared>,
     cfg: &Config,
@@ -1077,38 +1165,14 @@ async fn unload(
     let target = shared.target(cfg, c);
     // What its processes hold now, and the pool's free reading, to compare against.
     let (held0, free0) = measure_one(shared, cfg, &target).await;
-    if let Some(cmd) = &c.start {
-        let child = shared
-            .children
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(&c.name));
-        if let Some(mut child) = child {
-            lifecycle::stop_process(&mut child, c.stop.as_deref(), c.stop_timeout).await;
-        }
-        let _ = cmd;
-    } else if let (Some(route), Some(up)) = (&c.unload, &c.upstream)
-        && let Err(why) =
-            lifecycle::call_route(&shared.client, up, route, Duration::from_secs(30)).await
-    {
+    if let Err(why) = release(shared, c).await {
         return UnloadOutcome::Failed(why);
     }
-    // What must come back: its declared size, or what it was measured to hold if less (a
-    // process also holds memory of its own that no unload gives back).
-    let base = held0.map_or(before, |h| h.min(c.need)).max(1);
+    let expected = expected_back(before, c.need);
     let deadline = started + pool.verify_timeout;
     loop {
         let (held, free) = measure_one(shared, cfg, &target).await;
-        let back = match (held, free0, free) {
-            // Its processes can be measured: they must have let go of 90%.
-            (Some(h), _, _) if held0.is_some() => {
-                held0.unwrap_or(0).saturating_sub(h) as u128 * 10 >= base as u128 * 9
-            }
-            // Otherwise the pool's free reading must have risen by 90% of what it held.
-            (_, Some(f0), Some(f)) => f.saturating_sub(f0) as u128 * 10 >= base as u128 * 9,
-            _ => false,
-        };
-        if back {
+        if came_back(expected, (held0, held), (free0, free)) {
             return UnloadOutcome::Freed {
                 remaining: held,
                 took: started.elapsed(),
@@ -1121,6 +1185,49 @@ async fn unload(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Asks a consumer to let its memory go: stops the process the broker started for it, or
+/// calls its unload route.
+async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
+    if c.start.is_some() {
+        let child = shared
+            .children
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&c.name));
+        if let Some(mut child) = child {
+            lifecycle::stop_process(&mut child, c.stop.as_deref(), c.stop_timeout).await;
+        }
+        return Ok(());
+    }
+    if let (Some(route), Some(up)) = (&c.unload, &c.upstream) {
+        lifecycle::call_route(&shared.client, up, route, UNLOAD_ROUTE_TIMEOUT).await?;
+    }
+    Ok(())
+}
+
+/// What an unload must give back: what the broker counted the consumer as holding, or its
+/// declared size if that is less (a process also holds memory of its own, a runtime and a
+/// GPU context, that no unload gives back).
+fn expected_back(counted: u64, declared: u64) -> u64 {
+    counted.min(declared)
+}
+
+/// Whether 90% of `expected` came back, given (before, now) readings of the consumer's own
+/// processes and of the pool's free memory. Either will do: the processes found may not be
+/// the ones that held the memory (a forwarder that owns the port, a server in a container),
+/// and the pool's reading is shared with everything else on the machine. With no processes
+/// found, the pool's reading alone decides.
+fn came_back(
+    expected: u64,
+    processes: (Option<u64>, Option<u64>),
+    pool_free: (Option<u64>, Option<u64>),
+) -> bool {
+    let enough = |delta: u64| u128::from(delta) * 10 >= u128::from(expected) * 9;
+    let by_processes = matches!(processes, (Some(h0), Some(h)) if enough(h0.saturating_sub(h)));
+    let by_pool = matches!(pool_free, (Some(f0), Some(f)) if enough(f.saturating_sub(f0)));
+    by_processes || by_pool
 }
 
 /// One consumer's holding and its pool's live free reading.
@@ -1142,4 +1249,67 @@ async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<
     })
     .await
     .unwrap_or((None, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn an_unload_is_verified_by_its_processes_or_by_the_pool() {
+        let want = 1000 * MIB;
+        // Its processes let go of 90%: back, whatever the pool says.
+        assert!(came_back(
+            want,
+            (Some(1100 * MIB), Some(200 * MIB)),
+            (None, None)
+        ));
+        // The processes found are a forwarder's that hold nothing of it; the pool's free
+        // reading rose by 90%: back.
+        assert!(came_back(
+            want,
+            (Some(5 * MIB), Some(5 * MIB)),
+            (Some(100 * MIB), Some(1000 * MIB))
+        ));
+        // No processes found: the pool alone decides.
+        assert!(came_back(
+            want,
+            (None, None),
+            (Some(100 * MIB), Some(1000 * MIB))
+        ));
+        assert!(!came_back(
+            want,
+            (None, None),
+            (Some(100 * MIB), Some(899 * MIB))
+        ));
+        // Neither moved: not back.
+        assert!(!came_back(
+            want,
+            (Some(1000 * MIB), Some(990 * MIB)),
+            (Some(100 * MIB), Some(200 * MIB))
+        ));
+        assert!(!came_back(want, (None, None), (None, None)));
+    }
+
+    #[test]
+    fn an_unload_must_give_back_what_was_counted_not_a_forwarders_figure() {
+        // Counted at its declared size (its processes were not found): all of it.
+        assert_eq!(expected_back(6 * MIB, 6 * MIB), 6 * MIB);
+        // Measured above its declaration: the declared part, not the runtime's own.
+        assert_eq!(expected_back(7 * MIB, 6 * MIB), 6 * MIB);
+        // Measured below: what it held.
+        assert_eq!(expected_back(4 * MIB, 6 * MIB), 4 * MIB);
+    }
+
+    #[test]
+    fn a_timeout_says_its_wait_to_the_millisecond() {
+        let e = AdmitError::Timeout {
+            consumer: "b".into(),
+            waited: Duration::new(8, 52_468_548),
+            reason: "r".into(),
+        };
+        assert_eq!(e.to_string(), "waited 8s 52ms for \"b\" without a turn: r");
+    }
 }

@@ -422,6 +422,47 @@ async fn reload_keeps_state_and_refuses_a_bad_config() {
     r.shutdown().await;
 }
 
+/// A consumer with a server and no load route or start command, as Ollama is configured.
+fn upstream_only_toml(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[[consumer]]\nname = \"{name}\"\npool = \"ram\"\nresident = \"8MiB\"\n\
+         upstream = \"http://127.0.0.1:{port}\"\nhealth = \"GET /health\"\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_added_by_a_reload_start_as_they_would_at_startup() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let up = TestConsumer::spawn("up", "8MiB", "normal");
+    let sm = TestConsumer::spawn("sm", "8MiB", "normal");
+    let first = pool_toml("256MiB", "") + &consumer_toml("a", a.port, "8MiB", "");
+    let second = first.clone()
+        + &upstream_only_toml("up", up.port, "")
+        + &upstream_only_toml("sm", sm.port, "self_managed = true");
+    let mut reloaded = start(&first).await;
+    reloaded
+        .reload(Config::parse(&second, "t", None).unwrap())
+        .await
+        .unwrap();
+    let fresh = start(&second).await;
+    let (after_reload, at_start) = (status(&reloaded).await, status(&fresh).await);
+    for name in ["up", "sm", "a"] {
+        let (r, f) = (consumer(&after_reload, name), consumer(&at_start, name));
+        assert_eq!(r["state"], f["state"], "{name}: {r} against {f}");
+        assert_eq!(
+            r["resident_bytes"].as_u64() > Some(0),
+            f["resident_bytes"].as_u64() > Some(0),
+            "{name}: {r} against {f}"
+        );
+    }
+    // Up whenever its server is, and counted as holding its memory from the start.
+    assert_eq!(consumer(&after_reload, "up")["state"], "loaded");
+    assert_eq!(consumer(&after_reload, "sm")["state"], "loaded");
+    assert!(consumer(&after_reload, "sm")["resident_bytes"].as_u64() > Some(0));
+    reloaded.shutdown().await;
+    fresh.shutdown().await;
+}
+
 /// A port nothing listens on (taken from the OS and let go).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

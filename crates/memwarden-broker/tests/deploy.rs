@@ -54,3 +54,47 @@ async fn the_dashboard_queries_exported_metrics() {
     }
     r.shutdown().await;
 }
+
+/// deploy/memwarden.toml's shape, scaled from GiB to 10 MiB on a ram pool: a self-managed
+/// Ollama (60) that may share the pool with ComfyUI (130), and a vLLM (180) the broker starts,
+/// on 240.
+fn deploy_like(ollama: u16, comfy: u16, vllm: u16) -> String {
+    pool_toml("240MiB", "")
+        + &format!(
+            "[[consumer]]\nname = \"ollama\"\npool = \"ram\"\nresident = \"60MiB\"\n\
+             upstream = \"http://127.0.0.1:{ollama}\"\nhealth = \"GET /health\"\n\
+             self_managed = true\ncoexist_with = [\"comfyui\"]\n"
+        )
+        + &consumer_toml("comfyui", comfy, "130MiB", "")
+        + &format!(
+            "[[consumer]]\nname = \"vllm\"\npool = \"ram\"\nresident = \"180MiB\"\n\
+             upstream = \"http://127.0.0.1:{vllm}\"\nhealth = \"GET /health\"\n\
+             start = [\"{BIN}\", \"--size\", \"180MiB\", \"--loaded\", \"--port\", \"{vllm}\", \"--name\", \"vllm\"]\n\
+             stop_timeout = \"2s\"\n"
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_shape_admits_vllm_beside_an_idle_ollama() {
+    // An Ollama that holds no model: its process is there, its memory is not.
+    let ollama = TestConsumer::spawn("ollama", "60MiB", "normal");
+    let comfy = TestConsumer::spawn("comfyui", "130MiB", "normal");
+    let vllm = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = start(&deploy_like(ollama.port, comfy.port, vllm)).await;
+    let base = format!("http://{}", r.addr());
+    let st = wait_for(&r, std::time::Duration::from_secs(5), |st| {
+        consumer(st, "ollama")["measured_bytes"].is_u64()
+    })
+    .await;
+    assert!(consumer(&st, "ollama")["resident_bytes"].as_u64().unwrap() < 30 << 20);
+    let (code, body) = http("GET", format!("{base}/c/vllm/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "vllm ok loaded=true\n"));
+    // Ollama is still served beside it.
+    let (code, _) = http("GET", format!("{base}/c/ollama/work"), "").await;
+    assert_eq!(code, 200);
+    r.shutdown().await;
+}

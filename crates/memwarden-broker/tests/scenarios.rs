@@ -141,25 +141,93 @@ async fn five_hundred_concurrent_requests_all_get_an_answer() {
 async fn a_consumer_that_keeps_its_memory_after_unload_is_stuck() {
     let liar = TestConsumer::spawn("liar", "64MiB", "lying");
     let b = TestConsumer::spawn("b", "64MiB", "normal");
-    let toml = pool_toml("112MiB", "verify_timeout = \"1s\"")
+    let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"\nmax_wait = \"2s\"")
         + &consumer_toml("liar", liar.port, "64MiB", "")
         + &consumer_toml("b", b.port, "64MiB", "");
     let r = start(&toml).await;
     let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/liar/work"), "").await.0, 200);
-    // b needs liar's room; liar says it unloaded but keeps the memory: b is refused with a
-    // message that names the stuck consumer, and nothing proceeds on hope.
+    // b needs liar's room; liar says it unloaded but keeps the memory: it is marked stuck, and
+    // b waits for the room rather than being told it can never fit.
     let t = Instant::now();
-    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
-    assert_eq!(code, 507, "{body}");
-    assert!(body.contains("stuck") && body.contains("liar"), "{body}");
-    assert!(t.elapsed() < Duration::from_secs(5));
+    let queued = tokio::spawn(get_retry_after(format!("{base}/c/b/work")));
+    wait_for(&r, Duration::from_secs(3), |st| {
+        consumer(st, "liar")["state"] == "stuck"
+    })
+    .await;
+    // liar still holds its memory and its server answers: its own requests are served
+    // meanwhile, though b has waited more than a quarter of max_wait.
+    tokio::time::sleep_until((t + Duration::from_millis(600)).into()).await;
+    let asked = Instant::now();
+    let (code, body) = http("GET", format!("{base}/c/liar/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "liar ok loaded=false\n"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status(&r).await["pools"][0]["queue_length"], 1);
+    // b's wait ends at max_wait, with a 503 that says who holds the room and how much.
+    let (code, retry, body) = queued.await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(retry.as_deref(), Some("5"));
+    assert!(
+        body.contains("stuck") && body.contains("\\\"liar\\\" holds "),
+        "{body}"
+    );
+    assert!(body.contains("MiB"), "{body}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
     let st = status(&r).await;
     assert_eq!(consumer(&st, "liar")["state"], "stuck");
     assert_eq!(consumer(&st, "b")["state"], "unloaded");
     assert_eq!(st["counters"]["stuck"], 1);
     assert_eq!(st["counters"]["evictions"], 0);
+    assert_eq!(st["counters"]["rejected_never_fits"], 0);
+    assert_eq!(st["counters"]["rejected_timeout"], 1);
     assert!(liar.rss() > 60 << 20, "the liar still holds its memory");
+    // Retrying its unload is done for real, and says that the memory stayed.
+    let (code, body) = http("POST", format!("{base}/v1/consumers/liar/unload"), "").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("still holds"), "{body}");
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "liar")["state"], "stuck");
+    assert_eq!(st["counters"]["stuck"], 1);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_the_unload_of_a_stuck_consumer_frees_its_room() {
+    let s = TestConsumer::spawn("s", "64MiB", "stubborn");
+    let b = TestConsumer::spawn("b", "64MiB", "normal");
+    let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"\nmax_wait = \"10s\"")
+        + &consumer_toml("s", s.port, "64MiB", "")
+        + &consumer_toml("b", b.port, "64MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    assert_eq!(http("GET", format!("{base}/c/s/work"), "").await.0, 200);
+    let t = Instant::now();
+    let queued = tokio::spawn(http("GET", format!("{base}/c/b/work"), ""));
+    wait_for(&r, Duration::from_secs(3), |st| {
+        consumer(st, "s")["state"] == "stuck"
+    })
+    .await;
+    assert!(s.rss() > 60 << 20, "s kept its memory: {}", s.rss());
+    // The retry calls its unload route again; this time the memory comes back.
+    let (code, body) = http("POST", format!("{base}/v1/consumers/s/unload"), "").await;
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("gave its memory back"), "{body}");
+    assert!(s.rss() < 40 << 20, "s gave its memory back: {}", s.rss());
+    // b, which waited for that room, loads.
+    let (code, body) = queued.await.unwrap();
+    assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "s")["state"], "unloaded");
+    assert_eq!(st["counters"]["stuck"], 1);
     r.shutdown().await;
 }
 
@@ -294,22 +362,23 @@ async fn a_burst_for_one_consumer_does_not_starve_another() {
 async fn a_stuck_consumer_is_trusted_again_once_its_memory_comes_back() {
     let slow = TestConsumer::spawn("slow", "64MiB", "slow");
     let b = TestConsumer::spawn("b", "64MiB", "normal");
-    let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"")
+    let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"\nmax_wait = \"10s\"")
         + &consumer_toml("slow", slow.port, "64MiB", "")
         + &consumer_toml("b", b.port, "64MiB", "");
     let r = start(&toml).await;
     let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/slow/work"), "").await.0, 200);
-    // Its memory comes back after the verify timeout: stuck, and b is refused meanwhile.
-    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
-    assert_eq!(code, 507, "{body}");
-    assert_eq!(consumer(&status(&r).await, "slow")["state"], "stuck");
-    // The sampler sees the memory come back and trusts it again; b then fits.
-    wait_for(&r, Duration::from_secs(5), |st| {
-        consumer(st, "slow")["state"] == "unloaded"
+    // Its memory comes back after the verify timeout: stuck meanwhile, and b waits.
+    let queued = tokio::spawn(http("GET", format!("{base}/c/b/work"), ""));
+    wait_for(&r, Duration::from_secs(3), |st| {
+        consumer(st, "slow")["state"] == "stuck"
     })
     .await;
-    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    // The sampler sees the memory come back and trusts it again; b then loads.
+    let (code, body) = queued.await.unwrap();
     assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "slow")["state"], "unloaded");
+    assert_eq!(st["counters"]["stuck"], 1);
     r.shutdown().await;
 }

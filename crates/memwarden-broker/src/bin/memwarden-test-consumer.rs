@@ -1,13 +1,17 @@
 //! A small model server stand-in for testing the broker on any machine: it allocates and
 //! touches its size of memory on load and gives it back to the kernel on unload.
 //!
-//! `memwarden-test-consumer --size 64MiB [--mode normal|lying|crash|slow] [--port N] [--loaded]`
-//! prints `listening on PORT` once it accepts connections. Routes: `POST /load`,
+//! `memwarden-test-consumer --size 64MiB [--mode normal|lying|crash|slow|stubborn] [--port N]
+//! [--loaded]` prints `listening on PORT` once it accepts connections. Routes: `POST /load`,
 //! `POST /unload` (a lying consumer answers 200 and keeps the memory; a slow one frees it
-//! 1.5 s later), `GET /health`,
+//! 1.5 s later; a stubborn one keeps it until a second unload), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
 //! `GET /forwarded-for`.
+//!
+//! `memwarden-test-consumer --forward-to PORT [--port N]` is a plain TCP forwarder to
+//! 127.0.0.1:PORT instead, as docker-proxy stands in front of a container's server: run
+//! through a link named `docker-proxy`, it owns the port under that name.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -28,6 +32,8 @@ enum Mode {
     /// Answers the unload at once and frees the memory 1.5 s later (as ComfyUI frees between
     /// prompts).
     Slow,
+    /// Keeps the memory at the first unload and frees it at the next.
+    Stubborn,
 }
 
 /// Memory mapped straight from the kernel, so that unmapping it really gives it back (a
@@ -97,8 +103,9 @@ type App = Arc<Consumer>;
 fn usage(msg: &str) -> ! {
     eprintln!("memwarden-test-consumer: {msg}");
     eprintln!(
-        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow] [--port N] [--loaded] [--name NAME]"
+        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow|stubborn] [--port N] [--loaded] [--name NAME]"
     );
+    eprintln!("       memwarden-test-consumer --forward-to PORT [--port N]");
     std::process::exit(2);
 }
 
@@ -109,6 +116,7 @@ async fn main() {
     let mut port = 0u16;
     let mut loaded = false;
     let mut name = String::from("consumer");
+    let mut forward_to = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -129,14 +137,21 @@ async fn main() {
                     "lying" => Mode::Lying,
                     "crash" => Mode::Crash,
                     "slow" => Mode::Slow,
+                    "stubborn" => Mode::Stubborn,
                     m => usage(&format!("unknown mode {m:?}")),
                 }
             }
             "--port" => port = val().parse().unwrap_or_else(|_| usage("bad port")),
             "--name" => name = val(),
             "--loaded" => loaded = true,
+            "--forward-to" => {
+                forward_to = Some(val().parse().unwrap_or_else(|_| usage("bad port")));
+            }
             other => usage(&format!("unknown argument {other:?}")),
         }
+    }
+    if let Some(to) = forward_to {
+        return forward(port, to).await;
     }
     let size = size.unwrap_or_else(|| usage("--size is required"));
     let app = Arc::new(Consumer {
@@ -183,6 +198,26 @@ async fn main() {
     }
 }
 
+/// Copies every connection on `port` to 127.0.0.1:`to` and back.
+async fn forward(port: u16, to: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| usage(&format!("cannot listen: {e}")));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    println!("listening on {port}");
+    let _ = std::io::stdout().flush();
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            }
+        });
+    }
+}
+
 async fn load(State(app): State<App>) -> Response {
     let mut held = app.held.lock().expect("lock");
     if held.is_none() {
@@ -197,7 +232,8 @@ async fn load(State(app): State<App>) -> Response {
 async fn unload(State(app): State<App>) -> Response {
     let taken = app.held.lock().expect("lock").take();
     match (taken, app.mode) {
-        (Some(m), Mode::Lying) => app.kept.lock().expect("lock").push(m),
+        (Some(m), Mode::Lying | Mode::Stubborn) => app.kept.lock().expect("lock").push(m),
+        (None, Mode::Stubborn) => app.kept.lock().expect("lock").clear(),
         (Some(m), Mode::Slow) => {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(1500)).await;

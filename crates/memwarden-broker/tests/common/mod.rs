@@ -37,28 +37,151 @@ impl TestConsumer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the test consumer");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("read its port");
-        let port = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let port = read_port(&mut child);
         TestConsumer { child, port }
     }
 
     /// Resident memory of the process, from /proc.
     pub fn rss(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        rss_of(self.child.id())
     }
+}
+
+/// Resident memory of a process, from /proc; 0 once it is gone.
+pub fn rss_of(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A machine whose memory only some processes use, as a GPU's memory is used by the model
+/// servers alone: a root for the probe in which `/proc/meminfo` says `total` less what those
+/// processes hold now, and `/proc/PID` and `/proc/net` are the real ones. The real
+/// MemAvailable moves with everything else the machine runs (other builds and tests) and, in
+/// some virtual machines, seconds after memory is freed; this one moves with the consumers
+/// alone, within 20 ms.
+pub struct Machine {
+    dir: tempfile::TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    updater: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Machine {
+    pub fn new(total: u64, pids: &[u32]) -> Machine {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let proc = dir.path().join("proc");
+        std::fs::create_dir(&proc).unwrap();
+        std::os::unix::fs::symlink("/proc/self/net", proc.join("net")).unwrap();
+        for pid in pids {
+            std::os::unix::fs::symlink(format!("/proc/{pid}"), proc.join(pid.to_string())).unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pids = pids.to_vec();
+        let write = move || {
+            let used: u64 = pids.iter().map(|&p| rss_of(p)).sum();
+            let avail = total.saturating_sub(used) >> 10;
+            let text = format!(
+                "MemTotal:       {} kB\nMemFree:        {avail} kB\nMemAvailable:   {avail} kB\n",
+                total >> 10
+            );
+            // Whole or not at all: the probe must never read half a file.
+            let tmp = proc.join("meminfo.new");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, proc.join("meminfo")).unwrap();
+        };
+        write();
+        let updater = std::thread::spawn({
+            let stop = std::sync::Arc::clone(&stop);
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    write();
+                }
+            }
+        });
+        Machine {
+            dir,
+            stop,
+            updater: Some(updater),
+        }
+    }
+
+    pub fn probe(&self) -> Probe {
+        Probe::new(
+            HostRoot::new(self.dir.path()).expect("the root"),
+            GpuSourceKind::None,
+        )
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.updater.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP forwarder to a consumer's port, under the name a container runtime's forwarder has
+/// (`docker-proxy`): it owns the port the broker is told to use, and holds none of the
+/// consumer's memory. Killed when dropped.
+pub struct Forwarder {
+    pub child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Forwarder {
+    pub fn spawn(comm: &str, to: u16) -> Forwarder {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // The kernel names a process after the file it was started as: a link gives the test
+        // consumer the forwarder's name.
+        let exe = dir.path().join(comm);
+        std::os::unix::fs::symlink(BIN, &exe).expect("link the test consumer");
+        let mut child = Command::new(&exe)
+            .args(["--forward-to", &to.to_string(), "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the forwarder");
+        let port = read_port(&mut child);
+        Forwarder {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The name the kernel shows for it.
+    pub fn comm(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/comm", self.child.id()))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+/// The port a test consumer or forwarder says it listens on, from its first line.
+fn read_port(child: &mut Child) -> u16 {
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("read its port");
+    line.trim()
+        .strip_prefix("listening on ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
 }
 
 /// The consumer block of a config for a test consumer on `port` with routes.
@@ -78,8 +201,12 @@ pub fn pool_toml(capacity: &str, extra: &str) -> String {
 }
 
 pub async fn start(toml: &str) -> Running {
+    start_on(toml, Probe::new(HostRoot::system(), GpuSourceKind::None)).await
+}
+
+/// A broker that reads the machine through `probe`.
+pub async fn start_on(toml: &str, probe: Probe) -> Running {
     let cfg = Config::parse(toml, "test.toml", None).expect("config");
-    let probe = Probe::new(HostRoot::system(), GpuSourceKind::None);
     let r = memwarden_broker::start(cfg, probe)
         .await
         .expect("broker starts");
@@ -97,6 +224,25 @@ pub fn client()
 /// One request with a bound: (status, body). A transport error is status 0.
 pub async fn http(method: &str, url: impl Into<String>, body: &str) -> (u16, String) {
     http_with(&client(), method, &url.into(), body, &[]).await
+}
+
+/// One GET with a bound: (status, its Retry-After header, body).
+pub async fn get_retry_after(url: impl Into<String>) -> (u16, Option<String>, String) {
+    let req = Request::get(url.into()).body(Body::empty()).unwrap();
+    let call = async {
+        let resp = client().request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, retry, String::from_utf8_lossy(&b).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("a request must not hang")
 }
 
 pub async fn http_with(
