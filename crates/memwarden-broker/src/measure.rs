@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use memwarden_probe::Probe;
 use memwarden_probe::net::{owner_of_port, pid_owns_port};
 use memwarden_probe::probe::ScannedProcess;
-use memwarden_probe::snapshot::ProcessGpu;
+use memwarden_probe::snapshot::{ProcessGpu, Vendor};
+use memwarden_probe::{HostRoot, Probe};
 
 use crate::config::{PoolConfig, PoolKind};
 
@@ -118,7 +118,7 @@ impl Measurer {
                         .filter(|s| pids.contains(&s.process.pid))
                         .map(|s| s.process.rss_bytes)
                         .sum(),
-                    PoolKind::Vram | PoolKind::Gtt => gpu.held(&pids, t),
+                    PoolKind::Vram | PoolKind::Gtt => gpu.held(probe.root(), &pids, t),
                 }
             })
             .collect()
@@ -218,14 +218,26 @@ struct GpuUse {
     /// GPUs whose figures were all read: on another, a process that shows nothing may still
     /// hold memory.
     readable: Vec<u32>,
+    /// GPUs whose per-process figures come from the driver (NVML) rather than from each
+    /// process's own fdinfo.
+    driver_listed: Vec<u32>,
 }
 
 impl GpuUse {
     /// What `pids` hold on the target's GPU; `None` when that GPU or one of their figures
     /// could not be read.
-    fn held(&self, pids: &[u32], t: &Target) -> Option<u64> {
+    fn held(&self, root: &HostRoot, pids: &[u32], t: &Target) -> Option<u64> {
         let gpu = t.gpu?;
         if !self.readable.contains(&gpu) {
+            return None;
+        }
+        // fdinfo figures exist only for processes whose fds we may read: another user's
+        // server would show nothing, and nothing would count as holding 0.
+        if !self.driver_listed.contains(&gpu)
+            && !pids
+                .iter()
+                .all(|p| std::fs::read_dir(root.dir().join(format!("proc/{p}/fd"))).is_ok())
+        {
             return None;
         }
         pids.iter()
@@ -250,6 +262,12 @@ fn gpu_by_pid(probe: &mut Probe, targets: &[Target]) -> GpuUse {
             .gpus
             .iter()
             .filter(|g| g.error.is_none() && gpus.contains(&g.index))
+            .map(|g| g.index)
+            .collect(),
+        driver_listed: snap
+            .gpus
+            .iter()
+            .filter(|g| g.vendor == Vendor::Nvidia)
             .map(|g| g.index)
             .collect(),
         ..GpuUse::default()
@@ -361,6 +379,23 @@ mod tests {
             ],
         );
         assert_eq!(got, vec![Some(2 << 30), None, Some(0)]);
+    }
+
+    #[test]
+    fn a_process_whose_fds_cannot_be_read_is_no_gpu_measurement() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut probe = machine(dir.path());
+        // A worker of the server under another user: its fdinfo is closed to us, so its
+        // GPU memory is unknown, not nothing.
+        let mut worker = FakeProcess::new(41, "worker");
+        worker.ppid = 40;
+        FakeRoot::new(dir.path()).process(&worker).unwrap();
+        let fd = dir.path().join("proc/41/fd");
+        let _ = std::fs::remove_dir_all(&fd);
+        std::fs::write(&fd, "").unwrap();
+        let got =
+            Measurer::default().consumers(&mut probe, &[target(PoolKind::Gtt, None, Some(8000))]);
+        assert_eq!(got, vec![None]);
     }
 
     #[test]
