@@ -184,7 +184,7 @@ async fn sampler(app: Arc<App>) {
     loop {
         tick.tick().await;
         let cfg = app.config();
-        let targets: Vec<Target> = if round % MEASURE_EVERY_N == 0 {
+        let targets: Vec<Target> = if round.is_multiple_of(MEASURE_EVERY_N) {
             cfg.consumers
                 .iter()
                 .map(|c| app.shared.target(&cfg, c))

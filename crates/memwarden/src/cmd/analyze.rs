@@ -41,10 +41,10 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
-    if let Some(p) = args.penalty {
-        if !(p.is_finite() && p >= 0.0) {
-            bail!("--penalty must be a number at least 0, not {p}");
-        }
+    if let Some(p) = args.penalty
+        && !(p.is_finite() && p >= 0.0)
+    {
+        bail!("--penalty must be a number at least 0, not {p}");
     }
     if args.min_size == 0 {
         bail!("--min-size must be at least 1");
