@@ -22,14 +22,16 @@ use crate::owner::{Msg, Owner, Shared};
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 const MEASURE_EVERY_N: u64 = 5;
 
+/// Each message carries its cause, and no variant exposes it again as `source()` (a field
+/// named `source` would): the binary prints the whole chain, which would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Runtime(String),
@@ -126,9 +128,9 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
 }
 
 async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
-    let err = |source| DaemonError::Listen {
+    let err = |cause| DaemonError::Listen {
         addr: listen,
-        source,
+        cause,
     };
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(err)?;
     let addr = listener.local_addr().map_err(err)?;

@@ -139,9 +139,9 @@ impl Probe {
     /// Host RAM, swap and memory pressure.
     pub fn host_memory(&mut self) -> Result<HostMemory, ProbeError> {
         let file = self.root.path("/proc/meminfo");
-        let text = self.buf.read(&file).map_err(|source| ProbeError::Read {
+        let text = self.buf.read(&file).map_err(|cause| ProbeError::Read {
             file: file.display().to_string(),
-            source,
+            cause,
         })?;
         let text = String::from_utf8_lossy(text);
         let mut host = meminfo::parse_meminfo(&text)?;

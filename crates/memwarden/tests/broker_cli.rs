@@ -1,12 +1,14 @@
 //! `memwarden run` and `memwarden serve` as a user runs them: the real binary against a real
 //! broker on 127.0.0.1.
 
+mod common;
 #[path = "../../memwarden-plan/tests/common/gguf_writer.rs"]
 mod gguf_writer;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::assert_bad_input;
 use memwarden_broker::Config;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
@@ -345,6 +347,18 @@ fn serve_refuses_a_bad_config_with_one_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A cause is said once: the error's message carries it, and it is not chained again.
+#[test]
+fn a_port_in_use_is_one_line_with_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = common::memwarden(&["--gpu-source", "none", "serve", "--listen", &addr]);
+    assert_bad_input(&o, &format!("cannot listen on {addr}: "));
+    let err = common::stderr(&o);
+    let cause = err.rsplit(": ").next().unwrap().trim();
+    assert_eq!(err.matches(cause).count(), 1, "{err}");
 }
 
 #[test]

@@ -115,6 +115,31 @@ fn bad_inputs_exit_2_with_one_line() {
     );
 }
 
+/// An error says its cause once: the library's message carries it and the binary, which prints
+/// the chain of causes, must not find it again as a source.
+#[test]
+fn an_unreadable_file_names_its_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    for args in [
+        vec!["--root", dir, "snapshot"],
+        vec![
+            "--root",
+            dir,
+            "record",
+            "--out",
+            "/dev/null",
+            "--count",
+            "1",
+        ],
+    ] {
+        let o = memwarden(&args);
+        assert_bad_input(&o, &format!("cannot read {dir}/proc/meminfo: "));
+        let err = stderr(&o);
+        assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    }
+}
+
 #[test]
 fn record_appends_whole_lines() {
     let tmp = tempfile::tempdir().unwrap();
