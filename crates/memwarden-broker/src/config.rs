@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use memwarden_probe::size::parse_size;
+use memwarden_probe::size::{format_size, parse_size};
 use serde::Deserialize;
 use toml::Spanned;
+
+/// What a pool keeps free when its `cushion` is not given.
+pub const DEFAULT_CUSHION: u64 = 256 << 20;
 
 /// The configuration used when none is given: a pure exporter (no pools, no consumers).
 pub const DEFAULT_CONFIG: &str = "[server]\nlisten = \"127.0.0.1:7077\"\n";
@@ -439,22 +442,35 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
     }
     let cushion = match &p.cushion {
         Some(c) => size(src, c)?,
-        None => 256 << 20,
+        None => DEFAULT_CUSHION,
     };
     let capacity = p.capacity.as_ref().map(|c| size(src, c)).transpose()?;
-    if let (Some(cap), Some(c)) = (capacity, &p.cushion)
-        && cushion >= cap
-    {
-        return Err(src.err(
-            c,
-            format!("pool {name:?}: the cushion is not smaller than the pool's capacity"),
-        ));
-    }
     if capacity == Some(0) {
         return Err(src.err(
             &p.name,
             format!("pool {name:?}: capacity must be more than 0"),
         ));
+    }
+    if let (Some(cap), Some(cap_at)) = (capacity, &p.capacity)
+        && cushion >= cap
+    {
+        // A small capacity with the cushion left out is refused too: the pool could never
+        // admit anything. The message points at what was written.
+        return Err(match &p.cushion {
+            Some(c) => src.err(
+                c,
+                format!("pool {name:?}: the cushion is not smaller than the pool's capacity"),
+            ),
+            None => src.err(
+                cap_at,
+                format!(
+                    "pool {name:?}: the capacity ({}) is not larger than the default cushion ({}); \
+                     set a smaller `cushion`",
+                    format_size(cap),
+                    format_size(DEFAULT_CUSHION)
+                ),
+            ),
+        });
     }
     let max_queue = p.max_queue.unwrap_or(256);
     if max_queue == 0 {
@@ -764,6 +780,36 @@ coexist_with = ["comfyui"]
     fn cushion_larger_than_the_pool_is_refused() {
         let e = err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"1GiB\"\ncushion=\"2GiB\"\n");
         assert!(e.contains("t.toml:5:9") && e.contains("cushion"), "{e}");
+    }
+
+    #[test]
+    fn the_default_cushion_must_fit_the_capacity_too() {
+        let e = err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"100MiB\"\n");
+        assert!(
+            e.starts_with("t.toml:4:10: pool \"p\": the capacity (100 MiB) is not larger than the default cushion (256 MiB)"),
+            "{e}"
+        );
+        let e = err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"256MiB\"\n");
+        assert!(e.contains("default cushion"), "{e}");
+        // A capacity of 0 keeps its own message.
+        assert!(
+            err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=0\n")
+                .contains("capacity must be more than 0")
+        );
+        let c = Config::parse(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"257MiB\"\n",
+            "t.toml",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].cushion, DEFAULT_CUSHION);
+        let c = Config::parse(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"100MiB\"\ncushion=\"10MiB\"\n",
+            "t.toml",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].cushion, 10 << 20);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::api::{self, App};
 use crate::config::{Config, PoolKind};
 use crate::handle::Broker;
 use crate::lifecycle;
-use crate::measure::{Sample, Target};
+use crate::measure::{Measurer, PoolReading, Sample, Target};
 use crate::owner::{Msg, Owner, Shared};
 
 /// How often pools are read, and how many pool readings go by between measurements of the
@@ -54,14 +54,25 @@ struct Server {
     task: JoinHandle<()>,
 }
 
-/// Checks a configuration against the machine: every GPU pool's device exists and every
-/// cushion is smaller than its pool.
+/// Checks a configuration against the machine that `probe` reads: every GPU pool's device
+/// exists (or the pool has a `capacity`) and every cushion is smaller than its pool. `start`
+/// and a reload make the same check; `memwarden serve --check` makes it alone.
+pub fn check_config(cfg: &Config, probe: &mut Probe) -> Result<(), DaemonError> {
+    let readings = Measurer::default().pools(probe, &cfg.pools);
+    check_readings(cfg, &readings)
+}
+
+/// [`check_config`] with the running broker's probe, which the sampler shares.
 fn check_against_machine(cfg: &Config, shared: &Shared) -> Result<(), DaemonError> {
     let readings = {
         let mut probe = shared.probe.lock().expect("probe lock");
         let mut m = shared.measurer.lock().expect("measurer lock");
         m.pools(&mut probe, &cfg.pools)
     };
+    check_readings(cfg, &readings)
+}
+
+fn check_readings(cfg: &Config, readings: &[PoolReading]) -> Result<(), DaemonError> {
     for (p, r) in cfg.pools.iter().zip(readings) {
         if p.kind != PoolKind::Ram && r.total.is_none() && p.capacity.is_none() {
             return Err(DaemonError::Config(format!(
