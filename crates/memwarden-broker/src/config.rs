@@ -182,11 +182,47 @@ struct RawPool {
     verify_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A size as written: a whole number of bytes or a string such as `"24GiB"`.
 enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+const SIZE_EXPECTED: &str = "a whole number of bytes or a string such as \"24GiB\"";
+
+// By hand rather than `#[serde(untagged)]`, whose only message for a negative or fractional
+// number is "data did not match any variant of untagged enum RawSize".
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawSize, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(SIZE_EXPECTED)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSize, E> {
+                u64::try_from(v)
+                    .map(RawSize::Bytes)
+                    .map_err(|_| E::custom(format!("a size is {SIZE_EXPECTED} (got {v})")))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawSize, E> {
+                // Debug keeps the point: `2.0` is shown as written, not as `2`.
+                Err(E::custom(format!("a size is {SIZE_EXPECTED} (got {v:?})")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -810,6 +846,52 @@ coexist_with = ["comfyui"]
         )
         .unwrap();
         assert_eq!(c.pools[0].cushion, 10 << 20);
+    }
+
+    #[test]
+    fn a_size_that_is_not_a_whole_number_of_bytes_is_named() {
+        let pool = |cushion: &str| {
+            err(&format!(
+                "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncushion = {cushion}\n"
+            ))
+        };
+        assert_eq!(
+            pool("-5"),
+            "t.toml:4:11: a size is a whole number of bytes or a string such as \"24GiB\" (got -5)"
+        );
+        assert_eq!(
+            pool("1.5"),
+            "t.toml:4:11: a size is a whole number of bytes or a string such as \"24GiB\" (got 1.5)"
+        );
+        assert_eq!(
+            pool("2.0"),
+            "t.toml:4:11: a size is a whole number of bytes or a string such as \"24GiB\" (got 2.0)"
+        );
+        let e = pool("true");
+        assert!(
+            e.starts_with("t.toml:4:11: ")
+                && e.contains("expected a whole number of bytes or a string such as \"24GiB\""),
+            "{e}"
+        );
+        // In a consumer's `resident` as in a pool's `cushion` and `capacity`.
+        let e = err(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\n[[consumer]]\nname=\"a\"\npool=\"p\"\nresident=-1\n",
+        );
+        assert!(
+            e.starts_with("t.toml:7:10: a size is") && e.ends_with("(got -1)"),
+            "{e}"
+        );
+        // Whole numbers and strings still read.
+        let c = Config::parse(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncushion = 1048576\ncapacity = \"1GiB\"\n",
+            "t.toml",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.pools[0].cushion, c.pools[0].capacity),
+            (1 << 20, Some(1 << 30))
+        );
     }
 
     #[test]
