@@ -27,13 +27,23 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub json: bool,
     /// Changepoint penalty in MiB² (default: chosen per series from its noise, at least 256)
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub penalty: Option<f64>,
     /// Shortest segment between changepoints, in samples
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        allow_negative_numbers = true
+    )]
     pub min_size: usize,
     /// Changepoints only at multiples of N samples
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub jump: usize,
     /// Also write the samples as CSV: one row per sample per device, host, workload and process
     #[arg(long, value_name = "OUT")]

@@ -23,10 +23,10 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct PlaceArgs {
     /// CPUs to give the workload
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cpus: u32,
     /// Place next to this GPU (on its NUMA node)
-    #[arg(long, value_name = "IDX")]
+    #[arg(long, value_name = "IDX", allow_negative_numbers = true)]
     pub gpu: Option<u32>,
     /// Memory the workload will use (checked against the node's free memory)
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
@@ -39,7 +39,7 @@ pub struct PlaceArgs {
     #[arg(long, value_name = "CGROUP_PATH", conflicts_with = "pid")]
     pub apply: Option<String>,
     /// Set the CPU affinity of every thread of this running process
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_negative_numbers = true)]
     pub pid: Option<u32>,
 }
 
