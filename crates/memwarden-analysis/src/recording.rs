@@ -72,14 +72,14 @@ impl RecordingReader {
         match parse_line(line) {
             Ok(None) => {}
             Ok(Some(s)) => {
-                if let Some(prev) = self.recording.snapshots.last() {
-                    if s.taken_at_ms < prev.taken_at_ms {
-                        self.skip(format!(
-                            "taken at {} ms, before the line above it ({} ms)",
-                            s.taken_at_ms, prev.taken_at_ms
-                        ));
-                        return;
-                    }
+                if let Some(prev) = self.recording.snapshots.last()
+                    && s.taken_at_ms < prev.taken_at_ms
+                {
+                    self.skip(format!(
+                        "taken at {} ms, before the line above it ({} ms)",
+                        s.taken_at_ms, prev.taken_at_ms
+                    ));
+                    return;
                 }
                 self.recording.snapshots.push(s);
             }

@@ -281,25 +281,25 @@ fn analyze_series(
                 });
             }
         }
-        if let Some(free) = g.free[i] {
-            if let Some(p) = predictor.predict(&st, free) {
-                let at = g.times[i];
-                match ooms.last_mut() {
-                    Some(e) if e.phase_start_ms == st.since_ms => {
-                        e.last_at_ms = at;
-                        e.last = p;
-                        e.last_display = p.display();
-                    }
-                    _ => ooms.push(OomEvent {
-                        phase_start_ms: st.since_ms,
-                        first_at_ms: at,
-                        first: p,
-                        first_display: p.display(),
-                        last_at_ms: at,
-                        last: p,
-                        last_display: p.display(),
-                    }),
+        if let Some(free) = g.free[i]
+            && let Some(p) = predictor.predict(&st, free)
+        {
+            let at = g.times[i];
+            match ooms.last_mut() {
+                Some(e) if e.phase_start_ms == st.since_ms => {
+                    e.last_at_ms = at;
+                    e.last = p;
+                    e.last_display = p.display();
                 }
+                _ => ooms.push(OomEvent {
+                    phase_start_ms: st.since_ms,
+                    first_at_ms: at,
+                    first: p,
+                    first_display: p.display(),
+                    last_at_ms: at,
+                    last: p,
+                    last_display: p.display(),
+                }),
             }
         }
     }

@@ -201,10 +201,11 @@ fn first_pass(segs: &[Segment], i: usize, l: &Levels, ctx: &LabelContext) -> Seg
     if rise_inside <= -l.small {
         return SegmentLabel::Release;
     }
-    if let Some(total) = ctx.total_mib {
-        if total > 0.0 && s.mean_mib >= 0.95 * total {
-            return SegmentLabel::Saturation;
-        }
+    if let Some(total) = ctx.total_mib
+        && total > 0.0
+        && s.mean_mib >= 0.95 * total
+    {
+        return SegmentLabel::Saturation;
     }
     SegmentLabel::Plateau
 }

@@ -41,10 +41,10 @@ impl Series {
         if !sample.mib.is_finite() {
             return false;
         }
-        if let Some(last) = self.samples.back() {
-            if sample.t_ms < last.t_ms {
-                return false;
-            }
+        if let Some(last) = self.samples.back()
+            && sample.t_ms < last.t_ms
+        {
+            return false;
         }
         if self.samples.len() == self.capacity {
             self.samples.pop_front();

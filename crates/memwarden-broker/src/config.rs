@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use memwarden_probe::size::parse_size;
+use memwarden_probe::size::{format_size, parse_size};
 use serde::Deserialize;
 use toml::Spanned;
+
+/// What a pool keeps free when its `cushion` is not given.
+pub const DEFAULT_CUSHION: u64 = 256 << 20;
 
 /// The configuration used when none is given: a pure exporter (no pools, no consumers).
 pub const DEFAULT_CONFIG: &str = "[server]\nlisten = \"127.0.0.1:7077\"\n";
@@ -179,11 +182,47 @@ struct RawPool {
     verify_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A size as written: a whole number of bytes or a string such as `"24GiB"`.
 enum RawSize {
     Bytes(u64),
     Text(String),
+}
+
+const SIZE_EXPECTED: &str = "a whole number of bytes or a string such as \"24GiB\"";
+
+// By hand rather than `#[serde(untagged)]`, whose only message for a negative or fractional
+// number is "data did not match any variant of untagged enum RawSize".
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawSize, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(SIZE_EXPECTED)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSize, E> {
+                u64::try_from(v)
+                    .map(RawSize::Bytes)
+                    .map_err(|_| E::custom(format!("a size is {SIZE_EXPECTED} (got {v})")))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawSize, E> {
+                // Debug keeps the point: `2.0` is shown as written, not as `2`.
+                Err(E::custom(format!("a size is {SIZE_EXPECTED} (got {v:?})")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -439,22 +478,35 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
     }
     let cushion = match &p.cushion {
         Some(c) => size(src, c)?,
-        None => 256 << 20,
+        None => DEFAULT_CUSHION,
     };
     let capacity = p.capacity.as_ref().map(|c| size(src, c)).transpose()?;
-    if let (Some(cap), Some(c)) = (capacity, &p.cushion)
-        && cushion >= cap
-    {
-        return Err(src.err(
-            c,
-            format!("pool {name:?}: the cushion is not smaller than the pool's capacity"),
-        ));
-    }
     if capacity == Some(0) {
         return Err(src.err(
             &p.name,
             format!("pool {name:?}: capacity must be more than 0"),
         ));
+    }
+    if let (Some(cap), Some(cap_at)) = (capacity, &p.capacity)
+        && cushion >= cap
+    {
+        // A small capacity with the cushion left out is refused too: the pool could never
+        // admit anything. The message points at what was written.
+        return Err(match &p.cushion {
+            Some(c) => src.err(
+                c,
+                format!("pool {name:?}: the cushion is not smaller than the pool's capacity"),
+            ),
+            None => src.err(
+                cap_at,
+                format!(
+                    "pool {name:?}: the capacity ({}) is not larger than the default cushion ({}); \
+                     set a smaller `cushion`",
+                    format_size(cap),
+                    format_size(DEFAULT_CUSHION)
+                ),
+            ),
+        });
     }
     let max_queue = p.max_queue.unwrap_or(256);
     if max_queue == 0 {
@@ -764,6 +816,82 @@ coexist_with = ["comfyui"]
     fn cushion_larger_than_the_pool_is_refused() {
         let e = err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"1GiB\"\ncushion=\"2GiB\"\n");
         assert!(e.contains("t.toml:5:9") && e.contains("cushion"), "{e}");
+    }
+
+    #[test]
+    fn the_default_cushion_must_fit_the_capacity_too() {
+        let e = err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"100MiB\"\n");
+        assert!(
+            e.starts_with("t.toml:4:10: pool \"p\": the capacity (100 MiB) is not larger than the default cushion (256 MiB)"),
+            "{e}"
+        );
+        let e = err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"256MiB\"\n");
+        assert!(e.contains("default cushion"), "{e}");
+        // A capacity of 0 keeps its own message.
+        assert!(
+            err("[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=0\n")
+                .contains("capacity must be more than 0")
+        );
+        let c = Config::parse(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"257MiB\"\n",
+            "t.toml",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].cushion, DEFAULT_CUSHION);
+        let c = Config::parse(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncapacity=\"100MiB\"\ncushion=\"10MiB\"\n",
+            "t.toml",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].cushion, 10 << 20);
+    }
+
+    #[test]
+    fn a_size_that_is_not_a_whole_number_of_bytes_is_named() {
+        let pool = |cushion: &str| {
+            err(&format!(
+                "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncushion = {cushion}\n"
+            ))
+        };
+        assert_eq!(
+            pool("-5"),
+            "t.toml:4:11: a size is a whole number of bytes or a string such as \"24GiB\" (got -5)"
+        );
+        assert_eq!(
+            pool("1.5"),
+            "t.toml:4:11: a size is a whole number of bytes or a string such as \"24GiB\" (got 1.5)"
+        );
+        assert_eq!(
+            pool("2.0"),
+            "t.toml:4:11: a size is a whole number of bytes or a string such as \"24GiB\" (got 2.0)"
+        );
+        let e = pool("true");
+        assert!(
+            e.starts_with("t.toml:4:11: ")
+                && e.contains("expected a whole number of bytes or a string such as \"24GiB\""),
+            "{e}"
+        );
+        // In a consumer's `resident` as in a pool's `cushion` and `capacity`.
+        let e = err(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\n[[consumer]]\nname=\"a\"\npool=\"p\"\nresident=-1\n",
+        );
+        assert!(
+            e.starts_with("t.toml:7:10: a size is") && e.ends_with("(got -1)"),
+            "{e}"
+        );
+        // Whole numbers and strings still read.
+        let c = Config::parse(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\ncushion = 1048576\ncapacity = \"1GiB\"\n",
+            "t.toml",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.pools[0].cushion, c.pools[0].capacity),
+            (1 << 20, Some(1 << 30))
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::api::{self, App};
 use crate::config::{Config, PoolKind};
 use crate::handle::Broker;
 use crate::lifecycle;
-use crate::measure::{Sample, Target};
+use crate::measure::{Measurer, PoolReading, Sample, Target};
 use crate::owner::{Msg, Owner, Shared};
 
 /// How often pools are read, and how many pool readings go by between measurements of the
@@ -22,14 +22,16 @@ use crate::owner::{Msg, Owner, Shared};
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 const MEASURE_EVERY_N: u64 = 5;
 
+/// Each message carries its cause, and no variant exposes it again as `source()` (a field
+/// named `source` would): the binary prints the whole chain, which would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Runtime(String),
@@ -52,14 +54,25 @@ struct Server {
     task: JoinHandle<()>,
 }
 
-/// Checks a configuration against the machine: every GPU pool's device exists and every
-/// cushion is smaller than its pool.
+/// Checks a configuration against the machine that `probe` reads: every GPU pool's device
+/// exists (or the pool has a `capacity`) and every cushion is smaller than its pool. `start`
+/// and a reload make the same check; `memwarden serve --check` makes it alone.
+pub fn check_config(cfg: &Config, probe: &mut Probe) -> Result<(), DaemonError> {
+    let readings = Measurer::default().pools(probe, &cfg.pools);
+    check_readings(cfg, &readings)
+}
+
+/// [`check_config`] with the running broker's probe, which the sampler shares.
 fn check_against_machine(cfg: &Config, shared: &Shared) -> Result<(), DaemonError> {
     let readings = {
         let mut probe = shared.probe.lock().expect("probe lock");
         let mut m = shared.measurer.lock().expect("measurer lock");
         m.pools(&mut probe, &cfg.pools)
     };
+    check_readings(cfg, &readings)
+}
+
+fn check_readings(cfg: &Config, readings: &[PoolReading]) -> Result<(), DaemonError> {
     for (p, r) in cfg.pools.iter().zip(readings) {
         if p.kind != PoolKind::Ram && r.total.is_none() && p.capacity.is_none() {
             return Err(DaemonError::Config(format!(
@@ -126,9 +139,9 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
 }
 
 async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), DaemonError> {
-    let err = |source| DaemonError::Listen {
+    let err = |cause| DaemonError::Listen {
         addr: listen,
-        source,
+        cause,
     };
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(err)?;
     let addr = listener.local_addr().map_err(err)?;
@@ -184,7 +197,7 @@ async fn sampler(app: Arc<App>) {
     loop {
         tick.tick().await;
         let cfg = app.config();
-        let targets: Vec<Target> = if round % MEASURE_EVERY_N == 0 {
+        let targets: Vec<Target> = if round.is_multiple_of(MEASURE_EVERY_N) {
             cfg.consumers
                 .iter()
                 .map(|c| app.shared.target(&cfg, c))

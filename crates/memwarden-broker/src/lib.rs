@@ -16,4 +16,4 @@ pub mod metrics;
 pub mod owner;
 
 pub use config::Config;
-pub use daemon::{Running, ServeOptions, serve_blocking, start};
+pub use daemon::{Running, ServeOptions, check_config, serve_blocking, start};

@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
+/// Each message carries its cause, and no variant exposes it again as `source()`: the binary
+/// prints the whole chain, which would say the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("{path} is not a usable GGUF file: {why}")]
     Gguf { path: String, why: String },
     #[error("{path} is not a usable safetensors model: {why}")]
@@ -25,10 +23,32 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> PlanError {
+    pub(crate) fn io(path: &Path, cause: std::io::Error) -> PlanError {
         PlanError::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and its chain of sources, joined as the binary prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            s = format!("{s}: {c}");
+            cur = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn an_io_error_says_its_cause_once() {
+        let e = PlanError::io(Path::new("/m.gguf"), std::io::Error::other("disk on fire"));
+        assert_eq!(chain(&e), "cannot read /m.gguf: disk on fire");
     }
 }

@@ -165,13 +165,13 @@ pub fn read_pool(probe: &mut Probe, pool: Pool) -> Result<PoolReading, PlanError
                 available_bytes: host.mem_available_bytes,
                 source: "MemAvailable".into(),
             };
-            if let Some((room, path)) = own_cgroup_room(probe) {
-                if room < reading.available_bytes {
-                    reading = PoolReading {
-                        available_bytes: room,
-                        source: format!("memory cgroup {path} (limit − usage)"),
-                    };
-                }
+            if let Some((room, path)) = own_cgroup_room(probe)
+                && room < reading.available_bytes
+            {
+                reading = PoolReading {
+                    available_bytes: room,
+                    source: format!("memory cgroup {path} (limit − usage)"),
+                };
             }
             Ok(reading)
         }
@@ -210,12 +210,12 @@ fn own_cgroup_room(probe: &Probe) -> Option<(u64, String)> {
                 path.clone()
             },
         };
-        if let Some(mem) = probe.cgroups().memory(&cg) {
-            if let Some(limit) = mem.limit_bytes {
-                let room = limit.saturating_sub(mem.usage_bytes.unwrap_or(0));
-                if best.as_ref().is_none_or(|(b, _)| room < *b) {
-                    best = Some((room, cg.path.clone()));
-                }
+        if let Some(mem) = probe.cgroups().memory(&cg)
+            && let Some(limit) = mem.limit_bytes
+        {
+            let room = limit.saturating_sub(mem.usage_bytes.unwrap_or(0));
+            if best.as_ref().is_none_or(|(b, _)| room < *b) {
+                best = Some((room, cg.path.clone()));
             }
         }
         match path.rfind('/') {

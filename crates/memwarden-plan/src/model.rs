@@ -180,7 +180,7 @@ impl ModelInfo {
         let mut head_count_kv = head_count_kv;
         if let Some(n) = num("full_attention_interval").filter(|&n| n > 0) {
             for (l, kv) in head_count_kv.iter_mut().enumerate() {
-                if (l as u64 + 1) % n != 0 {
+                if !(l as u64 + 1).is_multiple_of(n) {
                     *kv = 0;
                 }
             }

@@ -381,16 +381,16 @@ pub fn apply_cgroup(root: &HostRoot, cgroup: &str, p: &Placement) -> Result<Appl
     let parent_mems = read_set(parent, eff_mems);
     if let Some(m) = &p.cpuset_mems {
         let want = parse_cpulist(m).unwrap_or_default();
-        if let Some(pm) = &parent_mems {
-            if want.iter().any(|n| !pm.contains(n)) {
-                return Err(apply_err(
-                    &dir,
-                    format!(
-                        "memory node {m} is not in the parent's effective set {}",
-                        format_cpulist(pm)
-                    ),
-                ));
-            }
+        if let Some(pm) = &parent_mems
+            && want.iter().any(|n| !pm.contains(n))
+        {
+            return Err(apply_err(
+                &dir,
+                format!(
+                    "memory node {m} is not in the parent's effective set {}",
+                    format_cpulist(pm)
+                ),
+            ));
         }
     }
     let write = |name: &str, value: &str| {

@@ -135,10 +135,7 @@ impl Sampler {
         };
         self.samples += 1;
         let (mut scanned, clients) = self.scan();
-        let mut notes = Vec::new();
-        if let Some(n) = self.probe.gpu_notice(&gpus) {
-            notes.push(n);
-        }
+        let mut notes = self.probe.source_notes();
         let drm = attribute_drm(&gpus, clients, &mut notes);
         for s in &mut scanned {
             let p = &mut s.process;

@@ -30,16 +30,14 @@ pub use snapshot::Snapshot;
 
 use std::path::PathBuf;
 
+/// Each message carries its cause, and no variant exposes it again as `source()`: the binary
+/// prints the whole chain, which would say the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("cannot use {} as the host root: {why}", root.display())]
     BadRoot { root: PathBuf, why: String },
-    #[error("cannot read {file}: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {file}: {cause}")]
+    Read { file: String, cause: std::io::Error },
     #[error("{file} is malformed: {why}")]
     Malformed { file: String, why: String },
     #[error("{0}")]

@@ -139,9 +139,9 @@ impl Probe {
     /// Host RAM, swap and memory pressure.
     pub fn host_memory(&mut self) -> Result<HostMemory, ProbeError> {
         let file = self.root.path("/proc/meminfo");
-        let text = self.buf.read(&file).map_err(|source| ProbeError::Read {
+        let text = self.buf.read(&file).map_err(|cause| ProbeError::Read {
             file: file.display().to_string(),
-            source,
+            cause,
         })?;
         let text = String::from_utf8_lossy(text);
         let mut host = meminfo::parse_meminfo(&text)?;
@@ -211,6 +211,14 @@ impl Probe {
             gpus.extend(drm::read_devices(&self.root, first, &skip));
         }
         (gpus, per_pid)
+    }
+
+    /// The notes every reading starts with: why a GPU source asked for is unavailable. An
+    /// empty GPU list is not noted: it is plain in the list, and human output says it with
+    /// [`Probe::gpu_notice`]. Shared by [`Probe::snapshot`] and the sampler, so that `snapshot`
+    /// and `record` note the same things for the same machine.
+    pub(crate) fn source_notes(&self) -> Vec<String> {
+        self.gpu_notice.iter().cloned().collect()
     }
 
     /// A one-line notice when no GPU was found, for human output.
@@ -295,10 +303,7 @@ impl Probe {
         let host = self.host_memory()?;
         let (gpus, mut nvml_per_pid) = self.read_gpus(true);
         let (mut scanned, clients) = self.scan_processes();
-        let mut notes = Vec::new();
-        if let Some(n) = &self.gpu_notice {
-            notes.push(n.clone());
-        }
+        let mut notes = self.source_notes();
         let drm_per_pid = attribute_drm(&gpus, clients, &mut notes);
         for s in &mut scanned {
             let p = &mut s.process;

@@ -26,8 +26,48 @@ pub enum TuiError {
     Recording { file: String, why: String },
     #[error("bad config {file}: {why}")]
     Config { file: String, why: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Probe(#[from] memwarden_probe::ProbeError),
+    /// Not `#[from]`, which would also make the error its `source()`: it is in the message
+    /// already, and the binary prints the whole chain.
     #[error("terminal: {0}")]
-    Terminal(#[from] std::io::Error),
+    Terminal(std::io::Error),
+}
+
+impl From<std::io::Error> for TuiError {
+    fn from(e: std::io::Error) -> TuiError {
+        TuiError::Terminal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and its chain of sources, joined as the binary prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            s = format!("{s}: {c}");
+            cur = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn errors_say_their_cause_once() {
+        let probe = memwarden_probe::ProbeError::Read {
+            file: "/proc/meminfo".into(),
+            cause: std::io::Error::other("gone"),
+        };
+        assert_eq!(
+            chain(&TuiError::from(probe)),
+            "cannot read /proc/meminfo: gone"
+        );
+        assert_eq!(
+            chain(&TuiError::from(std::io::Error::other("no tty"))),
+            "terminal: no tty"
+        );
+    }
 }

@@ -327,11 +327,20 @@ fn verdict_style(t: &Theme, v: Verdict) -> Style {
 fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layout3) {
     let t = &app.theme;
     if snap.gpus.is_empty() {
+        // A reading notes why a GPU source is missing ("NVML unavailable: …"); recordings
+        // from before that may carry a whole "no GPU found" line.
         let note = snap
             .notes
             .iter()
-            .find(|n| n.contains("GPU"))
-            .cloned()
+            .find_map(|n| {
+                if n.contains("GPU") {
+                    Some(n.clone())
+                } else if n.starts_with("NVML") {
+                    Some(format!("no GPU found ({n})"))
+                } else {
+                    None
+                }
+            })
             .unwrap_or_else(|| "no GPU found: host memory only".into());
         f.render_widget(
             Paragraph::new(Line::styled(format!(" {note}"), t.dim)),

@@ -342,3 +342,28 @@ fn notes_are_counted_and_listed_in_help() {
     let screen = text(&render(&app, 160, 48));
     assert!(screen.contains("note: vLLM server of pid 2100"), "{screen}");
 }
+
+/// Without GPUs the cards' place says why: a reading notes only why a GPU source is missing.
+#[test]
+fn no_gpu_says_why_in_the_cards_place() {
+    let mut s = recording().remove(0);
+    s.gpus.clear();
+    for p in &mut s.processes {
+        p.gpu.clear();
+    }
+    let mut app = App::new(ThemeName::Dark, false, 600);
+    app.ingest(s.clone(), HashMap::new());
+    let screen = text(&render(&app, 160, 48));
+    assert!(
+        screen.contains("no GPU found: host memory only"),
+        "{screen}"
+    );
+    s.notes = vec!["NVML unavailable: libnvidia-ml.so.1 not found".into()];
+    let mut app = App::new(ThemeName::Dark, false, 600);
+    app.ingest(s, HashMap::new());
+    let screen = text(&render(&app, 160, 48));
+    assert!(
+        screen.contains("no GPU found (NVML unavailable: libnvidia-ml.so.1 not found)"),
+        "{screen}"
+    );
+}

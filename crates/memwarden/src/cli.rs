@@ -84,3 +84,66 @@ pub enum Command {
     /// Run a command under a broker lease (a batch job taking its turn on the GPU)
     Run(cmd::run::RunArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// Options whose values are names, paths, addresses or choices: for them a value that
+    /// starts with '-' is more likely a forgotten value before the next flag.
+    const NOT_NUMERIC: &[&str] = &[
+        "apply",
+        "broker",
+        "config",
+        "consumer",
+        "csv",
+        "format",
+        "kv-type",
+        "kv-type-k",
+        "kv-type-v",
+        "listen",
+        "out",
+        "pool",
+        "replay",
+        "theme",
+        "token",
+        "workload",
+    ];
+
+    /// `--want -3` must be refused as a bad value of `--want`, not as an unknown argument `-3`
+    /// that leaves the user to guess which flag it was for. A new numeric option has to allow
+    /// negative numbers (or hyphen values, for sizes and durations) to pass.
+    #[test]
+    fn every_numeric_option_names_itself_when_given_a_negative_value() {
+        let cmd = Cli::command();
+        let mut checked = Vec::new();
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if arg.is_positional()
+                    || !arg.get_action().takes_values()
+                    || NOT_NUMERIC.contains(&long)
+                {
+                    continue;
+                }
+                let flag = format!("--{long}");
+                checked.push(format!("{} {flag}", sub.get_name()));
+                let Err(e) = Cli::try_parse_from(["memwarden", sub.get_name(), &flag, "-3"]) else {
+                    continue;
+                };
+                let text = e.to_string();
+                assert_ne!(e.kind(), ErrorKind::UnknownArgument, "{flag}: {text}");
+                if matches!(
+                    e.kind(),
+                    ErrorKind::InvalidValue | ErrorKind::ValueValidation
+                ) {
+                    assert!(text.contains(&flag), "{flag}: {text}");
+                }
+            }
+        }
+        assert!(checked.len() >= 25, "{checked:?}");
+    }
+}

@@ -17,11 +17,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // clap's own message spans several lines; keep its first, which names the problem.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("memwarden: {first} (see --help)");
+            eprintln!("memwarden: {} (see --help)", clap_one_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -33,5 +29,48 @@ fn main() -> ExitCode {
             eprintln!("memwarden: {msg}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// clap's message on one line. It spans several: the problem, then for some problems what it
+/// is about on indented lines (the missing arguments), then a blank line, a usage line and
+/// tips. The problem and its indented lines name everything; the rest is left to `--help`.
+fn clap_one_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut out = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let details: Vec<&str> = lines
+        .take_while(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    if !details.is_empty() {
+        if !out.ends_with(':') {
+            out.push(':');
+        }
+        out.push(' ');
+        out.push_str(&details.join(", "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clap_one_line;
+
+    #[test]
+    fn clap_messages_keep_the_names_on_one_line() {
+        let missing = "error: the following required arguments were not provided:\n  \
+                       --per-worker <SIZE>\n  --want <N>\n\nUsage: memwarden fit --per-worker \
+                       <SIZE> --want <N>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_one_line(missing),
+            "the following required arguments were not provided: --per-worker <SIZE>, --want <N>"
+        );
+        let unexpected = "error: unexpected argument '--wnt' found\n\n  tip: a similar argument \
+                          exists: '--want'\n\nUsage: memwarden fit [OPTIONS]\n";
+        assert_eq!(
+            clap_one_line(unexpected),
+            "unexpected argument '--wnt' found"
+        );
     }
 }

@@ -381,6 +381,53 @@ fn bad_flags_are_bad_input() {
     assert_bad_input(&memwarden(&["analyze", p, "--penalty", "NaN"]), "--penalty");
 }
 
+/// A process that held GPU memory has a row in every sample it is in, 0 included (before it
+/// loads, after it frees); one that never held any has none, as in the analysis's series.
+#[test]
+fn csv_keeps_a_gpu_process_in_the_samples_where_it_holds_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..4 {
+        let mut s = snapshot(i);
+        // The trainer frees its GPU memory in the last two samples; a late loader starts
+        // without any and loads in the third.
+        if i >= 2 {
+            s.processes[0].gpu.clear();
+        }
+        let late = if i == 2 { 2 * GIB } else { 0 };
+        s.processes.push(process(9000, "late", "late --load", late));
+        text.push_str(&serde_json::to_string(&s).unwrap());
+        text.push('\n');
+    }
+    let path = dir.path().join("run.jsonl");
+    std::fs::write(&path, text).unwrap();
+    let csv = dir.path().join("out.csv");
+    let o = memwarden(&[
+        "analyze",
+        path.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows = |key: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(&format!(",process,{key},")))
+            .map(|l| l.rsplit(',').nth(1).unwrap().to_string())
+            .collect()
+    };
+    let trainer = |i| training_bytes(i).to_string();
+    assert_eq!(
+        rows("process:4242:5242"),
+        [trainer(0), trainer(1), "0".into(), "0".into()]
+    );
+    assert_eq!(
+        rows("process:9000:10000"),
+        ["0", "0", &(2 * GIB).to_string(), "0"]
+    );
+    assert_eq!(rows("process:77:1077"), Vec::<String>::new());
+}
+
 #[test]
 fn csv_has_a_row_per_sample_per_device_and_process() {
     let dir = tempfile::tempdir().unwrap();

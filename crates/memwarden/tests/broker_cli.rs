@@ -1,13 +1,16 @@
 //! `memwarden run` and `memwarden serve` as a user runs them: the real binary against a real
 //! broker on 127.0.0.1.
 
+mod common;
 #[path = "../../memwarden-plan/tests/common/gguf_writer.rs"]
 mod gguf_writer;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::assert_bad_input;
 use memwarden_broker::Config;
+use memwarden_probe::fakeroot::{FakeCard, FakeRoot};
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
 const BIN: &str = env!("CARGO_BIN_EXE_memwarden");
@@ -335,8 +338,13 @@ fn serve_refuses_a_bad_config_with_one_line() {
         err.contains("bad.toml:8:1") && err.contains("colour"),
         "{err}"
     );
+    // The example's pool is GPU 0's VRAM: checked on a machine that has one.
+    let root = dir.path().join("root");
+    gpu_machine(&root);
     let out = Command::new(BIN)
-        .args(["serve", "--check", "--config"])
+        .arg("--root")
+        .arg(&root)
+        .args(["--gpu-source", "drm", "serve", "--check", "--config"])
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/memwarden.toml"))
         .output()
         .unwrap();
@@ -345,6 +353,101 @@ fn serve_refuses_a_bad_config_with_one_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("configuration ok: 1 pool(s), 3 consumer(s)")
+    );
+}
+
+/// A fake machine with 32 GiB of RAM and one 24 GiB AMD GPU (index 0).
+fn gpu_machine(dir: &std::path::Path) {
+    let root = FakeRoot::new(dir);
+    root.meminfo(32 << 20, 16 << 20, 0, 0).unwrap();
+    root.card(&FakeCard {
+        card: 0,
+        bus_id: "0000:03:00.0".into(),
+        vendor: 0x1002,
+        device: 0x744c,
+        numa_node: -1,
+        vram_total: Some(24 << 30),
+        vram_used: Some(1 << 30),
+        gtt_total: Some(16 << 30),
+        gtt_used: Some(0),
+    })
+    .unwrap();
+}
+
+/// `serve --check` promises that the file suits this machine: what `serve` would refuse at
+/// start, it refuses too, in one line and with exit 2.
+#[test]
+fn serve_check_refuses_what_serve_would_refuse_on_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    gpu_machine(&root);
+    let check = |name: &str, toml: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}")).unwrap();
+        common::memwarden(&[
+            "--root",
+            root.to_str().unwrap(),
+            "--gpu-source",
+            "drm",
+            "serve",
+            "--check",
+            "--config",
+            f.to_str().unwrap(),
+        ])
+    };
+    assert_bad_input(
+        &check(
+            "gpu5.toml",
+            "[[pool]]\nname = \"gpu5\"\nkind = \"vram\"\ngpu = 5\n",
+        ),
+        "gpu5.toml: pool \"gpu5\": no vram figure for GPU 5 on this machine",
+    );
+    assert_bad_input(
+        &check(
+            "cushion.toml",
+            "[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncushion = \"100TiB\"\n",
+        ),
+        "pool \"ram\": the cushion (100 TiB) is not smaller than the pool (32 GiB)",
+    );
+    assert_bad_input(
+        &check(
+            "vram.toml",
+            "[[pool]]\nname = \"gpu0\"\nkind = \"vram\"\ngpu = 0\ncushion = \"30GiB\"\n",
+        ),
+        "the cushion (30 GiB) is not smaller than the pool (24 GiB)",
+    );
+    // The cushion left out is the default 256 MiB, which a 100 MiB pool cannot hold.
+    assert_bad_input(
+        &check(
+            "small.toml",
+            "[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"100MiB\"\n",
+        ),
+        "small.toml:6:12: pool \"ram\": the capacity (100 MiB) is not larger than the default cushion (256 MiB)",
+    );
+    let ok = check(
+        "ok.toml",
+        "[[pool]]\nname = \"gpu0\"\nkind = \"vram\"\ngpu = 0\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncushion = \"1GiB\"\n",
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", common::stderr(&ok));
+    assert_eq!(
+        common::stdout(&ok),
+        "configuration ok: 2 pool(s), 0 consumer(s), listening on 127.0.0.1:0\n"
+    );
+}
+
+/// A cause is said once: the error's message carries it, and it is not chained again.
+#[test]
+fn a_port_in_use_is_one_line_with_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = common::memwarden(&["--gpu-source", "none", "serve", "--listen", &addr]);
+    assert_bad_input(&o, &format!("cannot listen on {addr}: "));
+    let err = common::stderr(&o);
+    let cause = err.rsplit(": ").next().unwrap().trim();
+    assert_eq!(err.matches(cause).count(), 1, "{err}");
 }
 
 #[test]

@@ -496,6 +496,46 @@ fn place_bad_input_is_one_line_and_exit_2() {
     assert_bad_input(&run(&["--cpus", "2", "--pid", "1"]), "--root");
 }
 
+/// A placement that cannot be applied prints its error alone: nothing on stdout that a script
+/// (`docker run $(memwarden place …)`) would take for a placement made.
+#[test]
+fn place_apply_that_fails_prints_no_placement() {
+    let dir = tempfile::tempdir().unwrap();
+    four_node_gpu_machine(dir.path());
+    // A cgroup without the cpuset controller, and one whose cpuset.cpus cannot be written
+    // (a directory, since the tests may run as root, whom file modes do not stop).
+    let cpuset = dir.path().join("sys/fs/cgroup/cpuset");
+    std::fs::create_dir_all(cpuset.join("bare")).unwrap();
+    std::fs::create_dir_all(cpuset.join("stuck/cpuset.cpus")).unwrap();
+    let root = dir.path().to_str().unwrap();
+    for (extra, needle) in [
+        (&["--apply", "/nope"][..], "no such cgroup"),
+        (&["--apply", "/bare"][..], "has no cpuset.cpus"),
+        (&["--apply", "/stuck"][..], "writing cpuset.cpus = 24-27"),
+        (&["--pid", "1"][..], "cannot be used with --root"),
+    ] {
+        for format in ["text", "docker", "json", "cgroup"] {
+            let mut a = vec![
+                "--root",
+                root,
+                "--gpu-source",
+                "drm",
+                "place",
+                "--cpus",
+                "4",
+                "--gpu",
+                "0",
+                "--format",
+                format,
+            ];
+            a.extend(extra);
+            let o = memwarden(&a);
+            assert_eq!(stdout(&o), "", "{extra:?} {format}");
+            assert_bad_input(&o, needle);
+        }
+    }
+}
+
 #[test]
 fn fit_and_estimate_read_a_gpus_free_memory() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{assert_bad_input, memwarden, stderr};
-use memwarden_probe::fakeroot::{FakeProcess, FakeRoot};
+use memwarden_probe::fakeroot::{FakeCard, FakeProcess, FakeRoot};
 use serde_json::Value;
 
 fn kib(meminfo: &str, key: &str) -> u64 {
@@ -115,6 +115,70 @@ fn bad_inputs_exit_2_with_one_line() {
         &memwarden(&["record", "--out", "/dev/null", "--interval", "soon"]),
         "soon",
     );
+}
+
+/// An error says its cause once: the library's message carries it and the binary, which prints
+/// the chain of causes, must not find it again as a source.
+#[test]
+fn an_unreadable_file_names_its_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    for args in [
+        vec!["--root", dir, "snapshot"],
+        vec![
+            "--root",
+            dir,
+            "record",
+            "--out",
+            "/dev/null",
+            "--count",
+            "1",
+        ],
+    ] {
+        let o = memwarden(&args);
+        assert_bad_input(&o, &format!("cannot read {dir}/proc/meminfo: "));
+        let err = stderr(&o);
+        assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    }
+}
+
+/// `record` writes what `snapshot --json` prints, notes included: the same machine, the same
+/// notes (an empty GPU list is plain in the list, not a note, in both).
+#[test]
+fn record_lines_carry_the_notes_snapshot_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = FakeRoot::new(tmp.path().join("root"));
+    root.meminfo(32 << 20, 16 << 20, 0, 0).unwrap();
+    root.process(&FakeProcess::new(42, "trainer")).unwrap();
+    let dir = root.dir().to_str().unwrap();
+    let notes = |v: &Value| v.get("notes").cloned().unwrap_or(Value::Array(Vec::new()));
+    for with_card in [false, true] {
+        if with_card {
+            root.card(&FakeCard::apu(1 << 20, 8 << 30, 0)).unwrap();
+        }
+        for source in ["auto", "drm", "none", "nvml"] {
+            let out = memwarden(&["--root", dir, "--gpu-source", source, "snapshot", "--json"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let snap: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let file = tmp.path().join(format!("{source}-{with_card}.jsonl"));
+            let f = file.to_str().unwrap();
+            let args = ["--root", dir, "--gpu-source", source, "record", "--out", f];
+            let o = memwarden(&[&args[..], &["--count", "1"]].concat());
+            assert!(o.status.success(), "{}", stderr(&o));
+            let line: Value =
+                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            assert_eq!(notes(&line), notes(&snap), "--gpu-source {source}");
+            assert_eq!(line["gpus"], snap["gpus"], "--gpu-source {source}");
+            if source != "nvml" {
+                // Nothing was skipped or degraded on this machine: nothing to note.
+                assert_eq!(
+                    notes(&line),
+                    Value::Array(Vec::new()),
+                    "--gpu-source {source}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

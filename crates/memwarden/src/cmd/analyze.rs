@@ -1,5 +1,6 @@
 //! `memwarden analyze FILE`: what the memory did over a recording, offline.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -14,7 +15,7 @@ use memwarden_analysis::segments::SegmentLabel;
 use memwarden_analysis::{MIB, RecordingReader};
 use memwarden_probe::sanitize::sanitize;
 use memwarden_probe::size::format_size;
-use memwarden_probe::snapshot::Snapshot;
+use memwarden_probe::snapshot::{Process, ProcessId, Snapshot};
 
 use crate::cli::Global;
 
@@ -27,24 +28,35 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub json: bool,
     /// Changepoint penalty in MiB² (default: chosen per series from its noise, at least 256)
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub penalty: Option<f64>,
     /// Shortest segment between changepoints, in samples
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        allow_negative_numbers = true
+    )]
     pub min_size: usize,
     /// Changepoints only at multiples of N samples
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub jump: usize,
-    /// Also write the samples as CSV: one row per sample per device, host, workload and process
+    /// Also write the samples as CSV: one row per sample per GPU, host, workload and process
+    /// that held GPU memory
     #[arg(long, value_name = "OUT")]
     pub csv: Option<PathBuf>,
 }
 
 pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
-    if let Some(p) = args.penalty {
-        if !(p.is_finite() && p >= 0.0) {
-            bail!("--penalty must be a number at least 0, not {p}");
-        }
+    if let Some(p) = args.penalty
+        && !(p.is_finite() && p >= 0.0)
+    {
+        bail!("--penalty must be a number at least 0, not {p}");
     }
     if args.min_size == 0 {
         bail!("--min-size must be at least 1");
@@ -130,8 +142,18 @@ fn csv_field(s: &str) -> String {
 }
 
 /// `taken_at_ms,kind,key,name,used_bytes,total_bytes`: GPUs (memory used of total), host RAM,
-/// workloads (resident bytes) and processes with GPU memory (their VRAM + GTT).
+/// workloads (resident bytes) and processes (their VRAM + GTT), a row per sample each.
+///
+/// A process's figure is its GPU memory, as in the analysis's process series: the processes
+/// that never held any are left out (a machine runs hundreds, and their rows would all be 0),
+/// but one that did has a row in every sample it is in, 0 before it loads and after it frees.
 fn write_csv(out: &Path, snapshots: &[Snapshot]) -> Result<()> {
+    let gpu_holders: HashSet<ProcessId> = snapshots
+        .iter()
+        .flat_map(|s| &s.processes)
+        .filter(|p| gpu_bytes(p) > 0)
+        .map(|p| p.identity())
+        .collect();
     let mut w = BufWriter::new(File::create(out)?);
     writeln!(w, "taken_at_ms,kind,key,name,used_bytes,total_bytes")?;
     for s in snapshots {
@@ -155,10 +177,10 @@ fn write_csv(out: &Path, snapshots: &[Snapshot]) -> Result<()> {
             writeln!(w, "{t},workload,{key},{name},{},", wl.resident_bytes)?;
         }
         for p in &s.processes {
-            let bytes = p.gpu_vram_bytes().saturating_add(p.gpu_gtt_bytes());
-            if bytes == 0 {
+            if !gpu_holders.contains(&p.identity()) {
                 continue;
             }
+            let bytes = gpu_bytes(p);
             let name = csv_field(&sanitize(&p.name, 120));
             writeln!(
                 w,
@@ -169,6 +191,10 @@ fn write_csv(out: &Path, snapshots: &[Snapshot]) -> Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+fn gpu_bytes(p: &Process) -> u64 {
+    p.gpu_vram_bytes().saturating_add(p.gpu_gtt_bytes())
 }
 
 fn size(mib: f64) -> String {

@@ -22,10 +22,15 @@ pub struct EstimateArgs {
     pub model: PathBuf,
     /// Context in tokens, the total over all parallel slots (llama.cpp's -c); default: the
     /// model's trained context length
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub ctx: Option<u64>,
     /// Parallel sequences sharing the context (llama.cpp's -np)
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub parallel: u32,
     /// Type of the K and V cache: f16, q8_0, q4_0 (also f32, bf16, q4_1, q5_0, q5_1, iq4_nl)
     #[arg(long, default_value = "f16", value_name = "TYPE")]
@@ -40,10 +45,20 @@ pub struct EstimateArgs {
     #[arg(long)]
     pub flash_attn: bool,
     /// Tokens per micro-batch (llama.cpp's -ub): sizes the compute buffers
-    #[arg(long, default_value_t = memwarden_plan::estimate::DEFAULT_UBATCH, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = memwarden_plan::estimate::DEFAULT_UBATCH,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub ubatch: u64,
     /// Fit into this GPU's free memory, read live
-    #[arg(long, value_name = "IDX", conflicts_with = "vram")]
+    #[arg(
+        long,
+        value_name = "IDX",
+        conflicts_with = "vram",
+        allow_negative_numbers = true
+    )]
     pub gpu: Option<u32>,
     /// Fit into this much GPU memory (512MiB, 24GiB, …)
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]

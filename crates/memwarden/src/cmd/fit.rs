@@ -29,7 +29,7 @@ pub struct FitArgs {
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub per_worker: String,
     /// Workers wanted
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub want: u32,
     /// Fraction of the free memory to use, in (0, 1]
     #[arg(long, default_value_t = DEFAULT_HEADROOM, value_name = "FRACTION", allow_negative_numbers = true)]

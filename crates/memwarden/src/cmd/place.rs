@@ -23,10 +23,10 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct PlaceArgs {
     /// CPUs to give the workload
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cpus: u32,
     /// Place next to this GPU (on its NUMA node)
-    #[arg(long, value_name = "IDX")]
+    #[arg(long, value_name = "IDX", allow_negative_numbers = true)]
     pub gpu: Option<u32>,
     /// Memory the workload will use (checked against the node's free memory)
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
@@ -39,7 +39,7 @@ pub struct PlaceArgs {
     #[arg(long, value_name = "CGROUP_PATH", conflicts_with = "pid")]
     pub apply: Option<String>,
     /// Set the CPU affinity of every thread of this running process
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_negative_numbers = true)]
     pub pid: Option<u32>,
 }
 
@@ -52,6 +52,9 @@ pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
         .context("--mem")?;
     let mut probe = super::probe(g)?;
     let root = probe.root().clone();
+    if args.pid.is_some() && !root.is_system() {
+        bail!("--pid acts on a real process of this machine; it cannot be used with --root");
+    }
     let topo = read_topology(&root)?;
     let gpu = match args.gpu {
         Some(idx) => {
@@ -74,6 +77,16 @@ pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
             avoid,
         },
     )?;
+    // Applied before anything is printed: a placement that could not be applied must not
+    // reach a script's stdout as if it had been, so a failure prints its error alone.
+    let applied = match &args.apply {
+        Some(cg) => Some(apply_cgroup(&root, cg, &p)?),
+        None => None,
+    };
+    let threads = match args.pid {
+        Some(pid) => Some((pid, apply_affinity(pid, &p.cpus)?)),
+        None => None,
+    };
     let mems_flag = p
         .cpuset_mems
         .as_ref()
@@ -126,8 +139,7 @@ pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
             eprintln!("memwarden: {r}");
         }
     }
-    if let Some(cg) = &args.apply {
-        let a = apply_cgroup(&root, cg, &p)?;
+    if let Some(a) = applied {
         eprintln!(
             "memwarden: wrote cgroup v{} {}: cpuset.cpus={}{}",
             a.version,
@@ -141,11 +153,7 @@ pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
             eprintln!("memwarden: {n}");
         }
     }
-    if let Some(pid) = args.pid {
-        if !root.is_system() {
-            bail!("--pid acts on a real process of this machine; it cannot be used with --root");
-        }
-        let threads = apply_affinity(pid, &p.cpus)?;
+    if let Some((pid, threads)) = threads {
         eprintln!(
             "memwarden: process {pid}: {threads} thread(s) now run on CPUs {}; its memory stays \
              where it is (use --apply on its cgroup to pin memory)",

@@ -21,13 +21,23 @@ pub struct RecordArgs {
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Time between snapshots (`1s`, `500ms`, `2m`)
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        default_value = "1s",
+        value_parser = humantime::parse_duration,
+        allow_hyphen_values = true
+    )]
     pub interval: Duration,
     /// Stop after this many snapshots
-    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "duration",
+        allow_negative_numbers = true
+    )]
     pub count: Option<u64>,
     /// Stop after this long (`10m`, `1h`)
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
 }
 

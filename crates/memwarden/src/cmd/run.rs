@@ -32,11 +32,21 @@ pub struct RunArgs {
     )]
     pub token: Option<String>,
     /// Longest the lease may be held; the broker takes it back after this
-    #[arg(long, default_value = "24h", value_parser = positive_duration)]
+    #[arg(
+        long,
+        default_value = "24h",
+        value_parser = positive_duration,
+        allow_hyphen_values = true
+    )]
     pub ttl: Duration,
     /// The lease is taken for this long at a time and renewed every third of it, so a killed
     /// `memwarden run` gives the consumer back within this
-    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    #[arg(
+        long,
+        default_value = "60s",
+        value_parser = positive_duration,
+        allow_hyphen_values = true
+    )]
     pub heartbeat: Duration,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]

@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use memwarden_broker::ServeOptions;
 use memwarden_plan::estimate::{EstimateOptions, estimate_file};
-use memwarden_probe::HostRoot;
+use memwarden_probe::{HostRoot, Probe};
 
 use crate::cli::Global;
 
@@ -46,6 +46,15 @@ pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     };
     if args.check {
         let cfg = opts.load_config()?;
+        let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
+        memwarden_broker::check_config(&cfg, &mut probe).with_context(|| {
+            // Only a file can fail here: the embedded default has no pools.
+            opts.config
+                .as_deref()
+                .unwrap_or(std::path::Path::new("(default)"))
+                .display()
+                .to_string()
+        })?;
         println!(
             "configuration ok: {} pool(s), {} consumer(s), listening on {}",
             cfg.pools.len(),

@@ -15,7 +15,12 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub json: bool,
     /// How many processes the table lists (by GPU memory, then host memory); 0 lists all
-    #[arg(long, default_value_t = 15, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 15,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub top: usize,
     /// Narrow to one workload: its name (`comfyui`, `ollama.service`) or id (`docker:4f3c…`)
     #[arg(long, value_name = "NAME")]

@@ -19,13 +19,18 @@ use crate::cli::Global;
 pub struct TopArgs {
     /// Time between samples (`1s`, `500ms`); NVML's process lists are read at most once a
     /// second whatever the interval
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, allow_hyphen_values = true)]
     pub interval: Option<Duration>,
     /// Play a recording (JSON Lines from `memwarden record`) instead of reading the machine
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
     /// Replay speed: 1 plays at the recorded pace, 10 ten times faster
-    #[arg(long, default_value_t = 1.0, requires = "replay")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        requires = "replay",
+        allow_negative_numbers = true
+    )]
     pub speed: f64,
     /// Start paused at the first sample (replay)
     #[arg(long, requires = "replay")]

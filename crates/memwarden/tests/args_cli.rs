@@ -1,0 +1,116 @@
+//! Mistakes on the command line, as a user makes them: one line that names the argument at
+//! fault, and exit 2.
+
+mod common;
+
+use common::{assert_bad_input, memwarden};
+
+#[test]
+fn missing_required_arguments_are_named() {
+    assert_bad_input(
+        &memwarden(&["fit", "--want", "4"]),
+        "the following required arguments were not provided: --per-worker <SIZE> (see --help)",
+    );
+    assert_bad_input(
+        &memwarden(&["fit"]),
+        "not provided: --per-worker <SIZE>, --want <N> (see --help)",
+    );
+    assert_bad_input(&memwarden(&["estimate"]), "not provided: <MODEL>");
+    assert_bad_input(&memwarden(&["place"]), "not provided: --cpus <N>");
+    assert_bad_input(&memwarden(&["record"]), "not provided: --out <FILE>");
+    assert_bad_input(&memwarden(&["run", "--", "true"]), "--consumer <NAME>");
+}
+
+#[test]
+fn a_negative_number_is_a_bad_value_of_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.gguf");
+    std::fs::write(&model, b"").unwrap();
+    let model = model.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["fit", "--per-worker", "1GiB", "--want", "-3"],
+            "invalid value '-3' for '--want <N>'",
+        ),
+        (
+            &["estimate", model, "--ctx", "-5"],
+            "invalid value '-5' for '--ctx <N>'",
+        ),
+        (
+            &["estimate", model, "--parallel", "-1"],
+            "invalid value '-1' for '--parallel <N>'",
+        ),
+        (
+            &["estimate", model, "--ubatch", "-512"],
+            "invalid value '-512' for '--ubatch <N>'",
+        ),
+        (
+            &["estimate", model, "--gpu", "-1"],
+            "invalid value '-1' for '--gpu <IDX>'",
+        ),
+        (
+            &["place", "--cpus", "-2"],
+            "invalid value '-2' for '--cpus <N>'",
+        ),
+        (
+            &["place", "--cpus", "2", "--gpu", "-1"],
+            "invalid value '-1' for '--gpu <IDX>'",
+        ),
+        (
+            &["place", "--cpus", "2", "--pid", "-1"],
+            "invalid value '-1' for '--pid <PID>'",
+        ),
+        (
+            &["snapshot", "--top", "-1"],
+            "invalid value '-1' for '--top <N>'",
+        ),
+        (
+            &["record", "--out", "/dev/null", "--count", "-1"],
+            "invalid value '-1' for '--count <N>'",
+        ),
+        (
+            &["record", "--out", "/dev/null", "--interval", "-1s"],
+            "invalid value '-1s' for '--interval <INTERVAL>'",
+        ),
+        (
+            &["record", "--out", "/dev/null", "--duration", "-1m"],
+            "invalid value '-1m' for '--duration <DURATION>'",
+        ),
+        (
+            &["analyze", "f.jsonl", "--min-size", "-2"],
+            "invalid value '-2' for '--min-size <N>'",
+        ),
+        (
+            &["analyze", "f.jsonl", "--jump", "-2"],
+            "invalid value '-2' for '--jump <N>'",
+        ),
+        (
+            &["analyze", "f.jsonl", "--penalty", "-1"],
+            "--penalty must be a number at least 0, not -1",
+        ),
+        (
+            &["top", "--replay", "f.jsonl", "--speed", "-2"],
+            "--speed must be a number above 0",
+        ),
+        (
+            &["top", "--interval", "-1s"],
+            "invalid value '-1s' for '--interval <INTERVAL>'",
+        ),
+        (
+            &["run", "--consumer", "c", "--ttl", "-5m", "--", "true"],
+            "invalid value '-5m' for '--ttl <TTL>'",
+        ),
+        (
+            &["run", "--consumer", "c", "--heartbeat", "-5s", "--", "true"],
+            "invalid value '-5s' for '--heartbeat <HEARTBEAT>'",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = memwarden(args);
+        assert_bad_input(&o, needle);
+        assert!(
+            !common::stderr(&o).contains("unexpected argument"),
+            "{args:?}"
+        );
+    }
+}
