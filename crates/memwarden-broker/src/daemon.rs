@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use memwarden_probe::scrape::ScrapeConfig;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -325,6 +326,8 @@ pub struct ServeOptions {
     pub gpu_source: GpuSourceKind,
     pub listen: Option<SocketAddr>,
     pub estimator: Option<BoxedEstimator>,
+    /// Which inference servers the probe may ask for their own figures.
+    pub scrape: ScrapeConfig,
 }
 
 impl ServeOptions {
@@ -357,7 +360,8 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Runtime(e.to_string()))?;
-        let probe = Probe::new(opts.root.clone(), opts.gpu_source);
+        let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
+        probe.set_scrape_config(opts.scrape.clone());
         let mut running = start(cfg, probe).await?;
         loop {
             tokio::select! {

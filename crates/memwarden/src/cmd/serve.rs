@@ -29,7 +29,9 @@ pub struct ServeArgs {
 pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     let source = g.gpu_source.parse()?;
     let root = HostRoot::new(&g.root)?;
+    let scrape = super::scrape_config(g, root.is_system());
     let opts = ServeOptions {
+        scrape,
         config: args.config,
         root,
         gpu_source: source,
