@@ -306,6 +306,7 @@ fn snap(t_s: u64, procs: &[(u32, u64, u64)], gpu_used: u64) -> Snapshot {
             .map(|&(pid, starttime, vram)| Process {
                 pid,
                 starttime,
+                ppid: None,
                 uid: Some(0),
                 name: format!("p{pid}"),
                 cmdline: String::new(),

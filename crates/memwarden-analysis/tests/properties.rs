@@ -156,6 +156,7 @@ mod history {
                 processes: procs.into_iter().map(|(pid, st, vram, gi)| Process {
                     pid,
                     starttime: st,
+                    ppid: None,
                     uid: None,
                     name: "p".into(),
                     cmdline: String::new(),

@@ -146,7 +146,11 @@ impl Measurer {
                     continue;
                 }
                 seen.push(p);
-                frontier.extend(scan.iter().filter(|s| s.ppid == p).map(|s| s.process.pid));
+                frontier.extend(
+                    scan.iter()
+                        .filter(|s| s.process.ppid == Some(p))
+                        .map(|s| s.process.pid),
+                );
             }
         }
         let pids: Vec<u32> = scan

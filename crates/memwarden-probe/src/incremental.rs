@@ -40,12 +40,11 @@ struct Known {
     fds_scanned_at: u64,
 }
 
-/// One sample: the snapshot, the parent of each pid (for a process tree), and what the
-/// inference servers among the processes reported, by pid.
+/// One sample: the snapshot, and what the inference servers among the processes reported,
+/// by pid.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub snapshot: Snapshot,
-    pub parents: HashMap<u32, u32>,
     pub servers: HashMap<u32, ServerMetrics>,
 }
 
@@ -147,7 +146,6 @@ impl Sampler {
             }
         }
         let (workloads, servers) = self.probe.attribute(&mut scanned, &mut notes);
-        let parents = scanned.iter().map(|s| (s.process.pid, s.ppid)).collect();
         Ok(Sample {
             snapshot: Snapshot {
                 version: SNAPSHOT_VERSION,
@@ -160,7 +158,6 @@ impl Sampler {
                 numa: self.numa.clone(),
                 notes,
             },
-            parents,
             servers,
         })
     }
@@ -226,6 +223,7 @@ impl Sampler {
                 process: Process {
                     pid,
                     starttime,
+                    ppid: Some(ppid),
                     uid: k.uid,
                     name,
                     cmdline: k.cmdline.clone(),
@@ -234,7 +232,6 @@ impl Sampler {
                     gpu: Vec::new(),
                     framework: k.framework,
                 },
-                ppid,
                 pgrp,
                 cgroup_ref: k.cgroup.clone(),
                 model_files: k.fds.model_files.clone(),
@@ -299,7 +296,7 @@ mod tests {
             assert_eq!(got.snapshot.processes, want.processes);
             assert_eq!(got.snapshot.gpus, want.gpus);
             assert_eq!(got.snapshot.workloads, want.workloads);
-            assert_eq!(got.parents.get(&40), Some(&1));
+            assert_eq!(got.snapshot.parents().get(&40), Some(&1));
         }
         assert_eq!(s.cached(), 2);
     }

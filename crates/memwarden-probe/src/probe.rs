@@ -17,7 +17,6 @@ use crate::{ProbeError, meminfo, numa, process, procfs, sanitize, workload};
 #[derive(Debug, Clone)]
 pub struct ScannedProcess {
     pub process: Process,
-    pub ppid: u32,
     pub pgrp: i32,
     pub cgroup_ref: Option<CgroupRef>,
     /// Model files the process holds open.
@@ -283,6 +282,7 @@ impl Probe {
             process: Process {
                 pid,
                 starttime,
+                ppid: Some(ppid),
                 uid,
                 name,
                 cgroup: facts.cgroup_text(),
@@ -291,7 +291,6 @@ impl Probe {
                 gpu: Vec::new(),
                 framework: None,
             },
-            ppid,
             pgrp,
             cgroup_ref: facts.cgroup,
             model_files: Vec::new(),

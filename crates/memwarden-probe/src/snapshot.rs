@@ -27,6 +27,17 @@ pub struct Snapshot {
     pub notes: Vec<String>,
 }
 
+impl Snapshot {
+    /// Each process's parent, for a process tree; empty for a recording made before parents
+    /// were written.
+    pub fn parents(&self) -> std::collections::HashMap<u32, u32> {
+        self.processes
+            .iter()
+            .filter_map(|p| Some((p.pid, p.ppid?)))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostMemory {
     pub mem_total_bytes: u64,
@@ -110,6 +121,10 @@ pub struct Process {
     pub pid: u32,
     /// Field 22 of /proc/PID/stat, in clock ticks since boot: with the pid, the identity.
     pub starttime: u64,
+    /// The parent's pid (field 4 of /proc/PID/stat), for the process tree; absent from older
+    /// recordings.
+    #[serde(default)]
+    pub ppid: Option<u32>,
     pub uid: Option<u32>,
     pub name: String,
     pub cmdline: String,
@@ -220,4 +235,25 @@ pub struct NumaNode {
     pub cpus: String,
     pub mem_total_bytes: u64,
     pub mem_free_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(ppid: &str) -> String {
+        format!(
+            r#"{{"version":1,"taken_at_ms":0,"hostname":"h","host":{{"mem_total_bytes":1,"mem_available_bytes":1,"swap_total_bytes":0,"swap_free_bytes":0,"psi_memory_some_avg10":null}},"gpus":[],"processes":[{{"pid":7,"starttime":1,{ppid}"uid":null,"name":"x","cmdline":"x","rss_bytes":null,"cgroup":null,"gpu":[]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn parents_come_from_the_recording_when_it_has_them() {
+        let new: Snapshot = serde_json::from_str(&line(r#""ppid":3,"#)).unwrap();
+        assert_eq!(new.parents().get(&7), Some(&3));
+        // A line written before ppid was in the contract still reads, with no tree.
+        let old: Snapshot = serde_json::from_str(&line("")).unwrap();
+        assert_eq!(old.processes[0].ppid, None);
+        assert!(old.parents().is_empty());
+    }
 }

@@ -7,7 +7,6 @@
 //! The CPU time of the whole program against htop on a real machine is measured by
 //! `top_vs_htop.sh` beside this file.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -74,7 +73,7 @@ fn analysis_and_table(c: &mut Criterion) {
             let mut s = big.clone();
             t += 1000;
             s.taken_at_ms = t;
-            app.ingest(s, HashMap::new());
+            app.ingest(s);
         })
     });
 }
@@ -83,7 +82,7 @@ fn drawing(c: &mut Criterion) {
     let samples = example();
     let mut app = App::new(ThemeName::Dark, true, 600);
     for s in &samples {
-        app.ingest(s.clone(), HashMap::new());
+        app.ingest(s.clone());
     }
     let mut term = Terminal::new(TestBackend::new(160, 48)).expect("terminal");
     c.bench_function("draw a 160x48 frame", |b| {

@@ -61,6 +61,7 @@ fn process(
     Process {
         pid,
         starttime: starttime_s * HZ,
+        ppid: None,
         uid: Some(uid),
         name: name.into(),
         cmdline: cmdline.into(),

@@ -235,6 +235,7 @@ mod tests {
             processes: vec![Process {
                 pid: 7,
                 starttime: 70,
+                ppid: None,
                 uid: Some(0),
                 name: "train".into(),
                 cmdline: "python train.py".into(),

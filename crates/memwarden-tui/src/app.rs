@@ -196,7 +196,7 @@ impl App {
     }
 
     /// A new reading: into the analysis, then onto the screen (unless frozen).
-    pub fn ingest(&mut self, snap: Snapshot, parents: HashMap<u32, u32>) {
+    pub fn ingest(&mut self, snap: Snapshot) {
         if self.frozen {
             return;
         }
@@ -204,8 +204,8 @@ impl App {
         let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
         self.insights = self.analyst.insights(&snap, focus);
         self.samples_seen += 1;
+        self.parents = snap.parents();
         self.snap = Some(snap);
-        self.parents = parents;
         self.rebuild();
     }
 

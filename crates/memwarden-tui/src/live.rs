@@ -176,6 +176,7 @@ mod tests {
         let p = Process {
             pid: me.pid,
             starttime: me.starttime,
+            ppid: None,
             uid: None,
             name: "test".into(),
             cmdline: "test".into(),

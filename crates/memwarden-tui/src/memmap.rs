@@ -195,6 +195,7 @@ mod tests {
         Process {
             pid,
             starttime: 1,
+            ppid: None,
             uid: Some(0),
             name: name.into(),
             cmdline: name.into(),

@@ -145,7 +145,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
     if let (Some(p), Some(name)) = (&player, &replay_name) {
         // A player started paused (or stepped) already stands on a sample: show it.
         for s in &p.recording().samples[..p.position()] {
-            app.ingest(s.clone(), HashMap::new());
+            app.ingest(s.clone());
         }
         app.replay = Some(replay_status(p, name));
     }
@@ -155,7 +155,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         if let (Some(p), Some(name)) = (&mut player, &replay_name) {
             let due: Vec<_> = p.advance(now).into_iter().cloned().collect();
             for snap in due {
-                app.ingest(snap, HashMap::new());
+                app.ingest(snap);
             }
             app.replay = Some(replay_status(p, name));
         }
@@ -237,7 +237,7 @@ fn handle(
                 Command::TogglePause => p.toggle_pause(now),
                 Command::StepForward => {
                     if let Some(s) = p.step_forward().cloned() {
-                        app.ingest(s, HashMap::new());
+                        app.ingest(s);
                     }
                 }
                 Command::StepBack => {
@@ -246,7 +246,7 @@ fn handle(
                         let upto = upto.to_vec();
                         app.reset_history();
                         for s in upto {
-                            app.ingest(s, HashMap::new());
+                            app.ingest(s);
                         }
                     }
                 }
@@ -259,7 +259,7 @@ fn handle(
         Event::Sample(s, extras) => {
             let s = *s;
             app.extras = *extras;
-            app.ingest(s.snapshot, s.parents);
+            app.ingest(s.snapshot);
         }
         Event::SampleError(why) => app.say(format!("reading failed: {why}"), now),
         Event::Reload => match config_path {

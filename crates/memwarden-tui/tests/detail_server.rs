@@ -1,7 +1,6 @@
 //! The detail pane asks the selected process's inference server for its figures: a real HTTP
 //! server on 127.0.0.1, owned by this test process, answering as vLLM does.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Instant;
@@ -48,6 +47,7 @@ fn the_detail_pane_shows_what_the_server_says() {
     let p = Process {
         pid: me.pid,
         starttime: me.starttime,
+        ppid: None,
         uid: Some(0),
         name: "python3".into(),
         cmdline: format!("python3 -m vllm.entrypoints.openai.api_server --port {port}"),
@@ -89,7 +89,7 @@ fn the_detail_pane_shows_what_the_server_says() {
         notes: vec![],
     };
     let mut app = App::new(ThemeName::Dark, true, 60);
-    app.ingest(snap, HashMap::new());
+    app.ingest(snap);
     app.on_key(
         KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE),
         Instant::now(),

@@ -1,7 +1,6 @@
 //! Kill against real child processes: the identity check, SIGTERM then SIGKILL through the
 //! interface, the audit log, and a pid reused by another process (which must not be hit).
 
-use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -153,6 +152,7 @@ fn snapshot_with(children: &[&Child]) -> Snapshot {
                 Process {
                     pid: id.pid,
                     starttime: id.starttime,
+                    ppid: None,
                     // SAFETY: geteuid has no preconditions.
                     uid: Some(unsafe { libc::geteuid() }),
                     name: "sleep".into(),
@@ -181,7 +181,7 @@ fn the_interface_asks_terms_offers_sigkill_and_logs() {
     let mut child = stubborn();
     let mut app = App::new(ThemeName::Dark, true, 60);
     app.enable_kill(HostRoot::system(), Some(audit.clone()));
-    app.ingest(snapshot_with(&[&child]), HashMap::new());
+    app.ingest(snapshot_with(&[&child]));
     let t0 = Instant::now();
 
     // k asks first, with the process's age; n cancels and nothing is sent.
@@ -232,7 +232,7 @@ fn a_process_that_goes_on_sigterm_closes_the_wait() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = App::new(ThemeName::Dark, true, 60);
     app.enable_kill(HostRoot::system(), Some(dir.path().join("audit.log")));
-    app.ingest(snapshot_with(&[&child]), HashMap::new());
+    app.ingest(snapshot_with(&[&child]));
     let t0 = Instant::now();
     app.on_key(key(KeyCode::Char('k')), t0);
     app.on_key(key(KeyCode::Enter), t0);
@@ -249,7 +249,7 @@ fn no_kill_removes_the_key() {
     let mut child = sleeper();
     let mut app = App::new(ThemeName::Dark, true, 60);
     app.disable_kill("kill is turned off (--no-kill)");
-    app.ingest(snapshot_with(&[&child]), HashMap::new());
+    app.ingest(snapshot_with(&[&child]));
     app.on_key(key(KeyCode::Char('k')), Instant::now());
     assert!(app.dialog.is_none());
     assert!(!ended(&mut child, Duration::from_millis(200)));
@@ -267,7 +267,7 @@ fn others_processes_are_refused_before_asking() {
     snap.processes[0].uid = Some(me.wrapping_add(1));
     let mut app = App::new(ThemeName::Dark, true, 60);
     app.enable_kill(HostRoot::system(), None);
-    app.ingest(snap, HashMap::new());
+    app.ingest(snap);
     app.on_key(key(KeyCode::Char('k')), Instant::now());
     if me == 0 {
         // Root may end any process: asked as usual.

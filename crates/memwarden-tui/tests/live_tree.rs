@@ -18,10 +18,10 @@ fn a_child_sits_under_its_parent_in_the_tree() {
     let me = std::process::id();
     let mut sampler = Sampler::new(Probe::new(HostRoot::system(), GpuSourceKind::None));
     let sample = sampler.sample().unwrap();
-    assert_eq!(sample.parents.get(&child.id()), Some(&me));
+    assert_eq!(sample.snapshot.parents().get(&child.id()), Some(&me));
 
     let mut app = App::new(ThemeName::Dark, true, 60);
-    app.ingest(sample.snapshot, sample.parents);
+    app.ingest(sample.snapshot);
     app.on_key(
         KeyEvent::new(KeyCode::Char('t'), KeyModifiers::NONE),
         Instant::now(),

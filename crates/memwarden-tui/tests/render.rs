@@ -1,7 +1,6 @@
 //! The screen at every layout size, in colour and without, drawn on ratatui's test backend
 //! from the example recording (a training run growing toward OOM beside an inference server).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -26,7 +25,7 @@ fn app_after(n: usize, colour: bool) -> App {
     let samples = recording();
     let mut app = App::new(ThemeName::Dark, colour, 600);
     for s in samples.iter().take(n) {
-        app.ingest(s.clone(), HashMap::new());
+        app.ingest(s.clone());
     }
     app.replay = Some(ReplayStatus {
         file: "training-beside-inference.jsonl".into(),
@@ -197,7 +196,7 @@ fn keys_filter_sort_toggle_workloads_detail_and_help() {
     let last = recording().pop().unwrap();
     let mut next = last.clone();
     next.taken_at_ms += 1000;
-    app.ingest(next, HashMap::new());
+    app.ingest(next);
     let s = text(&render(&app, 160, 60));
     assert!(s.contains("Detail"), "{s}");
     assert!(s.contains("train.py"), "{s}");
@@ -226,7 +225,7 @@ fn without_workloads_the_map_is_by_process() {
     let mut app = App::new(ThemeName::Dark, true, 600);
     for s in samples.iter_mut().take(120) {
         s.workloads.clear();
-        app.ingest(s.clone(), HashMap::new());
+        app.ingest(s.clone());
     }
     let s = text(&render(&app, 160, 48));
     assert!(s.contains("Memory map · by process"), "{s}");
@@ -283,7 +282,7 @@ fn eight_gpus_fit_down_to_the_smallest_screen() {
                 g
             })
             .collect();
-        app.ingest(s.clone(), HashMap::new());
+        app.ingest(s.clone());
     }
     for (w, h) in [(40, 10), (80, 24), (160, 48), (200, 70)] {
         let s = text(&render(&app, w, h));
@@ -335,7 +334,7 @@ fn notes_are_counted_and_listed_in_help() {
     let mut app = App::new(ThemeName::Dark, true, 600);
     let mut s = samples.remove(0);
     s.notes = vec!["vLLM server of pid 2100 at 127.0.0.1:8000 skipped: timed out".into()];
-    app.ingest(s, HashMap::new());
+    app.ingest(s);
     let screen = text(&render(&app, 160, 48));
     assert!(screen.contains("1 note(s)"), "{screen}");
     app.on_key(key(KeyCode::Char('?')), Instant::now());
@@ -352,7 +351,7 @@ fn no_gpu_says_why_in_the_cards_place() {
         p.gpu.clear();
     }
     let mut app = App::new(ThemeName::Dark, false, 600);
-    app.ingest(s.clone(), HashMap::new());
+    app.ingest(s.clone());
     let screen = text(&render(&app, 160, 48));
     assert!(
         screen.contains("no GPU found: host memory only"),
@@ -360,7 +359,7 @@ fn no_gpu_says_why_in_the_cards_place() {
     );
     s.notes = vec!["NVML unavailable: libnvidia-ml.so.1 not found".into()];
     let mut app = App::new(ThemeName::Dark, false, 600);
-    app.ingest(s, HashMap::new());
+    app.ingest(s);
     let screen = text(&render(&app, 160, 48));
     assert!(
         screen.contains("no GPU found (NVML unavailable: libnvidia-ml.so.1 not found)"),

@@ -79,6 +79,7 @@ fn process(pid: u32, name: &str, cmdline: &str, vram: u64) -> Process {
     Process {
         pid,
         starttime: 1000 + pid as u64,
+        ppid: None,
         uid: Some(1000),
         name: name.into(),
         cmdline: cmdline.into(),
