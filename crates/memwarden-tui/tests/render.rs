@@ -82,6 +82,23 @@ fn full_layout_shows_cards_maps_table_and_prediction() {
 }
 
 #[test]
+fn the_drivers_reserve_is_drawn_apart_from_used_and_free() {
+    let mut samples = recording();
+    let mut app = App::new(ThemeName::Dark, false, 600);
+    let mut last = samples.pop().unwrap();
+    last.gpus[0].vram_used_bytes = Some(70 << 30);
+    last.gpus[0].vram_reserved_bytes = Some(2 << 30);
+    app.ingest(last);
+    let s = text(&render(&app, 160, 48));
+    assert!(
+        s.contains("70 GiB / 80 GiB used · 2 GiB reserved · 8 GiB free"),
+        "{s}"
+    );
+    assert!(s.contains('▒'), "{s}");
+    assert!(s.contains("driver reserved"), "{s}");
+}
+
+#[test]
 fn every_size_down_to_40_by_10_draws_without_panic_and_keeps_the_essentials() {
     let app = app_after(200, true);
     for (w, h) in [
