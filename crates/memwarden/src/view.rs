@@ -216,6 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn the_drivers_reserve_is_said_beside_vram() {
+        let mut g = Gpu {
+            index: 0,
+            vendor: memwarden_probe::snapshot::Vendor::Nvidia,
+            name: "H100".into(),
+            bus_id: "0000:01:00.0".into(),
+            numa_node: None,
+            vram_total_bytes: Some(80 << 30),
+            vram_used_bytes: Some(8 << 30),
+            vram_reserved_bytes: Some(512 << 20),
+            gtt_total_bytes: None,
+            gtt_used_bytes: None,
+            unified_memory: false,
+            error: None,
+        };
+        assert!(gpu_line(&g).contains("8 GiB / 80 GiB (+512 MiB reserved)"));
+        g.vram_reserved_bytes = Some(0);
+        assert!(!gpu_line(&g).contains("reserved"));
+    }
+
+    #[test]
     fn clipping() {
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(clip("abc", 4), "abc");
