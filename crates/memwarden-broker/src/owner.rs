@@ -12,7 +12,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, ConsumerState, Decision, Phase, PoolState, Wait};
-use crate::config::{Config, ConsumerConfig, PoolConfig};
+use crate::config::{Config, ConsumerConfig, PoolConfig, PoolKind};
 use crate::lifecycle::{self, HttpClient};
 use crate::measure::{Locator, Measurer, Sample, Target};
 
@@ -809,7 +809,9 @@ impl Owner {
                         if let Some(m) = m
                             && self.rt[c].loaded_at.is_none_or(|t| t <= s.began)
                         {
-                            cs.measured = Some(m);
+                            let cfg = &self.cfg.consumers[c];
+                            cs.measured =
+                                trusted(m, self.cfg.pools[cs.pool].kind, cfg.self_managed);
                         }
                     }
                     Phase::Unloaded if cs.stuck => {
@@ -1251,6 +1253,15 @@ async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<
     .unwrap_or((None, None))
 }
 
+/// A loaded consumer's measurement, if it can be believed. A model server that is up holds GPU
+/// memory (its CUDA context at the least), so a GPU figure of nothing says that the processes
+/// found are not the ones holding it (a forwarder not known by name); only a server that
+/// manages its own memory (an idle Ollama that let its models go) may truly hold none. A wrong
+/// zero would let the broker fill memory that is taken; the declared size errs the safe way.
+fn trusted(measured: u64, pool: PoolKind, self_managed: bool) -> Option<u64> {
+    (measured > 0 || pool == PoolKind::Ram || self_managed).then_some(measured)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1301,6 +1312,15 @@ mod tests {
         assert_eq!(expected_back(7 * MIB, 6 * MIB), 6 * MIB);
         // Measured below: what it held.
         assert_eq!(expected_back(4 * MIB, 6 * MIB), 4 * MIB);
+    }
+
+    #[test]
+    fn a_gpu_figure_of_nothing_is_believed_only_of_a_self_managed_server() {
+        assert_eq!(trusted(0, PoolKind::Vram, false), None);
+        assert_eq!(trusted(0, PoolKind::Gtt, false), None);
+        assert_eq!(trusted(0, PoolKind::Vram, true), Some(0));
+        assert_eq!(trusted(0, PoolKind::Ram, false), Some(0));
+        assert_eq!(trusted(5, PoolKind::Vram, false), Some(5));
     }
 
     #[test]
