@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use memwarden_probe::Probe;
 use memwarden_probe::net::{owner_of_port, pid_owns_port};
 use memwarden_probe::probe::ScannedProcess;
-use memwarden_probe::snapshot::{ProcessGpu, Vendor};
-use memwarden_probe::{HostRoot, Probe};
+use memwarden_probe::snapshot::{Gpu, ProcessGpu, Vendor};
 
 use crate::config::{PoolConfig, PoolKind};
 
@@ -101,13 +101,13 @@ impl Measurer {
         if targets.iter().all(|t| t.locator.is_empty()) {
             return vec![None; targets.len()];
         }
-        let (scan, _) = probe.scan_processes();
         let want_gpu = targets.iter().any(|t| t.kind != PoolKind::Ram);
-        let gpu = if want_gpu {
-            gpu_by_pid(probe, targets)
+        let (gpus, scan) = if want_gpu {
+            probe.processes_with_gpus(&mut Vec::new())
         } else {
-            GpuUse::default()
+            (Vec::new(), probe.scan_processes().0)
         };
+        let gpu = GpuUse::new(&gpus, &scan, targets);
         targets
             .iter()
             .map(|t| {
@@ -118,7 +118,7 @@ impl Measurer {
                         .filter(|s| pids.contains(&s.process.pid))
                         .map(|s| s.process.rss_bytes)
                         .sum(),
-                    PoolKind::Vram | PoolKind::Gtt => gpu.held(probe.root(), &pids, t),
+                    PoolKind::Vram | PoolKind::Gtt => gpu.held(&pids, t),
                 }
             })
             .collect()
@@ -214,11 +214,13 @@ pub fn fronts(comm: &str) -> bool {
         .any(|f| comm == *f || (f.len() > COMM_LEN && comm == &f[..COMM_LEN]))
 }
 
-/// The GPU memory of every process of the targets' GPUs, from one snapshot.
+/// The GPU memory of every process of the targets' GPUs, from one scan.
 #[derive(Debug, Default)]
 struct GpuUse {
     /// pid -> its figures on each of those GPUs it uses.
     per_pid: HashMap<u32, Vec<ProcessGpu>>,
+    /// Processes whose fds could not be read: fdinfo says nothing of them.
+    unreadable: Vec<u32>,
     /// GPUs whose figures were all read: on another, a process that shows nothing may still
     /// hold memory.
     readable: Vec<u32>,
@@ -228,20 +230,46 @@ struct GpuUse {
 }
 
 impl GpuUse {
+    fn new(gpus: &[Gpu], scan: &[ScannedProcess], targets: &[Target]) -> GpuUse {
+        let ours: Vec<u32> = targets.iter().filter_map(|t| t.gpu).collect();
+        let mut out = GpuUse {
+            readable: gpus
+                .iter()
+                .filter(|g| g.error.is_none() && ours.contains(&g.index))
+                .map(|g| g.index)
+                .collect(),
+            driver_listed: gpus
+                .iter()
+                .filter(|g| g.vendor == Vendor::Nvidia)
+                .map(|g| g.index)
+                .collect(),
+            ..GpuUse::default()
+        };
+        for s in scan {
+            let on_ours: Vec<ProcessGpu> = (s.process.gpu.iter())
+                .filter(|g| ours.contains(&g.gpu_index))
+                .cloned()
+                .collect();
+            if !on_ours.is_empty() {
+                out.per_pid.insert(s.process.pid, on_ours);
+            }
+            if !s.fds_readable {
+                out.unreadable.push(s.process.pid);
+            }
+        }
+        out
+    }
+
     /// What `pids` hold on the target's GPU; `None` when that GPU or one of their figures
     /// could not be read.
-    fn held(&self, root: &HostRoot, pids: &[u32], t: &Target) -> Option<u64> {
+    fn held(&self, pids: &[u32], t: &Target) -> Option<u64> {
         let gpu = t.gpu?;
         if !self.readable.contains(&gpu) {
             return None;
         }
         // fdinfo figures exist only for processes whose fds we may read: another user's
         // server would show nothing, and nothing would count as holding 0.
-        if !self.driver_listed.contains(&gpu)
-            && !pids
-                .iter()
-                .all(|p| std::fs::read_dir(root.dir().join(format!("proc/{p}/fd"))).is_ok())
-        {
+        if !self.driver_listed.contains(&gpu) && pids.iter().any(|p| self.unreadable.contains(p)) {
             return None;
         }
         pids.iter()
@@ -254,33 +282,6 @@ impl GpuUse {
             })
             .sum()
     }
-}
-
-fn gpu_by_pid(probe: &mut Probe, targets: &[Target]) -> GpuUse {
-    let Ok(snap) = probe.snapshot() else {
-        return GpuUse::default();
-    };
-    let gpus: Vec<u32> = targets.iter().filter_map(|t| t.gpu).collect();
-    let mut out = GpuUse {
-        readable: snap
-            .gpus
-            .iter()
-            .filter(|g| g.error.is_none() && gpus.contains(&g.index))
-            .map(|g| g.index)
-            .collect(),
-        driver_listed: snap
-            .gpus
-            .iter()
-            .filter(|g| g.vendor == Vendor::Nvidia)
-            .map(|g| g.index)
-            .collect(),
-        ..GpuUse::default()
-    };
-    for p in snap.processes {
-        let on_ours = p.gpu.into_iter().filter(|g| gpus.contains(&g.gpu_index));
-        out.per_pid.entry(p.pid).or_default().extend(on_ours);
-    }
-    out
 }
 
 /// One reading of pools and consumers, stamped with when it began (a reading that began

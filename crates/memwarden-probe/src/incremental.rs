@@ -235,6 +235,7 @@ impl Sampler {
                 pgrp,
                 cgroup_ref: k.cgroup.clone(),
                 model_files: k.fds.model_files.clone(),
+                fds_readable: k.fds.readable,
             });
         }
         self.known.retain(|pid, _| live.contains(pid));

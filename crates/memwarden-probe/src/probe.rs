@@ -21,6 +21,9 @@ pub struct ScannedProcess {
     pub cgroup_ref: Option<CgroupRef>,
     /// Model files the process holds open.
     pub model_files: Vec<OpenFile>,
+    /// Whether its fd directory could be listed: another user's process shows no fds, and so
+    /// no GPU use from fdinfo, which is not the same as holding none.
+    pub fds_readable: bool,
 }
 
 pub use crate::procfs::{MODEL_EXTENSIONS, OpenFile};
@@ -259,6 +262,7 @@ impl Probe {
                 &mut clients,
             );
             p.model_files = fds.model_files;
+            p.fds_readable = fds.readable;
             out.push(p);
         }
         (out, clients.list)
@@ -294,16 +298,20 @@ impl Probe {
             pgrp,
             cgroup_ref: facts.cgroup,
             model_files: Vec::new(),
+            fds_readable: false,
         })
     }
 
-    /// The whole machine.
-    pub fn snapshot(&mut self) -> Result<Snapshot, ProbeError> {
-        let host = self.host_memory()?;
+    /// The devices, and every process with its GPU figures (NVML's and fdinfo's) merged in:
+    /// who holds what where, without the host reading, workloads or server queries of a
+    /// snapshot. What could not be placed is said in `notes`.
+    pub fn processes_with_gpus(
+        &mut self,
+        notes: &mut Vec<String>,
+    ) -> (Vec<Gpu>, Vec<ScannedProcess>) {
         let (gpus, mut nvml_per_pid) = self.read_gpus(true);
         let (mut scanned, clients) = self.scan_processes();
-        let mut notes = self.source_notes();
-        let drm_per_pid = attribute_drm(&gpus, clients, &mut notes);
+        let drm_per_pid = attribute_drm(&gpus, clients, notes);
         for s in &mut scanned {
             let p = &mut s.process;
             if let Some(list) = nvml_per_pid.remove(&p.pid) {
@@ -313,6 +321,14 @@ impl Probe {
                 p.gpu.extend(list.iter().cloned());
             }
         }
+        (gpus, scanned)
+    }
+
+    /// The whole machine.
+    pub fn snapshot(&mut self) -> Result<Snapshot, ProbeError> {
+        let host = self.host_memory()?;
+        let mut notes = self.source_notes();
+        let (gpus, mut scanned) = self.processes_with_gpus(&mut notes);
         let (workloads, _) = self.attribute(&mut scanned, &mut notes);
         Ok(Snapshot {
             version: SNAPSHOT_VERSION,

@@ -116,6 +116,9 @@ pub(crate) struct FdScan {
     pub drm_fds: Vec<u32>,
     /// Open model files, by fd.
     pub model_files: Vec<OpenFile>,
+    /// Whether the fd directory could be listed: another user's process shows no fds at all,
+    /// and then no GPU use either, which is not the same as holding none.
+    pub readable: bool,
 }
 
 /// Reads every fd link once: a link names its file, so no fd's fdinfo is opened just to learn
@@ -126,6 +129,7 @@ pub(crate) fn scan_fds(proc_dir: &str, pid: u32, path: &mut String) -> FdScan {
     let Ok(entries) = std::fs::read_dir(&*path) else {
         return scan;
     };
+    scan.readable = true;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Ok(target) = std::fs::read_link(entry.path()) else {
