@@ -17,13 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use memwarden_probe::Snapshot;
+use memwarden_probe::{Snapshot, error_chain};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::Config;
 use crate::handle::{Broker, Permit};
-use crate::lifecycle::{HttpClient, error_chain};
+use crate::lifecycle::HttpClient;
 use crate::owner::{AdmitError, Msg, Shared};
 
 /// What the handlers share.

@@ -6,7 +6,9 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
 
-use crate::lifecycle::{HttpClient, error_chain, http_client};
+use memwarden_probe::error_chain;
+
+use crate::lifecycle::{HttpClient, http_client};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -10,6 +10,7 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use memwarden_probe::error_chain;
 use tokio::process::{Child, Command};
 
 use crate::config::{ConsumerConfig, Route, Upstream};
@@ -66,18 +67,6 @@ pub async fn call_route(
             crate::human::duration(timeout)
         )
     })?
-}
-
-/// The error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Waits until the consumer answers: its health route with a success, or, without one, its

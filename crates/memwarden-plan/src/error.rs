@@ -34,17 +34,7 @@ impl PlanError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The message and its chain of sources, joined as the binary prints them.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut cur = e.source();
-        while let Some(c) = cur {
-            s = format!("{s}: {c}");
-            cur = c.source();
-        }
-        s
-    }
+    use memwarden_probe::error_chain as chain;
 
     #[test]
     fn an_io_error_says_its_cause_once() {

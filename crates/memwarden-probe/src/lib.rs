@@ -30,6 +30,18 @@ pub use snapshot::Snapshot;
 
 use std::path::PathBuf;
 
+/// An error and its causes on one line, as memwarden prints errors everywhere.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Each message carries its cause, and no variant exposes it again as `source()`: the binary
 /// prints the whole chain, which would say the cause twice.
 #[derive(Debug, thiserror::Error)]

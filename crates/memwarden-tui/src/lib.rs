@@ -43,17 +43,7 @@ impl From<std::io::Error> for TuiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The message and its chain of sources, joined as the binary prints them.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut cur = e.source();
-        while let Some(c) = cur {
-            s = format!("{s}: {c}");
-            cur = c.source();
-        }
-        s
-    }
+    use memwarden_probe::error_chain as chain;
 
     #[test]
     fn errors_say_their_cause_once() {
