@@ -119,6 +119,9 @@ pub struct ConsumerConfig {
     pub health: Option<Route>,
     pub start: Option<Vec<String>>,
     pub stop: Option<Vec<String>>,
+    /// The workload (container, pod, service or process name) whose processes hold this
+    /// consumer's memory, where neither its port nor its process group leads to them.
+    pub workload: Option<String>,
     pub coexist_with: Vec<usize>,
     pub self_managed: bool,
     pub pinned: bool,
@@ -263,6 +266,7 @@ struct RawConsumer {
     health: Option<Spanned<RawRoute>>,
     start: Option<Spanned<Vec<String>>>,
     stop: Option<Spanned<Vec<String>>>,
+    workload: Option<Spanned<String>>,
     #[serde(default)]
     coexist_with: Vec<Spanned<String>>,
     #[serde(default)]
@@ -685,6 +689,11 @@ fn consumer(
             format!("consumer {name:?}: give start/stop or load/unload routes, not both"),
         ));
     }
+    if let Some(w) = &c.workload
+        && w.get_ref().trim().is_empty()
+    {
+        return Err(src.err(w, format!("consumer {name:?}: an empty workload name")));
+    }
     let mut coexist_with = Vec::new();
     for other in &c.coexist_with {
         let Some(&i) = names.get(other.get_ref()) else {
@@ -730,6 +739,7 @@ fn consumer(
         health,
         start: c.start.map(|s| s.into_inner()),
         stop: c.stop.map(|s| s.into_inner()),
+        workload: c.workload.map(|w| w.into_inner()),
         coexist_with,
         self_managed: c.self_managed,
         pinned: c.pinned,
@@ -770,6 +780,18 @@ upstream = "http://127.0.0.1:11434"
 self_managed = true
 coexist_with = ["comfyui"]
 "#;
+
+    #[test]
+    fn a_workload_names_something() {
+        let base = "[[pool]]\nname = \"p\"\nkind = \"ram\"\n[[consumer]]\nname = \"vllm\"\npool = \"p\"\nresident = \"1GiB\"\n";
+        let cfg = Config::parse(&format!("{base}workload = \"vllm\"\n"), "t.toml", None).unwrap();
+        assert_eq!(cfg.consumers[0].workload.as_deref(), Some("vllm"));
+        let e = Config::parse(&format!("{base}workload = \" \"\n"), "t.toml", None).unwrap_err();
+        assert_eq!(
+            e.0,
+            "t.toml:8:12: consumer \"vllm\": an empty workload name"
+        );
+    }
 
     #[test]
     fn reads_a_good_config() {

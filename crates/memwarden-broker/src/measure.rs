@@ -19,11 +19,13 @@ pub struct Locator {
     pub pgid: Option<i32>,
     /// The port of a local upstream: its owner and that owner's descendants.
     pub port: Option<u16>,
+    /// A workload named in the configuration: its processes, in place of the port's owner.
+    pub workload: Option<String>,
 }
 
 impl Locator {
     pub fn is_empty(&self) -> bool {
-        self.pgid.is_none() && self.port.is_none()
+        self.pgid.is_none() && self.port.is_none() && self.workload.is_none()
     }
 }
 
@@ -124,11 +126,21 @@ impl Measurer {
             .collect()
     }
 
-    /// The processes that hold a consumer's memory: its process group, and the port's owner
-    /// with its descendants, less the processes that only stand in front of a server.
-    /// `Some(empty)` when the process group the broker started is gone; `None` when nothing
-    /// was found.
-    fn pids(&mut self, probe: &Probe, scan: &[ScannedProcess], loc: &Locator) -> Option<Vec<u32>> {
+    /// The processes that hold a consumer's memory: the workload it names, or else its process
+    /// group and the port's owner with its descendants, less the processes that only stand in
+    /// front of a server. `Some(empty)` when the process group the broker started is gone;
+    /// `None` when nothing was found.
+    fn pids(
+        &mut self,
+        probe: &mut Probe,
+        scan: &[ScannedProcess],
+        loc: &Locator,
+    ) -> Option<Vec<u32>> {
+        if let Some(w) = &loc.workload {
+            let pids = probe.workload_pids(scan, w);
+            let gone = loc.pgid.is_some_and(|g| !scan.iter().any(|s| s.pgrp == g));
+            return (!pids.is_empty() || gone).then_some(pids);
+        }
         let mut seen: Vec<u32> = Vec::new();
         if let Some(pgid) = loc.pgid {
             seen.extend(
@@ -158,8 +170,7 @@ impl Measurer {
             .filter(|s| seen.contains(&s.process.pid) && !fronts(&s.process.name))
             .map(|s| s.process.pid)
             .collect();
-        let gone = loc.pgid.is_some() && seen.is_empty();
-        (!pids.is_empty() || gone).then_some(pids)
+        (!pids.is_empty() || (loc.pgid.is_some() && seen.is_empty())).then_some(pids)
     }
 
     fn owner(&mut self, probe: &Probe, scan: &[ScannedProcess], port: u16) -> Option<u32> {
@@ -347,7 +358,11 @@ mod tests {
 
     fn target(kind: PoolKind, pgid: Option<i32>, port: Option<u16>) -> Target {
         Target {
-            locator: Locator { pgid, port },
+            locator: Locator {
+                pgid,
+                port,
+                workload: None,
+            },
             kind,
             gpu: (kind != PoolKind::Ram).then_some(0),
         }
@@ -401,6 +416,64 @@ mod tests {
         let got =
             Measurer::default().consumers(&mut probe, &[target(PoolKind::Gtt, None, Some(8000))]);
         assert_eq!(got, vec![None]);
+    }
+
+    #[test]
+    fn a_named_workload_is_measured_where_its_port_leads_only_to_a_forwarder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut probe = machine(dir.path());
+        let root = FakeRoot::new(dir.path());
+        // vLLM in a container behind the docker-proxy on port 8001: a server process and a
+        // worker, 1 GiB of GTT between them.
+        let id = "3f2a".repeat(16);
+        root.file(
+            &format!("/var/lib/docker/containers/{id}/config.v2.json"),
+            r#"{"Name":"/vllm","Config":{"Image":"vllm/vllm-openai"}}"#,
+        )
+        .unwrap();
+        for (pid, rss_mib, gtt) in [(70, 900, "768 MiB"), (71, 100, "256 MiB")] {
+            let mut p = FakeProcess::new(pid, "python3");
+            p.rss_kib = Some(rss_mib * 1024);
+            p.cgroup = format!("0::/system.slice/docker-{id}.scope\n");
+            p.fdinfo
+                .push((9, amdgpu_fdinfo("0000:c3:00.0", pid.into(), "0 KiB", gtt)));
+            root.process(&p).unwrap();
+        }
+        let named = |kind, workload: &str, pgid| Target {
+            locator: Locator {
+                pgid,
+                port: Some(8001),
+                workload: Some(workload.to_string()),
+            },
+            kind,
+            gpu: (kind != PoolKind::Ram).then_some(0),
+        };
+        let mut m = Measurer::default();
+        let got = m.consumers(
+            &mut probe,
+            &[
+                named(PoolKind::Ram, "vllm", None),
+                named(PoolKind::Gtt, "vllm", None),
+                named(PoolKind::Gtt, &format!("docker:{id}"), None),
+                // A plain process by its name.
+                named(PoolKind::Ram, "idle-server", None),
+                // A workload not running: unknown, unless the broker's own process group,
+                // which would have run it, is gone.
+                named(PoolKind::Ram, "comfyui", None),
+                named(PoolKind::Ram, "comfyui", Some(777)),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                Some(1000 << 20),
+                Some(1 << 30),
+                Some(1 << 30),
+                Some(80 << 20),
+                None,
+                Some(0)
+            ]
+        );
     }
 
     #[test]

@@ -146,7 +146,11 @@ impl Shared {
             .and_then(|m| m.get(&c.name).and_then(|ch| ch.id()))
             .map(|p| p as i32);
         let port = c.upstream.as_ref().filter(|u| u.is_local()).map(|u| u.port);
-        Locator { pgid, port }
+        Locator {
+            pgid,
+            port,
+            workload: c.workload.clone(),
+        }
     }
 
     pub fn target(&self, cfg: &Config, c: &ConsumerConfig) -> Target {

@@ -85,3 +85,38 @@ async fn a_consumer_behind_a_forwarder_is_evicted_and_not_stuck() {
     assert_eq!(st["counters"]["stuck"], 0);
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_workload_is_measured_behind_a_proxy_memwarden_does_not_know() {
+    let a = TestConsumer::spawn_as("llama-server", "a", "96MiB", "normal");
+    let relay = Forwarder::spawn("tcp-relay", a.port);
+    let b = TestConsumer::spawn("b", "96MiB", "normal");
+    let machine = Machine::new(1 << 30, &[a.child.id(), relay.child.id(), b.child.id()]);
+    let toml = pool_toml("160MiB", "verify_timeout = \"5s\"")
+        + &consumer_toml("a", relay.port, "64MiB", "workload = \"llama-server\"")
+        + &consumer_toml("b", b.port, "96MiB", "");
+    let r = start_on(&toml, machine.probe()).await;
+    let base = format!("http://{}", r.addr());
+
+    let (code, body) = http("GET", format!("{base}/c/a/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "a ok loaded=true\n"));
+    // Measured through the workload: the server's size, not the few MiB of the relay that
+    // owns the port.
+    let st = wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "a")["measured_bytes"].is_u64()
+    })
+    .await;
+    let held = consumer(&st, "a")["measured_bytes"].as_u64().unwrap();
+    assert!(held >= 96 << 20, "{st:#}");
+    assert!(held < 160 << 20, "{st:#}");
+    assert!(rss_of(relay.child.id()) < 32 << 20);
+
+    // b needs a's room: a's eviction is verified by its own process letting go.
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
+    assert!(a.rss() < 40 << 20, "a gave its memory back: {}", a.rss());
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "a")["state"], "unloaded", "{st:#}");
+    assert_eq!(st["counters"]["stuck"], 0);
+    r.shutdown().await;
+}

@@ -371,6 +371,12 @@ impl Probe {
         (workloads, servers)
     }
 
+    /// The processes of `scan` that belong to the workload named `wanted` (its name or id as
+    /// snapshots show them; for plain processes, their name).
+    pub fn workload_pids(&mut self, scan: &[ScannedProcess], wanted: &str) -> Vec<u32> {
+        workload::pids_of(&self.root, &mut self.names, scan, wanted)
+    }
+
     /// Names what each process runs: from its command line for every process, and from its
     /// loaded libraries (cached per identity) for those holding GPU memory or much RAM.
     fn detect_frameworks(&mut self, scanned: &mut [ScannedProcess]) {

@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 
-use crate::cgroup::{CgroupMounts, CgroupRef};
+use crate::cgroup::{CgroupMounts, CgroupRef, CgroupVersion};
 use crate::names::NameCache;
 use crate::owner::{Owner, classify};
 use crate::probe::ScannedProcess;
 use crate::root::HostRoot;
 use crate::scrape::ServerMetrics;
-use crate::snapshot::{ResidentSource, Workload, WorkloadKind};
+use crate::snapshot::{Process, ResidentSource, Workload, WorkloadKind};
 
 /// Inputs that are not in the scan: the servers' metrics by pid.
 #[derive(Debug, Default)]
@@ -44,13 +44,10 @@ pub fn build(
         if p.cmdline.is_empty() && p.rss_bytes.is_none() && p.gpu.is_empty() {
             continue;
         }
-        let owner = s
-            .cgroup_ref
-            .as_ref()
-            .and_then(|r| classify(&r.path).map(|o| (o, r.version)));
+        let owner = owner_of(s);
         let key = match &owner {
-            Some((o, _)) => (0, format!("{}:{}", o.runtime, o.id)),
-            None => (1, format!("pid:{}:{}", p.pid, p.starttime)),
+            Some((o, _)) => (0, id_of(Some(o), p)),
+            None => (1, id_of(None, p)),
         };
         let entry = groups.entry(key).or_insert_with(|| {
             let own = owner.map(|(o, version)| {
@@ -71,24 +68,16 @@ pub fn build(
     let mut workloads: Vec<Workload> = groups
         .into_iter()
         .map(|((_, id), (owner, procs))| {
-            let (kind, runtime, name, image, cgroup_bytes) = match &owner {
+            let (name, image) = name_of(root, names, owner.as_ref().map(|o| &o.0), procs[0]);
+            let (kind, runtime, cgroup_bytes) = match &owner {
                 Some((o, cg)) => {
-                    let (name, image) = match o.kind {
-                        WorkloadKind::Container | WorkloadKind::Pod => {
-                            live_names.insert((o.runtime, o.id.clone()));
-                            let n = names.get(root, o.runtime, &o.id);
-                            let short: String = o.id.chars().take(12).collect();
-                            (n.name.unwrap_or(short), n.image)
-                        }
-                        _ => (o.id.clone(), None),
-                    };
+                    if matches!(o.kind, WorkloadKind::Container | WorkloadKind::Pod) {
+                        live_names.insert((o.runtime, o.id.clone()));
+                    }
                     let bytes = cgroups.memory(cg).and_then(|m| m.usage_bytes);
-                    (o.kind, Some(o.runtime.to_string()), name, image, bytes)
+                    (o.kind, Some(o.runtime.to_string()), bytes)
                 }
-                None => {
-                    let p = &procs[0].process;
-                    (WorkloadKind::Process, None, p.name.clone(), None, None)
-                }
+                None => (WorkloadKind::Process, None, None),
             };
             let files =
                 model_files_bytes(root, &procs, &mut skipped_deleted, &mut skipped_vanished);
@@ -131,6 +120,66 @@ pub fn build(
     workloads
         .sort_by_key(|w| std::cmp::Reverse((w.gpu_vram_bytes + w.gpu_gtt_bytes, w.resident_bytes)));
     workloads
+}
+
+/// What runs a process, from its cgroup path; `None` for a plain process.
+fn owner_of(s: &ScannedProcess) -> Option<(Owner, CgroupVersion)> {
+    let r = s.cgroup_ref.as_ref()?;
+    classify(&r.path).map(|o| (o, r.version))
+}
+
+/// A workload's id: `runtime:id` for what a runtime or systemd runs, `pid:PID:START` for a
+/// plain process.
+fn id_of(owner: Option<&Owner>, p: &Process) -> String {
+    match owner {
+        Some(o) => format!("{}:{}", o.runtime, o.id),
+        None => format!("pid:{}:{}", p.pid, p.starttime),
+    }
+}
+
+/// A workload's name and image: a container's or pod's as its runtime says (its short id
+/// where the runtime does not), a unit's name, or a plain process's name.
+fn name_of(
+    root: &HostRoot,
+    names: &mut NameCache,
+    owner: Option<&Owner>,
+    first: &ScannedProcess,
+) -> (String, Option<String>) {
+    match owner {
+        Some(o) if matches!(o.kind, WorkloadKind::Container | WorkloadKind::Pod) => {
+            let n = names.get(root, o.runtime, &o.id);
+            let short: String = o.id.chars().take(12).collect();
+            (n.name.unwrap_or(short), n.image)
+        }
+        Some(o) => (o.id.clone(), None),
+        None => (first.process.name.clone(), None),
+    }
+}
+
+/// The processes of `scan` that belong to the workload `wanted` names: its name or its id as
+/// snapshots show them (`vllm`, `ollama.service`, `docker:3f2a…`), or, for plain processes,
+/// their name. Names of containers no longer in `scan` are forgotten.
+pub fn pids_of(
+    root: &HostRoot,
+    names: &mut NameCache,
+    scan: &[ScannedProcess],
+    wanted: &str,
+) -> Vec<u32> {
+    let mut live = HashSet::new();
+    let pids = scan
+        .iter()
+        .filter(|s| {
+            let owner = owner_of(s);
+            let owner = owner.as_ref().map(|o| &o.0);
+            if let Some(o) = owner.filter(|o| o.kind != WorkloadKind::Service) {
+                live.insert((o.runtime, o.id.clone()));
+            }
+            id_of(owner, &s.process) == wanted || name_of(root, names, owner, s).0 == wanted
+        })
+        .map(|s| s.process.pid)
+        .collect();
+    names.retain(&live);
+    pids
 }
 
 /// The max rule. Without a cgroup of its own (a plain process), the processes' RSS is the

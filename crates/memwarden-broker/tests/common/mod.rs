@@ -29,7 +29,19 @@ impl Drop for TestConsumer {
 
 impl TestConsumer {
     pub fn spawn(name: &str, size: &str, mode: &str) -> TestConsumer {
-        let mut child = Command::new(BIN)
+        TestConsumer::spawn_from(std::path::Path::new(BIN), name, size, mode)
+    }
+
+    /// One whose process is named `comm` (as a model server is named `llama-server`).
+    pub fn spawn_as(comm: &str, name: &str, size: &str, mode: &str) -> TestConsumer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let exe = dir.path().join(comm);
+        std::os::unix::fs::symlink(BIN, &exe).expect("link the test consumer");
+        TestConsumer::spawn_from(&exe, name, size, mode)
+    }
+
+    fn spawn_from(exe: &std::path::Path, name: &str, size: &str, mode: &str) -> TestConsumer {
+        let mut child = Command::new(exe)
             .args([
                 "--size", size, "--mode", mode, "--name", name, "--port", "0",
             ])
