@@ -32,6 +32,7 @@ fn state() -> (PoolState, Vec<ConsumerState>) {
         capacity: Some(held + 1024 * MIB),
         cushion: 256 * MIB,
         promised: 0,
+        settled: 0,
     };
     (pool, cs)
 }

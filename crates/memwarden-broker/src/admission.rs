@@ -35,6 +35,9 @@ pub struct PoolState {
     pub cushion: u64,
     /// Bytes promised to loads still under way (the ledger).
     pub promised: u64,
+    /// The part of `promised` whose loads have finished: kept until a live reading shows
+    /// them, but already counted, within a `capacity`, as what their consumers hold.
+    pub settled: u64,
 }
 
 /// What the decisions need to know of one consumer.
@@ -115,26 +118,42 @@ pub enum Decision {
 
 /// The pool's free memory as the broker sees it, before promises and cushion.
 pub fn pool_free(pool: &PoolState, pool_index: usize, consumers: &[ConsumerState]) -> u64 {
+    free_less(pool, pool_index, consumers, 0, 0)
+}
+
+/// What a new load may take now: free, less the ledger, less the cushion.
+pub fn available(pool: &PoolState, pool_index: usize, consumers: &[ConsumerState]) -> u64 {
+    // A finished load is counted once: in the live reading its promise stands in for it
+    // until a reading shows it; within the capacity, what its consumer holds already does.
+    let unsettled = pool.promised.saturating_sub(pool.settled);
+    free_less(pool, pool_index, consumers, pool.promised, unsettled).saturating_sub(pool.cushion)
+}
+
+/// The smaller of the live reading less `live_promised` and the capacity less what the pool's
+/// consumers hold and `cap_promised`.
+fn free_less(
+    pool: &PoolState,
+    pool_index: usize,
+    consumers: &[ConsumerState],
+    live_promised: u64,
+    cap_promised: u64,
+) -> u64 {
     let held: u64 = consumers
         .iter()
         .filter(|c| c.pool == pool_index)
         .map(|c| c.held())
         .sum();
-    let cap_free = pool.capacity.map(|c| c.saturating_sub(held));
-    match (pool.live_free, cap_free) {
+    let live = pool.live_free.map(|l| l.saturating_sub(live_promised));
+    let cap = pool
+        .capacity
+        .map(|c| c.saturating_sub(held).saturating_sub(cap_promised));
+    match (live, cap) {
         (Some(l), Some(c)) => l.min(c),
         (Some(l), None) => l,
         (None, Some(c)) => c,
         // Nothing readable: nothing is promised on hope.
         (None, None) => 0,
     }
-}
-
-/// What a new load may take now: free, less the ledger, less the cushion.
-pub fn available(pool: &PoolState, pool_index: usize, consumers: &[ConsumerState]) -> u64 {
-    pool_free(pool, pool_index, consumers)
-        .saturating_sub(pool.promised)
-        .saturating_sub(pool.cushion)
 }
 
 /// Whether `a` and `b` may not hold the pool or run work at the same time.
@@ -339,6 +358,7 @@ mod tests {
             capacity: Some(1024 * MIB),
             cushion: 0,
             promised: 0,
+            settled: 0,
         }
     }
 
@@ -455,6 +475,23 @@ mod tests {
         );
         // A request for the loading one joins it.
         assert_eq!(decide(&p, &cs, 0), Decision::Wait(Wait::Joining));
+    }
+
+    #[test]
+    fn a_finished_load_is_counted_once_until_a_reading_shows_it() {
+        let mut p = pool();
+        let mut cs = vec![consumer(600), consumer(300)];
+        // Loaded, measured at 500 MiB; its promise stays until a live reading shows it.
+        cs[0].phase = Phase::Loaded;
+        cs[0].measured = Some(500 * MIB);
+        p.promised = 600 * MIB;
+        p.settled = 600 * MIB;
+        // Within the capacity it holds its 500 MiB, not those and its promise too.
+        assert_eq!(available(&p, 0, &cs), 524 * MIB);
+        assert_eq!(decide(&p, &cs, 1), Decision::Load);
+        // The live reading, taken before the load, does not show it: the promise does.
+        p.live_free = Some(800 * MIB);
+        assert_eq!(available(&p, 0, &cs), 200 * MIB);
     }
 
     /// A consumer whose unload left its memory where it was.

@@ -252,6 +252,19 @@ struct PoolRt {
     ledger: Vec<Promise>,
 }
 
+impl PoolRt {
+    fn update_promised(&mut self) {
+        let sum = |settled: bool| -> u64 {
+            (self.ledger.iter())
+                .filter(|l| !settled || l.settled_at.is_some())
+                .map(|l| l.bytes)
+                .sum()
+        };
+        self.state.promised = sum(false);
+        self.state.settled = sum(true);
+    }
+}
+
 #[derive(Default, Clone)]
 struct ConsumerRt {
     loads: u64,
@@ -678,7 +691,7 @@ impl Owner {
     }
 
     fn update_promised(&mut self, p: usize) {
-        self.pools[p].state.promised = self.pools[p].ledger.iter().map(|l| l.bytes).sum();
+        self.pools[p].update_promised();
     }
 
     fn load_done(&mut self, name: &str, generation: u64, result: Result<Duration, String>) {
@@ -704,6 +717,7 @@ impl Owner {
                         l.settled_at = Some(now);
                     }
                 }
+                self.update_promised(p);
             }
             Err(why) => {
                 let why = memwarden_probe::sanitize::sanitize(&why, 300);
@@ -1088,9 +1102,8 @@ impl Owner {
         for v in self.active.values_mut() {
             *v = v.and_then(|c| map[c]);
         }
-        for (p, pool) in pools.iter_mut().enumerate() {
-            pool.state.promised = pool.ledger.iter().map(|l| l.bytes).sum();
-            let _ = p;
+        for pool in pools.iter_mut() {
+            pool.update_promised();
         }
         // An operator waiting on a consumer that is gone is told the broker did not answer.
         self.retries

@@ -120,3 +120,25 @@ async fn a_named_workload_is_measured_behind_a_proxy_memwarden_does_not_know() {
     assert_eq!(st["counters"]["stuck"], 0);
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_just_loaded_is_not_counted_twice() {
+    let a = TestConsumer::spawn("a", "64MiB", "normal");
+    let b = TestConsumer::spawn("b", "64MiB", "normal");
+    let toml = pool_toml("160MiB", "")
+        + &consumer_toml("a", a.port, "64MiB", "")
+        + &consumer_toml("b", b.port, "64MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    // b comes right after a's load, before any reading shows a: a's promise and what a holds
+    // are the same memory, and both fit.
+    let (code, _) = http("GET", format!("{base}/c/a/work"), "").await;
+    assert_eq!(code, 200);
+    let (code, _) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!(code, 200);
+    let st = status(&r).await;
+    assert_eq!(st["counters"]["evictions"], 0, "{st:#}");
+    assert_eq!(consumer(&st, "a")["state"], "loaded", "{st:#}");
+    assert_eq!(consumer(&st, "b")["state"], "loaded", "{st:#}");
+    r.shutdown().await;
+}
