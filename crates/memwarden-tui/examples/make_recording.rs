@@ -230,6 +230,16 @@ fn snapshot(t: u64, noise: &mut Noise) -> Snapshot {
             gpu_gtt_bytes: 0,
         });
     }
+    for p in &mut processes {
+        // The tree `top` draws: the trainer's data workers under it, the login shell under
+        // sshd, everything else started by init.
+        p.ppid = Some(match p.pid {
+            1 => 0,
+            2301 => 812,
+            3312 | 3313 => 3300,
+            _ => 1,
+        });
+    }
     let ram_used: f64 = processes
         .iter()
         .map(|p| p.rss_bytes.unwrap_or(0) as f64 / GIB)

@@ -383,3 +383,26 @@ fn no_gpu_says_why_in_the_cards_place() {
         "{screen}"
     );
 }
+
+#[test]
+fn the_replay_draws_the_process_tree_from_the_recording() {
+    let mut app = app_after(300, false);
+    app.on_key(key(KeyCode::Char('t')), Instant::now());
+    assert!(app.tree);
+    // The trainer's data workers follow it, one level down; the rest hang off init.
+    let pos = |pid| app.rows.iter().position(|r| r.pid == pid).unwrap();
+    let depth = |pid| app.rows[pos(pid)].depth;
+    assert_eq!(
+        (depth(1), depth(3300), depth(3312), depth(3313)),
+        (0, 1, 2, 2)
+    );
+    assert!(pos(3300) < pos(3312) && pos(3312).max(pos(3313)) == pos(3300) + 2);
+    assert_eq!(depth(2301), 2, "the login shell under sshd");
+    let s = text(&render(&app, 160, 48));
+    let workers: Vec<&str> = s.lines().filter(|l| l.contains("pt_data_worker")).collect();
+    assert_eq!(workers.len(), 2, "{s}");
+    assert!(
+        workers.iter().all(|l| l.contains(" └pt_data_worker")),
+        "{s}"
+    );
+}
