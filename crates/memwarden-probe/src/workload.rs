@@ -171,7 +171,9 @@ pub fn pids_of(
         .filter(|s| {
             let owner = owner_of(s);
             let owner = owner.as_ref().map(|o| &o.0);
-            if let Some(o) = owner.filter(|o| o.kind != WorkloadKind::Service) {
+            if let Some(o) =
+                owner.filter(|o| matches!(o.kind, WorkloadKind::Container | WorkloadKind::Pod))
+            {
                 live.insert((o.runtime, o.id.clone()));
             }
             id_of(owner, &s.process) == wanted || name_of(root, names, owner, s).0 == wanted
