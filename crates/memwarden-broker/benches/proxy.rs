@@ -89,6 +89,41 @@ async fn round(url: &str, total: usize, clients: usize, rate: Option<f64>) -> Ro
     }
 }
 
+/// The least any HTTP proxy does, for comparison: the same hyper server and pooled client as
+/// the broker, with no routing, admission or header rewriting. What it costs on this machine
+/// bounds what the broker could reach here.
+async fn bare_proxy(upstream: u16) -> std::net::SocketAddr {
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let client = client.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                        let client = client.clone();
+                        async move {
+                            *req.uri_mut() =
+                                format!("http://127.0.0.1:{upstream}/work").parse().unwrap();
+                            client.request(req).await
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 fn merge(rs: Vec<Round>) -> Round {
     Round {
         latencies: rs.iter().flat_map(|r| r.latencies.clone()).collect(),
@@ -96,31 +131,29 @@ fn merge(rs: Vec<Round>) -> Round {
     }
 }
 
-fn report(what: &str, d: Round, p: Round) {
+fn report(what: &str, d: Round, b: Round, p: Round) {
     let us = |x: Duration| x.as_secs_f64() * 1e6;
     println!(
         "proxy overhead, {what}, {} requests each way",
         d.latencies.len()
     );
-    println!("           p50 (µs)   p99 (µs)   throughput (req/s)");
-    println!(
-        "direct   {:>9.0}  {:>9.0}   {:>10.0}",
-        us(d.pct(0.5)),
-        us(d.pct(0.99)),
-        d.rps()
-    );
-    println!(
-        "broker   {:>9.0}  {:>9.0}   {:>10.0}",
-        us(p.pct(0.5)),
-        us(p.pct(0.99)),
-        p.rps()
-    );
-    println!(
-        "added    {:>9.0}  {:>9.0}   {:>9.0}% of direct",
-        us(p.pct(0.5)) - us(d.pct(0.5)),
-        us(p.pct(0.99)) - us(d.pct(0.99)),
-        100.0 * p.rps() / d.rps()
-    );
+    println!("             p50 (µs)   p99 (µs)   throughput (req/s)");
+    for (name, r) in [("direct", &d), ("bare proxy", &b), ("broker", &p)] {
+        println!(
+            "{name:<11} {:>9.0}  {:>9.0}   {:>10.0}",
+            us(r.pct(0.5)),
+            us(r.pct(0.99)),
+            r.rps()
+        );
+    }
+    for (name, r) in [("bare added", &b), ("added", &p)] {
+        println!(
+            "{name:<11} {:>9.0}  {:>9.0}   {:>9.0}% of direct",
+            us(r.pct(0.5)) - us(d.pct(0.5)),
+            us(r.pct(0.99)) - us(d.pct(0.99)),
+            100.0 * r.rps() / d.rps()
+        );
+    }
 }
 
 /// CPU time (user + system) of a /proc stat file, in clock ticks.
@@ -216,12 +249,15 @@ fn main() {
     let broker = broker_rt
         .block_on(memwarden_broker::start(cfg, probe))
         .unwrap();
+    let bare = broker_rt.block_on(bare_proxy(port));
     let direct_url = format!("http://127.0.0.1:{port}/work");
+    let bare_url = format!("http://{bare}/work");
     let proxy_url = format!("http://{}/c/u/work", broker.addr());
     load_rt.block_on(async {
-        // Warm both paths (connections, caches), then alternate rounds.
-        round(&direct_url, CLIENTS * 10, CLIENTS, None).await;
-        round(&proxy_url, CLIENTS * 10, CLIENTS, None).await;
+        // Warm every path (connections, caches), then alternate rounds.
+        for url in [&direct_url, &bare_url, &proxy_url] {
+            round(url, CLIENTS * 10, CLIENTS, None).await;
+        }
         // 64 concurrent clients as fast as they can (the target); the same 64 at a pace this
         // machine keeps up with, so that latency is the hop's and not a queue for the CPU;
         // one client alone.
@@ -241,9 +277,8 @@ fn main() {
             ("1 client".to_string(), 1, total / 16, None),
         ];
         for (what, clients, n, rate) in cases {
-            let mut direct = Vec::new();
-            let mut proxy = Vec::new();
-            let (mut cd, mut cp) = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
+            let (mut direct, mut bare, mut proxy) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cd, mut cb, mut cp) = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0));
             let add = |acc: &mut (f64, f64, f64), x: (f64, f64, f64)| {
                 acc.0 += x.0 / 2.0;
                 acc.1 += x.1 / 2.0;
@@ -253,21 +288,19 @@ fn main() {
                 let a = cpu(upstream_pid);
                 direct.push(round(&direct_url, n / 2, clients, rate).await);
                 let b = cpu(upstream_pid);
-                proxy.push(round(&proxy_url, n / 2, clients, rate).await);
+                bare.push(round(&bare_url, n / 2, clients, rate).await);
                 let c = cpu(upstream_pid);
+                proxy.push(round(&proxy_url, n / 2, clients, rate).await);
+                let d = cpu(upstream_pid);
                 add(&mut cd, per_request(a, b, n / 2));
-                add(&mut cp, per_request(b, c, n / 2));
+                add(&mut cb, per_request(b, c, n / 2));
+                add(&mut cp, per_request(c, d, n / 2));
             }
-            report(&what, merge(direct), merge(proxy));
-            println!("CPU per request (µs)   client  upstream  broker");
-            println!(
-                "direct               {:>7.1}  {:>8.1}  {:>6.1}",
-                cd.0, cd.1, cd.2
-            );
-            println!(
-                "through the broker   {:>7.1}  {:>8.1}  {:>6.1}",
-                cp.0, cp.1, cp.2
-            );
+            report(&what, merge(direct), merge(bare), merge(proxy));
+            println!("CPU per request (µs)   client  upstream  proxy");
+            for (name, x) in [("direct", cd), ("bare proxy", cb), ("broker", cp)] {
+                println!("{name:<20} {:>7.1}  {:>8.1}  {:>6.1}", x.0, x.1, x.2);
+            }
         }
     });
     // The admission round trip alone (acquire, then release), one task, in sequence.
