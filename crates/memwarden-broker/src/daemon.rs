@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memwarden_probe::scrape::ScrapeConfig;
+use memwarden_probe::size::format_size;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -57,10 +58,51 @@ struct Server {
 
 /// Checks a configuration against the machine that `probe` reads: every GPU pool's device
 /// exists (or the pool has a `capacity`) and every cushion is smaller than its pool. `start`
-/// and a reload make the same check; `memwarden serve --check` makes it alone.
-pub fn check_config(cfg: &Config, probe: &mut Probe) -> Result<(), DaemonError> {
-    let readings = Measurer::default().pools(probe, &cfg.pools);
-    check_readings(cfg, &readings)
+/// and a reload make the same check; `memwarden serve --check` makes it alone, and shows with
+/// the answer a line per consumer: which processes its memory is read from now and what they
+/// hold, or why none are found and its declared size stands.
+pub fn check_config(cfg: &Config, probe: &mut Probe) -> Result<Vec<String>, DaemonError> {
+    let mut m = Measurer::default();
+    let readings = m.pools(probe, &cfg.pools);
+    check_readings(cfg, &readings)?;
+    Ok(cfg
+        .consumers
+        .iter()
+        .map(|c| {
+            let t = Target::of(cfg, c, None);
+            let declared = format_size(c.need);
+            match m.found(probe, &t.locator) {
+                Ok(procs) => {
+                    let mut who: Vec<String> = (procs.iter().take(3))
+                        .map(|(pid, n)| format!("{n} ({pid})"))
+                        .collect();
+                    if procs.len() > 3 {
+                        who.push(format!("{} more", procs.len() - 3));
+                    }
+                    let who = who.join(", ");
+                    match m.consumers(probe, std::slice::from_ref(&t))[0] {
+                        Some(b) => format!("{}: reads {who}: holds {}", c.name, format_size(b)),
+                        None => format!(
+                            "{}: reads {who}, whose GPU figures cannot be read now: its declared \
+                             {declared} stands",
+                            c.name
+                        ),
+                    }
+                }
+                Err(_) if c.is_ephemeral() => format!(
+                    "{}: holds memory only while a lease or request runs, counted at its \
+                     declared {declared}",
+                    c.name
+                ),
+                Err(_) if c.start.is_some() => format!(
+                    "{}: not running: started on its first load and read by its process group; \
+                     until then its declared {declared} stands",
+                    c.name
+                ),
+                Err(why) => format!("{}: its declared {declared} stands: {why}", c.name),
+            }
+        })
+        .collect())
 }
 
 /// [`check_config`] with the running broker's probe, which the sampler shares.

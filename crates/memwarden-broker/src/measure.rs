@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use memwarden_probe::Probe;
-use memwarden_probe::net::{owner_of_port, pid_owns_port};
+use memwarden_probe::net::{listening_on, owner_of_port, pid_owns_port};
 use memwarden_probe::probe::ScannedProcess;
 use memwarden_probe::snapshot::{Gpu, ProcessGpu, Vendor};
 
-use crate::config::{PoolConfig, PoolKind};
+use crate::config::{Config, ConsumerConfig, PoolConfig, PoolKind};
 
 /// How to find a consumer's processes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +35,23 @@ pub struct Target {
     pub locator: Locator,
     pub kind: PoolKind,
     pub gpu: Option<u32>,
+}
+
+impl Target {
+    /// Consumer `c`'s: its local upstream's port, its workload, and `pgid`, the process group
+    /// of the process the broker runs for it.
+    pub fn of(cfg: &Config, c: &ConsumerConfig, pgid: Option<i32>) -> Target {
+        let pool = &cfg.pools[c.pool];
+        Target {
+            locator: Locator {
+                pgid,
+                port: c.upstream.as_ref().filter(|u| u.is_local()).map(|u| u.port),
+                workload: c.workload.clone(),
+            },
+            kind: pool.kind,
+            gpu: pool.gpu,
+        }
+    }
 }
 
 /// One pool's live reading.
@@ -171,6 +188,56 @@ impl Measurer {
             .map(|s| s.process.pid)
             .collect();
         (!pids.is_empty() || (loc.pgid.is_some() && seen.is_empty())).then_some(pids)
+    }
+
+    /// The processes a consumer's memory is read from now, by pid and name, or why there are
+    /// none: what `serve --check` tells, so that a consumer measured by the wrong process, or
+    /// not at all, is seen before the broker runs.
+    pub fn found(
+        &mut self,
+        probe: &mut Probe,
+        loc: &Locator,
+    ) -> Result<Vec<(u32, String)>, String> {
+        let scan = probe.scan_processes().0;
+        let named = |pids: &[u32]| -> Vec<(u32, String)> {
+            (scan.iter())
+                .filter(|s| pids.contains(&s.process.pid))
+                .map(|s| (s.process.pid, s.process.name.clone()))
+                .collect()
+        };
+        match self.pids(probe, &scan, loc) {
+            Some(pids) if !pids.is_empty() => return Ok(named(&pids)),
+            _ => {}
+        }
+        if let Some(w) = &loc.workload {
+            return Err(format!("no process of workload {w:?} runs now"));
+        }
+        let Some(port) = loc.port else {
+            return Err(if loc.pgid.is_some() {
+                "the processes it was started as are gone".into()
+            } else {
+                "its upstream is not on this machine".into()
+            });
+        };
+        if listening_on(probe.root(), port).is_empty() {
+            return Err(format!(
+                "nothing listens on port {port} here (a port a container runtime publishes \
+                 through the firewall shows no listener: name the container's `workload`)"
+            ));
+        }
+        match self.owner(probe, &scan, port) {
+            Some(pid) => {
+                let name = named(&[pid]).pop().map_or_else(String::new, |(_, n)| n);
+                Err(format!(
+                    "port {port} is held by {name} (pid {pid}), which only forwards to the \
+                     server: name the server's `workload`"
+                ))
+            }
+            None => Err(format!(
+                "the process listening on port {port} cannot be read (another user's?): run \
+                 as that user or root, or name its `workload`"
+            )),
+        }
     }
 
     fn owner(&mut self, probe: &Probe, scan: &[ScannedProcess], port: u16) -> Option<u32> {

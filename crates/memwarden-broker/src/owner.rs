@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::admission::{self, ConsumerState, Decision, Phase, PoolState, Wait};
 use crate::config::{Config, ConsumerConfig, PoolConfig, PoolKind};
 use crate::lifecycle::{self, HttpClient};
-use crate::measure::{Locator, Measurer, Sample, Target};
+use crate::measure::{Measurer, Sample, Target};
 
 /// Why a request was not admitted; each maps to one HTTP status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -137,29 +137,16 @@ impl Shared {
         })
     }
 
-    /// Where to find a consumer's processes now.
-    pub fn locator(&self, c: &ConsumerConfig) -> Locator {
+    /// What to measure for a consumer now: the process group of the process the broker
+    /// runs for it, if any.
+    pub fn target(&self, cfg: &Config, c: &ConsumerConfig) -> Target {
         let pgid = self
             .children
             .lock()
             .ok()
             .and_then(|m| m.get(&c.name).and_then(|ch| ch.id()))
             .map(|p| p as i32);
-        let port = c.upstream.as_ref().filter(|u| u.is_local()).map(|u| u.port);
-        Locator {
-            pgid,
-            port,
-            workload: c.workload.clone(),
-        }
-    }
-
-    pub fn target(&self, cfg: &Config, c: &ConsumerConfig) -> Target {
-        let pool = &cfg.pools[c.pool];
-        Target {
-            locator: self.locator(c),
-            kind: pool.kind,
-            gpu: pool.gpu,
-        }
+        Target::of(cfg, c, pgid)
     }
 }
 

@@ -100,14 +100,7 @@ pub fn pid_owns_port(root: &HostRoot, pid: u32, port: u16) -> bool {
 /// The process that holds the socket listening on `port`, searching every process; `None` when
 /// no readable process holds it.
 pub fn owner_of_port(root: &HostRoot, port: u16) -> Option<u32> {
-    let wanted: HashSet<u64> = root
-        .read_to_string("/proc/net/tcp")
-        .into_iter()
-        .chain(root.read_to_string("/proc/net/tcp6"))
-        .flat_map(|t| parse_listening(&t))
-        .filter(|s| s.port == port)
-        .map(|s| s.inode)
-        .collect();
+    let wanted = listening_on(root, port);
     if wanted.is_empty() {
         return None;
     }
@@ -115,6 +108,17 @@ pub fn owner_of_port(root: &HostRoot, port: u16) -> Option<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .find(|&pid| !socket_inodes(root, pid).is_disjoint(&wanted))
+}
+
+/// The inodes of the sockets listening on `port` in this network namespace (any address).
+pub fn listening_on(root: &HostRoot, port: u16) -> HashSet<u64> {
+    root.read_to_string("/proc/net/tcp")
+        .into_iter()
+        .chain(root.read_to_string("/proc/net/tcp6"))
+        .flat_map(|t| parse_listening(&t))
+        .filter(|s| s.port == port)
+        .map(|s| s.inode)
+        .collect()
 }
 
 #[cfg(test)]

@@ -353,9 +353,20 @@ fn serve_refuses_a_bad_config_with_one_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .starts_with("configuration ok: 1 pool(s), 3 consumer(s)")
+        said.starts_with("configuration ok: 1 pool(s), 3 consumer(s)"),
+        "{said}"
+    );
+    // A line per consumer: where its memory will be read from, or why its size is taken on
+    // trust (nothing runs on the fake machine).
+    assert!(
+        said.contains("\n  ollama: its declared 6 GiB stands: nothing listens on port 11434 here"),
+        "{said}"
+    );
+    assert!(
+        said.contains("\n  vllm: not running: started on its first load"),
+        "{said}"
     );
 }
 

@@ -49,7 +49,7 @@ pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     if args.check {
         let cfg = opts.load_config()?;
         let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
-        memwarden_broker::check_config(&cfg, &mut probe).with_context(|| {
+        let consumers = memwarden_broker::check_config(&cfg, &mut probe).with_context(|| {
             // Only a file can fail here: the embedded default has no pools.
             opts.config
                 .as_deref()
@@ -63,6 +63,9 @@ pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
             cfg.consumers.len(),
             cfg.server.listen
         );
+        for line in consumers {
+            println!("  {line}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     init_logging();
