@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, App};
-use crate::config::{Config, PoolKind};
+use crate::config::{Config, ConsumerConfig, PoolKind};
 use crate::handle::Broker;
 use crate::lifecycle;
 use crate::measure::{Measurer, PoolReading, Sample, Target};
@@ -65,11 +65,23 @@ pub fn check_config(cfg: &Config, probe: &mut Probe) -> Result<Vec<String>, Daem
     let mut m = Measurer::default();
     let readings = m.pools(probe, &cfg.pools);
     check_readings(cfg, &readings)?;
-    Ok(cfg
-        .consumers
+    Ok(describe_consumers(cfg, probe, &mut m, |c| {
+        Target::of(cfg, c, None)
+    }))
+}
+
+/// A line per consumer: the processes its memory is read from now and what they hold, or why
+/// none are found and its declared size stands.
+fn describe_consumers(
+    cfg: &Config,
+    probe: &mut Probe,
+    m: &mut Measurer,
+    target: impl Fn(&ConsumerConfig) -> Target,
+) -> Vec<String> {
+    cfg.consumers
         .iter()
         .map(|c| {
-            let t = Target::of(cfg, c, None);
+            let t = target(c);
             let declared = format_size(c.need);
             match m.found(probe, &t.locator) {
                 Ok(procs) => {
@@ -102,17 +114,20 @@ pub fn check_config(cfg: &Config, probe: &mut Probe) -> Result<Vec<String>, Daem
                 Err(why) => format!("{}: its declared {declared} stands: {why}", c.name),
             }
         })
-        .collect())
+        .collect()
 }
 
-/// [`check_config`] with the running broker's probe, which the sampler shares.
+/// [`check_config`] with the running broker's probe, which the sampler shares; the lines on
+/// consumers go to the log, where a server measured through the wrong process is seen.
 fn check_against_machine(cfg: &Config, shared: &Shared) -> Result<(), DaemonError> {
-    let readings = {
-        let mut probe = shared.probe.lock().expect("probe lock");
-        let mut m = shared.measurer.lock().expect("measurer lock");
-        m.pools(&mut probe, &cfg.pools)
-    };
-    check_readings(cfg, &readings)
+    let mut probe = shared.probe.lock().expect("probe lock");
+    let mut m = shared.measurer.lock().expect("measurer lock");
+    let readings = m.pools(&mut probe, &cfg.pools);
+    check_readings(cfg, &readings)?;
+    for line in describe_consumers(cfg, &mut probe, &mut m, |c| shared.target(cfg, c)) {
+        tracing::info!("consumer {line}");
+    }
+    Ok(())
 }
 
 fn check_readings(cfg: &Config, readings: &[PoolReading]) -> Result<(), DaemonError> {

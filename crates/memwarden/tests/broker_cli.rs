@@ -528,7 +528,7 @@ fn serve_sizes_a_consumer_from_its_model_file() {
     let mut child = Command::new(BIN)
         .args(["serve", "--gpu-source", "none", "--config"])
         .arg(&cfg)
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -539,7 +539,12 @@ fn serve_sizes_a_consumer_from_its_model_file() {
     }
     let st = status(addr);
     let _ = child.kill();
-    let _ = child.wait();
+    let log = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    // The log says at start how each consumer's memory will be known.
+    assert!(
+        log.contains("consumer llm: holds memory only while a lease or request runs"),
+        "{log}"
+    );
     let c = &st["consumers"][0];
     assert_eq!(c["declared_source"], "estimate");
     assert_eq!(c["declared_bytes"], est["total_bytes"]);
