@@ -458,7 +458,23 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, mut req: Request
     }
     let upstream_req = hyper::Request::from_parts(parts, body);
     let client: &HttpClient = &app.shared.client;
-    match client.request(upstream_req).await {
+    let wait = cfg.consumers[c].response_timeout;
+    let Ok(answer) = tokio::time::timeout(wait, client.request(upstream_req)).await else {
+        drop(permit);
+        app.broker.send(Msg::UpstreamFailed {
+            consumer: consumer.clone(),
+        });
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "upstream of {consumer:?} at {} did not start answering within {} \
+                 (its response_timeout)",
+                up.authority(),
+                crate::human::duration(wait)
+            ),
+        );
+    };
+    match answer {
         Ok(mut resp) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                 && let Some(client_upgrade) = client_upgrade

@@ -128,6 +128,9 @@ pub struct ConsumerConfig {
     pub idle_ttl: Option<Duration>,
     pub max_concurrent: u32,
     pub load_timeout: Duration,
+    /// How long its upstream may take to start answering a proxied request (status and
+    /// headers; a streamed body then takes as long as it takes).
+    pub response_timeout: Duration,
     pub stop_timeout: Duration,
 }
 
@@ -276,6 +279,7 @@ struct RawConsumer {
     idle_ttl: Option<Spanned<String>>,
     max_concurrent: Option<Spanned<u32>>,
     load_timeout: Option<Spanned<String>>,
+    response_timeout: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
 }
 
@@ -746,6 +750,7 @@ fn consumer(
         idle_ttl,
         max_concurrent,
         load_timeout: dur(&c.load_timeout, Duration::from_secs(120))?,
+        response_timeout: dur(&c.response_timeout, Duration::from_secs(600))?,
         stop_timeout: dur(&c.stop_timeout, Duration::from_secs(10))?,
     })
 }

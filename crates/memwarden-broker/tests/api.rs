@@ -241,6 +241,30 @@ async fn proxy_streams_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_answer_gets_a_504_and_gives_its_turn_back() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "")
+        + &consumer_toml("a", a.port, "8MiB", "response_timeout = \"300ms\"");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    let t = std::time::Instant::now();
+    let (code, body) = http("GET", format!("{base}/c/a/work?ms=5000"), "").await;
+    assert_eq!(code, 504, "{body}");
+    assert!(
+        body.contains("did not start answering within 300ms (its response_timeout)"),
+        "{body}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "a")["in_flight"], 0, "{st:#}");
+    // Only the start of an answer is bounded: a stream runs past the timeout.
+    let (code, body) = http("GET", format!("{base}/c/a/stream?n=50"), "").await;
+    assert_eq!(code, 200);
+    assert_eq!(body.matches("data: a ").count(), 50);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_everything_but_healthz() {
     let dir = tempfile::tempdir().unwrap();
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n";
