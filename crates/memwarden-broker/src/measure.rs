@@ -544,6 +544,56 @@ mod tests {
     }
 
     #[test]
+    fn found_names_the_processes_or_says_why_there_are_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut probe = machine(dir.path());
+        // A socket listening on 8003 that no process we can read holds.
+        let root = FakeRoot::new(dir.path());
+        root.file(
+            "/proc/net/tcp",
+            tcp(&[(8000, 501), (8001, 502), (8002, 503), (8003, 504)]),
+        )
+        .unwrap();
+        let mut m = Measurer::default();
+        let mut found = |pgid, port, workload: Option<&str>| {
+            let loc = Locator {
+                pgid,
+                port,
+                workload: workload.map(str::to_string),
+            };
+            m.found(&mut probe, &loc)
+        };
+        assert_eq!(
+            found(None, Some(8000), None),
+            Ok(vec![(40, "server".to_string())])
+        );
+        let why = |r: Result<Vec<(u32, String)>, String>| r.unwrap_err();
+        assert!(
+            why(found(None, Some(8001), None))
+                .starts_with("port 8001 is held by docker-proxy (pid 50), which only forwards")
+        );
+        assert!(
+            why(found(None, Some(9999), None)).starts_with("nothing listens on port 9999 here")
+        );
+        assert!(
+            why(found(None, Some(8003), None))
+                .starts_with("the process listening on port 8003 cannot be read")
+        );
+        assert_eq!(
+            why(found(None, Some(8000), Some("comfyui"))),
+            "no process of workload \"comfyui\" runs now"
+        );
+        assert_eq!(
+            why(found(Some(777), None, None)),
+            "the processes it was started as are gone"
+        );
+        assert_eq!(
+            why(found(None, None, None)),
+            "its upstream is not on this machine"
+        );
+    }
+
+    #[test]
     fn forwarders_are_known_by_their_truncated_names_too() {
         for comm in [
             "docker-proxy",
