@@ -183,12 +183,7 @@ async fn main() {
         )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| usage(&format!("cannot listen: {e}")));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-    println!("listening on {port}");
-    let _ = std::io::stdout().flush();
+    let listener = listen(port).await;
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -198,14 +193,21 @@ async fn main() {
     }
 }
 
-/// Copies every connection on `port` to 127.0.0.1:`to` and back.
-async fn forward(port: u16, to: u16) {
+/// Binds 127.0.0.1:`port` (0: one the OS picks) and says which port on the first line of
+/// stdout, where the tests read it.
+async fn listen(port: u16) -> tokio::net::TcpListener {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| usage(&format!("cannot listen: {e}")));
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
     println!("listening on {port}");
     let _ = std::io::stdout().flush();
+    listener
+}
+
+/// Copies every connection on `port` to 127.0.0.1:`to` and back.
+async fn forward(port: u16, to: u16) {
+    let listener = listen(port).await;
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             continue;
