@@ -78,12 +78,13 @@ fn describe_consumers(
     m: &mut Measurer,
     target: impl Fn(&ConsumerConfig) -> Target,
 ) -> Vec<String> {
-    cfg.consumers
-        .iter()
-        .map(|c| {
-            let t = target(c);
+    let targets: Vec<Target> = cfg.consumers.iter().map(target).collect();
+    let held = m.consumers(probe, &targets);
+    let scan = probe.scan_processes().0;
+    (cfg.consumers.iter().zip(&targets).zip(held))
+        .map(|((c, t), held)| {
             let declared = format_size(c.need);
-            match m.found(probe, &t.locator) {
+            match m.found(probe, &scan, &t.locator) {
                 Ok(procs) => {
                     let mut who: Vec<String> = (procs.iter().take(3))
                         .map(|(pid, n)| format!("{n} ({pid})"))
@@ -92,7 +93,7 @@ fn describe_consumers(
                         who.push(format!("{} more", procs.len() - 3));
                     }
                     let who = who.join(", ");
-                    match m.consumers(probe, std::slice::from_ref(&t))[0] {
+                    match held {
                         Some(b) => format!("{}: reads {who}: holds {}", c.name, format_size(b)),
                         None => format!(
                             "{}: reads {who}, whose GPU figures cannot be read now: its declared \

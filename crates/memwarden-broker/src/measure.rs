@@ -190,22 +190,22 @@ impl Measurer {
         (!pids.is_empty() || (loc.pgid.is_some() && seen.is_empty())).then_some(pids)
     }
 
-    /// The processes a consumer's memory is read from now, by pid and name, or why there are
-    /// none: what `serve --check` tells, so that a consumer measured by the wrong process, or
-    /// not at all, is seen before the broker runs.
+    /// The processes of `scan` a consumer's memory is read from, by pid and name, or why there
+    /// are none: what `serve --check` tells, so that a consumer measured by the wrong process,
+    /// or not at all, is seen before the broker runs.
     pub fn found(
         &mut self,
         probe: &mut Probe,
+        scan: &[ScannedProcess],
         loc: &Locator,
     ) -> Result<Vec<(u32, String)>, String> {
-        let scan = probe.scan_processes().0;
         let named = |pids: &[u32]| -> Vec<(u32, String)> {
             (scan.iter())
                 .filter(|s| pids.contains(&s.process.pid))
                 .map(|s| (s.process.pid, s.process.name.clone()))
                 .collect()
         };
-        match self.pids(probe, &scan, loc) {
+        match self.pids(probe, scan, loc) {
             Some(pids) if !pids.is_empty() => return Ok(named(&pids)),
             _ => {}
         }
@@ -225,7 +225,7 @@ impl Measurer {
                  through the firewall shows no listener: name the container's `workload`)"
             ));
         }
-        match self.owner(probe, &scan, port) {
+        match self.owner(probe, scan, port) {
             Some(pid) => {
                 let name = named(&[pid]).pop().map_or_else(String::new, |(_, n)| n);
                 Err(format!(
@@ -555,13 +555,14 @@ mod tests {
         )
         .unwrap();
         let mut m = Measurer::default();
+        let scan = probe.scan_processes().0;
         let mut found = |pgid, port, workload: Option<&str>| {
             let loc = Locator {
                 pgid,
                 port,
                 workload: workload.map(str::to_string),
             };
-            m.found(&mut probe, &loc)
+            m.found(&mut probe, &scan, &loc)
         };
         assert_eq!(
             found(None, Some(8000), None),
