@@ -168,7 +168,7 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
     let grace = cfg.server.shutdown_grace;
     let cfg = Arc::new(cfg);
     let (tx, rx) = mpsc::unbounded_channel();
-    let broker = Broker::new(tx.clone());
+    let broker = Broker::new(tx.clone(), Arc::clone(&shared.gates));
     let owner = Owner::new(Arc::clone(&cfg), tx.clone(), Arc::clone(&shared));
     let app = App::new(broker.clone(), Arc::clone(&shared), cfg);
     let mut background = vec![tokio::spawn(owner.run(rx))];

@@ -1,6 +1,7 @@
 //! The handle everyone else holds: it sends messages to the state owner and turns a granted
 //! request into a [`Permit`] that gives the work back when dropped, whatever happens to the
-//! request (finished, failed, or its client gone).
+//! request (finished, failed, or its client gone). A request first tries its consumer's open
+//! [`Gate`], the owner's fast path, and asks the owner only when that is closed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,24 +9,38 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::gate::{Gate, Gates};
 use crate::owner::{AdmitError, Msg, Status};
 
 #[derive(Clone)]
 pub struct Broker {
     tx: mpsc::UnboundedSender<Msg>,
     next_id: Arc<AtomicU64>,
+    gates: Arc<Gates>,
 }
 
 /// Work admitted for a consumer: it stays "in use" until this is dropped.
 #[derive(Debug)]
 pub struct Permit {
-    id: u64,
+    by: Admitted,
     tx: mpsc::UnboundedSender<Msg>,
+}
+
+#[derive(Debug)]
+enum Admitted {
+    /// Granted by the owner, under this request id.
+    Owner(u64),
+    Gate(Arc<Gate>),
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Release { id: self.id });
+        let msg = match &self.by {
+            Admitted::Owner(id) => Msg::Release { id: *id },
+            Admitted::Gate(g) if g.leave() => return,
+            Admitted::Gate(g) => Msg::GateRelease { gate: g.id },
+        };
+        let _ = self.tx.send(msg);
     }
 }
 
@@ -46,10 +61,11 @@ impl Drop for Pending {
 }
 
 impl Broker {
-    pub fn new(tx: mpsc::UnboundedSender<Msg>) -> Broker {
+    pub fn new(tx: mpsc::UnboundedSender<Msg>, gates: Arc<Gates>) -> Broker {
         Broker {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),
+            gates,
         }
     }
 
@@ -59,6 +75,14 @@ impl Broker {
 
     /// Waits for a turn to run work on `consumer` (the queue's bounds apply).
     pub async fn acquire(&self, consumer: &str) -> Result<Permit, AdmitError> {
+        if let Some(gate) = self.gates.get(consumer)
+            && gate.enter()
+        {
+            return Ok(Permit {
+                by: Admitted::Gate(gate),
+                tx: self.tx.clone(),
+            });
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let mut pending = Pending {
@@ -81,7 +105,7 @@ impl Broker {
         let answer = rx.await.unwrap_or(Err(AdmitError::ShuttingDown));
         pending.armed = false;
         answer.map(|()| Permit {
-            id,
+            by: Admitted::Owner(id),
             tx: self.tx.clone(),
         })
     }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod gate;
 pub mod handle;
 pub mod human;
 pub mod lifecycle;

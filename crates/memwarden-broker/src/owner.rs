@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, ConsumerState, Decision, Phase, PoolState, Wait};
 use crate::config::{Config, ConsumerConfig, PoolConfig, PoolKind};
+use crate::gate::{Count, Gate, Gates};
 use crate::lifecycle::{self, HttpClient};
 use crate::measure::{Measurer, Sample, Target};
 
@@ -72,6 +73,10 @@ pub enum Msg {
     Release {
         id: u64,
     },
+    /// Work that passed a gate ended after the gate closed.
+    GateRelease {
+        gate: u64,
+    },
     Reading(Sample),
     LoadDone {
         consumer: String,
@@ -125,6 +130,8 @@ pub struct Shared {
     pub client: HttpClient,
     /// Processes the broker started, by consumer name.
     pub children: Mutex<HashMap<String, Child>>,
+    /// The fast path's gates, which the owner opens and closes.
+    pub gates: Arc<Gates>,
 }
 
 impl Shared {
@@ -134,6 +141,7 @@ impl Shared {
             measurer: Mutex::new(Measurer::default()),
             client: lifecycle::http_client(),
             children: Mutex::new(HashMap::new()),
+            gates: Arc::default(),
         })
     }
 
@@ -271,6 +279,11 @@ pub struct Owner {
     rt: Vec<ConsumerRt>,
     /// Granted work: request id -> consumer index (None once its consumer was removed).
     active: HashMap<u64, Option<usize>>,
+    /// The open gate of each consumer, if any.
+    gates: Vec<Option<Arc<Gate>>>,
+    /// Closed gates that work still runs through: gate id -> (consumer index, how many).
+    adopted: HashMap<u64, (Option<usize>, u32)>,
+    next_gate: u64,
     /// Operators waiting for the retried unload of a stuck consumer, by its name.
     retries: HashMap<String, AdminReply>,
     counters: Counters,
@@ -320,12 +333,16 @@ fn pool_rt(p: &PoolConfig) -> PoolRt {
 
 impl Owner {
     pub fn new(cfg: Arc<Config>, tx: mpsc::UnboundedSender<Msg>, shared: Arc<Shared>) -> Owner {
+        let n = cfg.consumers.len();
         Owner {
             pools: cfg.pools.iter().map(pool_rt).collect(),
             cons: cfg.consumers.iter().map(consumer_state).collect(),
-            rt: vec![ConsumerRt::default(); cfg.consumers.len()],
+            rt: vec![ConsumerRt::default(); n],
             cfg,
             active: HashMap::new(),
+            gates: vec![None; n],
+            adopted: HashMap::new(),
+            next_gate: 0,
             retries: HashMap::new(),
             counters: Counters::default(),
             tx,
@@ -344,6 +361,7 @@ impl Owner {
         while let Some(msg) = rx.recv().await {
             if matches!(msg, Msg::Shutdown) {
                 self.stopping = true;
+                self.close_all_gates();
                 for p in 0..self.pools.len() {
                     while let Some(w) = self.pools[p].queue.pop_front() {
                         let _ = w.reply.send(Err(AdmitError::ShuttingDown));
@@ -356,6 +374,7 @@ impl Owner {
             while let Ok(m) = rx.try_recv() {
                 if matches!(m, Msg::Shutdown) {
                     self.stopping = true;
+                    self.close_all_gates();
                     continue;
                 }
                 self.handle(m);
@@ -363,6 +382,7 @@ impl Owner {
             for p in 0..self.pools.len() {
                 self.schedule(p);
             }
+            self.open_gates();
         }
     }
 
@@ -396,6 +416,7 @@ impl Owner {
                 }
             }
             Msg::Release { id } => self.release(id),
+            Msg::GateRelease { gate } => self.gate_release(gate),
             Msg::Reading(s) => self.reading(s),
             Msg::LoadDone {
                 consumer,
@@ -413,6 +434,7 @@ impl Owner {
                     && !alive
                     && self.cons[i].phase == Phase::Loaded
                 {
+                    self.close_gate(i);
                     tracing::warn!(consumer = %consumer, "upstream is gone: counted as unloaded");
                     self.cons[i].phase = Phase::Unloaded;
                     self.cons[i].measured = None;
@@ -429,11 +451,15 @@ impl Owner {
             }
             Msg::AdminUnload { consumer, reply } => self.admin_unload(&consumer, reply),
             Msg::Reload { config, reply } => {
+                self.close_all_gates();
                 self.reload(*config);
                 let _ = reply.send(());
             }
             Msg::Tick => self.tick(),
-            Msg::Shutdown => self.stopping = true,
+            Msg::Shutdown => {
+                self.stopping = true;
+                self.close_all_gates();
+            }
         }
     }
 
@@ -445,6 +471,7 @@ impl Owner {
             let _ = reply.send(Err((404, format!("unknown consumer {name:?}"))));
             return;
         };
+        self.close_gate(i);
         let cs = &self.cons[i];
         let holds = cs.phase == Phase::Loaded || (cs.phase == Phase::Unloaded && cs.stuck);
         let answer = if holds && cs.in_flight > 0 {
@@ -484,6 +511,8 @@ impl Owner {
             return;
         };
         let p = self.cons[c].pool;
+        // From here the pool's decisions need every count exact: no work passes its gates.
+        self.close_pool_gates(p);
         let pool = &self.cfg.pools[p];
         if self.pools[p].queue.len() >= pool.max_queue {
             self.counters.rejected += 1;
@@ -513,15 +542,133 @@ impl Owner {
     }
 
     fn release(&mut self, id: u64) {
-        let Some(Some(c)) = self.active.remove(&id) else {
+        if let Some(Some(c)) = self.active.remove(&id) {
+            self.finished(c);
+        }
+    }
+
+    fn gate_release(&mut self, gate: u64) {
+        let Some((c, left)) = self.adopted.get_mut(&gate) else {
             return;
         };
+        let c = *c;
+        *left -= 1;
+        if *left == 0 {
+            self.adopted.remove(&gate);
+        }
+        if let Some(c) = c {
+            self.finished(c);
+        }
+    }
+
+    /// A piece of work on consumer `c` ended.
+    fn finished(&mut self, c: usize) {
         let now = self.now_ms(Instant::now());
         let cs = &mut self.cons[c];
         cs.in_flight = cs.in_flight.saturating_sub(1);
         cs.last_used = Some(now);
         if cs.in_flight == 0 && self.cfg.consumers[c].is_ephemeral() {
             cs.phase = Phase::Unloaded;
+        }
+    }
+
+    fn open_gates_iter(&self) -> impl Iterator<Item = &Arc<Gate>> {
+        self.gates.iter().flatten()
+    }
+
+    /// Consumer `c`'s work in flight and when its last work ended, its open gate's included.
+    fn in_flight(&self, c: usize) -> (u32, Option<u64>) {
+        let cs = &self.cons[c];
+        let seen = self.gates[c].as_ref().map(|g| g.peek()).unwrap_or_default();
+        (
+            cs.in_flight + seen.running,
+            cs.last_used.max(seen.last_used),
+        )
+    }
+
+    /// Takes back consumer `c`'s gate: what still runs through it is counted in flight here.
+    fn close_gate(&mut self, c: usize) {
+        let Some(g) = self.gates[c].take() else {
+            return;
+        };
+        let Count {
+            running,
+            admitted,
+            last_used,
+        } = g.close();
+        self.counters.served += admitted;
+        let cs = &mut self.cons[c];
+        cs.in_flight += running;
+        cs.last_used = cs.last_used.max(last_used);
+        if running > 0 {
+            self.adopted.insert(g.id, (Some(c), running));
+        }
+    }
+
+    fn close_pool_gates(&mut self, p: usize) {
+        for c in 0..self.cons.len() {
+            if self.cons[c].pool == p {
+                self.close_gate(c);
+            }
+        }
+    }
+
+    fn close_all_gates(&mut self) {
+        for c in 0..self.cons.len() {
+            self.close_gate(c);
+        }
+    }
+
+    /// Opens a gate for each consumer whose requests would be granted at once: in a pool where
+    /// nothing waits, loaded and trusted, and free to run. Of consumers that may not run beside
+    /// each other, one gate at most is open, the one busy or used last.
+    fn open_gates(&mut self) {
+        if self.stopping {
+            return;
+        }
+        for p in 0..self.pools.len() {
+            if !self.pools[p].queue.is_empty() {
+                continue;
+            }
+            let mut members: Vec<usize> = (0..self.cons.len())
+                .filter(|&c| self.cons[c].pool == p)
+                .collect();
+            // Open gates first, then the busy, then the most recently used.
+            members.sort_by_key(|&c| {
+                let cs = &self.cons[c];
+                (
+                    self.gates[c].is_none(),
+                    cs.in_flight == 0,
+                    std::cmp::Reverse(cs.last_used),
+                )
+            });
+            // A consumer with an open gate may run work any moment: it counts as running for
+            // the decisions on the others, for as long as they are being taken.
+            let mut counted = Vec::new();
+            for c in members {
+                let cfg = &self.cfg.consumers[c];
+                let cs = &self.cons[c];
+                if self.gates[c].is_none() {
+                    if cs.phase != Phase::Loaded || cs.stuck || cfg.is_ephemeral() {
+                        continue;
+                    }
+                    if admission::decide(&self.pools[p].state, &self.cons, c) != Decision::Run {
+                        continue;
+                    }
+                    let limit = cs.max_concurrent - cs.in_flight;
+                    self.next_gate += 1;
+                    let gate = Arc::new(Gate::open(self.next_gate, limit, self.epoch));
+                    self.shared.gates.put(&cfg.name, Arc::clone(&gate));
+                    self.gates[c] = Some(gate);
+                }
+                if self.cons[c].in_flight == 0 {
+                    self.cons[c].in_flight = 1;
+                    counted.push(c);
+                }
+            }
+            for c in counted {
+                self.cons[c].in_flight = 0;
+            }
         }
     }
 
@@ -659,6 +806,7 @@ impl Owner {
         let cfg = Arc::clone(&self.cfg);
         let consumer = cfg.consumers[c].clone();
         let pool = cfg.pools[consumer.pool].clone();
+        self.close_gate(c);
         self.cons[c].phase = Phase::Unloading;
         self.rt[c].generation += 1;
         self.rt[c].evicting = eviction;
@@ -882,17 +1030,23 @@ impl Owner {
         for c in 0..self.cons.len() {
             let cfg = &self.cfg.consumers[c];
             let Some(ttl) = cfg.idle_ttl else { continue };
+            // Work passing its gate counts; the gate stays open unless the ttl is up.
+            let (in_flight, last_used) = self.in_flight(c);
             let cs = &self.cons[c];
-            if cs.phase != Phase::Loaded || cs.in_flight > 0 || !cfg.can_unload() || cs.stuck {
+            if cs.phase != Phase::Loaded || in_flight > 0 || !cfg.can_unload() || cs.stuck {
                 continue;
             }
             let queued = self.pools[cs.pool].queue.iter().any(|w| w.consumer == c);
-            let since = cs
-                .last_used
+            let since = last_used
                 .map(|ms| self.epoch + Duration::from_millis(ms))
                 .max(self.rt[c].loaded_at);
-            if !queued && since.is_some_and(|t| now - t >= ttl) {
-                tracing::info!(consumer = %cfg.name, "idle for its ttl: unloading");
+            if queued || since.is_none_or(|t| now - t < ttl) {
+                continue;
+            }
+            // Work may have passed the gate since the look: it is counted once closed.
+            self.close_gate(c);
+            if self.cons[c].in_flight == 0 {
+                tracing::info!(consumer = %self.cfg.consumers[c].name, "idle for its ttl: unloading");
                 self.start_unload(c, false);
             }
         }
@@ -911,6 +1065,7 @@ impl Owner {
             if let Some(c) = self.index(&name)
                 && self.cons[c].phase == Phase::Loaded
             {
+                self.close_gate(c);
                 tracing::warn!(consumer = %name, "its process exited: counted as unloaded");
                 self.cons[c].phase = Phase::Unloaded;
                 self.cons[c].measured = None;
@@ -996,6 +1151,7 @@ impl Owner {
             .enumerate()
             .map(|(c, cfg)| {
                 let cs = &self.cons[c];
+                let (in_flight, last_used) = self.in_flight(c);
                 ConsumerStatus {
                     name: cfg.name.clone(),
                     pool: self.cfg.pools[cfg.pool].name.clone(),
@@ -1008,10 +1164,11 @@ impl Owner {
                     measured_bytes: cs.measured,
                     resident_bytes: cs.held(),
                     declared_error_bytes: cs.measured.map(|m| m as i64 - cfg.need as i64),
-                    last_used_seconds_ago: cs
-                        .last_used
-                        .map(|ms| (now - (self.epoch + Duration::from_millis(ms))).as_secs_f64()),
-                    in_flight: cs.in_flight,
+                    last_used_seconds_ago: last_used.map(|ms| {
+                        now.saturating_duration_since(self.epoch + Duration::from_millis(ms))
+                            .as_secs_f64()
+                    }),
+                    in_flight,
                     queued: self.pools[cs.pool]
                         .queue
                         .iter()
@@ -1026,6 +1183,10 @@ impl Owner {
             .collect();
         let mut counters = self.counters.clone();
         counters.oldest_queued_seconds = oldest_all;
+        counters.served += self
+            .open_gates_iter()
+            .map(|g| g.peek().admitted)
+            .sum::<u64>();
         Status {
             pools,
             consumers,
@@ -1089,6 +1250,11 @@ impl Owner {
         for v in self.active.values_mut() {
             *v = v.and_then(|c| map[c]);
         }
+        for (c, _) in self.adopted.values_mut() {
+            *c = c.and_then(|c| map[c]);
+        }
+        self.gates = vec![None; cfg.consumers.len()];
+        self.shared.gates.clear();
         for pool in pools.iter_mut() {
             pool.update_promised();
         }
@@ -1325,6 +1491,82 @@ mod tests {
         assert_eq!(trusted(0, PoolKind::Vram, true), Some(0));
         assert_eq!(trusted(0, PoolKind::Ram, false), Some(0));
         assert_eq!(trusted(5, PoolKind::Vram, false), Some(5));
+    }
+
+    /// Two upstream-only consumers (loaded from the start) that may not run at once.
+    fn two_rivals() -> (Owner, mpsc::UnboundedReceiver<Msg>) {
+        let toml = "[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"1GiB\"\n\
+                    [[consumer]]\nname = \"a\"\npool = \"ram\"\nresident = \"1MiB\"\nupstream = \"http://127.0.0.1:9\"\n\
+                    [[consumer]]\nname = \"b\"\npool = \"ram\"\nresident = \"1MiB\"\nupstream = \"http://127.0.0.1:9\"\n";
+        let cfg = Arc::new(Config::parse(toml, "t.toml", None).unwrap());
+        let probe = Probe::new(
+            memwarden_probe::HostRoot::system(),
+            memwarden_probe::GpuSourceKind::None,
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Owner::new(cfg, tx, Shared::new(probe)), rx)
+    }
+
+    fn acquire(o: &mut Owner, id: u64, name: &str) -> oneshot::Receiver<Result<(), AdmitError>> {
+        let (reply, rx) = oneshot::channel();
+        o.handle(Msg::Acquire {
+            id,
+            consumer: name.into(),
+            reply,
+        });
+        o.schedule(0);
+        o.open_gates();
+        rx
+    }
+
+    #[tokio::test]
+    async fn work_through_a_gate_is_counted_before_a_rival_is_decided() {
+        let (mut o, _rx) = two_rivals();
+        o.open_gates();
+        let gates = Arc::clone(&o.shared.gates);
+        // One gate of the two rivals: the other's requests go to the owner.
+        let a = gates.get("a").expect("a's gate is open");
+        assert!(gates.get("b").is_none());
+        assert!(a.enter());
+        // A request for b closes a's gate first: the request running through it counts, so b
+        // waits for it.
+        let mut b = acquire(&mut o, 1, "b");
+        assert!(!a.enter(), "closed");
+        assert_eq!(o.cons[0].in_flight, 1);
+        assert!(b.try_recv().is_err(), "b must not run beside a");
+        // a's request ends: told by message, as the gate is closed, and b runs.
+        assert!(!a.leave());
+        o.handle(Msg::GateRelease { gate: a.id });
+        o.schedule(0);
+        o.open_gates();
+        assert!(b.try_recv().unwrap().is_ok());
+        assert_eq!(o.cons[0].in_flight, 0);
+        assert!(o.cons[0].last_used.is_some());
+        // b runs (granted by the owner), so a gets no gate; b's gate opens, as b is busy.
+        assert!(gates.get("a").is_some_and(|g| !g.enter()));
+        assert!(gates.get("b").expect("b's gate").enter());
+        let st = o.status();
+        assert_eq!(st.counters.served, 3);
+        assert_eq!(st.consumers[1].in_flight, 2);
+    }
+
+    #[tokio::test]
+    async fn no_gate_opens_while_its_pool_has_a_queue_or_the_broker_stops() {
+        let (mut o, _rx) = two_rivals();
+        // a runs by the owner's grant; b's request waits for it.
+        let _a = acquire(&mut o, 1, "a");
+        let _b = acquire(&mut o, 2, "b");
+        assert_eq!(o.pools[0].queue.len(), 1);
+        assert!(o.shared.gates.get("a").is_none_or(|g| !g.enter()));
+        o.handle(Msg::Release { id: 1 });
+        o.schedule(0);
+        o.open_gates();
+        assert!(o.pools[0].queue.is_empty());
+        assert!(o.shared.gates.get("b").is_some_and(|g| g.enter()));
+        o.handle(Msg::Shutdown);
+        o.open_gates();
+        assert!(o.gates.iter().all(Option::is_none));
+        assert!(o.shared.gates.get("b").is_some_and(|g| !g.enter()));
     }
 
     #[test]

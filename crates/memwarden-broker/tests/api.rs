@@ -409,6 +409,44 @@ async fn idle_consumers_unload_and_admin_actions_work() {
     r.shutdown().await;
 }
 
+/// Once a consumer is loaded and nothing waits, its requests pass the owner's gate (the fast
+/// path); that work must hold it as firmly as work the owner granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_on_the_fast_path_holds_its_consumer() {
+    let a = TestConsumer::spawn("a", "32MiB", "normal");
+    let b = TestConsumer::spawn("b", "32MiB", "normal");
+    // Room for one: b needs a evicted.
+    let toml = pool_toml("48MiB", "")
+        + &consumer_toml("a", a.port, "32MiB", "idle_ttl = \"300ms\"")
+        + &consumer_toml("b", b.port, "32MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    let long = tokio::spawn(http("GET", format!("{base}/c/a/work?ms=1500"), ""));
+    // Past a's idle ttl while its request runs: counted in flight, and not unloaded.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "a")["in_flight"], 1);
+    assert_eq!(consumer(&st, "a")["state"], "loaded");
+    // b waits for a's request to end before a is evicted.
+    let t = Instant::now();
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(long.is_finished(), "b ran before a's request ended");
+    assert_eq!(long.await.unwrap().0, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    let st = status(&r).await;
+    assert_eq!(st["counters"]["served"], 3);
+    assert_eq!(st["counters"]["evictions"], 1);
+    assert_eq!(st["counters"]["idle_unloads"], 0);
+    assert_eq!(consumer(&st, "a")["in_flight"], 0);
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_state_and_refuses_a_bad_config() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");
