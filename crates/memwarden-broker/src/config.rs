@@ -68,7 +68,13 @@ pub struct PoolConfig {
     pub max_queue: usize,
     pub max_wait: Duration,
     pub verify_timeout: Duration,
+    /// How long after a consumer is found stuck its unload is first retried by itself (while a
+    /// request waits for its room); each retry that fails doubles it, up to `MAX_STUCK_RETRY`.
+    pub stuck_retry: Duration,
 }
+
+/// The longest wait between automatic retries of a stuck consumer's unload.
+pub const MAX_STUCK_RETRY: Duration = Duration::from_secs(600);
 
 /// An HTTP call to a consumer: method, path (with query) and an optional body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +192,7 @@ struct RawPool {
     max_queue: Option<usize>,
     max_wait: Option<Spanned<String>>,
     verify_timeout: Option<Spanned<String>>,
+    stuck_retry: Option<Spanned<String>>,
 }
 
 /// A size as written: a whole number of bytes or a string such as `"24GiB"`.
@@ -531,6 +538,16 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
         Some(d) => duration(src, d)?,
         None => Duration::from_secs(10),
     };
+    let stuck_retry = match &p.stuck_retry {
+        Some(d) => {
+            let v = duration(src, d)?;
+            if v < Duration::from_secs(1) {
+                return Err(src.err(d, format!("pool {name:?}: stuck_retry must be at least 1s")));
+            }
+            v
+        }
+        None => Duration::from_secs(30),
+    };
     Ok(PoolConfig {
         name,
         kind: p.kind,
@@ -540,6 +557,7 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
         max_queue,
         max_wait,
         verify_timeout,
+        stuck_retry,
     })
 }
 
@@ -942,6 +960,11 @@ coexist_with = ["comfyui"]
                 .contains("http://")
         );
         assert!(err("[server]\nlisten=\"nowhere\"\n").contains("not an address:port"));
+        let e = err("[[pool]]\nname=\"p\"\nkind=\"ram\"\nstuck_retry=\"100ms\"\n");
+        assert!(
+            e.starts_with("t.toml:4:13:") && e.contains("at least 1s"),
+            "{e}"
+        );
     }
 
     #[test]

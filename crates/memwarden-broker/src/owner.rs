@@ -12,7 +12,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, ConsumerState, Decision, Phase, PoolState, Wait};
-use crate::config::{Config, ConsumerConfig, PoolConfig, PoolKind};
+use crate::config::{Config, ConsumerConfig, MAX_STUCK_RETRY, PoolConfig, PoolKind};
 use crate::gate::{Count, Gate, Gates};
 use crate::lifecycle::{self, HttpClient};
 use crate::measure::{Measurer, Sample, Target};
@@ -270,6 +270,9 @@ struct ConsumerRt {
     /// The unload under way is an eviction (not an idle or admin unload).
     evicting: bool,
     stuck_held: u64,
+    /// When a stuck consumer's unload is next retried by itself, and the wait before that.
+    retry_at: Option<Instant>,
+    retry_every: Duration,
 }
 
 pub struct Owner {
@@ -908,6 +911,7 @@ impl Owner {
                 tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "unloaded, memory back");
                 self.cons[c].measured = remaining;
                 self.cons[c].stuck = false;
+                self.rt[c].retry_at = None;
                 if eviction {
                     self.counters.evictions += 1;
                 } else {
@@ -924,6 +928,7 @@ impl Owner {
                 self.cons[c].measured = Some(held);
                 self.rt[c].stuck_held = held;
                 self.counters.stuck += u64::from(!was_stuck);
+                self.retry_later(c, was_stuck);
             }
             UnloadOutcome::Failed(why) => {
                 tracing::warn!(consumer = %name, "unload failed: {why}");
@@ -934,8 +939,22 @@ impl Owner {
                 self.cons[c].measured = Some(self.rt[c].stuck_held);
                 self.counters.unload_failures += 1;
                 self.counters.stuck += u64::from(!was_stuck);
+                self.retry_later(c, was_stuck);
             }
         }
+    }
+
+    /// Sets when a stuck consumer's unload is retried by itself: the pool's `stuck_retry`
+    /// after it was found stuck, twice the last wait after each retry that failed.
+    fn retry_later(&mut self, c: usize, again: bool) {
+        let first = self.cfg.pools[self.cons[c].pool].stuck_retry;
+        let rt = &mut self.rt[c];
+        rt.retry_every = if again {
+            (rt.retry_every * 2).clamp(first, MAX_STUCK_RETRY)
+        } else {
+            first
+        };
+        rt.retry_at = Some(Instant::now() + rt.retry_every);
     }
 
     fn reading(&mut self, s: Sample) {
@@ -975,6 +994,7 @@ impl Owner {
                                 tracing::info!(consumer = %self.cfg.consumers[c].name, "stuck memory came back");
                                 cs.stuck = false;
                                 cs.measured = None;
+                                self.rt[c].retry_at = None;
                             }
                         }
                     }
@@ -1050,6 +1070,7 @@ impl Owner {
                 self.start_unload(c, false);
             }
         }
+        self.retry_stuck(now);
         // A process of ours that exited holds nothing.
         let mut exited = Vec::new();
         if let Ok(mut m) = self.shared.children.lock() {
@@ -1073,6 +1094,29 @@ impl Owner {
         }
     }
 
+    /// Retries the unload of stuck consumers whose time has come and whose room a request
+    /// waits for: one whose processes cannot be found is never seen to give its memory back by
+    /// the sampler, and a server that failed its unload may manage it later.
+    fn retry_stuck(&mut self, now: Instant) {
+        for c in 0..self.cons.len() {
+            let cs = &self.cons[c];
+            let due = self.rt[c].retry_at.is_some_and(|t| now >= t);
+            if !due || !cs.stuck || cs.phase != Phase::Unloaded || cs.in_flight > 0 {
+                continue;
+            }
+            let name = &self.cfg.consumers[c].name;
+            let waited_on = self.pools[cs.pool].queue.iter().any(|w| {
+                matches!(w.last_wait, Some(Wait::Stuck { .. }))
+                    && admission::conflict(&self.cons, w.consumer, c)
+            });
+            if !waited_on || self.retries.contains_key(name) {
+                continue;
+            }
+            tracing::info!(consumer = %name, "a request waits for a stuck consumer's room: retrying its unload");
+            self.start_unload(c, true);
+        }
+    }
+
     fn wait_reason(&self, c: usize, w: Option<&Wait>) -> String {
         let name = |i: usize| self.cfg.consumers[i].name.clone();
         match w {
@@ -1091,7 +1135,8 @@ impl Owner {
             ),
             Some(Wait::Stuck { short_by }) => format!(
                 "{} short, and the room is held by stuck consumers (their unload did not free \
-                 it): {} (retry with POST /v1/consumers/NAME/unload)",
+                 it): {} (their unload is retried by itself while requests wait; to retry now, POST \
+                 /v1/consumers/NAME/unload)",
                 memwarden_probe::size::format_size(*short_by),
                 self.stuck_holders(admission::stuck_in_the_way(&self.cons, c))
             ),
@@ -1567,6 +1612,24 @@ mod tests {
         o.open_gates();
         assert!(o.gates.iter().all(Option::is_none));
         assert!(o.shared.gates.get("b").is_some_and(|g| !g.enter()));
+    }
+
+    #[tokio::test]
+    async fn a_stuck_consumers_retries_back_off_to_a_bound() {
+        let (mut o, _rx) = two_rivals();
+        let first = o.cfg.pools[0].stuck_retry;
+        o.retry_later(0, false);
+        assert_eq!(o.rt[0].retry_every, first);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            o.retry_later(0, true);
+            waits.push(o.rt[0].retry_every.as_secs());
+        }
+        assert_eq!(waits, [60, 120, 240, 480, 600, 600, 600, 600]);
+        // Found stuck anew: from the start again.
+        o.retry_later(0, false);
+        assert_eq!(o.rt[0].retry_every, first);
+        assert!(o.rt[0].retry_at.is_some());
     }
 
     #[test]

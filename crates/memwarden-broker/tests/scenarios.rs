@@ -232,6 +232,37 @@ async fn retrying_the_unload_of_a_stuck_consumer_frees_its_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_consumers_unload_is_retried_by_itself_while_a_request_waits() {
+    let s = TestConsumer::spawn("s", "64MiB", "stubborn");
+    let b = TestConsumer::spawn("b", "64MiB", "normal");
+    let toml = pool_toml(
+        "112MiB",
+        "verify_timeout = \"500ms\"\nmax_wait = \"10s\"\nstuck_retry = \"1s\"",
+    ) + &consumer_toml("s", s.port, "64MiB", "")
+        + &consumer_toml("b", b.port, "64MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    assert_eq!(http("GET", format!("{base}/c/s/work"), "").await.0, 200);
+    let t = Instant::now();
+    // b needs s's room; s keeps its memory on the first unload and is stuck; a second later
+    // its unload is retried, this time it lets go, and b loads — long before max_wait.
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(s.rss() < 40 << 20, "s gave its memory back: {}", s.rss());
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "s")["state"], "unloaded");
+    assert_eq!(st["counters"]["stuck"], 1);
+    assert_eq!(st["counters"]["evictions"], 1);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_request_is_a_502_and_others_keep_being_served() {
     let crash = TestConsumer::spawn("crash", "8MiB", "crash");
     let ok = TestConsumer::spawn("ok", "8MiB", "normal");
