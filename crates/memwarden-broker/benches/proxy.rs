@@ -4,9 +4,12 @@
 //! throughput through the broker at least 80% of direct.
 //!
 //! `cargo bench -p memwarden-broker --bench proxy` (MEMWARDEN_BENCH_REQUESTS to change the
-//! number of requests per round).
+//! number of requests per round). With MEMWARDEN_BENCH_PIN=1 the proxies (broker and bare) run
+//! on the last CPU and the load generator and the upstream on the others, as on a machine where
+//! the proxy has cores of its own: the hop's cost, not the parties' fight for two cores.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +26,31 @@ const CLIENTS: usize = 64;
 /// Requests per second in all for the paced case: well below what two cores serve through
 /// the broker.
 const PACED: f64 = 4000.0;
+
+/// The CPUs of this machine: (all but the last, the last), or None when not pinning.
+fn pinning() -> Option<(Vec<usize>, usize)> {
+    if std::env::var("MEMWARDEN_BENCH_PIN").ok().as_deref() != Some("1") {
+        return None;
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n >= 2).then(|| ((0..n - 1).collect(), n - 1))
+}
+
+/// Pins the calling thread (and what it starts or execs from now on) to `cpus`.
+fn pin(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only
+    // touch that local set and the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
 
 struct Round {
     latencies: Vec<Duration>,
@@ -213,11 +241,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if benching { 64_000 } else { 640 });
-    let mut upstream = Command::new(env!("CARGO_BIN_EXE_memwarden-test-consumer"))
+    let pins = pinning();
+    let mut upstream = Command::new(env!("CARGO_BIN_EXE_memwarden-test-consumer"));
+    upstream
         .args(["--size", "0", "--loaded", "--port", "0", "--name", "u"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the upstream");
+        .stdout(Stdio::piped());
+    if let Some((others, _)) = pins.clone() {
+        // SAFETY: the closure only calls sched_setaffinity, which is async-signal-safe.
+        unsafe { upstream.pre_exec(move || pin(&others)) };
+    }
+    let mut upstream = upstream.spawn().expect("start the upstream");
     let upstream_pid = upstream.id();
     let mut line = String::new();
     BufReader::new(upstream.stdout.take().unwrap())
@@ -230,16 +263,25 @@ fn main() {
         .unwrap();
     // The broker on its own runtime, as `memwarden serve` runs it; the load generator on
     // another, so that each one's CPU can be told apart.
-    let broker_rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("mw-broker")
-        .enable_all()
-        .build()
-        .unwrap();
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("mw-load")
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = |name: &str, cpus: Option<Vec<usize>>| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name(name)
+            .on_thread_start(move || {
+                if let Some(cpus) = &cpus {
+                    pin(cpus).expect("pin a thread");
+                }
+            })
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let broker_rt = runtime("mw-broker", pins.as_ref().map(|p| vec![p.1]));
+    let load_rt = runtime("mw-load", pins.as_ref().map(|p| p.0.clone()));
+    if let Some((others, last)) = &pins {
+        // This thread drives the load generator's rounds.
+        pin(others).expect("pin the main thread");
+        println!("pinned: proxies on CPU {last}, load generator and upstream on CPUs {others:?}");
+    }
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"1GiB\"\n\
          [[consumer]]\nname = \"u\"\npool = \"ram\"\nresident = \"1MiB\"\nupstream = \"http://127.0.0.1:{port}\"\n"
