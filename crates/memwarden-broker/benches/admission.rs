@@ -18,6 +18,7 @@ fn state() -> (PoolState, Vec<ConsumerState>) {
             in_flight: u32::from(i % 7 == 0),
             max_concurrent: 4,
             last_used: Some((i * 7919) % 1000),
+            last_started: None,
             evictable: i % 11 != 0,
             coexist_with: if i % 5 == 0 { vec![49] } else { Vec::new() },
         })

@@ -56,6 +56,8 @@ pub struct ConsumerState {
     pub max_concurrent: u32,
     /// When its last work finished, in any monotonic unit (milliseconds since start).
     pub last_used: Option<u64>,
+    /// When its last work was granted by the owner, in the same unit.
+    pub last_started: Option<u64>,
     /// Neither `pinned` nor `self_managed`, and the broker has a way to unload it.
     pub evictable: bool,
     /// Consumers it may share the pool with (both ways already).
@@ -98,6 +100,9 @@ pub enum Wait {
     /// Not enough room, and consumers that may not share the pool with it are stuck: their
     /// memory may come back, by itself or when their unload is retried.
     Stuck { short_by: u64 },
+    /// The consumer that would have to go is still in demand: it started work after this
+    /// request queued and has not been idle for long since.
+    InDemand { victim: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +294,31 @@ pub fn pick_victims(
     Some(chosen)
 }
 
+/// How long a consumer that is still in demand must have been idle before a request that
+/// queued behind its work may evict it.
+pub const IN_DEMAND_IDLE_MS: u64 = 1000;
+
+/// Of the `victims` an eviction for a request queued at `queued_at` would unload, the first
+/// that is still in demand: it started work after the request queued (others kept using it
+/// meanwhile) and finished its last less than `idle_ms` before `now`. Evicting it at the first
+/// gap between its requests would have the pool swap back and forth, one load per request,
+/// while both sides have clients; the request waits instead until the consumer goes idle, or
+/// until it has waited long enough to have its turn whatever it needs ([`aged`]). A consumer
+/// that nobody used since the request queued goes at once.
+pub fn in_demand(
+    consumers: &[ConsumerState],
+    victims: &[usize],
+    queued_at: u64,
+    now: u64,
+    idle_ms: u64,
+) -> Option<usize> {
+    victims.iter().copied().find(|&v| {
+        let c = &consumers[v];
+        c.last_started.is_some_and(|s| s >= queued_at)
+            && c.last_used.is_none_or(|u| now.saturating_sub(u) < idle_ms)
+    })
+}
+
 /// Whether a request that has waited `waited` has its turn next, whatever it needs.
 pub fn aged(waited: Duration, max_wait: Duration) -> bool {
     waited >= max_wait / 4
@@ -337,6 +367,7 @@ mod tests {
             in_flight: 0,
             max_concurrent: u32::MAX,
             last_used: None,
+            last_started: None,
             evictable: true,
             coexist_with: Vec::new(),
         }
@@ -495,6 +526,22 @@ mod tests {
     }
 
     /// A consumer whose unload left its memory where it was.
+    #[test]
+    fn a_victim_still_in_demand_is_held_until_idle() {
+        let mut cs = vec![loaded(600, 900), consumer(600)];
+        // a started work at 950, after b's request queued at 940, and finished it at 990.
+        cs[0].last_started = Some(950);
+        cs[0].last_used = Some(990);
+        assert_eq!(in_demand(&cs, &[0], 940, 1000, 1000), Some(0));
+        assert_eq!(in_demand(&cs, &[0], 940, 1989, 1000), Some(0));
+        // Idle for the whole second: it may go.
+        assert_eq!(in_demand(&cs, &[0], 940, 1990, 1000), None);
+        // Nobody used it since the request queued: it goes at once.
+        cs[0].last_started = Some(930);
+        assert_eq!(in_demand(&cs, &[0], 940, 1000, 1000), None);
+        assert_eq!(in_demand(&cs, &[], 940, 1000, 1000), None);
+    }
+
     fn stuck(need_mib: u64) -> ConsumerState {
         ConsumerState {
             stuck: true,

@@ -317,6 +317,7 @@ fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
         in_flight: 0,
         max_concurrent: c.max_concurrent,
         last_used: None,
+        last_started: None,
         evictable: !c.pinned && !c.self_managed && c.can_unload(),
         coexist_with: c.coexist_with.clone(),
     }
@@ -724,6 +725,23 @@ impl Owner {
                 false
             }
             Decision::Evict(victims) => {
+                let now = Instant::now();
+                let w = &self.pools[p].queue[i];
+                let held = (!admission::aged(now - w.since, self.cfg.pools[p].max_wait))
+                    .then(|| {
+                        admission::in_demand(
+                            &self.cons,
+                            &victims,
+                            self.now_ms(w.since),
+                            self.now_ms(now),
+                            admission::IN_DEMAND_IDLE_MS,
+                        )
+                    })
+                    .flatten();
+                if let Some(victim) = held {
+                    self.pools[p].queue[i].last_wait = Some(Wait::InDemand { victim });
+                    return false;
+                }
                 for v in victims {
                     self.start_unload(v, true);
                 }
@@ -770,6 +788,7 @@ impl Owner {
         let w = self.pools[p].queue.remove(i).expect("index in range");
         // Counted in flight before the answer leaves, so no decision in between can evict it.
         self.cons[w.consumer].in_flight += 1;
+        self.cons[w.consumer].last_started = Some(self.now_ms(Instant::now()));
         if w.reply.send(Ok(())).is_ok() {
             self.active.insert(w.id, Some(w.consumer));
             self.counters.served += 1;
@@ -1128,6 +1147,10 @@ impl Owner {
                 name(*with)
             ),
             Some(Wait::Concurrency) => "it was at its max_concurrent".into(),
+            Some(Wait::InDemand { victim }) => format!(
+                "{:?}, which would have to make room, kept being used by other requests",
+                name(*victim)
+            ),
             Some(Wait::Reclaiming) => "memory from an eviction was still coming back".into(),
             Some(Wait::NoRoom { short_by }) => format!(
                 "{} short, and the consumers that could make room were busy",
@@ -1261,6 +1284,7 @@ impl Owner {
             n.measured = o.measured;
             n.in_flight = o.in_flight;
             n.last_used = o.last_used;
+            n.last_started = o.last_started;
             rt[new] = self.rt[old].clone();
         }
         for (p, pool) in self.pools.iter_mut().enumerate() {

@@ -389,6 +389,53 @@ async fn a_burst_for_one_consumer_does_not_starve_another() {
     r.shutdown().await;
 }
 
+/// Two clients of a that each send their next request as soon as the last is answered: a has
+/// a gap now and then, when neither has a request out. A request for b must not evict a at
+/// such a gap (the pool would swap at every one, a load per request, while both sides have
+/// clients); it waits until a goes idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_both_sides_do_not_make_the_pool_swap_at_every_gap() {
+    let a = TestConsumer::spawn("a", "32MiB", "normal");
+    let b = TestConsumer::spawn("b", "32MiB", "normal");
+    // Room for one; aging only after 5 s.
+    let toml = pool_toml("56MiB", "max_wait = \"20s\"")
+        + &consumer_toml("a", a.port, "32MiB", "")
+        + &consumer_toml("b", b.port, "32MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let url = format!("{base}/c/a/work?ms=3");
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            let mut served = 0;
+            while Instant::now() < until {
+                let (code, body) = http_with(&c, "GET", &url, "", &[]).await;
+                assert_eq!(code, 200, "{body}");
+                served += 1;
+            }
+            served
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    let answered = Instant::now();
+    assert_eq!(code, 200, "{body}");
+    let mut served = 0;
+    for c in clients {
+        served += c.await.unwrap();
+    }
+    assert!(served > 20, "a's clients were served meanwhile: {served}");
+    // b ran once a's clients had stopped and a had been idle for a second.
+    assert!(answered >= until + Duration::from_millis(900));
+    let st = status(&r).await;
+    assert_eq!(st["counters"]["loads"], 2, "{}", st["counters"]);
+    assert_eq!(st["counters"]["evictions"], 1);
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_consumer_is_trusted_again_once_its_memory_comes_back() {
     let slow = TestConsumer::spawn("slow", "64MiB", "slow");
