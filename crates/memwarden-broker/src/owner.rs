@@ -1413,7 +1413,7 @@ async fn unload(
     let deadline = started + pool.verify_timeout;
     loop {
         let (held, free) = measure_one(shared, cfg, &target).await;
-        if came_back(expected, (held0, held), (free0, free)) {
+        if came_back(expected, c.need, (held0, held), (free0, free)) {
             return UnloadOutcome::Freed {
                 remaining: held,
                 took: started.elapsed(),
@@ -1456,19 +1456,25 @@ fn expected_back(counted: u64, declared: u64) -> u64 {
 }
 
 /// Whether 90% of `expected` came back, given (before, now) readings of the consumer's own
-/// processes and of the pool's free memory. Either will do: the processes found may not be
-/// the ones that held the memory (a forwarder that owns the port, a server in a container),
-/// and the pool's reading is shared with everything else on the machine. With no processes
-/// found, the pool's reading alone decides.
+/// processes and of the pool's free memory. Processes that held 90% of the consumer's
+/// `declared` size before the unload are the holders, and what they still hold decides: the
+/// pool's reading is shared with everything else on the machine (a `ram` pool's moves by as
+/// much whenever any program starts or ends). Processes that held less may not be the ones
+/// that held the memory (a forwarder that owns the port, a server in a container): then
+/// either will do, and with no processes found, the pool's reading alone decides.
 fn came_back(
     expected: u64,
+    declared: u64,
     processes: (Option<u64>, Option<u64>),
     pool_free: (Option<u64>, Option<u64>),
 ) -> bool {
-    let enough = |delta: u64| u128::from(delta) * 10 >= u128::from(expected) * 9;
-    let by_processes = matches!(processes, (Some(h0), Some(h)) if enough(h0.saturating_sub(h)));
-    let by_pool = matches!(pool_free, (Some(f0), Some(f)) if enough(f.saturating_sub(f0)));
-    by_processes || by_pool
+    let ninety = |part: u64, of: u64| u128::from(part) * 10 >= u128::from(of) * 9;
+    let by_processes =
+        matches!(processes, (Some(h0), Some(h)) if ninety(h0.saturating_sub(h), expected));
+    let holders = matches!(processes, (Some(h0), Some(_)) if ninety(h0, declared));
+    let by_pool =
+        matches!(pool_free, (Some(f0), Some(f)) if ninety(f.saturating_sub(f0), expected));
+    by_processes || (!holders && by_pool)
 }
 
 /// One consumer's holding and its pool's live free reading.
@@ -1510,37 +1516,38 @@ mod tests {
     #[test]
     fn an_unload_is_verified_by_its_processes_or_by_the_pool() {
         let want = 1000 * MIB;
+        let back = |p, f| came_back(want, want, p, f);
         // Its processes let go of 90%: back, whatever the pool says.
-        assert!(came_back(
-            want,
-            (Some(1100 * MIB), Some(200 * MIB)),
-            (None, None)
-        ));
+        assert!(back((Some(1100 * MIB), Some(200 * MIB)), (None, None)));
         // The processes found are a forwarder's that hold nothing of it; the pool's free
         // reading rose by 90%: back.
-        assert!(came_back(
-            want,
+        assert!(back(
             (Some(5 * MIB), Some(5 * MIB)),
             (Some(100 * MIB), Some(1000 * MIB))
         ));
         // No processes found: the pool alone decides.
-        assert!(came_back(
-            want,
-            (None, None),
-            (Some(100 * MIB), Some(1000 * MIB))
-        ));
-        assert!(!came_back(
-            want,
-            (None, None),
-            (Some(100 * MIB), Some(899 * MIB))
-        ));
+        assert!(back((None, None), (Some(100 * MIB), Some(1000 * MIB))));
+        assert!(!back((None, None), (Some(100 * MIB), Some(899 * MIB))));
         // Neither moved: not back.
-        assert!(!came_back(
-            want,
+        assert!(!back(
             (Some(1000 * MIB), Some(990 * MIB)),
             (Some(100 * MIB), Some(200 * MIB))
         ));
-        assert!(!came_back(want, (None, None), (None, None)));
+        assert!(!back((None, None), (None, None)));
+        // Its processes held it and still do: the pool's reading rose for some other
+        // reason (another program ended), and it is not back.
+        assert!(!back(
+            (Some(1000 * MIB), Some(1000 * MIB)),
+            (Some(100 * MIB), Some(1100 * MIB))
+        ));
+        // Processes holding well under its declared size may not be its holders: the pool
+        // may still say it came back.
+        assert!(came_back(
+            want,
+            4000 * MIB,
+            (Some(1000 * MIB), Some(1000 * MIB)),
+            (Some(100 * MIB), Some(1100 * MIB))
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_then_b_then_a_evicts_and_reloads() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "96MiB", "normal");
     let b = TestConsumer::spawn("b", "96MiB", "normal");
     let toml = pool_toml("160MiB", "")
@@ -47,6 +48,7 @@ async fn a_then_b_then_a_evicts_and_reloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_behind_a_forwarder_is_evicted_and_not_stuck() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "96MiB", "normal");
     let fwd = Forwarder::spawn("docker-proxy", a.port);
     assert_eq!(fwd.comm(), "docker-proxy");
@@ -88,6 +90,7 @@ async fn a_consumer_behind_a_forwarder_is_evicted_and_not_stuck() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_workload_is_measured_behind_a_proxy_memwarden_does_not_know() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn_as("llama-server", "a", "96MiB", "normal");
     let relay = Forwarder::spawn("tcp-relay", a.port);
     let b = TestConsumer::spawn("b", "96MiB", "normal");
@@ -123,6 +126,7 @@ async fn a_named_workload_is_measured_behind_a_proxy_memwarden_does_not_know() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_just_loaded_is_not_counted_twice() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "64MiB", "normal");
     let b = TestConsumer::spawn("b", "64MiB", "normal");
     let toml = pool_toml("160MiB", "")

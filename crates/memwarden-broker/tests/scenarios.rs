@@ -10,6 +10,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coexisting_consumers_run_together() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "16MiB", "normal");
     let b = TestConsumer::spawn("b", "16MiB", "normal");
     let toml = pool_toml("256MiB", "")
@@ -36,6 +37,7 @@ async fn coexisting_consumers_run_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_that_may_not_coexist_never_run_at_once() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "16MiB", "normal");
     let b = TestConsumer::spawn("b", "16MiB", "normal");
     // Room for both, but no coexistence: the GPU lock, made precise.
@@ -80,6 +82,7 @@ fn more_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_requests_all_get_an_answer() {
+    let _one = one_at_a_time().await;
     more_files();
     let names = ["a", "b", "c"];
     let consumers: Vec<TestConsumer> = names
@@ -139,6 +142,7 @@ async fn five_hundred_concurrent_requests_all_get_an_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_keeps_its_memory_after_unload_is_stuck() {
+    let _one = one_at_a_time().await;
     let liar = TestConsumer::spawn("liar", "64MiB", "lying");
     let b = TestConsumer::spawn("b", "64MiB", "normal");
     let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"\nmax_wait = \"2s\"")
@@ -201,6 +205,7 @@ async fn a_consumer_that_keeps_its_memory_after_unload_is_stuck() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrying_the_unload_of_a_stuck_consumer_frees_its_room() {
+    let _one = one_at_a_time().await;
     let s = TestConsumer::spawn("s", "64MiB", "stubborn");
     let b = TestConsumer::spawn("b", "64MiB", "normal");
     let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"\nmax_wait = \"10s\"")
@@ -233,6 +238,7 @@ async fn retrying_the_unload_of_a_stuck_consumer_frees_its_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_consumers_unload_is_retried_by_itself_while_a_request_waits() {
+    let _one = one_at_a_time().await;
     let s = TestConsumer::spawn("s", "64MiB", "stubborn");
     let b = TestConsumer::spawn("b", "64MiB", "normal");
     let toml = pool_toml(
@@ -264,6 +270,7 @@ async fn a_stuck_consumers_unload_is_retried_by_itself_while_a_request_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_request_is_a_502_and_others_keep_being_served() {
+    let _one = one_at_a_time().await;
     let crash = TestConsumer::spawn("crash", "8MiB", "crash");
     let ok = TestConsumer::spawn("ok", "8MiB", "normal");
     let toml = pool_toml("256MiB", "")
@@ -298,6 +305,7 @@ async fn a_crash_mid_request_is_a_502_and_others_keep_being_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_while_queued_frees_its_place() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "16MiB", "normal");
     let b = TestConsumer::spawn("b", "16MiB", "normal");
     let toml = pool_toml("256MiB", "max_queue = 1")
@@ -334,6 +342,7 @@ async fn a_client_that_disconnects_while_queued_frees_its_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_can_never_fit_fails_at_once() {
+    let _one = one_at_a_time().await;
     let big = TestConsumer::spawn("big", "1MiB", "normal");
     let toml = pool_toml("64MiB", "") + &consumer_toml("big", big.port, "1GiB", "");
     let r = start(&toml).await;
@@ -350,6 +359,7 @@ async fn a_consumer_that_can_never_fit_fails_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_for_one_consumer_does_not_starve_another() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "32MiB", "normal");
     let b = TestConsumer::spawn("b", "32MiB", "normal");
     // Room for one; max_wait 4 s, so aging starts after 1 s.
@@ -395,6 +405,7 @@ async fn a_burst_for_one_consumer_does_not_starve_another() {
 /// clients); it waits until a goes idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_both_sides_do_not_make_the_pool_swap_at_every_gap() {
+    let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "32MiB", "normal");
     let b = TestConsumer::spawn("b", "32MiB", "normal");
     // Room for one; aging only after 5 s.
@@ -438,6 +449,7 @@ async fn clients_on_both_sides_do_not_make_the_pool_swap_at_every_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_consumer_is_trusted_again_once_its_memory_comes_back() {
+    let _one = one_at_a_time().await;
     let slow = TestConsumer::spawn("slow", "64MiB", "slow");
     let b = TestConsumer::spawn("b", "64MiB", "normal");
     let toml = pool_toml("112MiB", "verify_timeout = \"500ms\"\nmax_wait = \"10s\"")

@@ -307,6 +307,14 @@ pub fn consumer<'a>(st: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .unwrap()
 }
 
+/// Held by each test of a file whose verdicts read how much memory comes back or when: run
+/// together, one test's consumers loading and freeing tens of MiB move the machine's free
+/// memory that another reads, and their CPU delays the other's timings.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Polls the status until `pred` holds, for at most `within`.
 pub async fn wait_for(
     r: &Running,
