@@ -298,24 +298,30 @@ pub fn pick_victims(
 /// queued behind its work may evict it.
 pub const IN_DEMAND_IDLE_MS: u64 = 1000;
 
+/// How long any consumer is left after its last work ends before it is evicted: its clients'
+/// next requests, sent as soon as their last is answered, arrive within it.
+pub const SETTLE_MS: u64 = 100;
+
 /// Of the `victims` an eviction for a request queued at `queued_at` would unload, the first
-/// that is still in demand: it started work after the request queued (others kept using it
-/// meanwhile) and finished its last less than `idle_ms` before `now`. Evicting it at the first
-/// gap between its requests would have the pool swap back and forth, one load per request,
-/// while both sides have clients; the request waits instead until the consumer goes idle, or
-/// until it has waited long enough to have its turn whatever it needs ([`aged`]). A consumer
-/// that nobody used since the request queued goes at once.
+/// that is still in demand: it finished work less than [`SETTLE_MS`] before `now`, or it
+/// started work after the request queued (others kept using it meanwhile) and finished its
+/// last less than [`IN_DEMAND_IDLE_MS`] before `now`. Evicting it at the first gap between its
+/// requests would have the pool swap back and forth, one load per request, while both sides
+/// have clients; the request waits instead until the consumer goes idle, or until it has
+/// waited long enough to have its turn whatever it needs ([`aged`]). A consumer that nobody
+/// used since the request queued goes after the settling moment at most.
 pub fn in_demand(
     consumers: &[ConsumerState],
     victims: &[usize],
     queued_at: u64,
     now: u64,
-    idle_ms: u64,
 ) -> Option<usize> {
     victims.iter().copied().find(|&v| {
         let c = &consumers[v];
-        c.last_started.is_some_and(|s| s >= queued_at)
-            && c.last_used.is_none_or(|u| now.saturating_sub(u) < idle_ms)
+        let idle = c.last_used.map(|u| now.saturating_sub(u));
+        let used_since = c.last_started.is_some_and(|s| s >= queued_at);
+        idle.is_some_and(|i| i < SETTLE_MS)
+            || (used_since && idle.is_none_or(|i| i < IN_DEMAND_IDLE_MS))
     })
 }
 
@@ -532,14 +538,19 @@ mod tests {
         // a started work at 950, after b's request queued at 940, and finished it at 990.
         cs[0].last_started = Some(950);
         cs[0].last_used = Some(990);
-        assert_eq!(in_demand(&cs, &[0], 940, 1000, 1000), Some(0));
-        assert_eq!(in_demand(&cs, &[0], 940, 1989, 1000), Some(0));
+        assert_eq!(in_demand(&cs, &[0], 940, 1000), Some(0));
+        assert_eq!(in_demand(&cs, &[0], 940, 1989), Some(0));
         // Idle for the whole second: it may go.
-        assert_eq!(in_demand(&cs, &[0], 940, 1990, 1000), None);
-        // Nobody used it since the request queued: it goes at once.
+        assert_eq!(in_demand(&cs, &[0], 940, 1990), None);
+        // Nobody used it since the request queued: it goes once settled.
         cs[0].last_started = Some(930);
-        assert_eq!(in_demand(&cs, &[0], 940, 1000, 1000), None);
-        assert_eq!(in_demand(&cs, &[], 940, 1000, 1000), None);
+        assert_eq!(in_demand(&cs, &[0], 940, 1089), Some(0));
+        assert_eq!(in_demand(&cs, &[0], 940, 1090), None);
+        // Never used at all: at once.
+        cs[0].last_used = None;
+        cs[0].last_started = None;
+        assert_eq!(in_demand(&cs, &[0], 940, 1000), None);
+        assert_eq!(in_demand(&cs, &[], 940, 1000), None);
     }
 
     fn stuck(need_mib: u64) -> ConsumerState {

@@ -734,7 +734,6 @@ impl Owner {
                             &victims,
                             self.now_ms(w.since),
                             self.now_ms(now),
-                            admission::IN_DEMAND_IDLE_MS,
                         )
                     })
                     .flatten();
