@@ -34,6 +34,8 @@ pub struct App {
     pub config: RwLock<Arc<Config>>,
     pub leases: Mutex<HashMap<String, Lease>>,
     snapshot: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
+    /// Ticks once a second ([`App::tick_clock`]): what the bounds of proxied requests wait on.
+    clock: tokio::sync::watch::Sender<()>,
 }
 
 pub struct Lease {
@@ -52,11 +54,30 @@ impl App {
             config: RwLock::new(config),
             leases: Mutex::new(HashMap::new()),
             snapshot: tokio::sync::Mutex::new(None),
+            clock: tokio::sync::watch::Sender::new(()),
         })
     }
 
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.config.read().expect("config lock"))
+    }
+
+    /// Wakes the requests waiting for their upstream's answer to check their deadline.
+    pub fn tick_clock(&self) {
+        self.clock.send_replace(());
+    }
+
+    /// Resolves once `deadline` has passed, seen at the clock's one-second ticks. A tokio timer
+    /// per proxied request would be registered on the runtime's timer wheel, shared by all its
+    /// workers, and taken off again when the answer comes, for a deadline that almost never
+    /// fires and is minutes long: one tick a second serves them all.
+    async fn past(&self, deadline: Instant) {
+        let mut tick = self.clock.subscribe();
+        while Instant::now() < deadline {
+            if tick.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Drops the leases whose time is up.
@@ -459,7 +480,12 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, mut req: Request
     let upstream_req = hyper::Request::from_parts(parts, body);
     let client: &HttpClient = &app.shared.client;
     let wait = cfg.consumers[c].response_timeout;
-    let Ok(answer) = tokio::time::timeout(wait, client.request(upstream_req)).await else {
+    let answer = tokio::select! {
+        biased;
+        answer = client.request(upstream_req) => Some(answer),
+        () = app.past(Instant::now() + wait) => None,
+    };
+    let Some(answer) = answer else {
         drop(permit);
         app.broker.send(Msg::UpstreamFailed {
             consumer: consumer.clone(),

@@ -179,10 +179,13 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
         async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
                 broker.send(Msg::Tick);
                 app.expire_leases();
+                if n.is_multiple_of(10) {
+                    app.tick_clock();
+                }
             }
         }
     }));
