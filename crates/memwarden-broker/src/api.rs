@@ -482,60 +482,45 @@ async fn forward(app: Arc<App>, consumer: String, rest: String, mut req: Request
     let wait = cfg.consumers[c].response_timeout;
     let answer = tokio::select! {
         biased;
-        answer = client.request(upstream_req) => Some(answer),
-        () = app.past(Instant::now() + wait) => None,
-    };
-    let Some(answer) = answer else {
-        drop(permit);
-        app.broker.send(Msg::UpstreamFailed {
-            consumer: consumer.clone(),
-        });
-        return error(
+        answer = client.request(upstream_req) => answer.map_err(|e| {
+            let why = format!("failed: {}", error_chain(&e));
+            (StatusCode::BAD_GATEWAY, why)
+        }),
+        () = app.past(Instant::now() + wait) => Err((
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "upstream of {consumer:?} at {} did not start answering within {} \
-                 (its response_timeout)",
-                up.authority(),
+                "did not start answering within {} (its response_timeout)",
                 crate::human::duration(wait)
             ),
-        );
+        )),
     };
-    match answer {
-        Ok(mut resp) => {
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client_upgrade) = client_upgrade
-            {
-                return splice(
-                    resp.headers().clone(),
-                    client_upgrade,
-                    hyper::upgrade::on(&mut resp),
-                    permit,
-                );
-            }
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            let body = Body::new(Held {
-                inner: body,
-                _permit: permit,
-                app: Some((Arc::clone(&app), consumer)),
-            });
-            Response::from_parts(parts, body)
-        }
-        Err(e) => {
+    let mut resp = match answer {
+        Ok(resp) => resp,
+        Err((status, why)) => {
             drop(permit);
-            app.broker.send(Msg::UpstreamFailed {
-                consumer: consumer.clone(),
-            });
-            error(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "upstream of {consumer:?} at {} failed: {}",
-                    up.authority(),
-                    error_chain(&e)
-                ),
-            )
+            let msg = format!("upstream of {consumer:?} at {} {why}", up.authority());
+            app.broker.send(Msg::UpstreamFailed { consumer });
+            return error(status, msg);
         }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        return splice(
+            resp.headers().clone(),
+            client_upgrade,
+            hyper::upgrade::on(&mut resp),
+            permit,
+        );
     }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Body::new(Held {
+        inner: body,
+        _permit: permit,
+        app: Some((Arc::clone(&app), consumer)),
+    });
+    Response::from_parts(parts, body)
 }
 
 /// Answers 101 to the client and copies bytes both ways between the two upgraded
