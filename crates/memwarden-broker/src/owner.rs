@@ -576,10 +576,6 @@ impl Owner {
         }
     }
 
-    fn open_gates_iter(&self) -> impl Iterator<Item = &Arc<Gate>> {
-        self.gates.iter().flatten()
-    }
-
     /// Consumer `c`'s work in flight and when its last work ended, its open gate's included.
     fn in_flight(&self, c: usize) -> (u32, Option<u64>) {
         let cs = &self.cons[c];
@@ -1251,7 +1247,9 @@ impl Owner {
         let mut counters = self.counters.clone();
         counters.oldest_queued_seconds = oldest_all;
         counters.served += self
-            .open_gates_iter()
+            .gates
+            .iter()
+            .flatten()
             .map(|g| g.peek().admitted)
             .sum::<u64>();
         Status {
