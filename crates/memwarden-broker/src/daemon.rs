@@ -213,7 +213,7 @@ async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
 /// Serves the API on `listener` until told to stop.
 fn serve(listener: tokio::net::TcpListener, addr: SocketAddr, app: &Arc<App>) -> Server {
     let (stop, stop_rx) = oneshot::channel::<()>();
-    let router = api::router(Arc::clone(app));
+    let front = api::Front::new(Arc::clone(app));
     let task = tokio::spawn(async move {
         // Streamed answers go out in several writes: Nagle's algorithm would hold them.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -221,7 +221,9 @@ fn serve(listener: tokio::net::TcpListener, addr: SocketAddr, app: &Arc<App>) ->
         });
         if let Err(e) = axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(front),
         )
         .with_graceful_shutdown(async move {
             let _ = stop_rx.await;

@@ -230,13 +230,18 @@ async fn proxy_streams_both_ways() {
     assert_eq!(body.matches("data: a ").count(), 5, "{body}");
     let (code, body) = http("GET", format!("{base}/c/a/forwarded-for"), "").await;
     assert_eq!((code, body.as_str()), (200, "127.0.0.1"));
+    // The path goes upstream as the client wrote it, escapes and all.
+    let (code, body) = http("GET", format!("{base}/c/a/path/a%20b%2Fc?x=1&y=%20"), "").await;
+    assert_eq!((code, body.as_str()), (200, "/path/a%20b%2Fc?x=1&y=%20"));
+    let (code, body) = http("GET", format!("{base}/c/a?q=1"), "").await;
+    assert_eq!((code, body.as_str()), (200, "/?q=1"));
     let big = "x".repeat(3 << 20);
     let (code, body) = http("POST", format!("{base}/c/a/echo"), &big).await;
     assert_eq!(code, 200);
     assert_eq!(body.len(), big.len());
     let st = status(&r).await;
     assert_eq!(consumer(&st, "a")["in_flight"], 0);
-    assert_eq!(st["counters"]["served"], 3);
+    assert_eq!(st["counters"]["served"], 5);
     r.shutdown().await;
 }
 
@@ -266,12 +271,12 @@ async fn an_upstream_that_does_not_answer_gets_a_504_and_gives_its_turn_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_everything_but_healthz() {
-    let dir = tempfile::tempdir().unwrap();
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n";
-    let _ = dir;
     let r = start(toml).await;
     let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/v1/status"), "").await.0, 401);
+    // Refused before the consumer is looked up: a 404 would list the consumers.
+    assert_eq!(http("GET", format!("{base}/c/nobody/x"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/metrics"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/healthz"), "").await.0, 200);
     let c = client();

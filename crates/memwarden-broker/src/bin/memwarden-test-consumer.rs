@@ -7,7 +7,7 @@
 //! 1.5 s later; a stubborn one keeps it until a second unload), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
-//! `GET /forwarded-for`.
+//! `GET /forwarded-for`, `ANY /` and `ANY /path/…` (the path and query they were asked for).
 //!
 //! `memwarden-test-consumer --forward-to PORT [--port N]` is a plain TCP forwarder to
 //! 127.0.0.1:PORT instead, as docker-proxy stands in front of a container's server: run
@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
@@ -171,6 +171,11 @@ async fn main() {
         .route("/work", any(work))
         .route("/stream", get(stream))
         .route("/echo", post(|b: Bytes| async move { b }))
+        .route("/", any(|uri: Uri| async move { uri.to_string() }))
+        .route(
+            "/path/{*rest}",
+            any(|uri: Uri| async move { uri.to_string() }),
+        )
         .route("/upgrade", get(upgrade))
         .route(
             "/forwarded-for",
