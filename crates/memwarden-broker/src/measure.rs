@@ -120,17 +120,28 @@ impl Measurer {
         if targets.iter().all(|t| t.locator.is_empty()) {
             return vec![None; targets.len()];
         }
-        let want_gpu = targets.iter().any(|t| t.kind != PoolKind::Ram);
-        let (gpus, scan) = if want_gpu {
-            probe.processes_with_gpus(&mut Vec::new())
+        // A named workload is found by its cgroup and command line; anything else from the
+        // processes' stat alone, read every 500 ms while requests are served beside it.
+        let scan = if targets.iter().any(|t| t.locator.workload.is_some()) {
+            probe.scan_processes().0
         } else {
-            (Vec::new(), probe.scan_processes().0)
+            probe.scan_stats()
         };
-        let gpu = GpuUse::new(&gpus, &scan, targets);
+        let found: Vec<Option<Vec<u32>>> = targets
+            .iter()
+            .map(|t| self.pids(probe, &scan, &t.locator))
+            .collect();
+        let gpu = if targets.iter().any(|t| t.kind != PoolKind::Ram) {
+            let pids: Vec<u32> = found.iter().flatten().flatten().copied().collect();
+            GpuUse::new(probe.gpu_use_of(&pids), targets)
+        } else {
+            GpuUse::default()
+        };
         targets
             .iter()
-            .map(|t| {
-                let pids = self.pids(probe, &scan, &t.locator)?;
+            .zip(found)
+            .map(|(t, pids)| {
+                let pids = pids?;
                 match t.kind {
                     PoolKind::Ram => scan
                         .iter()
@@ -308,9 +319,13 @@ struct GpuUse {
 }
 
 impl GpuUse {
-    fn new(gpus: &[Gpu], scan: &[ScannedProcess], targets: &[Target]) -> GpuUse {
+    /// From [`Probe::gpu_use_of`]'s answer for the targets' processes.
+    fn new(
+        (gpus, per_pid, unreadable): (Vec<Gpu>, HashMap<u32, Vec<ProcessGpu>>, Vec<u32>),
+        targets: &[Target],
+    ) -> GpuUse {
         let ours: Vec<u32> = targets.iter().filter_map(|t| t.gpu).collect();
-        let mut out = GpuUse {
+        GpuUse {
             readable: gpus
                 .iter()
                 .filter(|g| g.error.is_none() && ours.contains(&g.index))
@@ -321,21 +336,9 @@ impl GpuUse {
                 .filter(|g| g.vendor == Vendor::Nvidia)
                 .map(|g| g.index)
                 .collect(),
-            ..GpuUse::default()
-        };
-        for s in scan {
-            let on_ours: Vec<ProcessGpu> = (s.process.gpu.iter())
-                .filter(|g| ours.contains(&g.gpu_index))
-                .cloned()
-                .collect();
-            if !on_ours.is_empty() {
-                out.per_pid.insert(s.process.pid, on_ours);
-            }
-            if !s.fds_readable {
-                out.unreadable.push(s.process.pid);
-            }
+            per_pid,
+            unreadable,
         }
-        out
     }
 
     /// What `pids` hold on the target's GPU; `None` when that GPU or one of their figures

@@ -238,13 +238,7 @@ impl Probe {
     /// Every process readable under the root, in pid order, with DRM clients from fdinfo
     /// (each `(drm-pdev, drm-client-id)` counted once, for the first process that holds it).
     pub fn scan_processes(&mut self) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {
-        let mut pids: Vec<u32> = match std::fs::read_dir(&self.path) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        pids.sort_unstable();
+        let pids = self.pids();
         let mut out = Vec::with_capacity(pids.len());
         let mut clients = DrmClients::default();
         let mut path = String::with_capacity(self.path.len() + 64);
@@ -252,6 +246,15 @@ impl Probe {
             let Some(mut p) = self.read_process(pid, &mut path) else {
                 continue;
             };
+            let facts = procfs::read_facts(&mut self.buf, &self.path, pid, &mut path);
+            // Kernel threads have no VmRSS; stat's rss (the same counter) covers a status we
+            // could not read.
+            if let Some(s) = facts.status {
+                (p.process.uid, p.process.rss_bytes) = (s.uid, s.rss_bytes);
+            }
+            p.process.cgroup = facts.cgroup_text();
+            p.process.cmdline = facts.cmdline;
+            p.cgroup_ref = facts.cgroup;
             let fds = procfs::scan_fds(&self.path, pid, &mut path);
             procfs::read_drm_clients(
                 &mut self.buf,
@@ -268,38 +271,87 @@ impl Probe {
         (out, clients.list)
     }
 
-    /// One process; `None` when it vanished (its stat cannot be read or parsed).
+    /// Every process from its stat alone: pid, parent, process group, start time, name and
+    /// resident size, with nothing else filled in. What finding a server's processes and
+    /// weighing them needs, for a fraction of a full scan's reads (one file per process
+    /// instead of four and a walk of its open files).
+    pub fn scan_stats(&mut self) -> Vec<ScannedProcess> {
+        let mut path = String::with_capacity(self.path.len() + 64);
+        let pids = self.pids();
+        pids.into_iter()
+            .filter_map(|pid| self.read_process(pid, &mut path))
+            .collect()
+    }
+
+    /// The numbered entries of /proc, in order.
+    fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = match std::fs::read_dir(&self.path) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        pids.sort_unstable();
+        pids
+    }
+
+    /// One process from its stat; `None` when it vanished (its stat cannot be read or parsed).
     fn read_process(&mut self, pid: u32, path: &mut String) -> Option<ScannedProcess> {
         procfs::proc_path(path, &self.path, pid, "stat");
         let stat = self.buf.read(path.as_ref()).ok()?;
         let st = process::parse_stat(stat)?;
-        let name = sanitize::sanitize_bytes(st.comm, sanitize::NAME_MAX);
-        let (starttime, ppid, pgrp, rss_pages) = (st.starttime, st.ppid, st.pgrp, st.rss_pages);
-        let facts = procfs::read_facts(&mut self.buf, &self.path, pid, path);
-        // Kernel threads have no VmRSS; stat's rss (the same counter) covers a status we could
-        // not read.
-        let (uid, rss_bytes) = match facts.status {
-            Some(s) => (s.uid, s.rss_bytes),
-            None => (None, Some(rss_pages * self.page_size)),
-        };
         Some(ScannedProcess {
             process: Process {
                 pid,
-                starttime,
-                ppid: Some(ppid),
-                uid,
-                name,
-                cgroup: facts.cgroup_text(),
-                cmdline: facts.cmdline,
-                rss_bytes,
+                starttime: st.starttime,
+                ppid: Some(st.ppid),
+                uid: None,
+                name: sanitize::sanitize_bytes(st.comm, sanitize::NAME_MAX),
+                cgroup: None,
+                cmdline: String::new(),
+                rss_bytes: Some(st.rss_pages * self.page_size),
                 gpu: Vec::new(),
                 framework: None,
             },
-            pgrp,
-            cgroup_ref: facts.cgroup,
+            pgrp: st.pgrp,
+            cgroup_ref: None,
             model_files: Vec::new(),
             fds_readable: false,
         })
+    }
+
+    /// The devices and what `pids` hold on them (the driver's figures and their own fdinfo),
+    /// reading the open files of those processes alone; and which of them would not let their
+    /// fds be read.
+    pub fn gpu_use_of(
+        &mut self,
+        pids: &[u32],
+    ) -> (Vec<Gpu>, HashMap<u32, Vec<ProcessGpu>>, Vec<u32>) {
+        let (gpus, mut nvml_per_pid) = self.read_gpus(true);
+        let mut clients = DrmClients::default();
+        let mut unreadable = Vec::new();
+        let mut path = String::with_capacity(self.path.len() + 64);
+        for &pid in pids {
+            let fds = procfs::scan_fds(&self.path, pid, &mut path);
+            if !fds.readable {
+                unreadable.push(pid);
+            }
+            procfs::read_drm_clients(
+                &mut self.buf,
+                &self.path,
+                pid,
+                &fds.drm_fds,
+                &mut path,
+                &mut clients,
+            );
+        }
+        let mut per_pid = attribute_drm(&gpus, clients.list, &mut Vec::new());
+        for &pid in pids {
+            if let Some(list) = nvml_per_pid.remove(&pid) {
+                per_pid.entry(pid).or_default().extend(list);
+            }
+        }
+        (gpus, per_pid, unreadable)
     }
 
     /// The devices, and every process with its GPU figures (NVML's and fdinfo's) merged in:

@@ -118,6 +118,55 @@ fn amd_apu_host() {
 }
 
 #[test]
+fn a_stat_scan_and_the_gpu_use_of_chosen_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = apu_host(tmp.path());
+    let mut probe = probe(&root);
+    let stats = probe.scan_stats();
+    let got: Vec<(u32, Option<u32>, &str, Option<u64>)> = stats
+        .iter()
+        .map(|s| {
+            let p = &s.process;
+            (p.pid, p.ppid, p.name.as_str(), p.rss_bytes)
+        })
+        .collect();
+    // The same processes as the full scan, from stat alone: the status we may not read
+    // changes nothing here.
+    assert_eq!(
+        got,
+        vec![
+            (100, Some(1), "llama-server", Some(2 * GIB)),
+            (102, Some(1), "hidden", Some(4 * MIB)),
+            (103, Some(100), "llama-child", Some(MIB)),
+        ]
+    );
+    assert_eq!(stats[0].process.starttime, 1100);
+    assert_eq!(stats[0].pgrp, 100);
+    assert!(stats[0].process.cmdline.is_empty() && stats[0].cgroup_ref.is_none());
+
+    // Only the chosen processes' files are read: the client llama-server shares with its child
+    // is the child's when the child alone is asked about, and counted once when both are.
+    let (gpus, per_pid, unreadable) = probe.gpu_use_of(&[103]);
+    assert_eq!(gpus.len(), 1);
+    assert!(unreadable.is_empty());
+    let held = |per_pid: &std::collections::HashMap<u32, Vec<ProcessGpu>>, pid| {
+        per_pid.get(&pid).map(|l| (l[0].vram_bytes, l[0].gtt_bytes))
+    };
+    assert_eq!(held(&per_pid, 103), Some((Some(5 * MIB), Some(24 * MIB))));
+    assert_eq!(held(&per_pid, 100), None);
+    let (_, per_pid, _) = probe.gpu_use_of(&[100, 103]);
+    assert_eq!(held(&per_pid, 100), Some((Some(6 * MIB), Some(26 * MIB))));
+    assert_eq!(held(&per_pid, 103), None);
+
+    // A process whose fds we may not list is named: it shows no GPU use, which is not none.
+    let fd = tmp.path().join("proc/102/fd");
+    std::fs::remove_dir_all(&fd).unwrap();
+    std::fs::write(&fd, "").unwrap();
+    let (_, _, unreadable) = probe.gpu_use_of(&[100, 102]);
+    assert_eq!(unreadable, vec![102]);
+}
+
+#[test]
 fn drm_source_none_reads_no_gpu() {
     let tmp = tempfile::tempdir().unwrap();
     let root = apu_host(tmp.path());
