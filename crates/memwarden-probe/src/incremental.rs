@@ -169,13 +169,7 @@ impl Sampler {
     }
 
     fn scan(&mut self) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {
-        let mut pids: Vec<u32> = match std::fs::read_dir(&self.proc_dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        pids.sort_unstable();
+        let pids = procfs::list_pids(&self.proc_dir);
         let page = self.probe.page_size();
         let mut out = Vec::with_capacity(pids.len());
         let mut clients = DrmClients::default();

@@ -238,7 +238,7 @@ impl Probe {
     /// Every process readable under the root, in pid order, with DRM clients from fdinfo
     /// (each `(drm-pdev, drm-client-id)` counted once, for the first process that holds it).
     pub fn scan_processes(&mut self) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {
-        let pids = self.pids();
+        let pids = procfs::list_pids(&self.path);
         let mut out = Vec::with_capacity(pids.len());
         let mut clients = DrmClients::default();
         let mut path = String::with_capacity(self.path.len() + 64);
@@ -255,15 +255,7 @@ impl Probe {
             p.process.cgroup = facts.cgroup_text();
             p.process.cmdline = facts.cmdline;
             p.cgroup_ref = facts.cgroup;
-            let fds = procfs::scan_fds(&self.path, pid, &mut path);
-            procfs::read_drm_clients(
-                &mut self.buf,
-                &self.path,
-                pid,
-                &fds.drm_fds,
-                &mut path,
-                &mut clients,
-            );
+            let fds = self.read_fds(pid, &mut path, &mut clients);
             p.model_files = fds.model_files;
             p.fds_readable = fds.readable;
             out.push(p);
@@ -277,22 +269,22 @@ impl Probe {
     /// instead of four and a walk of its open files).
     pub fn scan_stats(&mut self) -> Vec<ScannedProcess> {
         let mut path = String::with_capacity(self.path.len() + 64);
-        let pids = self.pids();
+        let pids = procfs::list_pids(&self.path);
         pids.into_iter()
             .filter_map(|pid| self.read_process(pid, &mut path))
             .collect()
     }
 
-    /// The numbered entries of /proc, in order.
-    fn pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = match std::fs::read_dir(&self.path) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        pids.sort_unstable();
-        pids
+    /// A process's open files, with the DRM clients among them read into `clients`.
+    fn read_fds(
+        &mut self,
+        pid: u32,
+        path: &mut String,
+        clients: &mut DrmClients,
+    ) -> procfs::FdScan {
+        let fds = procfs::scan_fds(&self.path, pid, path);
+        procfs::read_drm_clients(&mut self.buf, &self.path, pid, &fds.drm_fds, path, clients);
+        fds
     }
 
     /// One process from its stat; `None` when it vanished (its stat cannot be read or parsed).
@@ -332,18 +324,9 @@ impl Probe {
         let mut unreadable = Vec::new();
         let mut path = String::with_capacity(self.path.len() + 64);
         for &pid in pids {
-            let fds = procfs::scan_fds(&self.path, pid, &mut path);
-            if !fds.readable {
+            if !self.read_fds(pid, &mut path, &mut clients).readable {
                 unreadable.push(pid);
             }
-            procfs::read_drm_clients(
-                &mut self.buf,
-                &self.path,
-                pid,
-                &fds.drm_fds,
-                &mut path,
-                &mut clients,
-            );
         }
         let mut per_pid = attribute_drm(&gpus, clients.list, &mut Vec::new());
         for &pid in pids {

@@ -121,6 +121,18 @@ pub(crate) struct FdScan {
     pub readable: bool,
 }
 
+/// The numbered entries of the proc directory (its processes), in order.
+pub(crate) fn list_pids(proc_dir: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = match std::fs::read_dir(proc_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    pids.sort_unstable();
+    pids
+}
+
 /// Reads every fd link once: a link names its file, so no fd's fdinfo is opened just to learn
 /// that it is not a DRM client, and model files come from the same walk.
 pub(crate) fn scan_fds(proc_dir: &str, pid: u32, path: &mut String) -> FdScan {
