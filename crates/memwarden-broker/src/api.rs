@@ -159,6 +159,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/consumers/{name}/load", post(admin_load))
         .route("/v1/consumers/{name}/unload", post(admin_unload))
         .route("/metrics", get(metrics))
+        .route("/v1/models", get(models))
+        .route("/v1/{*openai}", post(by_model))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth));
     Router::new()
         .route("/healthz", get(healthz))
@@ -431,6 +433,95 @@ async fn admin_unload(State(app): State<Arc<App>>, Path(name): Path<String>) -> 
             msg,
         ),
     }
+}
+
+/// The most of a request body read to find its `model` (images travel inside chat requests).
+const MAX_ROUTED_BODY: usize = 64 << 20;
+
+#[derive(Deserialize)]
+struct ModelField {
+    model: String,
+}
+
+/// An OpenAI-style request (`POST /v1/chat/completions`, `/v1/embeddings`, …) goes to the
+/// consumer its body's `model` names, at the same path: one base URL for every server, as
+/// applications that switch models by name expect.
+async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        body,
+        MAX_ROUTED_BODY,
+    ))
+    .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a request routed by its model may be {} at most; send larger ones to /c/CONSUMER/…",
+                    memwarden_probe::size::format_size(MAX_ROUTED_BODY as u64)
+                ),
+            );
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let cfg = app.config();
+    let Ok(ModelField { model }) = serde_json::from_slice(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} is routed by the \"model\" of its JSON body, and this one names none \
+                 (or send it to /c/CONSUMER{})",
+                parts.uri.path(),
+                parts.uri.path()
+            ),
+        );
+    };
+    let Some(c) = cfg.consumer_for_model(&model) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no consumer serves model {:?} (models: {})",
+                memwarden_probe::sanitize::sanitize(&model, 80),
+                model_ids(&cfg).join(", ")
+            ),
+        );
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let consumer = cfg.consumers[c].name.clone();
+    forward(
+        app,
+        consumer,
+        path,
+        Request::from_parts(parts, Body::from(body)),
+    )
+    .await
+}
+
+/// The model names requests may ask for: each proxied consumer's `models`, or its name.
+fn model_ids(cfg: &Config) -> Vec<&str> {
+    (cfg.consumers.iter())
+        .filter(|c| c.upstream.is_some())
+        .flat_map(|c| match c.models.is_empty() {
+            true => vec![c.name.as_str()],
+            false => c.models.iter().map(String::as_str).collect(),
+        })
+        .collect()
+}
+
+/// `GET /v1/models` as OpenAI's API answers it, so that applications list what they may ask for.
+async fn models(State(app): State<Arc<App>>) -> Response {
+    let cfg = app.config();
+    let data: Vec<_> = model_ids(&cfg)
+        .into_iter()
+        .map(|id| json!({ "id": id, "object": "model", "owned_by": "memwarden" }))
+        .collect();
+    axum::Json(json!({ "object": "list", "data": data })).into_response()
 }
 
 /// Headers that belong to one connection, not to the message (RFC 9110 7.6.1).

@@ -129,6 +129,9 @@ pub struct ConsumerConfig {
     /// consumer's memory, where neither its port nor its process group leads to them.
     pub workload: Option<String>,
     pub coexist_with: Vec<usize>,
+    /// The names applications ask for this consumer by in an OpenAI-style request's `model`
+    /// field (its own name too, always).
+    pub models: Vec<String>,
     pub self_managed: bool,
     pub pinned: bool,
     pub idle_ttl: Option<Duration>,
@@ -280,6 +283,8 @@ struct RawConsumer {
     #[serde(default)]
     coexist_with: Vec<Spanned<String>>,
     #[serde(default)]
+    models: Vec<Spanned<String>>,
+    #[serde(default)]
     self_managed: bool,
     #[serde(default)]
     pinned: bool,
@@ -372,6 +377,30 @@ impl Config {
                 ));
             }
         }
+        // A model name routes to one consumer: none claims another's name or model.
+        let mut claimed: HashMap<&str, &str> = HashMap::new();
+        for c in &raw.consumer {
+            let owner = c.name.get_ref().as_str();
+            for m in &c.models {
+                let model = m.get_ref().as_str();
+                let taken = if model != owner && names.contains_key(model) {
+                    Some("the name of another consumer".to_string())
+                } else {
+                    (claimed.insert(model, owner))
+                        .filter(|o| *o != owner)
+                        .map(|o| format!("a model of consumer {o:?}"))
+                };
+                if let Some(taken) = taken {
+                    return Err(src.err(
+                        m,
+                        format!(
+                            "consumer {owner:?}: model {:?} is already {taken}",
+                            memwarden_probe::sanitize::sanitize(model, 80)
+                        ),
+                    ));
+                }
+            }
+        }
         for c in raw.consumer {
             consumers.push(consumer(&src, c, &pool_index, &names, base, estimator)?);
         }
@@ -392,6 +421,14 @@ impl Config {
 
     pub fn consumer_index(&self, name: &str) -> Option<usize> {
         self.consumers.iter().position(|c| c.name == name)
+    }
+
+    /// The consumer an OpenAI-style request for `model` goes to: the one that lists it among
+    /// its `models`, or the one by that name.
+    pub fn consumer_for_model(&self, model: &str) -> Option<usize> {
+        (self.consumers.iter())
+            .position(|c| c.models.iter().any(|m| m == model))
+            .or_else(|| self.consumer_index(model))
     }
 }
 
@@ -735,6 +772,21 @@ fn consumer(
         }
         coexist_with.push(i);
     }
+    for m in &c.models {
+        let model = m.get_ref();
+        if model.is_empty() || model.len() > 256 || model.chars().any(char::is_control) {
+            return Err(src.err(
+                m,
+                format!("consumer {name:?}: a model name is 1 to 256 characters, none a control"),
+            ));
+        }
+        if upstream.is_none() {
+            return Err(src.err(
+                m,
+                format!("consumer {name:?}: models need an upstream to send their requests to"),
+            ));
+        }
+    }
     let max_concurrent = match &c.max_concurrent {
         Some(m) if *m.get_ref() == 0 => {
             return Err(src.err(
@@ -763,6 +815,7 @@ fn consumer(
         stop: c.stop.map(|s| s.into_inner()),
         workload: c.workload.map(|w| w.into_inner()),
         coexist_with,
+        models: c.models.into_iter().map(|m| m.into_inner()).collect(),
         self_managed: c.self_managed,
         pinned: c.pinned,
         idle_ttl,
@@ -855,6 +908,37 @@ coexist_with = ["comfyui"]
             "[[pool]]\nname=\"p\"\nkind=\"ram\"\n[[consumer]]\nname=\"a\"\npool=\"p\"\nresident=1\ncoexist_with=[\"ghost\"]\n",
         );
         assert!(e.contains("t.toml:8:15") && e.contains("\"ghost\""), "{e}");
+    }
+
+    #[test]
+    fn a_model_name_routes_to_one_consumer() {
+        let two = |a_models: &str, b_models: &str| {
+            format!(
+                "[[pool]]\nname=\"p\"\nkind=\"ram\"\n\
+                 [[consumer]]\nname=\"a\"\npool=\"p\"\nresident=1\nupstream=\"http://127.0.0.1:1\"\nmodels={a_models}\n\
+                 [[consumer]]\nname=\"b\"\npool=\"p\"\nresident=1\nupstream=\"http://127.0.0.1:2\"\nmodels={b_models}\n"
+            )
+        };
+        let c = Config::parse(&two(r#"["llama3:8b", "a"]"#, "[]"), "t.toml", None).unwrap();
+        assert_eq!(c.consumer_for_model("llama3:8b"), Some(0));
+        assert_eq!(c.consumer_for_model("a"), Some(0));
+        assert_eq!(c.consumer_for_model("b"), Some(1));
+        assert_eq!(c.consumer_for_model("qwen"), None);
+        let e = err(&two(r#"["llama3:8b"]"#, r#"["x", "llama3:8b"]"#));
+        assert_eq!(
+            e,
+            "t.toml:15:14: consumer \"b\": model \"llama3:8b\" is already a model of consumer \"a\""
+        );
+        let e = err(&two(r#"["b"]"#, "[]"));
+        assert!(
+            e.starts_with("t.toml:9:9: consumer \"a\": model \"b\" is already the name of another"),
+            "{e}"
+        );
+        assert!(err(&two(r#"[""]"#, "[]")).contains("a model name is 1 to 256 characters"));
+        let e = err(
+            "[[pool]]\nname=\"p\"\nkind=\"ram\"\n[[consumer]]\nname=\"job\"\npool=\"p\"\nresident=1\nmodels=[\"m\"]\n",
+        );
+        assert!(e.contains("models need an upstream"), "{e}");
     }
 
     #[test]

@@ -270,6 +270,67 @@ async fn an_upstream_that_does_not_answer_gets_a_504_and_gives_its_turn_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_requests_go_to_the_consumer_their_model_names() {
+    let a = TestConsumer::spawn("a", "8MiB", "normal");
+    let b = TestConsumer::spawn("b", "8MiB", "normal");
+    let toml = pool_toml("256MiB", "")
+        + &consumer_toml(
+            "a",
+            a.port,
+            "8MiB",
+            "coexist_with = [\"b\"]\nmodels = [\"llama3:8b\", \"llama3\"]",
+        )
+        + &consumer_toml("b", b.port, "8MiB", "");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    let chat = r#"{"model": "llama3:8b", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let (code, body) = http("POST", format!("{base}/v1/chat/completions"), chat).await;
+    assert_eq!(
+        (code, body),
+        (200, format!("a /v1/chat/completions {chat}"))
+    );
+    // By the consumer's own name too, with the query kept.
+    let (code, body) = http(
+        "POST",
+        format!("{base}/v1/embeddings?x=1"),
+        r#"{"model":"b"}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"b /v1/embeddings?x=1 {"model":"b"}"#)
+    );
+    let (code, body) = http(
+        "POST",
+        format!("{base}/v1/completions"),
+        r#"{"model":"qwen"}"#,
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("no consumer serves model \\\"qwen\\\" (models: llama3:8b, llama3, b)"),
+        "{body}"
+    );
+    for bad in ["", "not json", r#"{"messages": []}"#, r#"{"model": 7}"#] {
+        let (code, body) = http("POST", format!("{base}/v1/chat/completions"), bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.contains("routed by the \\\"model\\\""), "{body}");
+    }
+    let (code, body) = http("GET", format!("{base}/v1/models"), "").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = (v["data"].as_array().unwrap().iter())
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["llama3:8b", "llama3", "b"]);
+    // The broker's own routes under /v1 stay its own.
+    assert_eq!(http("POST", format!("{base}/v1/status"), "{}").await.0, 405);
+    let st = status(&r).await;
+    assert_eq!(st["counters"]["served"], 2);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_everything_but_healthz() {
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n";
     let r = start(toml).await;
@@ -277,6 +338,14 @@ async fn a_token_guards_everything_but_healthz() {
     assert_eq!(http("GET", format!("{base}/v1/status"), "").await.0, 401);
     // Refused before the consumer is looked up: a 404 would list the consumers.
     assert_eq!(http("GET", format!("{base}/c/nobody/x"), "").await.0, 401);
+    let chat = r#"{"model": "nobody"}"#;
+    assert_eq!(
+        http("POST", format!("{base}/v1/chat/completions"), chat)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(http("GET", format!("{base}/v1/models"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/metrics"), "").await.0, 401);
     assert_eq!(http("GET", format!("{base}/healthz"), "").await.0, 200);
     let c = client();

@@ -7,7 +7,8 @@
 //! 1.5 s later; a stubborn one keeps it until a second unload), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
-//! `GET /forwarded-for`, `ANY /` and `ANY /path/…` (the path and query they were asked for).
+//! `GET /forwarded-for`, `ANY /` and `ANY /path/…` (the path and query they were asked for), `POST /v1/…` (its name,
+//! path and the body it was sent).
 //!
 //! `memwarden-test-consumer --forward-to PORT [--port N]` is a plain TCP forwarder to
 //! 127.0.0.1:PORT instead, as docker-proxy stands in front of a container's server: run
@@ -176,6 +177,7 @@ async fn main() {
             "/path/{*rest}",
             any(|uri: Uri| async move { uri.to_string() }),
         )
+        .route("/v1/{*rest}", post(openai))
         .route("/upgrade", get(upgrade))
         .route(
             "/forwarded-for",
@@ -196,6 +198,11 @@ async fn main() {
         eprintln!("memwarden-test-consumer: {e}");
         std::process::exit(1);
     }
+}
+
+/// An OpenAI-style route: who answered, for which path, and the body it was sent.
+async fn openai(State(app): State<App>, uri: Uri, body: Bytes) -> String {
+    format!("{} {uri} {}", app.name, String::from_utf8_lossy(&body))
 }
 
 /// Binds 127.0.0.1:`port` (0: one the OS picks) and says which port on the first line of
