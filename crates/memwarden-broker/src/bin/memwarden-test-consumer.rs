@@ -7,8 +7,8 @@
 //! 1.5 s later; a stubborn one keeps it until a second unload), `GET /health`,
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
-//! `GET /forwarded-for`, `ANY /` and `ANY /path/…` (the path and query they were asked for), `POST /v1/…` (its name,
-//! path and the body it was sent).
+//! `GET /forwarded-for`, `ANY /` and `ANY /path/…` (the path and query they were asked for),
+//! `POST /v1/…` (its name, path and the body it was sent).
 //!
 //! `memwarden-test-consumer --forward-to PORT [--port N]` is a plain TCP forwarder to
 //! 127.0.0.1:PORT instead, as docker-proxy stands in front of a container's server: run
