@@ -84,6 +84,15 @@ pub struct Route {
     pub body: Option<String>,
 }
 
+/// How a consumer is asked to let its memory go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unload {
+    Route(Route),
+    /// `unload = "ollama"`: every model Ollama has loaded (`GET /api/ps`) is unloaded
+    /// (`POST /api/generate` with `keep_alive: 0`), since Ollama has no route that unloads all.
+    Ollama,
+}
+
 /// Where a consumer answers: `http://host:port` with an optional base path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -121,7 +130,7 @@ pub struct ConsumerConfig {
     pub need_source: NeedSource,
     pub upstream: Option<Upstream>,
     pub load: Option<Route>,
-    pub unload: Option<Route>,
+    pub unload: Option<Unload>,
     pub health: Option<Route>,
     pub start: Option<Vec<String>>,
     pub stop: Option<Vec<String>>,
@@ -725,7 +734,13 @@ fn consumer(
     };
     let upstream = c.upstream.as_ref().map(|u| upstream(src, u)).transpose()?;
     let load = c.load.as_ref().map(|r| route(src, r)).transpose()?;
-    let unload = c.unload.as_ref().map(|r| route(src, r)).transpose()?;
+    let unload = match &c.unload {
+        Some(r) if matches!(r.get_ref(), RawRoute::Line(l) if l.trim() == "ollama") => {
+            Some(Unload::Ollama)
+        }
+        Some(r) => Some(Unload::Route(route(src, r)?)),
+        None => None,
+    };
     let health = c.health.as_ref().map(|r| route(src, r)).transpose()?;
     for r in [&c.load, &c.unload, &c.health].into_iter().flatten() {
         if upstream.is_none() {
@@ -876,7 +891,10 @@ coexist_with = ["comfyui"]
         assert_eq!(c.pools[0].cushion, 256 << 20);
         assert_eq!(c.pools[0].capacity, Some(20 << 30));
         assert_eq!(c.consumers[0].need, 13 << 30);
-        assert_eq!(c.consumers[0].unload.as_ref().unwrap().method, "POST");
+        let Some(Unload::Route(unload)) = &c.consumers[0].unload else {
+            panic!("an unload route")
+        };
+        assert_eq!(unload.method, "POST");
         assert_eq!(
             c.consumers[0].health.as_ref().unwrap().path,
             "/system_stats"

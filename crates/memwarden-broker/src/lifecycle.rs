@@ -5,15 +5,19 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use memwarden_probe::error_chain;
+use memwarden_probe::sanitize::sanitize;
+use serde::Deserialize;
 use tokio::process::{Child, Command};
 
 use crate::config::{ConsumerConfig, Route, Upstream};
+use crate::human;
 
 pub type HttpClient = Client<HttpConnector, Body>;
 
@@ -35,36 +39,91 @@ pub async fn call_route(
     route: &Route,
     timeout: Duration,
 ) -> Result<u16, String> {
-    let body = route.body.clone().unwrap_or_default();
+    let what = format!("{} {}", route.method, up.url(&route.path));
+    let call = exchange(client, up, &route.method, &route.path, route.body.clone());
+    let (status, _) = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| format!("{what} did not answer within {}", human::duration(timeout)))??;
+    Ok(status)
+}
+
+/// One request to an upstream: the status of a success and its body, or why not (a JSON body
+/// is sent as such).
+async fn exchange(
+    client: &HttpClient,
+    up: &Upstream,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, Bytes), String> {
+    let what = format!("{method} {}", up.url(path));
     let mut req = Request::builder()
-        .method(route.method.as_str())
-        .uri(up.url(&route.path))
+        .method(method)
+        .uri(up.url(path))
         .header(hyper::header::HOST, up.authority());
-    if route.body.is_some() {
+    if body.is_some() {
         req = req.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     let req = req
-        .body(Body::from(body))
-        .map_err(|e| format!("bad route {} {}: {e}", route.method, route.path))?;
-    let what = format!("{} {}", route.method, up.url(&route.path));
-    let call = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| format!("{what}: {}", error_chain(&e)))?;
-        let status = resp.status();
-        // Read the body so that the connection can be reused; its content is not needed.
-        let _ = resp.into_body().collect().await;
-        if status.is_success() {
-            Ok(status.as_u16())
-        } else {
-            Err(format!("{what} answered {status}"))
+        .body(Body::from(body.unwrap_or_default()))
+        .map_err(|e| format!("bad route {method} {path}: {e}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("{what}: {}", error_chain(&e)))?;
+    let status = resp.status();
+    // Read to the end, so that the connection can be reused.
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if status.is_success() {
+        Ok((status.as_u16(), body))
+    } else {
+        Err(format!("{what} answered {status}"))
+    }
+}
+
+/// Unloads every model an Ollama server has loaded: the models `GET /api/ps` lists, each by
+/// `POST /api/generate {"model": NAME, "keep_alive": 0}` (Ollama has no route that unloads
+/// them all). Whether the memory came back is for the caller's measurement to say.
+pub async fn unload_ollama(
+    client: &HttpClient,
+    up: &Upstream,
+    timeout: Duration,
+) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Ps {
+        #[serde(default)]
+        models: Option<Vec<Loaded>>,
+    }
+    #[derive(Deserialize)]
+    struct Loaded {
+        name: String,
+    }
+    let run = async {
+        let (_, body) = exchange(client, up, "GET", "/api/ps", None).await?;
+        let ps: Ps = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "GET {} is not Ollama's list of loaded models: {e}",
+                up.url("/api/ps")
+            )
+        })?;
+        for m in ps.models.unwrap_or_default() {
+            let unload = serde_json::json!({ "model": m.name, "keep_alive": 0 }).to_string();
+            exchange(client, up, "POST", "/api/generate", Some(unload))
+                .await
+                .map_err(|e| format!("unloading {:?}: {e}", sanitize(&m.name, 80)))?;
         }
+        Ok(())
     };
-    tokio::time::timeout(timeout, call).await.map_err(|_| {
+    tokio::time::timeout(timeout, run).await.map_err(|_| {
         format!(
-            "{what} did not answer within {}",
-            crate::human::duration(timeout)
+            "Ollama at {} did not unload its models within {}",
+            up.authority(),
+            human::duration(timeout)
         )
     })?
 }

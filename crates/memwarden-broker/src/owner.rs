@@ -12,7 +12,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{self, ConsumerState, Decision, Phase, PoolState, Wait};
-use crate::config::{Config, ConsumerConfig, MAX_STUCK_RETRY, PoolConfig, PoolKind};
+use crate::config::{Config, ConsumerConfig, MAX_STUCK_RETRY, PoolConfig, PoolKind, Unload};
 use crate::gate::{Count, Gate, Gates};
 use crate::lifecycle::{self, HttpClient};
 use crate::measure::{Measurer, Sample, Target};
@@ -1403,6 +1403,7 @@ async fn unload(
     let target = shared.target(cfg, c);
     // What its processes hold now, and the pool's free reading, to compare against.
     let (held0, free0) = measure_one(shared, cfg, &target).await;
+    let held0 = held0.and_then(|h| trusted(h, pool.kind, c.self_managed));
     if let Err(why) = release(shared, c).await {
         return UnloadOutcome::Failed(why);
     }
@@ -1439,8 +1440,14 @@ async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
         }
         return Ok(());
     }
-    if let (Some(route), Some(up)) = (&c.unload, &c.upstream) {
-        lifecycle::call_route(&shared.client, up, route, UNLOAD_ROUTE_TIMEOUT).await?;
+    match (&c.unload, &c.upstream) {
+        (Some(Unload::Route(route)), Some(up)) => {
+            lifecycle::call_route(&shared.client, up, route, UNLOAD_ROUTE_TIMEOUT).await?;
+        }
+        (Some(Unload::Ollama), Some(up)) => {
+            lifecycle::unload_ollama(&shared.client, up, UNLOAD_ROUTE_TIMEOUT).await?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -1458,7 +1465,11 @@ fn expected_back(counted: u64, declared: u64) -> u64 {
 /// pool's reading is shared with everything else on the machine (a `ram` pool's moves by as
 /// much whenever any program starts or ends). Processes that held less may not be the ones
 /// that held the memory (a forwarder that owns the port, a server in a container): then
-/// either will do, and with no processes found, the pool's reading alone decides.
+/// either will do, and with no processes found, the pool's reading alone decides. A consumer
+/// counted, or found just before the unload, at under a tenth of its declared size had let its
+/// model go already (Ollama after its keep_alive, a server someone else told to unload):
+/// nothing but its runtime's own is left to give back, and it is back unless its processes now
+/// hold more than that tenth. `processes` are believed figures (see [`trusted`]).
 fn came_back(
     expected: u64,
     declared: u64,
@@ -1471,7 +1482,10 @@ fn came_back(
     let holders = matches!(processes, (Some(h0), Some(_)) if ninety(h0, declared));
     let by_pool =
         matches!(pool_free, (Some(f0), Some(f)) if ninety(f.saturating_sub(f0), expected));
-    by_processes || (!holders && by_pool)
+    let tenth = |part: u64| u128::from(part) * 10 < u128::from(declared);
+    let had_let_go =
+        (tenth(expected) || processes.0.is_some_and(tenth)) && processes.1.is_none_or(tenth);
+    by_processes || had_let_go || (!holders && by_pool)
 }
 
 /// One consumer's holding and its pool's live free reading.
@@ -1544,6 +1558,33 @@ mod tests {
             4000 * MIB,
             (Some(1000 * MIB), Some(1000 * MIB)),
             (Some(100 * MIB), Some(1100 * MIB))
+        ));
+    }
+
+    #[test]
+    fn a_consumer_that_had_let_its_model_go_has_nothing_to_give_back() {
+        let declared = 1000 * MIB;
+        let idle = (Some(40 * MIB), Some(40 * MIB));
+        let pool = (Some(100 * MIB), Some(100 * MIB));
+        // Counted at its runtime's 40 MiB: back at once, the pool unmoved.
+        assert!(came_back(40 * MIB, declared, idle, pool));
+        assert!(came_back(40 * MIB, declared, (Some(40 * MIB), None), pool));
+        // Unless its processes took up more than a tenth meanwhile (it was loading again).
+        assert!(!came_back(
+            40 * MIB,
+            declared,
+            (Some(40 * MIB), Some(300 * MIB)),
+            pool
+        ));
+        // Counted at its model's size, but found holding only its runtime just before the
+        // unload (it let the model go since the last reading): back.
+        assert!(came_back(declared, declared, idle, pool));
+        // Counted at a tenth or more, and holding it, it must give that back.
+        assert!(!came_back(
+            100 * MIB,
+            declared,
+            (Some(100 * MIB), Some(100 * MIB)),
+            pool
         ));
     }
 

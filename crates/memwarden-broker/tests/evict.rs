@@ -47,6 +47,53 @@ async fn a_then_b_then_a_evicts_and_reloads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_is_evicted_by_unloading_each_model_it_has_loaded() {
+    let _one = one_at_a_time().await;
+    let o = TestConsumer::spawn("llama", "96MiB", "normal");
+    let b = TestConsumer::spawn("b", "96MiB", "normal");
+    let toml = pool_toml("160MiB", "")
+        + &consumer_toml("o", o.port, "96MiB", "").replace("\"POST /unload\"", "\"ollama\"")
+        + &consumer_toml("b", b.port, "96MiB", "");
+    assert!(toml.contains("unload = \"ollama\""), "{toml}");
+    let r = start(&toml).await;
+    let base = format!("http://{}", r.addr());
+    let (code, body) = http("GET", format!("{base}/c/o/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "llama ok loaded=true\n"));
+    let (_, ps) = http("GET", format!("http://127.0.0.1:{}/api/ps", o.port), "").await;
+    assert!(ps.contains("llama:latest"), "{ps}");
+    // b needs o's room: /api/ps lists llama:latest, which is unloaded with keep_alive 0.
+    let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "b ok loaded=true\n"));
+    assert!(
+        o.rss() < 40 << 20,
+        "ollama gave its memory back: {}",
+        o.rss()
+    );
+    let (_, ps) = http("GET", format!("http://127.0.0.1:{}/api/ps", o.port), "").await;
+    assert_eq!(ps, r#"{"models":[]}"#);
+    let st = status(&r).await;
+    assert_eq!(consumer(&st, "o")["state"], "unloaded");
+    assert_eq!(st["counters"]["evictions"], 1);
+    assert_eq!(st["counters"]["unload_failures"], 0);
+    // Ollama let its model go by itself (its keep_alive ran out): unloading it then asks
+    // for nothing and succeeds.
+    let (code, _) = http("GET", format!("{base}/c/o/work"), "").await;
+    assert_eq!(code, 200);
+    let unload = r#"{"model": "llama:latest", "keep_alive": 0}"#;
+    let url = format!("http://127.0.0.1:{}/api/generate", o.port);
+    assert_eq!(http("POST", url, unload).await.0, 200);
+    let (code, body) = http("POST", format!("{base}/v1/consumers/o/unload"), "").await;
+    assert_eq!(code, 202, "{body}");
+    let st = wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "o")["state"] == "unloaded"
+    })
+    .await;
+    assert_eq!(st["counters"]["unload_failures"], 0);
+    assert_eq!(st["counters"]["stuck"], 0);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_behind_a_forwarder_is_evicted_and_not_stuck() {
     let _one = one_at_a_time().await;
     let a = TestConsumer::spawn("a", "96MiB", "normal");

@@ -8,7 +8,8 @@
 //! `ANY /work?ms=N` (a crashing consumer exits in the middle of it), `GET /stream?n=N`
 //! (server-sent events), `POST /echo`, `GET /upgrade` (a protocol upgrade that echoes),
 //! `GET /forwarded-for`, `ANY /` and `ANY /path/…` (the path and query they were asked for),
-//! `POST /v1/…` (its name, path and the body it was sent).
+//! `POST /v1/…` (its name, path and the body it was sent), and Ollama's `GET /api/ps` and
+//! `POST /api/generate` with `keep_alive: 0` (its one model, `NAME:latest`, unloaded).
 //!
 //! `memwarden-test-consumer --forward-to PORT [--port N]` is a plain TCP forwarder to
 //! 127.0.0.1:PORT instead, as docker-proxy stands in front of a container's server: run
@@ -178,6 +179,8 @@ async fn main() {
             any(|uri: Uri| async move { uri.to_string() }),
         )
         .route("/v1/{*rest}", post(openai))
+        .route("/api/ps", get(ollama_ps))
+        .route("/api/generate", post(ollama_generate))
         .route("/upgrade", get(upgrade))
         .route(
             "/forwarded-for",
@@ -257,6 +260,37 @@ async fn unload(State(app): State<App>) -> Response {
         _ => {}
     }
     (StatusCode::OK, "unloaded").into_response()
+}
+
+/// Ollama's list of loaded models: one, `NAME:latest`, while loaded.
+async fn ollama_ps(State(app): State<App>) -> Response {
+    let loaded = app.held.lock().expect("lock").is_some();
+    let models: Vec<_> = (loaded.then(|| format!("{}:latest", app.name)).into_iter())
+        .map(|name| serde_json::json!({ "name": name, "model": name }))
+        .collect();
+    axum::Json(serde_json::json!({ "models": models })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Generate {
+    model: String,
+    keep_alive: Option<i64>,
+}
+
+/// Ollama's unload: `{"model": NAME, "keep_alive": 0}` lets the model go (as an unload does in
+/// this consumer's mode); other generation is not served here.
+async fn ollama_generate(State(app): State<App>, body: Bytes) -> Response {
+    // Ollama reads the body as JSON whatever its content type says.
+    let Ok(g) = serde_json::from_slice::<Generate>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not a generate request").into_response();
+    };
+    if g.model != format!("{}:latest", app.name) {
+        return (StatusCode::NOT_FOUND, "model not found").into_response();
+    }
+    if g.keep_alive != Some(0) {
+        return (StatusCode::BAD_REQUEST, "only unloading is served").into_response();
+    }
+    unload(State(app)).await
 }
 
 #[derive(serde::Deserialize)]
