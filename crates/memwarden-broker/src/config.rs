@@ -164,6 +164,12 @@ impl ConsumerConfig {
         self.unload.is_some() || self.start.is_some()
     }
 
+    /// Whether its server may truly hold no GPU memory while up: one that manages its own
+    /// memory, or Ollama, whose model runners are processes that end when it lets a model go.
+    pub fn may_hold_nothing(&self) -> bool {
+        self.self_managed || self.unload == Some(Unload::Ollama)
+    }
+
     /// A consumer with no server and no process of ours (a batch job run under a lease) holds
     /// its memory only while it has work.
     pub fn is_ephemeral(&self) -> bool {
@@ -957,6 +963,26 @@ coexist_with = ["comfyui"]
             "[[pool]]\nname=\"p\"\nkind=\"ram\"\n[[consumer]]\nname=\"job\"\npool=\"p\"\nresident=1\nmodels=[\"m\"]\n",
         );
         assert!(e.contains("models need an upstream"), "{e}");
+    }
+
+    #[test]
+    fn ollama_is_unloaded_by_its_own_api() {
+        let text = |unload: &str, extra: &str| {
+            format!(
+                "[[pool]]\nname=\"p\"\nkind=\"vram\"\ngpu=0\n[[consumer]]\nname=\"o\"\npool=\"p\"\n\
+                 resident=1\nupstream=\"http://127.0.0.1:11434\"\nunload={unload}\n{extra}"
+            )
+        };
+        let c = Config::parse(&text("\"ollama\"", ""), "t.toml", None).unwrap();
+        let o = &c.consumers[0];
+        assert_eq!(o.unload, Some(Unload::Ollama));
+        assert!(o.can_unload() && o.may_hold_nothing() && !o.self_managed);
+        let c = Config::parse(&text("\"POST /free\"", ""), "t.toml", None).unwrap();
+        assert!(!c.consumers[0].may_hold_nothing());
+        let c = Config::parse(&text("\"POST /free\"", "self_managed=true"), "t.toml", None);
+        assert!(c.unwrap().consumers[0].may_hold_nothing());
+        // Any other single word is a path, which must start with '/'.
+        assert!(err(&text("\"olama\"", "")).contains("must start with '/'"));
     }
 
     #[test]

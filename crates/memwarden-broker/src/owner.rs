@@ -997,7 +997,7 @@ impl Owner {
                         {
                             let cfg = &self.cfg.consumers[c];
                             cs.measured =
-                                trusted(m, self.cfg.pools[cs.pool].kind, cfg.self_managed);
+                                trusted(m, self.cfg.pools[cs.pool].kind, cfg.may_hold_nothing());
                         }
                     }
                     Phase::Unloaded if cs.stuck => {
@@ -1403,7 +1403,7 @@ async fn unload(
     let target = shared.target(cfg, c);
     // What its processes hold now, and the pool's free reading, to compare against.
     let (held0, free0) = measure_one(shared, cfg, &target).await;
-    let held0 = held0.and_then(|h| trusted(h, pool.kind, c.self_managed));
+    let held0 = held0.and_then(|h| trusted(h, pool.kind, c.may_hold_nothing()));
     if let Err(why) = release(shared, c).await {
         return UnloadOutcome::Failed(why);
     }
@@ -1512,10 +1512,11 @@ async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<
 /// A loaded consumer's measurement, if it can be believed. A model server that is up holds GPU
 /// memory (its CUDA context at the least), so a GPU figure of nothing says that the processes
 /// found are not the ones holding it (a forwarder not known by name); only a server that
-/// manages its own memory (an idle Ollama that let its models go) may truly hold none. A wrong
+/// manages its own memory, or Ollama (an idle Ollama that let its models go), may truly hold
+/// none ([`ConsumerConfig::may_hold_nothing`]). A wrong
 /// zero would let the broker fill memory that is taken; the declared size errs the safe way.
-fn trusted(measured: u64, pool: PoolKind, self_managed: bool) -> Option<u64> {
-    (measured > 0 || pool == PoolKind::Ram || self_managed).then_some(measured)
+fn trusted(measured: u64, pool: PoolKind, may_hold_nothing: bool) -> Option<u64> {
+    (measured > 0 || pool == PoolKind::Ram || may_hold_nothing).then_some(measured)
 }
 
 #[cfg(test)]
