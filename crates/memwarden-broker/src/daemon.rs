@@ -79,8 +79,8 @@ fn describe_consumers(
     target: impl Fn(&ConsumerConfig) -> Target,
 ) -> Vec<String> {
     let targets: Vec<Target> = cfg.consumers.iter().map(target).collect();
-    let held = m.consumers(probe, &targets);
     let scan = probe.scan_processes().0;
+    let held = m.consumers_in(probe, &scan, &targets);
     (cfg.consumers.iter().zip(&targets).zip(held))
         .map(|((c, t), held)| {
             let declared = format_size(c.need);

@@ -127,9 +127,20 @@ impl Measurer {
         } else {
             probe.scan_stats()
         };
+        self.consumers_in(probe, &scan, targets)
+    }
+
+    /// [`Measurer::consumers`] from a scan already made (a full one where a target names a
+    /// workload).
+    pub fn consumers_in(
+        &mut self,
+        probe: &mut Probe,
+        scan: &[ScannedProcess],
+        targets: &[Target],
+    ) -> Vec<Option<u64>> {
         let found: Vec<Option<Vec<u32>>> = targets
             .iter()
-            .map(|t| self.pids(probe, &scan, &t.locator))
+            .map(|t| self.pids(probe, scan, &t.locator))
             .collect();
         let gpu = if targets.iter().any(|t| t.kind != PoolKind::Ram) {
             let pids: Vec<u32> = found.iter().flatten().flatten().copied().collect();
