@@ -39,11 +39,15 @@ pub async fn call_route(
     route: &Route,
     timeout: Duration,
 ) -> Result<u16, String> {
-    let what = format!("{} {}", route.method, up.url(&route.path));
     let call = exchange(client, up, &route.method, &route.path, route.body.clone());
-    let (status, _) = tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| format!("{what} did not answer within {}", human::duration(timeout)))??;
+    let (status, _) = tokio::time::timeout(timeout, call).await.map_err(|_| {
+        format!(
+            "{} {} did not answer within {}",
+            route.method,
+            up.url(&route.path),
+            human::duration(timeout)
+        )
+    })??;
     Ok(status)
 }
 

@@ -804,7 +804,7 @@ impl Owner {
             bytes: cfg.need,
             settled_at: None,
         });
-        self.update_promised(p);
+        self.pools[p].update_promised();
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         tracing::info!(consumer = %cfg.name, "loading");
@@ -842,10 +842,6 @@ impl Owner {
         });
     }
 
-    fn update_promised(&mut self, p: usize) {
-        self.pools[p].update_promised();
-    }
-
     fn load_done(&mut self, name: &str, generation: u64, result: Result<Duration, String>) {
         let Some(c) = self.index(name) else { return };
         if self.rt[c].generation != generation || self.cons[c].phase != Phase::Loading {
@@ -869,7 +865,7 @@ impl Owner {
                         l.settled_at = Some(now);
                     }
                 }
-                self.update_promised(p);
+                self.pools[p].update_promised();
             }
             Err(why) => {
                 let why = memwarden_probe::sanitize::sanitize(&why, 300);
@@ -877,7 +873,7 @@ impl Owner {
                 self.cons[c].phase = Phase::Unloaded;
                 self.counters.load_failures += 1;
                 self.pools[p].ledger.retain(|l| l.consumer != c);
-                self.update_promised(p);
+                self.pools[p].update_promised();
                 // A process we started for it must not linger.
                 let child = self
                     .shared
@@ -983,7 +979,7 @@ impl Owner {
                 .ledger
                 .retain(|l| l.settled_at.is_none_or(|t| t >= s.began));
             if self.pools[p].ledger.len() != before {
-                self.update_promised(p);
+                self.pools[p].update_promised();
             }
         }
         if s.consumers.len() == self.cons.len() {
@@ -1513,8 +1509,8 @@ async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<
 /// memory (its CUDA context at the least), so a GPU figure of nothing says that the processes
 /// found are not the ones holding it (a forwarder not known by name); only a server that
 /// manages its own memory, or Ollama (an idle Ollama that let its models go), may truly hold
-/// none ([`ConsumerConfig::may_hold_nothing`]). A wrong
-/// zero would let the broker fill memory that is taken; the declared size errs the safe way.
+/// none ([`ConsumerConfig::may_hold_nothing`]). A wrong zero would let the broker fill memory
+/// that is taken; the declared size errs the safe way.
 fn trusted(measured: u64, pool: PoolKind, may_hold_nothing: bool) -> Option<u64> {
     (measured > 0 || pool == PoolKind::Ram || may_hold_nothing).then_some(measured)
 }
