@@ -1,0 +1,217 @@
+//! The broker's configuration: a TOML file read strictly (unknown keys are errors that name the
+//! file, line and column), checked as a whole, and turned into indices the state owner can use.
+
+mod check;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What a pool keeps free when its `cushion` is not given.
+pub const DEFAULT_CUSHION: u64 = 256 << 20;
+
+/// The configuration used when none is given: a pure exporter (no pools, no consumers).
+pub const DEFAULT_CONFIG: &str = "[server]\nlisten = \"127.0.0.1:7077\"\n";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Turns a model file and a context length into bytes: the memory estimate behind
+/// `estimate = { model, ctx }`. Supplied by the caller so the broker does not depend on how
+/// models are read.
+pub type Estimator<'a> = &'a dyn Fn(&Path, u64) -> Result<u64, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    Vram,
+    Gtt,
+    Ram,
+}
+
+impl PoolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolKind::Vram => "vram",
+            PoolKind::Gtt => "gtt",
+            PoolKind::Ram => "ram",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub pools: Vec<PoolConfig>,
+    pub consumers: Vec<ConsumerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    /// How long in-flight requests may take to finish once a stop is asked for.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub kind: PoolKind,
+    pub gpu: Option<u32>,
+    pub cushion: u64,
+    pub capacity: Option<u64>,
+    pub max_queue: usize,
+    pub max_wait: Duration,
+    pub verify_timeout: Duration,
+    /// How long after a consumer is found stuck its unload is first retried by itself (while a
+    /// request waits for its room); each retry that fails doubles it, up to `MAX_STUCK_RETRY`.
+    pub stuck_retry: Duration,
+}
+
+/// The longest wait between automatic retries of a stuck consumer's unload.
+pub const MAX_STUCK_RETRY: Duration = Duration::from_secs(600);
+
+/// An HTTP call to a consumer: method, path (with query) and an optional body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+    pub body: Option<String>,
+}
+
+/// How a consumer is asked to let its memory go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unload {
+    Route(Route),
+    /// `unload = "ollama"`: every model Ollama has loaded (`GET /api/ps`) is unloaded
+    /// (`POST /api/generate` with `keep_alive: 0`), since Ollama has no route that unloads all.
+    Ollama,
+}
+
+/// Where a consumer answers: `http://host:port` with an optional base path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    /// Without a trailing slash; empty for the root.
+    pub base: String,
+}
+
+impl Upstream {
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The full URL of `path` (which starts with `/`) on this upstream.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}:{}{}{}", self.host, self.port, self.base, path)
+    }
+
+    /// Whether the upstream is on this machine, so that its port's owner can be measured.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self.host.as_str(),
+            "127.0.0.1" | "localhost" | "::1" | "[::1]" | "0.0.0.0"
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub name: String,
+    pub pool: usize,
+    /// What the consumer needs in its pool: its declared `resident` or the estimate.
+    pub need: u64,
+    pub need_source: NeedSource,
+    pub upstream: Option<Upstream>,
+    pub load: Option<Route>,
+    pub unload: Option<Unload>,
+    pub health: Option<Route>,
+    pub start: Option<Vec<String>>,
+    pub stop: Option<Vec<String>>,
+    /// The workload (container, pod, service or process name) whose processes hold this
+    /// consumer's memory, where neither its port nor its process group leads to them.
+    pub workload: Option<String>,
+    pub coexist_with: Vec<usize>,
+    /// The names applications ask for this consumer by in an OpenAI-style request's `model`
+    /// field (its own name too, always).
+    pub models: Vec<String>,
+    pub self_managed: bool,
+    pub pinned: bool,
+    pub idle_ttl: Option<Duration>,
+    pub max_concurrent: u32,
+    pub load_timeout: Duration,
+    /// How long its upstream may take to start answering a proxied request (status and
+    /// headers; a streamed body then takes as long as it takes).
+    pub response_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeedSource {
+    Resident,
+    Estimate { model: PathBuf, ctx: u64 },
+}
+
+impl ConsumerConfig {
+    /// The broker can take this consumer's memory back: by a route or by stopping its process.
+    pub fn can_unload(&self) -> bool {
+        self.unload.is_some() || self.start.is_some()
+    }
+
+    /// Whether its server may truly hold no GPU memory while up: one that manages its own
+    /// memory, or Ollama, whose model runners are processes that end when it lets a model go.
+    pub fn may_hold_nothing(&self) -> bool {
+        self.self_managed || self.unload == Some(Unload::Ollama)
+    }
+
+    /// A consumer with no server and no process of ours (a batch job run under a lease) holds
+    /// its memory only while it has work.
+    pub fn is_ephemeral(&self) -> bool {
+        self.upstream.is_none() && self.start.is_none()
+    }
+}
+
+impl Config {
+    /// The embedded default: an exporter on 127.0.0.1:7077.
+    pub fn default_exporter() -> Config {
+        Config::parse(DEFAULT_CONFIG, "(default)", None).expect("the default config is valid")
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path, estimator: Option<Estimator<'_>>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse_in(&text, &path.display().to_string(), base, estimator)
+    }
+
+    /// Parses config text; `file` names it in messages. Relative paths resolve against the
+    /// current directory.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        estimator: Option<Estimator<'_>>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_in(text, file, Path::new("."), estimator)
+    }
+
+    pub fn consumer_index(&self, name: &str) -> Option<usize> {
+        self.consumers.iter().position(|c| c.name == name)
+    }
+
+    /// The consumer an OpenAI-style request for `model` goes to: the one that lists it among
+    /// its `models`, or the one by that name.
+    pub fn consumer_for_model(&self, model: &str) -> Option<usize> {
+        (self.consumers.iter())
+            .position(|c| c.models.iter().any(|m| m == model))
+            .or_else(|| self.consumer_index(model))
+    }
+}
