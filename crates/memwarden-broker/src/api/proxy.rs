@@ -1,0 +1,347 @@
+//! The proxy: `/c/{consumer}/…` and OpenAI-style requests routed by their `model`, each
+//! passed to its consumer's upstream once the broker grants it a turn.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use memwarden_probe::error_chain;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{App, admit_error, error, refused};
+use crate::config::Config;
+use crate::handle::Permit;
+use crate::lifecycle::HttpClient;
+use crate::owner::Msg;
+
+/// A proxied request's consumer and the path and query to ask its upstream for, as the client
+/// wrote them: a proxy passes a path on without decoding it (`%2F` stays `%2F`).
+pub(super) fn proxied(uri: &Uri) -> Option<(String, String)> {
+    let after = uri.path().strip_prefix("/c/")?;
+    let (consumer, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
+    if consumer.is_empty() {
+        return None;
+    }
+    let mut path = String::with_capacity(rest.len() + uri.query().map_or(0, |q| q.len() + 2));
+    path.push_str(if rest.is_empty() { "/" } else { rest });
+    if let Some(q) = uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    Some((consumer.to_string(), path))
+}
+
+/// The most of a request body read to find its `model` (images travel inside chat requests).
+const MAX_ROUTED_BODY: usize = 64 << 20;
+
+#[derive(Deserialize)]
+struct ModelField {
+    model: String,
+}
+
+/// An OpenAI-style request (`POST /v1/chat/completions`, `/v1/embeddings`, …) goes to the
+/// consumer its body's `model` names, at the same path: one base URL for every server, as
+/// applications that switch models by name expect.
+pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        body,
+        MAX_ROUTED_BODY,
+    ))
+    .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a request routed by its model may be {} at most; send larger ones to /c/CONSUMER/…",
+                    memwarden_probe::size::format_size(MAX_ROUTED_BODY as u64)
+                ),
+            );
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let cfg = app.config();
+    let Ok(ModelField { model }) = serde_json::from_slice(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} is routed by the \"model\" of its JSON body, and this one names none \
+                 (or send it to /c/CONSUMER{})",
+                parts.uri.path(),
+                parts.uri.path()
+            ),
+        );
+    };
+    let Some(c) = cfg.consumer_for_model(&model) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no consumer serves model {:?} (models: {})",
+                memwarden_probe::sanitize::sanitize(&model, 80),
+                model_ids(&cfg).join(", ")
+            ),
+        );
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let consumer = cfg.consumers[c].name.clone();
+    forward(
+        app,
+        consumer,
+        path,
+        Request::from_parts(parts, Body::from(body)),
+    )
+    .await
+}
+
+/// The model names requests may ask for: each proxied consumer's `models`, or its name.
+fn model_ids(cfg: &Config) -> Vec<&str> {
+    (cfg.consumers.iter())
+        .filter(|c| c.upstream.is_some())
+        .flat_map(|c| match c.models.is_empty() {
+            true => vec![c.name.as_str()],
+            false => c.models.iter().map(String::as_str).collect(),
+        })
+        .collect()
+}
+
+/// `GET /v1/models` as OpenAI's API answers it, so that applications list what they may ask for.
+pub(super) async fn models(State(app): State<Arc<App>>) -> Response {
+    let cfg = app.config();
+    let data: Vec<_> = model_ids(&cfg)
+        .into_iter()
+        .map(|id| json!({ "id": id, "object": "model", "owned_by": "memwarden" }))
+        .collect();
+    axum::Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: [header::HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+}
+
+pub(super) async fn forward(
+    app: Arc<App>,
+    consumer: String,
+    path: String,
+    mut req: Request,
+) -> Response {
+    let cfg = app.config();
+    if let Some(r) = refused(&cfg, req.headers()) {
+        return r;
+    }
+    let Some(c) = cfg.consumer_index(&consumer) else {
+        let known: Vec<&str> = cfg.consumers.iter().map(|c| c.name.as_str()).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown consumer {:?} (consumers: {})",
+                memwarden_probe::sanitize::sanitize(&consumer, 64),
+                if known.is_empty() {
+                    "none configured".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    };
+    let Some(up) = &cfg.consumers[c].upstream else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("consumer {consumer:?} has no upstream to proxy to; use a lease"),
+        );
+    };
+    // Admitted before anything is sent: from here the consumer counts as in use.
+    let permit = match app.broker.acquire(&consumer).await {
+        Ok(p) => p,
+        Err(e) => return admit_error(&e),
+    };
+    // A protocol upgrade (a WebSocket, as ComfyUI's UI opens) keeps its Upgrade and
+    // Connection headers, and the connection is spliced through once the upstream agrees.
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = match up.url(&path).parse() {
+        Ok(u) => u,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad path: {e}")),
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::UPGRADE, u.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    // Who asked, for the upstream's logs: appended to what earlier proxies said.
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        let xff = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => format!("{prev}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            parts.headers.insert("x-forwarded-for", v);
+        }
+    }
+    // The broker's own token is not the upstream's business.
+    if cfg.server.token.is_some() {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    if let Ok(v) = HeaderValue::from_str(&up.authority()) {
+        parts.headers.insert(header::HOST, v);
+    }
+    let upstream_req = hyper::Request::from_parts(parts, body);
+    let client: &HttpClient = &app.shared.client;
+    let wait = cfg.consumers[c].response_timeout;
+    let answer = tokio::select! {
+        biased;
+        answer = client.request(upstream_req) => answer.map_err(|e| {
+            let why = format!("failed: {}", error_chain(&e));
+            (StatusCode::BAD_GATEWAY, why)
+        }),
+        () = app.past(Instant::now() + wait) => Err((
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "did not start answering within {} (its response_timeout)",
+                crate::human::duration(wait)
+            ),
+        )),
+    };
+    let mut resp = match answer {
+        Ok(resp) => resp,
+        Err((status, why)) => {
+            drop(permit);
+            let msg = format!("upstream of {consumer:?} at {} {why}", up.authority());
+            app.broker.send(Msg::UpstreamFailed { consumer });
+            return error(status, msg);
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        return splice(
+            resp.headers().clone(),
+            client_upgrade,
+            hyper::upgrade::on(&mut resp),
+            permit,
+        );
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Body::new(Held {
+        inner: body,
+        _permit: permit,
+        app: Some((Arc::clone(&app), consumer)),
+    });
+    Response::from_parts(parts, body)
+}
+
+/// Answers 101 to the client and copies bytes both ways between the two upgraded
+/// connections; the consumer stays in use until either side closes.
+fn splice(
+    headers: HeaderMap,
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    permit: Permit,
+) -> Response {
+    tokio::spawn(async move {
+        let _permit = permit;
+        let (Ok(c), Ok(u)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let mut c = hyper_util::rt::TokioIo::new(c);
+        let mut u = hyper_util::rt::TokioIo::new(u);
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// A response body that keeps its consumer "in use" until the last byte is sent or the
+/// client goes away, so streamed answers (server-sent events) count as work.
+struct Held {
+    inner: hyper::body::Incoming,
+    _permit: Permit,
+    /// Told when the upstream breaks off mid-answer.
+    app: Option<(Arc<App>, String)>,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &r
+            && let Some((app, consumer)) = self.app.take()
+        {
+            app.broker.send(Msg::UpstreamFailed { consumer });
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(uri: &str) -> Option<(String, String)> {
+        proxied(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn a_proxied_path_is_passed_on_as_written() {
+        let some = |c: &str, p: &str| Some((c.to_string(), p.to_string()));
+        assert_eq!(split("/c/a"), some("a", "/"));
+        assert_eq!(split("/c/a/"), some("a", "/"));
+        assert_eq!(split("/c/a?x=1"), some("a", "/?x=1"));
+        assert_eq!(split("/c/llm/v1/chat?s=1"), some("llm", "/v1/chat?s=1"));
+        assert_eq!(split("/c/a/x%2Fy%20z"), some("a", "/x%2Fy%20z"));
+        for other in ["/c", "/c/", "/c//x", "/v1/status", "/cc/a/x", "/healthz"] {
+            assert_eq!(split(other), None, "{other}");
+        }
+    }
+}
