@@ -1,6 +1,8 @@
 //! A GGUF header reader (versions 2 and 3): metadata key/values and tensor infos, never the
 //! weights. The header is untrusted: every count and length is checked against the bytes the
 //! file really has before anything is allocated, so a lying header costs an error, not memory.
+//! No count read from the file sizes an allocation: entries are kept as they are really read,
+//! and what is kept is bounded in total, whatever the file's size.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -24,6 +26,14 @@ const KEEP_ARRAY: u64 = 65_536;
 const MIN_KV_BYTES: u64 = 13;
 /// The smallest tensor info: name length (8) + n_dims (4) + type (4) + offset (8).
 const MIN_TENSOR_BYTES: u64 = 24;
+/// Real models have at most a few thousand tensors and a few hundred key/values; a header
+/// claiming more than these is refused before it is read.
+const MAX_TENSORS: u64 = 1 << 20;
+const MAX_KVS: u64 = 1 << 20;
+/// The most bytes of metadata (keys, strings, kept arrays) kept in memory for one header.
+const MAX_KEPT: u64 = 256 << 20;
+/// ggml's GGML_MAX_NAME is 64; a longer tensor name is a lie, whatever the file's size.
+const MAX_NAME: u64 = 4096;
 
 /// A metadata value. Arrays of numbers or booleans are kept when short; other arrays keep only
 /// their length.
@@ -173,6 +183,7 @@ pub fn parse<R: Read + Seek>(inner: R, len: u64) -> Result<Header, Why> {
         start: 0,
         pos: 0,
         len,
+        kept: 0,
     };
     let magic = r.take(4, "the magic number")?;
     if magic != MAGIC {
@@ -195,20 +206,33 @@ pub fn parse<R: Read + Seek>(inner: R, len: u64) -> Result<Header, Why> {
     }
     let tensor_count = r.u64("the tensor count")?;
     let kv_count = r.u64("the metadata count")?;
-    check_count(&r, kv_count, MIN_KV_BYTES, "metadata key/values")?;
-    let mut metadata = HashMap::with_capacity(kv_count as usize);
+    check_count(&r, kv_count, MIN_KV_BYTES, MAX_KVS, "metadata key/values")?;
+    let mut metadata = HashMap::new();
     for _ in 0..kv_count {
         let at = r.offset();
         let key = r.string("a metadata key")?;
+        r.keep(64)?;
         let ty = r.u32("a metadata type")?;
         let value = r.value(ty, 0).map_err(|e| e.context(&key, at))?;
+        r.keep(match &value {
+            Value::Ints(v) => v.len() as u64 * 8,
+            Value::Floats(v) => v.len() as u64 * 8,
+            Value::Bools(v) => v.len() as u64,
+            _ => 0,
+        })?;
         metadata.insert(key, value);
     }
-    check_count(&r, tensor_count, MIN_TENSOR_BYTES, "tensors")?;
-    let mut tensors = Vec::with_capacity(tensor_count as usize);
-    let mut offsets = Vec::with_capacity(tensor_count as usize);
+    check_count(&r, tensor_count, MIN_TENSOR_BYTES, MAX_TENSORS, "tensors")?;
+    // Grown as tensor infos are really read: the count is a claim, not a size.
+    let mut tensors = Vec::new();
+    let mut offsets = Vec::new();
     for i in 0..tensor_count {
         let name_len = r.u64("a tensor name length")?;
+        if name_len > MAX_NAME {
+            return Err(Why::Bad(format!(
+                "tensor {i}'s name claims {name_len} bytes (ggml names are at most 64)"
+            )));
+        }
         let name = r.take(name_len, "a tensor name")?;
         let layer = layer_of(name);
         let n_dims = r.u32("a tensor's dimension count")?;
@@ -315,7 +339,18 @@ fn bad(s: &str) -> Why {
     Why::Bad(s.to_string())
 }
 
-fn check_count<R>(r: &Reader<R>, count: u64, min_bytes: u64, what: &str) -> Result<(), Why> {
+fn check_count<R>(
+    r: &Reader<R>,
+    count: u64,
+    min_bytes: u64,
+    max: u64,
+    what: &str,
+) -> Result<(), Why> {
+    if count > max {
+        return Err(Why::Bad(format!(
+            "the header claims {count} {what}; no model has more than {max}"
+        )));
+    }
     let room = r.remaining() / min_bytes;
     if count > room {
         return Err(Why::Bad(format!(
@@ -342,6 +377,8 @@ struct Reader<R> {
     start: u64,
     pos: usize,
     len: u64,
+    /// Bytes of metadata kept so far, against `MAX_KEPT`.
+    kept: u64,
 }
 
 impl<R> Reader<R> {
@@ -351,6 +388,18 @@ impl<R> Reader<R> {
 
     fn remaining(&self) -> u64 {
         self.len.saturating_sub(self.offset())
+    }
+
+    /// Counts `n` more bytes of metadata kept in memory, refusing a header that keeps too much.
+    fn keep(&mut self, n: u64) -> Result<(), Why> {
+        self.kept = self.kept.saturating_add(n);
+        if self.kept > MAX_KEPT {
+            return Err(Why::Bad(format!(
+                "the header holds more than {} MiB of metadata; no model has that much",
+                MAX_KEPT >> 20
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -423,6 +472,11 @@ impl<R: Read + Seek> Reader<R> {
 
     fn string(&mut self, what: &str) -> Result<String, Why> {
         let n = self.u64(what)?;
+        // Counted before it is read (a claimed length sizes the buffer that reads it), once it
+        // is known to fit the file, so a length past the end is named as such.
+        if n <= self.remaining() {
+            self.keep(n)?;
+        }
         let s = self.take(n, what)?;
         Ok(String::from_utf8_lossy(s).into_owned())
     }

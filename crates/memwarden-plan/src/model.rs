@@ -87,6 +87,12 @@ impl ModelInfo {
             .and_then(Value::as_str)
             .ok_or("no general.architecture in the metadata")?;
         let arch = sanitize_name(arch_raw);
+        if h.tensors.is_empty() {
+            return Err(format!(
+                "the file holds no weights (no tensors: a vocabulary-only {arch} GGUF), so \
+                 there is no model to size"
+            ));
+        }
         let key = |k: &str| format!("{arch_raw}.{k}");
         let num = |k: &str| h.get(&key(k)).and_then(Value::as_u64);
         let block_count =

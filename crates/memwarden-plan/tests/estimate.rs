@@ -206,6 +206,7 @@ fn sliding_window_layers_hold_the_window() {
         .kv("gemma2.attention.key_length", Meta::U32(256))
         .kv("gemma2.attention.value_length", Meta::U32(256))
         .kv("gemma2.attention.sliding_window", Meta::U32(4096))
+        .tensor("token_embd.weight", &[64, 2], 0)
         .write(&path);
     let e = estimate_file(&path, &opts(8192)).unwrap();
     // Layers 0 and 2 slide: 4096 + 512 (one micro-batch) cells; layers 1 and 3 hold 8192.
@@ -228,6 +229,7 @@ fn sliding_window_layers_hold_the_window() {
             "custom.attention.sliding_window_pattern",
             Meta::bools(&[true, true, false]),
         )
+        .tensor("token_embd.weight", &[64, 2], 0)
         .write(&path2);
     let e = estimate_file(&path2, &opts(8192)).unwrap();
     let per_cell = 2 * 1024 * 2;
@@ -441,6 +443,7 @@ fn full_attention_interval_marks_the_attention_layers() {
         .kv("qwen3next.attention.key_length", Meta::U32(256))
         .kv("qwen3next.attention.value_length", Meta::U32(256))
         .kv("qwen3next.full_attention_interval", Meta::U32(4))
+        .tensor("token_embd.weight", &[64, 2], 0)
         .write(&path);
     let e = estimate_file(&path, &opts(4096)).unwrap();
     // Layers 3 and 7 attend: 2 layers x (K + V) x 2 heads x 256 x f16 x 4096 cells.
@@ -457,6 +460,7 @@ fn rwkv_layers_hold_state_not_kv() {
         .kv("rwkv7.context_length", Meta::U32(4096))
         .kv("rwkv7.embedding_length", Meta::U32(512))
         .kv("rwkv7.wkv.head_size", Meta::U32(64))
+        .tensor("token_embd.weight", &[64, 2], 0)
         .write(&path);
     let e = estimate_file(&path, &opts(4096)).unwrap();
     assert_eq!(e.kv_cache_bytes, 0);

@@ -262,3 +262,68 @@ proptest! {
         let _ = memwarden_plan::estimate_file(&f, &opts);
     }
 }
+
+/// A 10 GiB sparse file (no disk used) that starts with `head`.
+fn sparse(dir: &std::path::Path, head: &[u8]) -> std::path::PathBuf {
+    let p = dir.join("sparse.gguf");
+    std::fs::write(&p, head).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(10 << 30)
+        .unwrap();
+    p
+}
+
+/// Reads the header at `path`, holding the largest single allocation to `bound` bytes.
+fn read_bounded(path: &std::path::Path, bound: usize) -> Result<gguf::Header, String> {
+    LARGEST.with(|c| c.set(0));
+    let r = gguf::read_header(path).map_err(|e| e.to_string());
+    let largest = LARGEST.with(|c| c.get());
+    assert!(largest <= bound, "allocated {largest} bytes");
+    r
+}
+
+/// Counts "bounded by the file's size" are no bound on a big sparse file: a count is a claim,
+/// and memory is spent only on entries really read, up to a fixed total.
+#[test]
+fn counts_as_large_as_a_10_gib_sparse_file_cost_an_error_not_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let room = ((10u64 << 30) - 24) / 24;
+    let p = sparse(dir.path(), &prefix(room, 0));
+    let e = read_bounded(&p, 1 << 20).unwrap_err();
+    assert!(e.contains(&format!("claims {room} tensors")), "{e}");
+    let room = ((10u64 << 30) - 24) / 13;
+    let p = sparse(dir.path(), &prefix(0, room));
+    let e = read_bounded(&p, 1 << 20).unwrap_err();
+    assert!(e.contains("metadata key/values"), "{e}");
+}
+
+#[test]
+fn a_string_of_8_gib_in_a_10_gib_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = prefix(0, 1);
+    b.extend((8u64 << 30).to_le_bytes());
+    let p = sparse(dir.path(), &b);
+    let e = read_bounded(&p, 1 << 20).unwrap_err();
+    assert!(e.contains("MiB of metadata"), "{e}");
+    // A tensor name of a gigabyte: ggml's names are 64 bytes.
+    let mut b = prefix(1, 0);
+    b.extend((1u64 << 30).to_le_bytes());
+    let p = sparse(dir.path(), &b);
+    let e = read_bounded(&p, 1 << 20).unwrap_err();
+    assert!(e.contains("name claims 1073741824 bytes"), "{e}");
+}
+
+/// The most tensors a header may claim, each really there (zeros are a valid empty-named f32
+/// scalar): memory grows with what is read and stays within tens of MiB.
+#[test]
+fn the_largest_allowed_count_read_in_full_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sparse(dir.path(), &prefix(1 << 20, 0));
+    let h = read_bounded(&p, 64 << 20).unwrap();
+    assert_eq!(h.tensors.len(), 1 << 20);
+    let e = read_bounded(&sparse(dir.path(), &prefix((1 << 20) + 1, 0)), 1 << 20).unwrap_err();
+    assert!(e.contains("no model has more than 1048576"), "{e}");
+}

@@ -165,6 +165,7 @@ fn estimate_bad_input_is_one_line_and_exit_2() {
         .kv("llama.block_count", Meta::U32(1))
         .kv("llama.embedding_length", Meta::U32(64))
         .kv("llama.attention.head_count", Meta::U32(1))
+        .tensor("token_embd.weight", &[64, 2], 0)
         .write(&no_ctx);
     assert_bad_input(&memwarden(&["estimate", no_ctx.to_str().unwrap()]), "--ctx");
     let mut v = Vec::new();
@@ -666,4 +667,57 @@ fn estimate_an_ollama_model_by_name() {
     assert_bad_input(&run("tiny:13b"), "nor is it a model Ollama has here");
     std::fs::remove_file(models.join(format!("blobs/sha256-{hex}"))).unwrap();
     assert_bad_input(&run("tiny:7b"), "blob of Ollama model tiny:7b is missing");
+}
+
+/// A 10 GiB sparse file whose header claims as many tensors as the file has room for.
+fn lying_sparse(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("sparse.gguf");
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((((10u64 << 30) - 24) / 24).to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(10 << 30)
+        .unwrap();
+    p
+}
+
+#[test]
+fn a_lying_count_on_a_big_sparse_file_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = lying_sparse(dir.path());
+    let o = memwarden(&["estimate", p.to_str().unwrap()]);
+    assert_bad_input(&o, "tensors");
+    assert_eq!(stderr(&o).lines().count(), 1);
+    let cfg = dir.path().join("memwarden.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[pool]]\nname = \"ram\"\nkind = \"ram\"\n\
+         capacity = \"64GiB\"\n[[consumer]]\nname = \"llm\"\npool = \"ram\"\n\
+         estimate = { model = \"sparse.gguf\", ctx = 4096 }\n",
+    )
+    .unwrap();
+    let o = memwarden(&["serve", "--check", "--config", cfg.to_str().unwrap()]);
+    assert_bad_input(&o, "tensors");
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn a_vocabulary_only_gguf_is_said_to_hold_no_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("vocab.gguf");
+    Gguf::new()
+        .kv("general.architecture", Meta::Str("llama".into()))
+        .kv("llama.block_count", Meta::U32(24))
+        .kv("llama.context_length", Meta::U32(4096))
+        .kv("llama.embedding_length", Meta::U32(2048))
+        .kv("llama.attention.head_count", Meta::U32(16))
+        .kv("tokenizer.ggml.tokens", Meta::strs(&["a", "b"]))
+        .write(&p);
+    let o = memwarden(&["estimate", p.to_str().unwrap(), "--vram", "24GiB"]);
+    assert_bad_input(&o, "holds no weights");
 }
