@@ -512,8 +512,14 @@ def step_3(mw, device, gib, ctx, gpu):
     def state(st, n):
         return next((c.get("state") for c in st.get("consumers", []) if c.get("name") == n), None)
 
+    def measured(n):
+        return next((c.get("measured_bytes") or 0 for c in status().get("consumers", []) if c.get("name") == n), 0)
+
     def ask(n, expect_code, evictions, gone=None):
         code, body = http("GET", f"{broker}/c/{n}/work", 60)
+        # Until a reading after its load shows what it holds (twice a second) the broker counts
+        # what it declared, which leaves out the interpreter's (or CUDA context's) own memory.
+        wait_until(lambda: measured(n) >= s, 5)
         st = status()
         seen = f"{code}, evictions {st.get('counters', {}).get('evictions')}"
         check(f"3 request for {n}", f"200, evictions {evictions}", seen,
@@ -527,14 +533,14 @@ def step_3(mw, device, gib, ctx, gpu):
     ask("b", 200, 0)
     ask("liar", 200, 1, gone="a")
     ask("a", 200, 2, gone="b")
-    # b's room is the liar's (least recently used): it answers its unload and keeps its memory.
-    code, _ = http("GET", f"{broker}/c/b/work", 60)
-    st = wait_until(lambda: (lambda st: st if state(st, "liar") == "stuck" else None)(status()), 10) or status()
+    # b's room is the liar's (least recently used): it answers its unload and keeps its memory,
+    # is found stuck, and a goes instead.
+    ask("b", 200, 3, gone="a")
+    st = status()
     kept = held_now(cons["liar"], device) or 0
     check("3 the liar ends stuck", "stuck", state(st, "liar"), state(st, "liar") == "stuck")
     check("3 the liar still holds", f">= {size(base['liar'] + s * 9 // 10)}", size(kept),
           kept >= base["liar"] + s * 9 // 10)
-    check("3 request for b beside the stuck liar", "200 (a evicted) or 503", code, code in (200, 503))
     code, body = http("POST", f"{broker}/v1/consumers/liar/unload", 30)
     check("3 retried unload of the liar", "409, still stuck", code, code == 409)
 
