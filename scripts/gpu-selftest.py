@@ -578,6 +578,7 @@ def table():
 
 
 def on_signal(sig, _frame):
+    print(f"gpu-selftest: stopped by signal {sig}; ending what it started", file=sys.stderr)
     raise SystemExit(128 + sig)
 
 
