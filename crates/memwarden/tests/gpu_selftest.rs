@@ -129,7 +129,10 @@ fn the_liar_answers_its_unload_and_keeps_its_memory() {
     let idle = c.rss();
     assert!(c.post("/load").contains(" 200 "));
     let answer = c.post("/unload");
-    assert!(answer.contains(" 200 ") && answer.ends_with("unloaded"), "{answer}");
+    assert!(
+        answer.contains(" 200 ") && answer.ends_with("unloaded"),
+        "{answer}"
+    );
     assert!(c.rss() >= idle + 60 * MIB, "{} after unload", c.rss());
 }
 
