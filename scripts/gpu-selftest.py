@@ -510,9 +510,9 @@ def step_3(mw, device, gib, gpu):
                  f"unload = \"POST /unload\"\nhealth = \"GET /health\"\n")
     with open(f"{OUT}/memwarden.toml", "w") as f:
         f.write(toml)
-    log = open(f"{OUT}/serve.log", "w")
     src = "none" if device == "cpu" else "auto"
-    spawn([mw, "--gpu-source", src, "serve", "--config", f"{OUT}/memwarden.toml"], stdout=log, stderr=log)
+    with open(f"{OUT}/serve.log", "w") as log:
+        spawn([mw, "--gpu-source", src, "serve", "--config", f"{OUT}/memwarden.toml"], stdout=log, stderr=log)
     broker = f"http://127.0.0.1:{port}"
     up = wait_until(lambda: http("GET", f"{broker}/healthz", 2)[0] == 200, 30)
     check("3 memwarden serve starts", "healthz 200", "up" if up else "not up (see serve.log)", up)
@@ -529,7 +529,7 @@ def step_3(mw, device, gib, gpu):
     def measured(n):
         return next((c.get("measured_bytes") or 0 for c in status().get("consumers", []) if c.get("name") == n), 0)
 
-    def ask(n, expect_code, evictions, gone=None):
+    def ask(n, evictions, gone=None):
         code, body = http("GET", f"{broker}/c/{n}/work", 60)
         # Until a reading after its load shows what it holds (twice a second) the broker counts
         # what it declared, which leaves out the interpreter's (or CUDA context's) own memory.
@@ -537,19 +537,19 @@ def step_3(mw, device, gib, gpu):
         st = status()
         seen = f"{code}, evictions {st.get('counters', {}).get('evictions')}"
         check(f"3 request for {n}", f"200, evictions {evictions}", seen,
-              code == expect_code and st.get("counters", {}).get("evictions") == evictions)
+              code == 200 and st.get("counters", {}).get("evictions") == evictions)
         if gone:  # its memory came back, in our own reading, before the request was answered
             now = held_now(cons[gone], device) or 0
             check(f"3 {gone} evicted: memory back", f"<= {size(base[gone] + s // 10)}",
                   f"{size(now)}, {state(st, gone)}", now <= base[gone] + s // 10 and state(st, gone) == "unloaded")
 
-    ask("a", 200, 0)
-    ask("b", 200, 0)
-    ask("liar", 200, 1, gone="a")
-    ask("a", 200, 2, gone="b")
+    ask("a", 0)
+    ask("b", 0)
+    ask("liar", 1, gone="a")
+    ask("a", 2, gone="b")
     # b's room is the liar's (least recently used): it answers its unload and keeps its memory,
     # is found stuck, and a goes instead.
-    ask("b", 200, 3, gone="a")
+    ask("b", 3, gone="a")
     st = status()
     kept = held_now(cons["liar"], device) or 0
     check("3 the liar ends stuck", "stuck", state(st, "liar"), state(st, "liar") == "stuck")
