@@ -213,8 +213,8 @@ def end_all():
                 p.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 pass
-        if all(p.poll() is not None for p in PROCS):
-            break
+        if all(p.poll() is not None for p in PROCS) and not left_behind():
+            break  # (SIGKILL only for what SIGTERM did not end, a group's other members too)
     PROCS.clear()
 
 
