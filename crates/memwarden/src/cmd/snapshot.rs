@@ -19,7 +19,12 @@ pub struct SnapshotArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<Format>,
     /// With --format prometheus: per-process series for at most this many GPU-memory holders
-    #[arg(long, value_name = "N", default_value_t = memwarden_broker::metrics::DEFAULT_MAX_PROCESSES)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = memwarden_broker::metrics::DEFAULT_MAX_PROCESSES,
+        allow_negative_numbers = true
+    )]
     pub metrics_processes: usize,
     /// How many processes the table lists (by GPU memory, then host memory); 0 lists all
     #[arg(
