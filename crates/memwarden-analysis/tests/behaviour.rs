@@ -300,6 +300,7 @@ fn snap(t_s: u64, procs: &[(u32, u64, u64)], gpu_used: u64) -> Snapshot {
             gtt_used_bytes: None,
             unified_memory: false,
             error: None,
+            figures: Default::default(),
         }],
         processes: procs
             .iter()

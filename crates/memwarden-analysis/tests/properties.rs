@@ -152,6 +152,7 @@ mod history {
                     gtt_used_bytes: Some(used),
                     unified_memory: unified,
                     error: None,
+                    figures: Default::default(),
                 }],
                 processes: procs.into_iter().map(|(pid, st, vram, gi)| Process {
                     pid,

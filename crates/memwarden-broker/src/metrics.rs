@@ -7,6 +7,10 @@ use memwarden_probe::Snapshot;
 
 use crate::owner::Status;
 
+mod machine;
+
+pub use machine::{DEFAULT_MAX_PROCESSES, series_bound};
+
 /// Escapes a label value: backslash, double quote and newline.
 fn esc(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -52,14 +56,24 @@ impl Out {
     }
 }
 
-/// Renders the broker's status (when there is a broker) and a snapshot (when one was read).
+/// Renders the broker's status (when there is a broker) and a snapshot (when one was read),
+/// with per-process series for at most [`DEFAULT_MAX_PROCESSES`] GPU holders.
 pub fn render(status: Option<&Status>, snap: Option<&Snapshot>) -> String {
+    render_limited(status, snap, DEFAULT_MAX_PROCESSES)
+}
+
+/// [`render`] with per-process series for at most `max_processes` GPU holders.
+pub fn render_limited(
+    status: Option<&Status>,
+    snap: Option<&Snapshot>,
+    max_processes: usize,
+) -> String {
     let mut o = Out(String::with_capacity(8 * 1024));
     if let Some(s) = status {
         broker(&mut o, s);
     }
     if let Some(s) = snap {
-        machine(&mut o, s);
+        machine::render(&mut o, s, max_processes);
     }
     o.0
 }
@@ -248,131 +262,6 @@ fn broker(o: &mut Out, s: &Status) {
             &[("consumer", &cs.name), ("pool", &cs.pool)],
             cs.loads as f64,
         );
-    }
-}
-
-fn machine(o: &mut Out, s: &Snapshot) {
-    let h = &s.host;
-    o.one(
-        "memwarden_host_memory_total_bytes",
-        "gauge",
-        "Host RAM (MemTotal)",
-        h.mem_total_bytes as f64,
-    );
-    o.one(
-        "memwarden_host_memory_available_bytes",
-        "gauge",
-        "Host RAM available (MemAvailable)",
-        h.mem_available_bytes as f64,
-    );
-    o.one(
-        "memwarden_host_swap_total_bytes",
-        "gauge",
-        "Swap size",
-        h.swap_total_bytes as f64,
-    );
-    o.one(
-        "memwarden_host_swap_free_bytes",
-        "gauge",
-        "Free swap",
-        h.swap_free_bytes as f64,
-    );
-    if let Some(psi) = h.psi_memory_some_avg10 {
-        o.one(
-            "memwarden_host_memory_pressure_some_avg10",
-            "gauge",
-            "Memory pressure, some avg10 (percent)",
-            psi,
-        );
-    }
-    type GpuFig = fn(&memwarden_probe::snapshot::Gpu) -> Option<u64>;
-    let figs: [(&str, &str, GpuFig); 5] = [
-        ("memwarden_gpu_vram_total_bytes", "GPU VRAM size", |g| {
-            g.vram_total_bytes
-        }),
-        ("memwarden_gpu_vram_used_bytes", "GPU VRAM in use", |g| {
-            g.vram_used_bytes
-        }),
-        (
-            "memwarden_gpu_vram_reserved_bytes",
-            "GPU VRAM kept by the driver, neither used nor free",
-            |g| g.vram_reserved_bytes,
-        ),
-        (
-            "memwarden_gpu_gtt_total_bytes",
-            "GPU GTT (system RAM mapped for the GPU) size",
-            |g| g.gtt_total_bytes,
-        ),
-        ("memwarden_gpu_gtt_used_bytes", "GPU GTT in use", |g| {
-            g.gtt_used_bytes
-        }),
-    ];
-    for (name, help, f) in figs {
-        o.family(name, "gauge", help);
-        for g in &s.gpus {
-            if let Some(v) = f(g) {
-                let idx = g.index.to_string();
-                o.sample(
-                    name,
-                    &[
-                        ("gpu", &idx),
-                        ("name", &g.name),
-                        ("vendor", g.vendor.as_str()),
-                        ("bus_id", &g.bus_id),
-                    ],
-                    v as f64,
-                );
-            }
-        }
-    }
-    type WlFig = fn(&memwarden_probe::snapshot::Workload) -> u64;
-    let figs: [(&str, &str, WlFig); 3] = [
-        (
-            "memwarden_workload_resident_bytes",
-            "A workload's resident memory (max of cgroup and estimate)",
-            |w| w.resident_bytes,
-        ),
-        (
-            "memwarden_workload_gpu_vram_bytes",
-            "A workload's GPU VRAM",
-            |w| w.gpu_vram_bytes,
-        ),
-        (
-            "memwarden_workload_gpu_gtt_bytes",
-            "A workload's GPU GTT",
-            |w| w.gpu_gtt_bytes,
-        ),
-    ];
-    for (name, help, f) in figs {
-        o.family(name, "gauge", help);
-        for w in &s.workloads {
-            let kind = match w.kind {
-                memwarden_probe::snapshot::WorkloadKind::Container => "container",
-                memwarden_probe::snapshot::WorkloadKind::Service => "service",
-                memwarden_probe::snapshot::WorkloadKind::Pod => "pod",
-                memwarden_probe::snapshot::WorkloadKind::Process => "process",
-            };
-            o.sample(
-                name,
-                &[("workload", &w.id), ("kind", kind), ("name", &w.name)],
-                f(w) as f64,
-            );
-        }
-    }
-    // Per-process GPU memory: who holds the card, for fleets without workload attribution.
-    let name = "memwarden_process_gpu_vram_bytes";
-    o.family(name, "gauge", "GPU VRAM held by a process");
-    for p in &s.processes {
-        for g in &p.gpu {
-            if let Some(v) = g.vram_bytes {
-                let (pid, gpu) = (p.pid.to_string(), g.gpu_index.to_string());
-                o.sample(
-                    name,
-                    &[("pid", &pid), ("name", &p.name), ("gpu", &gpu)],
-                    v as f64,
-                );
-            }
-        }
     }
 }
 

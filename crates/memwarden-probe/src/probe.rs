@@ -203,6 +203,7 @@ impl Probe {
                         gtt_used_bytes: None,
                         unified_memory: false,
                         error: Some(sanitize::sanitize(&e, 200)),
+                        figures: Default::default(),
                     }),
                 }
             }

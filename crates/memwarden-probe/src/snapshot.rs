@@ -98,6 +98,33 @@ pub struct Gpu {
     pub unified_memory: bool,
     /// Why some figure of this device could not be read; `None` when all were.
     pub error: Option<String>,
+    /// How busy, hot and power-hungry the device is; each `null` where it does not say.
+    /// Absent from older recordings.
+    #[serde(flatten, default)]
+    pub figures: DeviceFigures,
+}
+
+/// A device's activity figures. Each is `None` when the device (or its driver) does not give
+/// it: never a made-up 0, which would read as "idle" or "cold".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceFigures {
+    /// Share of the last sample period the GPU's engines were busy.
+    #[serde(default)]
+    pub utilization_percent: Option<f64>,
+    /// Share of the period the memory controller was busy.
+    #[serde(default)]
+    pub memory_utilization_percent: Option<f64>,
+    #[serde(default)]
+    pub temperature_celsius: Option<f64>,
+    #[serde(default)]
+    pub power_watts: Option<f64>,
+    /// The power limit the driver enforces.
+    #[serde(default)]
+    pub power_limit_watts: Option<f64>,
+    #[serde(default)]
+    pub fan_percent: Option<f64>,
+    #[serde(default)]
+    pub clock_graphics_mhz: Option<u32>,
 }
 
 impl Gpu {

@@ -276,6 +276,7 @@ fn snapshot(t: u64, noise: &mut Noise) -> Snapshot {
             gtt_used_bytes: None,
             unified_memory: false,
             error: None,
+            figures: Default::default(),
         }],
         processes,
         workloads,

@@ -231,6 +231,7 @@ mod tests {
                 gtt_used_bytes: None,
                 unified_memory: false,
                 error: None,
+                figures: Default::default(),
             }],
             processes: vec![Process {
                 pid: 7,

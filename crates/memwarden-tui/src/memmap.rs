@@ -233,6 +233,7 @@ mod tests {
                 gtt_used_bytes: None,
                 unified_memory: false,
                 error: None,
+                figures: Default::default(),
             }],
             processes: vec![
                 proc(10, "vllm", 20 << 30, 4 << 30),

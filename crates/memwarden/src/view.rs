@@ -230,6 +230,7 @@ mod tests {
             gtt_used_bytes: None,
             unified_memory: false,
             error: None,
+            figures: Default::default(),
         };
         assert!(gpu_line(&g).contains("8 GiB / 80 GiB (+512 MiB reserved)"));
         g.vram_reserved_bytes = Some(0);

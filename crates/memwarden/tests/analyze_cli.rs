@@ -60,6 +60,7 @@ fn snapshot(i: usize) -> Snapshot {
             gtt_used_bytes: None,
             unified_memory: false,
             error: None,
+            figures: Default::default(),
         }],
         processes: vec![
             process(4242, "python3", "python3 train.py", train),

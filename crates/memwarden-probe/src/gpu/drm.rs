@@ -121,5 +121,6 @@ fn read_device(dev: &Path, index: u32, bus_id: String) -> Gpu {
         gtt_used_bytes: gtt_used,
         unified_memory,
         error,
+        figures: super::figures::read(dev, dev.parent().unwrap_or(dev)),
     }
 }

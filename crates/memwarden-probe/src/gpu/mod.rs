@@ -1,6 +1,7 @@
 //! GPUs, from NVML (NVIDIA) and from the kernel's DRM interfaces (AMD, Intel, others).
 
 pub mod drm;
+pub mod figures;
 pub mod nvidia;
 
 use std::str::FromStr;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::snapshot::{Gpu, Vendor};
+use crate::snapshot::{DeviceFigures, Gpu, Vendor};
 
 /// What memwarden asks of one NVIDIA device. Errors are short strings for the snapshot's
 /// `error` field: a device that answers some calls and not others is still shown.
@@ -16,6 +16,9 @@ pub trait NvidiaDevice {
     /// (pid, used bytes when the driver knows them).
     fn compute_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String>;
     fn graphics_processes(&self) -> Result<Vec<(u32, Option<u64>)>, String>;
+    /// Utilization, temperature, power, fan and clock: each figure the device withholds is
+    /// `None` (many cards have no fan, some no power sensor), never an error for the card.
+    fn figures(&self) -> DeviceFigures;
 }
 
 /// A device's memory as NVML gives it, in bytes.
@@ -122,6 +125,7 @@ pub fn read_device(
             gtt_used_bytes: None,
             unified_memory: false,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
+            figures: device.figures(),
         },
         processes,
     }
@@ -181,7 +185,28 @@ fn process_list(
         .collect()
 }
 
+/// Milliwatts, as NVML gives power, in watts.
+fn watts(milliwatts: u32) -> f64 {
+    f64::from(milliwatts) / 1000.0
+}
+
 impl NvidiaDevice for NvmlDevice<'_> {
+    fn figures(&self) -> DeviceFigures {
+        use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+        let d = &self.0;
+        let rates = d.utilization_rates().ok();
+        DeviceFigures {
+            utilization_percent: rates.as_ref().map(|u| f64::from(u.gpu)),
+            memory_utilization_percent: rates.as_ref().map(|u| f64::from(u.memory)),
+            temperature_celsius: d.temperature(TemperatureSensor::Gpu).ok().map(f64::from),
+            power_watts: d.power_usage().ok().map(watts),
+            power_limit_watts: d.enforced_power_limit().ok().map(watts),
+            // Passively cooled data-centre cards answer "not supported": no fan, not 0 %.
+            fan_percent: d.fan_speed(0).ok().map(f64::from),
+            clock_graphics_mhz: d.clock_info(Clock::Graphics).ok(),
+        }
+    }
+
     fn name(&self) -> Result<String, String> {
         self.0.name().map_err(|e| e.to_string())
     }
@@ -228,9 +253,13 @@ mod tests {
         memory: Result<VramInfo, String>,
         compute: Vec<(u32, Option<u64>)>,
         graphics: Vec<(u32, Option<u64>)>,
+        figures: DeviceFigures,
     }
 
     impl NvidiaDevice for FakeDevice {
+        fn figures(&self) -> DeviceFigures {
+            self.figures
+        }
         fn name(&self) -> Result<String, String> {
             Ok("NVIDIA GeForce RTX 4090\x1b[2J".into())
         }
@@ -271,6 +300,15 @@ mod tests {
             }),
             compute: vec![(42, Some(8 << 30))],
             graphics: vec![(42, Some(8 << 30)), (43, Some(1 << 30))],
+            figures: DeviceFigures {
+                utilization_percent: Some(87.0),
+                memory_utilization_percent: Some(41.0),
+                temperature_celsius: Some(66.0),
+                power_watts: Some(312.5),
+                power_limit_watts: Some(450.0),
+                fan_percent: None,
+                clock_graphics_mhz: Some(2520),
+            },
         };
         let r = read_device(&dev, 0, true, |bus| (bus == "0000:01:00.0").then_some(1));
         assert_eq!(r.gpu.name, "NVIDIA GeForce RTX 4090 [2J");
@@ -282,6 +320,14 @@ mod tests {
         assert_eq!(r.processes[&42], Some(8 << 30));
         assert_eq!(r.processes[&43], Some(1 << 30));
         assert_eq!(r.gpu.error, None);
+        assert_eq!(r.gpu.figures.utilization_percent, Some(87.0));
+        assert_eq!(r.gpu.figures.power_limit_watts, Some(450.0));
+        // A card without a fan says so with null, in the JSON too.
+        assert_eq!(r.gpu.figures.fan_percent, None);
+        let json = serde_json::to_value(&r.gpu).unwrap();
+        assert_eq!(json["fan_percent"], serde_json::Value::Null);
+        assert_eq!(json["clock_graphics_mhz"], 2520);
+        assert_eq!(json["temperature_celsius"], 66.0);
         let cheap = read_device(&dev, 0, false, |_| None);
         assert!(cheap.processes.is_empty());
     }
@@ -298,6 +344,7 @@ mod tests {
             }),
             compute: vec![],
             graphics: vec![],
+            figures: DeviceFigures::default(),
         };
         let g = read_device(&dev, 0, false, |_| None).gpu;
         assert_eq!(g.vram_reserved_bytes, Some(512 << 20));
@@ -311,6 +358,7 @@ mod tests {
             }),
             compute: vec![],
             graphics: vec![],
+            figures: DeviceFigures::default(),
         };
         let g = read_device(&dev, 0, false, |_| None).gpu;
         assert_eq!(g.vram_reserved_bytes, Some(0));
@@ -323,6 +371,7 @@ mod tests {
             memory: Err("Not Supported".into()),
             compute: vec![],
             graphics: vec![],
+            figures: DeviceFigures::default(),
         };
         let r = read_device(&dev, 3, true, |_| None);
         assert_eq!(r.gpu.index, 3);

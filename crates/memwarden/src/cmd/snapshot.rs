@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use memwarden_probe::Snapshot;
 
 use crate::cli::Global;
@@ -12,8 +12,20 @@ use crate::view;
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// Print the snapshot as one JSON object (the documented contract) instead of a table
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// table, json (as --json), or prometheus: exactly the machine part of `serve`'s /metrics,
+    /// for node_exporter's textfile collector
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// With --format prometheus: per-process series for at most this many GPU-memory holders
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = memwarden_broker::metrics::DEFAULT_MAX_PROCESSES,
+        allow_negative_numbers = true
+    )]
+    pub metrics_processes: usize,
     /// How many processes the table lists (by GPU memory, then host memory); 0 lists all
     #[arg(
         long,
@@ -27,19 +39,35 @@ pub struct SnapshotArgs {
     pub workload: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Prometheus,
+}
+
 pub fn run(g: &Global, args: SnapshotArgs) -> Result<ExitCode> {
+    let format = match (args.json, args.format) {
+        (true, _) => Format::Json,
+        (false, f) => f.unwrap_or(Format::Table),
+    };
     let mut probe = super::probe(g)?;
     let mut snap = probe.snapshot()?;
     if let Some(name) = &args.workload {
         narrow(&mut snap, name)?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&snap)?);
-    } else {
-        if let Some(notice) = probe.gpu_notice(&snap.gpus) {
-            eprintln!("memwarden: {notice}");
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(&snap)?),
+        Format::Prometheus => print!(
+            "{}",
+            memwarden_broker::metrics::render_limited(None, Some(&snap), args.metrics_processes)
+        ),
+        Format::Table => {
+            if let Some(notice) = probe.gpu_notice(&snap.gpus) {
+                eprintln!("memwarden: {notice}");
+            }
+            print!("{}", view::render_snapshot(&snap, args.top));
         }
-        print!("{}", view::render_snapshot(&snap, args.top));
     }
     Ok(ExitCode::SUCCESS)
 }
