@@ -126,7 +126,10 @@ impl PythonServer {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("{} cannot run ({e}): `bash .ci/setup` installs python3", argv[0])
+                panic!(
+                    "{} cannot run ({e}): `bash .ci/setup` installs python3",
+                    argv[0]
+                )
             });
         // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
         let mut line = String::new();

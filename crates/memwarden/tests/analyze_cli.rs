@@ -441,7 +441,18 @@ fn csv_has_a_row_per_sample_per_device_and_process() {
         csv.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The CSV was asked for, not the report.
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let text = std::fs::read_to_string(&csv).unwrap();
+    // `-` is standard output, with the same rows.
+    let o = memwarden(&["analyze", path.to_str().unwrap(), "--csv", "-"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), text);
+    assert!(!dir.path().join("-").exists());
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),

@@ -293,6 +293,17 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
         err.starts_with("memwarden: ") && err.contains("unknown consumer"),
         "{err}"
     );
+    // A command that does not start: the shell's codes, and the lease still goes back.
+    for (prog, code) in [("/nonexistent/prog", 127), ("/dev/null", 126)] {
+        let out = Command::new(BIN)
+            .args(["run", "--consumer", "job", "--broker", &url, "--", prog])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{prog}: {err}");
+        assert!(err.starts_with("memwarden: cannot run"), "{err}");
+        assert_eq!(status(broker.addr())["consumers"][0]["in_flight"], 0);
+    }
     // SIGTERM to `memwarden run` is passed on to the command, and the lease still goes back.
     let child = Command::new(BIN)
         .args([

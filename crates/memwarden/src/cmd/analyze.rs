@@ -46,8 +46,9 @@ pub struct AnalyzeArgs {
         allow_negative_numbers = true
     )]
     pub jump: usize,
-    /// Also write the samples as CSV: one row per sample per GPU, host, workload and process
-    /// that held GPU memory
+    /// Write the samples as CSV instead of the report (`-`: standard output): one row per
+    /// sample per GPU, host, workload and process that held GPU memory. With --json the report
+    /// is printed too
     #[arg(long, value_name = "OUT")]
     pub csv: Option<PathBuf>,
 }
@@ -64,9 +65,27 @@ pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
     if args.jump == 0 {
         bail!("--jump must be at least 1");
     }
+    let to_stdout = args.csv.as_deref() == Some(Path::new("-"));
+    if to_stdout && args.json {
+        bail!("--csv - and --json would both write to standard output: give --csv a file");
+    }
     let snapshots = read_recording(&args.file)?;
     if let Some(out) = &args.csv {
-        write_csv(out, &snapshots).with_context(|| format!("cannot write {}", out.display()))?;
+        let written = if to_stdout {
+            write_csv(std::io::stdout().lock(), &snapshots)
+        } else {
+            File::create(out)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| write_csv(f, &snapshots))
+        };
+        match written {
+            Err(e) if to_stdout && is_broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
+            r => r.with_context(|| format!("cannot write {}", out.display()))?,
+        }
+        // The CSV was what was asked for; the report only when asked for as well.
+        if !args.json {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     let params = AnalyzeParams {
         penalty: args.penalty,
@@ -87,6 +106,12 @@ pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// A reader that stopped early (`| head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Reads the usable snapshots; bad lines are counted on stderr, and a file with none usable is
@@ -147,14 +172,14 @@ fn csv_field(s: &str) -> String {
 /// A process's figure is its GPU memory, as in the analysis's process series: the processes
 /// that never held any are left out (a machine runs hundreds, and their rows would all be 0),
 /// but one that did has a row in every sample it is in, 0 before it loads and after it frees.
-fn write_csv(out: &Path, snapshots: &[Snapshot]) -> Result<()> {
+fn write_csv(out: impl Write, snapshots: &[Snapshot]) -> Result<()> {
     let gpu_holders: HashSet<ProcessId> = snapshots
         .iter()
         .flat_map(|s| &s.processes)
         .filter(|p| gpu_bytes(p) > 0)
         .map(|p| p.identity())
         .collect();
-    let mut w = BufWriter::new(File::create(out)?);
+    let mut w = BufWriter::new(out);
     writeln!(w, "taken_at_ms,kind,key,name,used_bytes,total_bytes")?;
     for s in snapshots {
         let t = s.taken_at_ms;
