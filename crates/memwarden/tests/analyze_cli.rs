@@ -482,3 +482,30 @@ fn csv_has_a_row_per_sample_per_device_and_process() {
         "cannot write",
     );
 }
+
+#[test]
+fn a_short_noisy_piece_shows_where_it_lay_not_only_its_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.jsonl");
+    let mut text = String::new();
+    for (i, mib) in [102u64, 110, 157, 120, 160, 101, 150, 103]
+        .iter()
+        .enumerate()
+    {
+        let line = serde_json::json!({
+            "version": 1, "taken_at_ms": 1_700_000_000_000u64 + i as u64 * 1000, "hostname": "h",
+            "host": {"mem_total_bytes": 16 * GIB, "mem_available_bytes": 16 * GIB - mib * MIB,
+                     "swap_total_bytes": 0, "swap_free_bytes": 0, "psi_memory_some_avg10": null},
+            "gpus": [], "processes": [], "workloads": []
+        });
+        text.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    let o = memwarden(&["analyze", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("volatile         101 MiB … 160 MiB, mean 125 MiB"),
+        "{out}"
+    );
+}

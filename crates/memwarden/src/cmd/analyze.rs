@@ -382,22 +382,26 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
         return;
     }
     // Consecutive pieces with one label read as one stretch (a staircase of growth).
-    let mut stretches: Vec<(SegmentLabel, u64, u64, f64, f64, usize)> = Vec::new();
+    let mut stretches: Vec<Stretch> = Vec::new();
     for seg in &s.segments {
         match stretches.last_mut() {
-            Some(last) if last.0 == seg.label => {
-                last.2 = seg.end_ms;
-                last.4 = seg.mean_mib;
-                last.5 += 1;
+            Some(last) if last.label == seg.label => {
+                last.to = seg.end_ms;
+                last.mean_after = seg.mean_mib;
+                last.min = last.min.min(seg.min_mib);
+                last.max = last.max.max(seg.max_mib);
+                last.pieces += 1;
             }
-            _ => stretches.push((
-                seg.label,
-                seg.start_ms,
-                seg.end_ms,
-                seg.mean_mib - seg.step_mib,
-                seg.mean_mib,
-                1,
-            )),
+            _ => stretches.push(Stretch {
+                label: seg.label,
+                from: seg.start_ms,
+                to: seg.end_ms,
+                mean_before: seg.mean_mib - seg.step_mib,
+                mean_after: seg.mean_mib,
+                min: seg.min_mib,
+                max: seg.max_mib,
+                pieces: 1,
+            }),
         }
     }
     let _ = writeln!(
@@ -406,21 +410,50 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
         s.changepoints.len().saturating_sub(1),
         s.penalty
     );
-    for (label, from, to, before, after, pieces) in stretches {
-        let pieces = if pieces > 1 {
-            format!(" ({pieces} pieces)")
+    for st in stretches {
+        let pieces = if st.pieces > 1 {
+            format!(" ({} pieces)", st.pieces)
         } else {
             String::new()
         };
         let _ = writeln!(
             out,
-            "    {}–{}  {:<16} {} → {}{}",
-            rel(from, start),
-            rel(to, start),
-            label.as_str(),
-            size(before),
-            size(after),
+            "    {}–{}  {:<16} {}{}",
+            rel(st.from, start),
+            rel(st.to, start),
+            st.label.as_str(),
+            st.figures(),
             pieces
         );
+    }
+}
+
+/// Consecutive pieces of a series with one label.
+struct Stretch {
+    label: SegmentLabel,
+    from: u64,
+    to: u64,
+    /// The mean of the piece before the stretch (its own, for the first piece).
+    mean_before: f64,
+    mean_after: f64,
+    min: f64,
+    max: f64,
+    pieces: usize,
+}
+
+impl Stretch {
+    /// Where the stretch lay (its lowest and highest sample), and the step of its mean where
+    /// there was one: a short or noisy piece is not summed up by its mean alone.
+    fn figures(&self) -> String {
+        let range = format!("{} … {}", size(self.min), size(self.max));
+        if size(self.mean_before) == size(self.mean_after) {
+            format!("{range}, mean {}", size(self.mean_after))
+        } else {
+            format!(
+                "{range}, mean {} → {}",
+                size(self.mean_before),
+                size(self.mean_after)
+            )
+        }
     }
 }
