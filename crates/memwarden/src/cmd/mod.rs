@@ -8,6 +8,7 @@ pub mod place;
 pub mod record;
 pub mod run;
 pub mod serve;
+mod serve_check;
 pub mod snapshot;
 pub mod top;
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use memwarden_broker::ServeOptions;
 use memwarden_plan::estimate::{EstimateOptions, estimate_file};
@@ -80,6 +80,14 @@ fn check(opts: &ServeOptions) -> Result<(String, Vec<String>)> {
             .display()
             .to_string()
     })?;
+    let ram_total = probe.host_memory().ok().map(|h| h.mem_total_bytes);
+    let totals = super::serve_check::pool_totals(&cfg, ram_total, &probe.gpus());
+    let found = super::serve_check::problems(&cfg, &totals, |prog| {
+        super::serve_check::runnable(&opts.root, prog)
+    });
+    if !found.is_empty() {
+        bail!("{}", found.join("; "));
+    }
     let summary = format!(
         "configuration ok: {} pool(s), {} consumer(s), listening on {}",
         cfg.pools.len(),
