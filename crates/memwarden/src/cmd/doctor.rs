@@ -47,10 +47,12 @@ pub fn run(g: &Global, args: DoctorArgs) -> Result<ExitCode> {
     let source: GpuSourceKind = g.gpu_source.parse()?;
     let root = HostRoot::new(&g.root)?;
     // NVML reads the real machine's driver: on a fake root only when asked for by name.
-    let nvml: NvmlFacts = match source {
-        GpuSourceKind::Nvml => Nvml::init().map(|n| n.driver_version()),
-        GpuSourceKind::Auto if root.is_system() => Nvml::init().map(|n| n.driver_version()),
-        _ => Err(format!("not tried (--gpu-source {})", g.gpu_source)),
+    let try_nvml =
+        source == GpuSourceKind::Nvml || (source == GpuSourceKind::Auto && root.is_system());
+    let nvml: NvmlFacts = if try_nvml {
+        Nvml::init().map(|n| n.driver_version())
+    } else {
+        Err(format!("not tried (--gpu-source {})", g.gpu_source))
     };
     let mut checks = machine_checks(&root, &nvml);
     let config = args
