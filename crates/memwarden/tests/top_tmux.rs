@@ -272,7 +272,11 @@ fn live_view_shows_this_machine_and_reloads_its_config_on_sighup() {
         p.keys(&[&c.to_string()]);
     }
     p.keys(&["Enter"]);
-    p.wait_for("memwarden top", 10);
+    // Its row: the command column may be cut short where the binary's path is long.
+    p.wait("its own row", 10, |s| {
+        s.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{me} ")) && l.contains("memwarden"))
+    });
 
     std::fs::write(cfg_dir.join("config.toml"), "interval = 2.0\n").unwrap();
     let st = Command::new("kill")

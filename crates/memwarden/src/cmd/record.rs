@@ -97,7 +97,11 @@ pub fn run(g: &Global, args: RecordArgs) -> Result<ExitCode> {
     }
     eprintln!(
         "memwarden: recorded {written} snapshot(s) to {}",
-        args.out.display()
+        if to_stdout {
+            "standard output".into()
+        } else {
+            args.out.display().to_string()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
