@@ -43,7 +43,7 @@ Exit codes: 0 at least one worker fits (the number is on stdout), 1 not even one
 pub const PLACE: &str = "\
 Examples:
   docker run $(memwarden place --cpus 8 --gpu 0 --format docker) my-image
-  memwarden place --cpus 4 --mem 16GiB --json";
+  memwarden place --cpus 4 --mem 16GiB --format json";
 
 pub const SERVE: &str = "\
 Examples:
