@@ -63,8 +63,7 @@ fn run_ruptures(cases: &[(Vec<f64>, PeltParams)]) -> Vec<Vec<usize>> {
 #[test]
 fn same_breakpoints_as_ruptures() {
     if let Err(why) = ruptures_available() {
-        eprintln!("skipped: {why}");
-        return;
+        panic!("{why}: `bash .ci/setup` installs it");
     }
     let cases = common::comparison_cases();
     let expected = run_ruptures(&cases);

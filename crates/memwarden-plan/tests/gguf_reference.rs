@@ -12,18 +12,16 @@ fn a_file_written_by_the_python_gguf_package() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reference.gguf");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/write_reference.py");
-    let out = match Command::new("python3").arg(&script).arg(&file).output() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("skipped: python3 is not runnable ({e}); .ci/setup installs it");
-            return;
-        }
-    };
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 cannot run ({e}): `bash .ci/setup` installs it"));
     let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() && err.contains("No module named 'gguf'") {
-        eprintln!("skipped: the Python gguf package is absent; .ci/setup installs it");
-        return;
-    }
+    assert!(
+        out.status.success() || !err.contains("No module named 'gguf'"),
+        "the Python gguf package is not installed: `bash .ci/setup` installs it"
+    );
     assert!(out.status.success(), "reference writer failed: {err}");
     let python_weights: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let e = estimate_file(&file, &EstimateOptions::default()).unwrap();

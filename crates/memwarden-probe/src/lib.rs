@@ -3,6 +3,7 @@
 //! machine laid out as a directory tree can stand in for the real one. No policy, no history.
 
 pub mod cgroup;
+pub mod doctor;
 pub mod fakeroot;
 pub mod fdinfo;
 pub mod framework;

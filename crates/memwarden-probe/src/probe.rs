@@ -224,6 +224,12 @@ impl Probe {
         self.gpu_notice.iter().cloned().collect()
     }
 
+    /// Why the GPU source asked for by name cannot be used (NVML that does not load), or
+    /// `None`. `auto` falls back quietly and is never unusable.
+    pub fn source_unavailable(&self) -> Option<&str> {
+        self.gpu_notice.as_deref()
+    }
+
     /// A one-line notice when no GPU was found, for human output.
     pub fn gpu_notice(&self, gpus: &[Gpu]) -> Option<String> {
         if !gpus.is_empty() {

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::cmd;
+use crate::{cmd, help};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,7 +16,8 @@ use crate::cmd;
 memwarden shows who holds GPU memory (VRAM, and GTT where the GPU shares system RAM) and host \
 RAM, tells where it is heading, answers \"will this fit, how many, and where\" before a launch, \
 and, as a daemon in front of model servers, makes room on the GPU when a job needs it.",
-    after_help = "Exit codes: 0 success, 1 the answer is no (does not fit, swapping), 2 bad input."
+    after_help = "Exit codes: 0 success, 1 the answer is no (does not fit, swapping), 2 bad input.",
+    arg_required_else_help = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -24,7 +26,11 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The global options stand under their own heading, after the command's own options.
+const GLOBAL_HEADING: &str = "Global options";
+
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = GLOBAL_HEADING)]
 pub struct Global {
     /// Read /proc, /sys and /run under this directory instead of / (a fake machine, a
     /// container's view of the host)
@@ -48,7 +54,13 @@ pub struct Global {
     pub gpu_source: String,
     /// Do not ask inference servers (llama.cpp, vLLM, Ollama, SGLang, TGI) for their metrics;
     /// by default those listening on loopback are asked, at most once per 5 s each
-    #[arg(long, global = true, env = "MEMWARDEN_NO_SCRAPE")]
+    #[arg(
+        long,
+        global = true,
+        env = "MEMWARDEN_NO_SCRAPE",
+        // The environment's value: 1/0, true/false, yes/no, on/off.
+        value_parser = BoolishValueParser::new()
+    )]
     pub no_scrape: bool,
     /// An address besides loopback whose servers may be asked (a container's bridge address);
     /// repeat for more
@@ -65,24 +77,77 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Who holds the memory right now: host, GPUs, workloads and processes
+    #[command(after_help = help::SNAPSHOT)]
     Snapshot(cmd::snapshot::SnapshotArgs),
     /// The live view: who holds GPU and host memory, where it is heading; kill; replay
+    #[command(after_help = help::TOP)]
     Top(cmd::top::TopArgs),
     /// Append a snapshot per interval to a JSON Lines file, for `analyze` and `top --replay`
+    #[command(after_help = help::RECORD)]
     Record(cmd::record::RecordArgs),
     /// What the memory did over a recording: phases, OOM ranges, changepoints, peaks
+    #[command(after_help = help::ANALYZE)]
     Analyze(cmd::analyze::AnalyzeArgs),
     /// Will this model fit, and how? Weights, KV cache and overhead from a GGUF or safetensors
     /// header
+    #[command(after_help = help::ESTIMATE)]
     Estimate(cmd::estimate::EstimateArgs),
     /// How many workers fit in free RAM, VRAM or GTT? Prints the number alone
+    #[command(after_help = help::FIT)]
     Fit(cmd::fit::FitArgs),
     /// Where should it run? NUMA-local CPUs and memory node, as Docker flags or into a cgroup
+    #[command(after_help = help::PLACE)]
     Place(cmd::place::PlaceArgs),
     /// Run the broker: make room on the GPU for model servers, and export /metrics
+    #[command(after_help = help::SERVE)]
     Serve(cmd::serve::ServeArgs),
     /// Run a command under a broker lease (a batch job taking its turn on the GPU)
+    #[command(after_help = help::RUN)]
     Run(cmd::run::RunArgs),
+    /// What memwarden can and cannot see on this machine, and how to fix each gap
+    #[command(after_help = help::DOCTOR)]
+    Doctor(cmd::doctor::DoctorArgs),
+}
+
+/// Global options that a subcommand does not use, hidden from its `--help` (still accepted,
+/// so that `memwarden --root DIR analyze …` is not an error).
+const UNUSED_GLOBALS: &[(&str, &[&str])] = &[
+    (
+        "analyze",
+        &["root", "gpu_source", "no_scrape", "scrape_host"],
+    ),
+    ("run", &["root", "gpu_source", "no_scrape", "scrape_host"]),
+    ("estimate", &["no_scrape", "scrape_host"]),
+    ("fit", &["no_scrape", "scrape_host"]),
+    ("place", &["no_scrape", "scrape_host"]),
+    ("doctor", &["no_scrape", "scrape_host"]),
+];
+
+/// The command line's definition, with the global options shown only where they matter.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    // A subcommand that has its own copy of a global option does not get the global one:
+    // the copy is the same option, hidden.
+    let globals: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+    for (sub, hidden) in UNUSED_GLOBALS {
+        cmd = cmd.mut_subcommand(*sub, |mut s| {
+            for a in globals
+                .iter()
+                .filter(|a| hidden.contains(&a.get_id().as_str()))
+            {
+                s = s.arg(a.clone().global(false).hide(true));
+            }
+            s
+        });
+    }
+    cmd
+}
+
+/// Parses this process's arguments.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut cmd = command();
+    let m = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
 }
 
 #[cfg(test)]

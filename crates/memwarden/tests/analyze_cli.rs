@@ -254,10 +254,10 @@ fn changepoints_equal_ruptures_when_present() {
     let probe = Command::new("python3")
         .args(["-c", "import ruptures"])
         .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: python3 with ruptures is not installed");
-        return;
-    }
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "python3 with ruptures is not installed: `bash .ci/setup` installs it"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = write_recording(dir.path(), "run.jsonl", &[]);
     for (pen, min_size, jump) in [("500", "2", "1"), ("64", "3", "5")] {
@@ -442,7 +442,18 @@ fn csv_has_a_row_per_sample_per_device_and_process() {
         csv.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The CSV was asked for, not the report.
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let text = std::fs::read_to_string(&csv).unwrap();
+    // `-` is standard output, with the same rows.
+    let o = memwarden(&["analyze", path.to_str().unwrap(), "--csv", "-"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), text);
+    assert!(!dir.path().join("-").exists());
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
@@ -470,5 +481,32 @@ fn csv_has_a_row_per_sample_per_device_and_process() {
             unwritable.to_str().unwrap(),
         ]),
         "cannot write",
+    );
+}
+
+#[test]
+fn a_short_noisy_piece_shows_where_it_lay_not_only_its_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.jsonl");
+    let mut text = String::new();
+    for (i, mib) in [102u64, 110, 157, 120, 160, 101, 150, 103]
+        .iter()
+        .enumerate()
+    {
+        let line = serde_json::json!({
+            "version": 1, "taken_at_ms": 1_700_000_000_000u64 + i as u64 * 1000, "hostname": "h",
+            "host": {"mem_total_bytes": 16 * GIB, "mem_available_bytes": 16 * GIB - mib * MIB,
+                     "swap_total_bytes": 0, "swap_free_bytes": 0, "psi_memory_some_avg10": null},
+            "gpus": [], "processes": [], "workloads": []
+        });
+        text.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    let o = memwarden(&["analyze", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("volatile         101 MiB … 160 MiB, mean 125 MiB"),
+        "{out}"
     );
 }

@@ -13,7 +13,7 @@ fn missing_required_arguments_are_named() {
     );
     assert_bad_input(
         &memwarden(&["fit"]),
-        "not provided: --per-worker <SIZE>, --want <N> (see --help)",
+        "not provided: --per-worker <SIZE> (see --help)",
     );
     assert_bad_input(&memwarden(&["estimate"]), "not provided: <MODEL>");
     assert_bad_input(&memwarden(&["place"]), "not provided: --cpus <N>");
@@ -113,4 +113,73 @@ fn a_negative_number_is_a_bad_value_of_its_flag() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn boolean_environment_variables_take_the_usual_words() {
+    for (value, ok) in [
+        ("1", true),
+        ("yes", true),
+        ("on", true),
+        ("true", true),
+        ("0", true),
+        ("off", true),
+        ("maybe", false),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_memwarden"))
+            .args(["--gpu-source", "none", "snapshot", "--top", "1"])
+            .env("MEMWARDEN_NO_SCRAPE", value)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.success(),
+            ok,
+            "{value}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn bare_memwarden_prints_the_usage_and_typos_get_a_suggestion() {
+    let o = memwarden(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Usage: memwarden"), "{err}");
+    assert!(err.contains("snapshot") && err.contains("doctor"), "{err}");
+    assert_bad_input(&memwarden(&["snapshto"]), "did you mean 'snapshot'?");
+    assert_bad_input(&memwarden(&["fit", "--wnt", "2"]), "did you mean '--want'?");
+}
+
+#[test]
+fn help_ends_with_examples_and_shows_global_options_only_where_they_matter() {
+    let help = |sub: &str| {
+        let o = memwarden(&[sub, "--help"]);
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for sub in [
+        "snapshot", "top", "record", "analyze", "estimate", "fit", "place", "serve", "run",
+        "doctor",
+    ] {
+        let text = help(sub);
+        assert!(
+            text.contains(&format!("Examples:\n  memwarden {sub}"))
+                || text.contains(&format!("$(memwarden {sub}")),
+            "{sub}: {text}"
+        );
+    }
+    for sub in ["fit", "run", "estimate"] {
+        assert!(help(sub).contains("Exit codes:"), "{sub}");
+    }
+    let snapshot = help("snapshot");
+    let own = snapshot.find("--workload").unwrap();
+    let global = snapshot.find("Global options:").expect("a heading");
+    assert!(
+        own < global && global < snapshot.find("--root").unwrap(),
+        "{snapshot}"
+    );
+    assert!(!help("analyze").contains("--root"));
+    assert!(!help("fit").contains("--no-scrape"));
+    assert!(help("fit").contains("--gpu-source"));
 }

@@ -293,6 +293,17 @@ fn run_holds_a_lease_while_the_command_runs_and_passes_its_exit_code() {
         err.starts_with("memwarden: ") && err.contains("unknown consumer"),
         "{err}"
     );
+    // A command that does not start: the shell's codes, and the lease still goes back.
+    for (prog, code) in [("/nonexistent/prog", 127), ("/dev/null", 126)] {
+        let out = Command::new(BIN)
+            .args(["run", "--consumer", "job", "--broker", &url, "--", prog])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{prog}: {err}");
+        assert!(err.starts_with("memwarden: cannot run"), "{err}");
+        assert_eq!(status(broker.addr())["consumers"][0]["in_flight"], 0);
+    }
     // SIGTERM to `memwarden run` is passed on to the command, and the lease still goes back.
     let child = Command::new(BIN)
         .args([
@@ -341,6 +352,27 @@ fn serve_refuses_a_bad_config_with_one_line() {
     // The example's pool is GPU 0's VRAM: checked on a machine that has one.
     let root = dir.path().join("root");
     gpu_machine(&root);
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/memwarden.toml");
+    // The example's vLLM is started by the broker: its program must be there.
+    let missing = Command::new(BIN)
+        .arg("--root")
+        .arg(&root)
+        .args(["--gpu-source", "drm", "serve", "--check", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("start program \"/opt/vllm/bin/vllm\" is not found"),
+        "{err}"
+    );
+    let vllm = root.join("opt/vllm/bin/vllm");
+    std::fs::create_dir_all(vllm.parent().unwrap()).unwrap();
+    std::fs::write(&vllm, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&vllm, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new(BIN)
         .arg("--root")
         .arg(&root)

@@ -150,6 +150,11 @@ impl Nvml {
             .map_err(|e| e.to_string())
     }
 
+    /// The driver's version, as `nvidia-smi` shows it.
+    pub fn driver_version(&self) -> Option<String> {
+        self.nvml.sys_driver_version().ok()
+    }
+
     pub fn device_count(&self) -> Result<u32, String> {
         self.nvml.device_count().map_err(|e| e.to_string())
     }

@@ -46,8 +46,9 @@ pub struct AnalyzeArgs {
         allow_negative_numbers = true
     )]
     pub jump: usize,
-    /// Also write the samples as CSV: one row per sample per GPU, host, workload and process
-    /// that held GPU memory
+    /// Write the samples as CSV instead of the report (`-`: standard output): one row per
+    /// sample per GPU, host, workload and process that held GPU memory. With --json the report
+    /// is printed too
     #[arg(long, value_name = "OUT")]
     pub csv: Option<PathBuf>,
 }
@@ -64,9 +65,27 @@ pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
     if args.jump == 0 {
         bail!("--jump must be at least 1");
     }
+    let to_stdout = args.csv.as_deref() == Some(Path::new("-"));
+    if to_stdout && args.json {
+        bail!("--csv - and --json would both write to standard output: give --csv a file");
+    }
     let snapshots = read_recording(&args.file)?;
     if let Some(out) = &args.csv {
-        write_csv(out, &snapshots).with_context(|| format!("cannot write {}", out.display()))?;
+        let written = if to_stdout {
+            write_csv(std::io::stdout().lock(), &snapshots)
+        } else {
+            File::create(out)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| write_csv(f, &snapshots))
+        };
+        match written {
+            Err(e) if to_stdout && is_broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
+            r => r.with_context(|| format!("cannot write {}", out.display()))?,
+        }
+        // The CSV was what was asked for; the report only when asked for as well.
+        if !args.json {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     let params = AnalyzeParams {
         penalty: args.penalty,
@@ -87,6 +106,12 @@ pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// A reader that stopped early (`| head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Reads the usable snapshots; bad lines are counted on stderr, and a file with none usable is
@@ -147,14 +172,14 @@ fn csv_field(s: &str) -> String {
 /// A process's figure is its GPU memory, as in the analysis's process series: the processes
 /// that never held any are left out (a machine runs hundreds, and their rows would all be 0),
 /// but one that did has a row in every sample it is in, 0 before it loads and after it frees.
-fn write_csv(out: &Path, snapshots: &[Snapshot]) -> Result<()> {
+fn write_csv(out: impl Write, snapshots: &[Snapshot]) -> Result<()> {
     let gpu_holders: HashSet<ProcessId> = snapshots
         .iter()
         .flat_map(|s| &s.processes)
         .filter(|p| gpu_bytes(p) > 0)
         .map(|p| p.identity())
         .collect();
-    let mut w = BufWriter::new(File::create(out)?);
+    let mut w = BufWriter::new(out);
     writeln!(w, "taken_at_ms,kind,key,name,used_bytes,total_bytes")?;
     for s in snapshots {
         let t = s.taken_at_ms;
@@ -314,8 +339,14 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
             .phases
             .iter()
             .map(|p| {
-                let moving = matches!(p.phase, Phase::Growing | Phase::Shrinking);
-                let rate = if moving {
+                // A rate is shown only where it bears the label out: a span labelled by the
+                // detector's smoothed rates can net the other way over a short or noisy stretch.
+                let agrees = match p.phase {
+                    Phase::Growing => p.rate_mib_s > 0.0,
+                    Phase::Shrinking => p.rate_mib_s < 0.0,
+                    Phase::Stable | Phase::Volatile => false,
+                };
+                let rate = if agrees {
                     format!(" {:+.1} MiB/s", p.rate_mib_s)
                 } else {
                     String::new()
@@ -357,22 +388,26 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
         return;
     }
     // Consecutive pieces with one label read as one stretch (a staircase of growth).
-    let mut stretches: Vec<(SegmentLabel, u64, u64, f64, f64, usize)> = Vec::new();
+    let mut stretches: Vec<Stretch> = Vec::new();
     for seg in &s.segments {
         match stretches.last_mut() {
-            Some(last) if last.0 == seg.label => {
-                last.2 = seg.end_ms;
-                last.4 = seg.mean_mib;
-                last.5 += 1;
+            Some(last) if last.label == seg.label => {
+                last.to = seg.end_ms;
+                last.mean_after = seg.mean_mib;
+                last.min = last.min.min(seg.min_mib);
+                last.max = last.max.max(seg.max_mib);
+                last.pieces += 1;
             }
-            _ => stretches.push((
-                seg.label,
-                seg.start_ms,
-                seg.end_ms,
-                seg.mean_mib - seg.step_mib,
-                seg.mean_mib,
-                1,
-            )),
+            _ => stretches.push(Stretch {
+                label: seg.label,
+                from: seg.start_ms,
+                to: seg.end_ms,
+                mean_before: seg.mean_mib - seg.step_mib,
+                mean_after: seg.mean_mib,
+                min: seg.min_mib,
+                max: seg.max_mib,
+                pieces: 1,
+            }),
         }
     }
     let _ = writeln!(
@@ -381,21 +416,50 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
         s.changepoints.len().saturating_sub(1),
         s.penalty
     );
-    for (label, from, to, before, after, pieces) in stretches {
-        let pieces = if pieces > 1 {
-            format!(" ({pieces} pieces)")
+    for st in stretches {
+        let pieces = if st.pieces > 1 {
+            format!(" ({} pieces)", st.pieces)
         } else {
             String::new()
         };
         let _ = writeln!(
             out,
-            "    {}–{}  {:<16} {} → {}{}",
-            rel(from, start),
-            rel(to, start),
-            label.as_str(),
-            size(before),
-            size(after),
+            "    {}–{}  {:<16} {}{}",
+            rel(st.from, start),
+            rel(st.to, start),
+            st.label.as_str(),
+            st.figures(),
             pieces
         );
+    }
+}
+
+/// Consecutive pieces of a series with one label.
+struct Stretch {
+    label: SegmentLabel,
+    from: u64,
+    to: u64,
+    /// The mean of the piece before the stretch (its own, for the first piece).
+    mean_before: f64,
+    mean_after: f64,
+    min: f64,
+    max: f64,
+    pieces: usize,
+}
+
+impl Stretch {
+    /// Where the stretch lay (its lowest and highest sample), and the step of its mean where
+    /// there was one: a short or noisy piece is not summed up by its mean alone.
+    fn figures(&self) -> String {
+        let range = format!("{} … {}", size(self.min), size(self.max));
+        if size(self.mean_before) == size(self.mean_after) {
+            format!("{range}, mean {}", size(self.mean_after))
+        } else {
+            format!(
+                "{range}, mean {} → {}",
+                size(self.mean_before),
+                size(self.mean_after)
+            )
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use memwarden_plan::fit::{
     DEFAULT_HEADROOM, Fit, FitRequest, Pool, PoolReading, compute_fit, read_pool,
@@ -28,9 +28,9 @@ pub struct FitArgs {
     /// Memory each worker adds
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub per_worker: String,
-    /// Workers wanted
+    /// Workers wanted (the answer is at most this); without it, how many fit at most
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub want: u32,
+    pub want: Option<u32>,
     /// Fraction of the free memory to use, in (0, 1]
     #[arg(long, default_value_t = DEFAULT_HEADROOM, value_name = "FRACTION", allow_negative_numbers = true)]
     pub headroom: f64,
@@ -46,6 +46,12 @@ pub fn run(g: &Global, args: FitArgs) -> Result<ExitCode> {
     let pool: Pool = args.pool.parse()?;
     let fixed = parse_size(&args.fixed).context("--fixed")?;
     let per_worker = parse_size(&args.per_worker).context("--per-worker")?;
+    if args.want.is_none() && per_worker == 0 {
+        bail!("with --per-worker 0 any number of workers fits: give --want");
+    }
+    // The host's swap, where the answer is about RAM on this machine: what happens when even
+    // one worker does not fit depends on it.
+    let mut swap_bytes = None;
     let reading = match &args.available {
         Some(a) => PoolReading {
             available_bytes: parse_size(a).context("--available")?,
@@ -53,6 +59,9 @@ pub fn run(g: &Global, args: FitArgs) -> Result<ExitCode> {
         },
         None => {
             let mut probe = super::probe(g)?;
+            if pool == Pool::Ram {
+                swap_bytes = probe.host_memory().ok().map(|h| h.swap_total_bytes);
+            }
             read_pool(&mut probe, pool)?
         }
     };
@@ -60,7 +69,8 @@ pub fn run(g: &Global, args: FitArgs) -> Result<ExitCode> {
         available_bytes: reading.available_bytes,
         fixed_bytes: fixed,
         per_worker_bytes: per_worker,
-        want: args.want,
+        // No wish: as many as fit.
+        want: args.want.unwrap_or(u32::MAX),
         headroom: args.headroom,
     })?;
     let pool_name = match pool {
@@ -72,11 +82,21 @@ pub fn run(g: &Global, args: FitArgs) -> Result<ExitCode> {
         let mut v = serde_json::to_value(fit)?;
         v["pool"] = pool_name.clone().into();
         v["source"] = reading.source.clone().into();
+        if args.want.is_none() {
+            v["want"] = serde_json::Value::Null;
+            v["reduced"] = false.into();
+        }
         println!("{v}");
     } else {
         println!("{}", fit.threads);
     }
-    eprint!("{}", reasoning(&fit, &pool_name, &reading.source));
+    let why = Why {
+        pool: &pool_name,
+        source: &reading.source,
+        wanted: args.want.is_some(),
+        swap_bytes,
+    };
+    eprint!("{}", reasoning(&fit, &why));
     Ok(if fit.swapping {
         ExitCode::from(1)
     } else {
@@ -84,7 +104,18 @@ pub fn run(g: &Global, args: FitArgs) -> Result<ExitCode> {
     })
 }
 
-fn reasoning(f: &Fit, pool: &str, source: &str) -> String {
+/// What the reasoning on stderr says besides the figures.
+struct Why<'a> {
+    pool: &'a str,
+    source: &'a str,
+    /// A worker count was asked for (else the answer is the most that fit).
+    wanted: bool,
+    /// The host's swap, when the pool is this host's RAM.
+    swap_bytes: Option<u64>,
+}
+
+fn reasoning(f: &Fit, why: &Why) -> String {
+    let Why { pool, source, .. } = *why;
     let mut s = format!(
         "memwarden: {pool} free {} ({source}), budget {} at headroom {}; fixed {} + {} × {}/worker -> {} worker(s)\n",
         format_size(f.available_bytes),
@@ -98,7 +129,7 @@ fn reasoning(f: &Fit, pool: &str, source: &str) -> String {
     if f.swapping {
         s.push_str(&format!(
             "memwarden: WARNING: {} does not fit the {pool} budget of {}: {} short. Running 1 \
-             worker will swap or be killed; shrink the shared data or free memory.\n",
+             worker {}; shrink the shared data or free memory.\n",
             if f.per_worker_bytes == 0 {
                 format!("the fixed part ({})", format_size(f.fixed_bytes))
             } else {
@@ -109,9 +140,14 @@ fn reasoning(f: &Fit, pool: &str, source: &str) -> String {
                 )
             },
             format_size(f.budget_bytes),
-            format_size(f.shortfall_bytes)
+            format_size(f.shortfall_bytes),
+            match why.swap_bytes {
+                Some(0) => "will be ended by the kernel's OOM killer (this host has no swap)",
+                Some(_) => "will swap, or be ended by the kernel's OOM killer",
+                None => "will swap or be killed",
+            }
         ));
-    } else if f.reduced {
+    } else if f.reduced && why.wanted {
         s.push_str(&format!(
             "memwarden: reduced workers {} -> {} to stay out of swap\n",
             f.want, f.threads

@@ -1,18 +1,20 @@
 //! One module per subcommand; each turns its arguments into library calls and output.
 
 pub mod analyze;
+pub mod doctor;
 pub mod estimate;
 pub mod fit;
 pub mod place;
 pub mod record;
 pub mod run;
 pub mod serve;
+mod serve_check;
 pub mod snapshot;
 pub mod top;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use memwarden_probe::scrape::ScrapeConfig;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
@@ -30,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => serve::run(g, a),
         Command::Run(a) => run::run(g, a),
         Command::Top(a) => top::run(g, a),
+        Command::Doctor(a) => doctor::run(g, a),
     }
 }
 
@@ -39,6 +42,9 @@ pub fn probe(g: &Global) -> Result<Probe> {
     let root = HostRoot::new(&g.root)?;
     let system = root.is_system();
     let mut probe = Probe::new(root, source);
+    if let Some(why) = probe.source_unavailable() {
+        bail!("--gpu-source {}: {why}", g.gpu_source);
+    }
     probe.set_scrape_config(scrape_config(g, system));
     Ok(probe)
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use memwarden_plan::place::{PlaceRequest, apply_affinity, apply_cgroup, choose, resolve_cgroup};
-use memwarden_plan::topology::{busy_cpus, find_gpu, gpu_locality, read_topology};
-use memwarden_probe::size::parse_size;
+use memwarden_plan::topology::{Topology, busy_cpus, find_gpu, gpu_locality, read_topology};
+use memwarden_probe::size::{format_size, parse_size};
 
 use crate::cli::Global;
 
@@ -41,6 +41,9 @@ pub struct PlaceArgs {
     /// Set the CPU affinity of every thread of this running process
     #[arg(long, value_name = "PID", allow_negative_numbers = true)]
     pub pid: Option<u32>,
+    /// Place even when --mem is more than this host's memory (a warning instead of an error)
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
@@ -56,6 +59,12 @@ pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
         bail!("--pid acts on a real process of this machine; it cannot be used with --root");
     }
     let topo = read_topology(&root)?;
+    if let Some(why) = mem_beyond_host(mem_bytes, &topo) {
+        if !args.force {
+            bail!("{why}; --force places it anyway");
+        }
+        eprintln!("memwarden: WARNING: {why}; placed anyway (--force)");
+    }
     let gpu = match args.gpu {
         Some(idx) => {
             let gpu = find_gpu(probe.gpus(), idx)?;
@@ -161,4 +170,18 @@ pub fn run(g: &Global, args: PlaceArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A memory size that no choice of nodes can hold: more than all of the host's nodes together.
+fn mem_beyond_host(mem_bytes: Option<u64>, topo: &Topology) -> Option<String> {
+    let mem = mem_bytes?;
+    let total: u64 = topo.nodes.iter().map(|n| n.mem_total_bytes).sum();
+    (mem > total).then(|| {
+        format!(
+            "--mem {} is more than this host's memory ({} on {} node(s))",
+            format_size(mem),
+            format_size(total),
+            topo.nodes.len()
+        )
+    })
 }

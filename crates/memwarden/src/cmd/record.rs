@@ -1,8 +1,8 @@
 //! `memwarden record`: one snapshot JSON per line, appended, flushed, never half-written.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ use crate::cli::Global;
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// The JSON Lines file to append to (created when missing)
+    /// The JSON Lines file to append to (created when missing); `-`: standard output
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Time between snapshots (`1s`, `500ms`, `2m`)
@@ -51,22 +51,12 @@ pub fn run(g: &Global, args: RecordArgs) -> Result<ExitCode> {
     // A recording runs for long: the sampler reads each process's static facts once and
     // NVML's process lists at most once a second, with the same figures as a full snapshot.
     let mut sampler = Sampler::new(super::probe(g)?);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(&args.out)
-        .with_context(|| format!("cannot open {}", args.out.display()))?;
-    // A recording cut off by a crash or a full disk may end in a half line: start ours on a
-    // fresh line so that only that line is lost, and readers skip it.
-    if file.metadata()?.len() > 0 {
-        let mut last = [0u8];
-        file.seek(SeekFrom::End(-1))?;
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            file.write_all(b"\n")?;
-        }
-    }
+    let to_stdout = args.out.as_os_str() == "-";
+    let mut file: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(open_for_append(&args.out)?)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -80,9 +70,11 @@ pub fn run(g: &Global, args: RecordArgs) -> Result<ExitCode> {
         line.push('\n');
         // One write of the whole line to a file opened for append: a signal arriving now only
         // sets the flag, so the line is never cut.
-        file.write_all(line.as_bytes())
-            .with_context(|| format!("cannot write {}", args.out.display()))?;
-        file.flush()?;
+        match file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
+            // A reader of standard output that stopped (`| head`) ends the recording.
+            Err(e) if to_stdout && e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            r => r.with_context(|| format!("cannot write {}", args.out.display()))?,
+        }
         written += 1;
         if args.count.is_some_and(|c| written >= c)
             || args.duration.is_some_and(|d| started.elapsed() >= d)
@@ -105,7 +97,32 @@ pub fn run(g: &Global, args: RecordArgs) -> Result<ExitCode> {
     }
     eprintln!(
         "memwarden: recorded {written} snapshot(s) to {}",
-        args.out.display()
+        if to_stdout {
+            "standard output".into()
+        } else {
+            args.out.display().to_string()
+        }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The recording file, opened for append. A recording cut off by a crash or a full disk may
+/// end in a half line: ours starts on a fresh line so that only that line is lost, and readers
+/// skip it.
+fn open_for_append(path: &Path) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if file.metadata()?.len() > 0 {
+        let mut last = [0u8];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
 }

@@ -4,9 +4,10 @@
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use memwarden_broker::client::{BrokerClient, RenewError};
+use memwarden_probe::sanitize::sanitize;
 
 use crate::cli::Global;
 
@@ -103,12 +104,18 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
     });
     keeper.abort();
     let back = rt.block_on(client.give_back(&id));
-    let status = status.with_context(|| format!("cannot run {prog:?}"))?;
     // The command's own exit status is what a job script acts on: a broker that cannot be
     // reached now takes the lease back at its ttl anyway.
     if let Err(e) = back {
         eprintln!("memwarden: warning: {e}; the broker takes the lease back within --heartbeat");
     }
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("memwarden: cannot run {:?}: {e}", sanitize(prog, 200));
+            return Ok(ExitCode::from(spawn_failure_code(e.kind())));
+        }
+    };
     Ok(match status.code() {
         Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
         // Killed by a signal: the shell's convention.
@@ -117,6 +124,16 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
             ExitCode::from(128u8.saturating_add(status.signal().unwrap_or(0) as u8))
         }
     })
+}
+
+/// The shell's codes for a command that did not start, which scripts already test for:
+/// 127 not found, 126 found but not executable.
+fn spawn_failure_code(kind: std::io::ErrorKind) -> u8 {
+    if kind == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {

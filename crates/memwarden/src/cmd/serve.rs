@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use memwarden_broker::ServeOptions;
 use memwarden_plan::estimate::{EstimateOptions, estimate_file};
@@ -27,15 +27,34 @@ pub struct ServeArgs {
 }
 
 pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
+    let opts = options(g, args.config, args.listen)?;
+    if args.check {
+        let (summary, consumers) = check(&opts)?;
+        println!("{summary}");
+        for line in consumers {
+            println!("  {line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging();
+    memwarden_broker::serve_blocking(opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn options(
+    g: &Global,
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> Result<ServeOptions> {
     let source = g.gpu_source.parse()?;
     let root = HostRoot::new(&g.root)?;
     let scrape = super::scrape_config(g, root.is_system());
-    let opts = ServeOptions {
+    Ok(ServeOptions {
         scrape,
-        config: args.config,
+        config,
         root,
         gpu_source: source,
-        listen: args.listen,
+        listen,
         estimator: Some(Box::new(|path, ctx| {
             let opts = EstimateOptions {
                 ctx: Some(ctx),
@@ -45,32 +64,45 @@ pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
                 .map(|e| e.total_bytes)
                 .map_err(|e| e.to_string())
         })),
-    };
-    if args.check {
-        let cfg = opts.load_config()?;
-        let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
-        let consumers = memwarden_broker::check_config(&cfg, &mut probe).with_context(|| {
-            // Only a file can fail here: the embedded default has no pools.
-            opts.config
-                .as_deref()
-                .unwrap_or(std::path::Path::new("(default)"))
-                .display()
-                .to_string()
-        })?;
-        println!(
-            "configuration ok: {} pool(s), {} consumer(s), listening on {}",
-            cfg.pools.len(),
-            cfg.consumers.len(),
-            cfg.server.listen
-        );
-        for line in consumers {
-            println!("  {line}");
-        }
-        return Ok(ExitCode::SUCCESS);
+    })
+}
+
+/// `serve --check`: the configuration checked against this machine as a start would; a
+/// summary line and a line per consumer.
+fn check(opts: &ServeOptions) -> Result<(String, Vec<String>)> {
+    let cfg = opts.load_config()?;
+    let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
+    let consumers = memwarden_broker::check_config(&cfg, &mut probe).with_context(|| {
+        // Only a file can fail here: the embedded default has no pools.
+        opts.config
+            .as_deref()
+            .unwrap_or(std::path::Path::new("(default)"))
+            .display()
+            .to_string()
+    })?;
+    let ram_total = probe.host_memory().ok().map(|h| h.mem_total_bytes);
+    let totals = super::serve_check::pool_totals(&cfg, ram_total, &probe.gpus());
+    let found = super::serve_check::problems(&cfg, &totals, |prog| {
+        super::serve_check::runnable(&opts.root, prog)
+    });
+    if !found.is_empty() {
+        bail!("{}", found.join("; "));
     }
-    init_logging();
-    memwarden_broker::serve_blocking(opts)?;
-    Ok(ExitCode::SUCCESS)
+    let summary = format!(
+        "configuration ok: {} pool(s), {} consumer(s), listening on {}",
+        cfg.pools.len(),
+        cfg.consumers.len(),
+        cfg.server.listen
+    );
+    Ok((summary, consumers))
+}
+
+/// The verdict on a configuration file, for `doctor`: its summary, or why it does not check.
+pub fn check_file(g: &Global, config: PathBuf) -> Result<String, String> {
+    options(g, Some(config), None)
+        .and_then(|o| check(&o))
+        .map(|(summary, _)| summary)
+        .map_err(|e| format!("{e:#}").replace('\n', " "))
 }
 
 /// Logs to stderr (the journal under systemd); `RUST_LOG` picks the level, info by default.
