@@ -265,8 +265,10 @@ fn others_processes_are_refused_before_asking() {
     let mut snap = snapshot_with(&[&child]);
     // As seen by a user who is not root: a process of another uid.
     snap.processes[0].uid = Some(me.wrapping_add(1));
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
     let mut app = App::new(ThemeName::Dark, true, 60);
-    app.enable_kill(HostRoot::system(), None);
+    app.enable_kill(HostRoot::system(), Some(audit.clone()));
     app.ingest(snap);
     app.on_key(key(KeyCode::Char('k')), Instant::now());
     if me == 0 {
@@ -274,7 +276,45 @@ fn others_processes_are_refused_before_asking() {
         assert!(app.dialog.is_some());
     } else {
         assert!(app.dialog.is_none());
+        // The refusal is an attempt, and the audit log holds every attempt.
+        let log = std::fs::read_to_string(&audit).unwrap();
+        assert!(log.contains(&format!("pid={}", child.id())), "{log}");
+        assert!(log.contains("refused: process"), "{log}");
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn init_and_the_terminals_session_leader_are_refused_and_logged() {
+    // SAFETY: getsid(0) has no preconditions.
+    let leader = unsafe { libc::getsid(0) } as u32;
+    for pid in [1, leader] {
+        let mut snap = snapshot_with(&[]);
+        snap.processes.push(Process {
+            pid,
+            starttime: kill::identity_now(&HostRoot::system(), pid).map_or(0, |id| id.starttime),
+            ppid: None,
+            // The user's own: the ownership rule lets it through, the guard must not.
+            // SAFETY: geteuid has no preconditions.
+            uid: Some(unsafe { libc::geteuid() }),
+            name: "guarded".into(),
+            cmdline: String::new(),
+            rss_bytes: None,
+            cgroup: None,
+            gpu: vec![],
+            framework: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let mut app = App::new(ThemeName::Dark, true, 60);
+        app.enable_kill(HostRoot::system(), Some(audit.clone()));
+        app.ingest(snap);
+        app.on_key(key(KeyCode::Char('k')), Instant::now());
+        // Whoever runs the test (root or not), no dialog opens for these.
+        assert!(app.dialog.is_none(), "pid {pid}");
+        let log = std::fs::read_to_string(&audit).unwrap();
+        assert!(log.contains(&format!("pid={pid} ")), "{log}");
+        assert!(log.contains("refused:"), "{log}");
+    }
 }
