@@ -93,22 +93,9 @@ pub fn run(_g: &Global, args: AnalyzeArgs) -> Result<ExitCode> {
 /// an error naming the first bad line.
 fn read_recording(path: &Path) -> Result<Vec<Snapshot>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = BufReader::new(file);
     let mut rec = RecordingReader::new();
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        match std::str::from_utf8(&buf) {
-            Ok(line) => rec.feed(line),
-            Err(_) => rec.feed_unreadable("not UTF-8 text"),
-        }
-    }
+    rec.read_from(BufReader::new(file))
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let lines = rec.lines();
     let rec = rec.finish();
     let shown = sanitize(&path.display().to_string(), 200);
@@ -125,9 +112,7 @@ fn read_recording(path: &Path) -> Result<Vec<Snapshot>> {
     if let Some(first) = rec.skipped.first() {
         eprintln!(
             "memwarden: skipped {} of {lines} line(s) in {shown} (first, line {}: {})",
-            rec.skipped.len(),
-            first.line,
-            first.reason
+            rec.skipped_count, first.line, first.reason
         );
     }
     Ok(rec.snapshots)
