@@ -196,10 +196,12 @@ impl App {
     }
 
     /// A new reading: into the analysis, then onto the screen (unless frozen).
-    pub fn ingest(&mut self, snap: Snapshot) {
+    pub fn ingest(&mut self, mut snap: Snapshot) {
         if self.frozen {
             return;
         }
+        // A replayed recording's strings reach the terminal as they are written in the file.
+        memwarden_probe::sanitize::sanitize_snapshot(&mut snap);
         self.analyst.observe(&snap);
         let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
         self.insights = self.analyst.insights(&snap, focus);
