@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -122,31 +122,18 @@ impl Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        match proxied(req.uri()) {
-            Some((consumer, path)) => {
+        match crate::proxy_path::proxied(req.uri()) {
+            Some((consumer, Ok(path))) => {
                 let app = Arc::clone(&self.app);
                 Box::pin(async move { Ok(forward(app, consumer, path, req).await) })
+            }
+            Some((_, Err(why))) => {
+                let r = error(StatusCode::BAD_REQUEST, why.to_string());
+                Box::pin(async move { Ok(r) })
             }
             None => Box::pin(self.router.call(req)),
         }
     }
-}
-
-/// A proxied request's consumer and the path and query to ask its upstream for, as the client
-/// wrote them: a proxy passes a path on without decoding it (`%2F` stays `%2F`).
-fn proxied(uri: &Uri) -> Option<(String, String)> {
-    let after = uri.path().strip_prefix("/c/")?;
-    let (consumer, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
-    if consumer.is_empty() {
-        return None;
-    }
-    let mut path = String::with_capacity(rest.len() + uri.query().map_or(0, |q| q.len() + 2));
-    path.push_str(if rest.is_empty() { "/" } else { rest });
-    if let Some(q) = uri.query() {
-        path.push('?');
-        path.push_str(q);
-    }
-    Some((consumer.to_string(), path))
 }
 
 /// Everything but the proxy (see [`Front`]).
@@ -711,27 +698,5 @@ impl hyper::body::Body for Held {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(uri: &str) -> Option<(String, String)> {
-        proxied(&uri.parse().unwrap())
-    }
-
-    #[test]
-    fn a_proxied_path_is_passed_on_as_written() {
-        let some = |c: &str, p: &str| Some((c.to_string(), p.to_string()));
-        assert_eq!(split("/c/a"), some("a", "/"));
-        assert_eq!(split("/c/a/"), some("a", "/"));
-        assert_eq!(split("/c/a?x=1"), some("a", "/?x=1"));
-        assert_eq!(split("/c/llm/v1/chat?s=1"), some("llm", "/v1/chat?s=1"));
-        assert_eq!(split("/c/a/x%2Fy%20z"), some("a", "/x%2Fy%20z"));
-        for other in ["/c", "/c/", "/c//x", "/v1/status", "/cc/a/x", "/healthz"] {
-            assert_eq!(split(other), None, "{other}");
-        }
     }
 }

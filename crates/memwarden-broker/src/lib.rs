@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod measure;
 pub mod metrics;
 pub mod owner;
+pub mod proxy_path;
 
 pub use config::Config;
 pub use daemon::{Running, ServeOptions, check_config, serve_blocking, start};
