@@ -132,15 +132,13 @@ mod tests {
     #[test]
     fn a_non_ascii_address_is_refused_not_sliced_mid_character() {
         // fuzz/artifacts/procfs: a 32-byte address whose 8th byte is inside a character.
-        let t = format!(
-            "header\n   0: 0100007\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}F:1F90 \
-             00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1\n"
-        );
+        let t = "header\n   0: 0100007\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}F:1F90 \
+             00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1\n";
         assert_eq!(
             "0100007\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}F".len(),
             32
         );
-        assert!(parse_listening(&t).is_empty());
+        assert!(parse_listening(t).is_empty());
     }
 
     #[test]
