@@ -20,6 +20,8 @@ use axum::routing::{delete, get, post};
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use memwarden_probe::{Snapshot, error_chain};
+
+use crate::body_budget::{BodyBudget, Charge};
 use serde::Deserialize;
 use serde_json::json;
 use tower_service::Service;
@@ -39,6 +41,8 @@ pub struct App {
     snapshot: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
     /// Ticks once a second ([`App::tick_clock`]): what the bounds of proxied requests wait on.
     clock: tokio::sync::watch::Sender<()>,
+    /// What the bodies held whole by [`by_model`] may take together.
+    bodies: Arc<BodyBudget>,
 }
 
 pub struct Lease {
@@ -58,6 +62,7 @@ impl App {
             leases: Mutex::new(HashMap::new()),
             snapshot: tokio::sync::Mutex::new(None),
             clock: tokio::sync::watch::Sender::new(()),
+            bodies: BodyBudget::new(crate::body_budget::TOTAL_BUFFERED),
         })
     }
 
@@ -434,15 +439,19 @@ struct ModelField {
 /// consumer its body's `model` names, at the same path: one base URL for every server, as
 /// applications that switch models by name expect.
 async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
-        body,
-        MAX_ROUTED_BODY,
-    ))
-    .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let (parts, mut incoming) = req.into_parts();
+    // Held until the request has gone upstream: its bytes count against every body's budget.
+    let mut charge = Charge::new(&app.bodies);
+    let mut held = bytes::BytesMut::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut incoming).await {
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+        };
+        if held.len() + data.len() > MAX_ROUTED_BODY {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -451,8 +460,18 @@ async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
                 ),
             );
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
-    };
+        if !charge.grow(data.len()) {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many large request bodies at once; try again".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        held.extend_from_slice(&data);
+    }
+    let body = held.freeze();
     let cfg = app.config();
     let Ok(ModelField { model }) = serde_json::from_slice(&body) else {
         return error(
@@ -481,13 +500,15 @@ async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
         .map_or("/", |p| p.as_str())
         .to_string();
     let consumer = cfg.consumers[c].name.clone();
-    forward(
+    let answer = forward(
         app,
         consumer,
         path,
         Request::from_parts(parts, Body::from(body)),
     )
-    .await
+    .await;
+    drop(charge);
+    answer
 }
 
 /// The model names requests may ask for: each proxied consumer's `models`, or its name.

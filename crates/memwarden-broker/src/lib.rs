@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod body_budget;
 pub mod client;
 pub mod config;
 pub mod daemon;
