@@ -137,10 +137,9 @@ fn spawn_failure_code(kind: std::io::ErrorKind) -> u8 {
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
+    match crate::cli::duration_arg(s)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
     }
 }
 
