@@ -21,6 +21,7 @@ fn state() -> (PoolState, Vec<ConsumerState>) {
             last_started: None,
             evictable: i % 11 != 0,
             coexist_with: if i % 5 == 0 { vec![49] } else { Vec::new() },
+            demand: Default::default(),
         })
         .collect();
     cs[49].phase = Phase::Unloaded;

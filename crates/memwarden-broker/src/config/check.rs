@@ -239,6 +239,7 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
         }
         None => Duration::from_secs(30),
     };
+    let min_residency = super::demand::pool_min_residency(src, &name, &p.min_residency, max_wait)?;
     Ok(PoolConfig {
         name,
         kind: p.kind,
@@ -249,6 +250,7 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
         max_wait,
         verify_timeout,
         stuck_retry,
+        min_residency,
     })
 }
 
@@ -462,6 +464,8 @@ fn consumer(
         None => Ok(default),
     };
     let idle_ttl = c.idle_ttl.as_ref().map(|d| duration(src, d)).transpose()?;
+    let (min_residency, priority) =
+        super::demand::consumer_fields(src, &name, &c.min_residency, &c.priority)?;
     Ok(ConsumerConfig {
         name,
         pool,
@@ -483,5 +487,7 @@ fn consumer(
         load_timeout: dur(&c.load_timeout, Duration::from_secs(120))?,
         response_timeout: dur(&c.response_timeout, Duration::from_secs(600))?,
         stop_timeout: dur(&c.stop_timeout, Duration::from_secs(10))?,
+        min_residency,
+        priority,
     })
 }

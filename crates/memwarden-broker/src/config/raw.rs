@@ -42,6 +42,7 @@ pub(super) struct RawPool {
     pub(super) max_wait: Option<Spanned<String>>,
     pub(super) verify_timeout: Option<Spanned<String>>,
     pub(super) stuck_retry: Option<Spanned<String>>,
+    pub(super) min_residency: Option<Spanned<String>>,
 }
 
 /// A size as written: a whole number of bytes or a string such as `"24GiB"`.
@@ -139,6 +140,8 @@ pub(super) struct RawConsumer {
     pub(super) load_timeout: Option<Spanned<String>>,
     pub(super) response_timeout: Option<Spanned<String>>,
     pub(super) stop_timeout: Option<Spanned<String>>,
+    pub(super) min_residency: Option<Spanned<String>>,
+    pub(super) priority: Option<Spanned<i64>>,
 }
 
 /// Positions in the text, for messages that say where the problem is.

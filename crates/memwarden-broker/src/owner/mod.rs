@@ -262,6 +262,7 @@ fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
         last_started: None,
         evictable: !c.pinned && !c.self_managed && c.can_unload(),
         coexist_with: c.coexist_with.clone(),
+        demand: Default::default(),
     }
 }
 
