@@ -277,8 +277,8 @@ pub fn pick_victims(
     demand::cheapest(consumers, &candidates, short_by)
 }
 
-/// How long a consumer that is still in demand must have been idle before a request that
-/// queued behind its work may evict it.
+/// How long a consumer that is still in demand must have been idle, at least, before a request
+/// that queued behind its work may evict it (longer where its reload takes longer).
 pub const IN_DEMAND_IDLE_MS: u64 = 1000;
 
 /// How long any consumer is left after its last work ends before it is evicted: its clients'
@@ -288,7 +288,8 @@ pub const SETTLE_MS: u64 = 100;
 /// Of the `victims` an eviction for a request queued at `queued_at` would unload, the first
 /// that is still in demand: it finished work less than [`SETTLE_MS`] before `now`, or it
 /// started work after the request queued (others kept using it meanwhile) and finished its
-/// last less than [`IN_DEMAND_IDLE_MS`] before `now`. Evicting it at the first gap between its
+/// last less than [`IN_DEMAND_IDLE_MS`], or its measured reload time
+/// ([`DemandState::idle_limit`]), before `now`. Evicting it at the first gap between its
 /// requests would have the pool swap back and forth, one load per request, while both sides
 /// have clients; the request waits instead until the consumer goes idle, or until it has
 /// waited long enough to have its turn whatever it needs ([`aged`]). A consumer that nobody
@@ -311,8 +312,8 @@ pub fn in_demand(
     })
 }
 
-/// Of the `victims` an eviction for a request queued at `queued_at`, waiting for `waited`,
-/// would unload, the first to hold back for now: one still in demand ([`in_demand`]) while the
+/// Of the `victims` an eviction for a request queued at `queued_at` would unload, the first
+/// to hold back for now: one still in demand ([`in_demand`]) while the
 /// request is young; once it has aged, only one loaded less than its `min_residency` ago with
 /// requests still queued, so that a turn forced by age serves a batch too rather than one
 /// round of requests (the residency is at most a quarter of `max_wait`: the config says so).

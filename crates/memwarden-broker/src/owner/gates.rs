@@ -31,7 +31,7 @@ impl Owner {
         self.counters.served += admitted;
         let now = self.now_ms(std::time::Instant::now());
         let cs = &mut self.cons[c];
-        cs.demand.recent.add(now, u64::from(admitted));
+        cs.demand.recent.add(now, admitted);
         cs.in_flight += running;
         cs.last_used = cs.last_used.max(last_used);
         if running > 0 {
