@@ -9,6 +9,7 @@ pub mod body_budget;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod gate;
 pub mod handle;
 pub mod human;

@@ -144,6 +144,8 @@ pub struct Shared {
     pub gates: Arc<Gates>,
     /// What the processes the broker started have printed, per consumer.
     pub logs: crate::logs::Logs,
+    /// What the broker did, for `/v1/events`.
+    pub events: Arc<crate::events::EventHub>,
 }
 
 impl Shared {
@@ -155,6 +157,7 @@ impl Shared {
             children: Mutex::new(HashMap::new()),
             gates: Arc::default(),
             logs: crate::logs::Logs::default(),
+            events: Arc::default(),
         })
     }
 
