@@ -15,12 +15,13 @@ import sys
 import numpy as np
 from gguf import GGUFWriter
 
-EMBD = 64
+EMBD = 128
 HEADS = 4
 HEADS_KV = 2
-HEAD_DIM = 16
-FF = 128
+HEAD_DIM = 32
+FF = 256
 CTX_TRAIN = 8192
+VOCAB = 4096
 RNG = np.random.default_rng(14)
 
 
@@ -28,6 +29,9 @@ def vocab(w):
     tokens = ["<unk>", "<s>", "</s>", "<|endoftext|>"] + [f"<0x{b:02X}>" for b in range(256)]
     pieces = ["\u2581" + c for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz")
     pieces += ["\u2581the", "\u2581of", "\u2581and", "ing", "ed", "er", "\u2581in", "\u2581to", "\u2581is"]
+    # Real vocabularies are ~30 times the embedding width, which makes the logits the largest
+    # compute tensor at short contexts, as in real models.
+    pieces += [f"\u2581w{i}" for i in range(VOCAB - 4 - 256 - len(pieces))]
     tokens += pieces
     types = [2, 3, 3, 3] + [6] * 256 + [1] * len(pieces)
     scores = [0.0] * 4 + [0.0] * 256 + [-float(i) for i in range(len(pieces))]
@@ -57,7 +61,10 @@ class Model:
         self.t(f"blk.{i}.{name}", *ne)
 
 
-def common(w, arch, layers, heads=HEADS, heads_kv=HEADS_KV, ff=FF):
+def common(w, arch, layers, heads=None, heads_kv=None, ff=None):
+    heads = HEADS if heads is None else heads
+    heads_kv = HEADS_KV if heads_kv is None else heads_kv
+    ff = FF if ff is None else ff
     w.add_context_length(CTX_TRAIN)
     w.add_embedding_length(EMBD)
     w.add_block_count(layers)
@@ -172,7 +179,7 @@ def build(arch):
     def deepseek2(w, m, n_vocab):
         # Multi-head latent attention as llama.cpp's converter writes it: one KV "head" of
         # kv_lora_rank + rope dims (K) and kv_lora_rank (V), the per-head sizes as *_mla.
-        kv_lora, q_lora, rope, nope, v_head = 32, 48, 16, 32, 32
+        kv_lora, q_lora, rope, nope, v_head = 64, 48, 32, 32, 32
         experts, ff_exp = 4, 64
         common(w, "deepseek2", m.layers, heads_kv=1)
         w.add_key_length(kv_lora + rope)
