@@ -3,12 +3,13 @@
 //! last reader has run. Its size is therefore the largest set of tensors alive at one time, not
 //! a sum: the attention of one layer, its feed-forward part, or the logits at the end.
 
+use crate::estimate::KvType;
 use crate::kv::Geometry;
 use crate::model::ModelInfo;
 
 /// The compute buffer's bytes for the geometry and attention kind given (an estimate: the
 /// allocator's placement adds some fragmentation, see docs/PLAN.md for how far it is).
-pub fn compute_bytes(info: &ModelInfo, g: &Geometry, flash_attn: bool) -> u64 {
+pub fn compute_bytes(info: &ModelInfo, g: &Geometry, type_k: KvType, flash_attn: bool) -> u64 {
     // The graph is reserved for one micro-batch, and never more tokens than cells.
     let t = g.n_ubatch.min(g.n_ctx());
     let embd = info.embedding_length.unwrap_or(0);
@@ -38,8 +39,20 @@ pub fn compute_bytes(info: &ModelInfo, g: &Geometry, flash_attn: bool) -> u64 {
     } else {
         0
     };
+    // Multi-head latent attention without flash attention multiplies by V transposed, a copy
+    // of the compressed rows (V is a view of K there) over all cells.
+    let mla_v = if info.mla && !flash_attn {
+        type_k
+            .layout()
+            .row_bytes(info.value_length)
+            .unwrap_or(0)
+            .saturating_mul(g.n_ctx())
+    } else {
+        0
+    };
     let attention = masks
         .saturating_add(scores)
+        .saturating_add(mla_v)
         .saturating_add(f32s(3 * embd + 2 * q_width + 2 * kv_width));
 
     // Feed-forward of one layer: gate, up and their product, or for experts the routed ones
@@ -52,7 +65,7 @@ pub fn compute_bytes(info: &ModelInfo, g: &Geometry, flash_attn: bool) -> u64 {
             .saturating_add(x.count),
         None => info.feed_forward_length.unwrap_or(0),
     };
-    let feed_forward = masks.saturating_add(f32s(2 * embd + 3 * ff_width));
+    let feed_forward = masks.saturating_add(f32s(4 * embd + 3 * ff_width));
 
     // Recurrent layers: the input projection (x and z), the convolution window and the scan's
     // output over the inner size.
@@ -62,8 +75,8 @@ pub fn compute_bytes(info: &ModelInfo, g: &Geometry, flash_attn: bool) -> u64 {
     };
 
     // The end: the logits of every token (the reserve asks for all of them) over the
-    // vocabulary, beside the last hidden state.
-    let logits = f32s(vocab.saturating_add(3 * embd));
+    // vocabulary, beside the last hidden states (output norm, final scaling).
+    let logits = f32s(vocab.saturating_add(4 * embd));
 
     attention.max(feed_forward).max(recurrent).max(logits)
 }

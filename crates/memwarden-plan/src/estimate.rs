@@ -302,7 +302,7 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
     let mut kv = kv::kv_bytes(info, &g, type_k, type_v, flash_attn)?;
     let kv_cache_bytes = kv.k.checked_add(kv.v).ok_or("the KV cache overflows 64 bits")?;
     let recurrent = kv::recurrent_bytes(info, opts.parallel, &mut kv.per_layer);
-    let compute = compute::compute_bytes(info, &g, flash_attn);
+    let compute = compute::compute_bytes(info, &g, type_k, flash_attn);
     if info.vocab_size.is_none() || info.embedding_length.is_none() {
         notes.push(
             "the vocabulary or embedding size is unknown: the compute estimate is low".into(),

@@ -19,9 +19,10 @@ const LLAMA_CPP_PYTHON: &str = "0.3.36";
 /// How far the compute estimate may be from llama.cpp's compute buffer, as a ratio. The graph
 /// allocator places tensors first-fit in one buffer, so the buffer carries fragmentation that
 /// depends on the order of the graph's nodes; docs/PLAN.md lists what each architecture shows.
-const COMPUTE_BAND: (f64, f64) = (0.85, 1.15);
+const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
-const ARCHS: [&str; 9] = [
+/// Each architecture memwarden models, and `llama-wide`, a llama of other proportions.
+const ARCHS: [&str; 10] = [
     "llama",
     "qwen2",
     "qwen3",
@@ -31,6 +32,7 @@ const ARCHS: [&str; 9] = [
     "gpt-oss",
     "deepseek2",
     "mamba",
+    "llama-wide",
 ];
 
 fn llama_dir() -> PathBuf {

@@ -258,11 +258,29 @@ def build(arch):
     return table[arch]
 
 
-ARCHS = ["llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2", "mamba"]
+ARCHS = ["llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2", "mamba",
+         "llama-wide"]
+
+# Models of another shape: the architecture they are and the dimensions that differ.
+VARIANTS = {
+    # Wider than deep, a long feed-forward, 8 query heads per KV head: the compute buffer's
+    # phases in other proportions.
+    "llama-wide": ("llama", {"EMBD": 256, "HEADS": 8, "HEADS_KV": 1, "FF": 1024, "VOCAB": 2048}),
+}
 
 
 def write(out_dir, arch):
-    name, layers, fill = build(arch)
+    base, dims = VARIANTS.get(arch, (arch, {}))
+    saved = {k: globals()[k] for k in dims}
+    globals().update(dims)
+    try:
+        return write_one(out_dir, arch, base)
+    finally:
+        globals().update(saved)
+
+
+def write_one(out_dir, arch, base):
+    name, layers, fill = build(base)
     path = os.path.join(out_dir, f"{arch}.gguf")
     w = GGUFWriter(path, name)
     w.add_name(f"memwarden oracle {arch}")
