@@ -22,16 +22,18 @@ const LLAMA_CPP_PYTHON: &str = "0.3.36";
 const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
 /// Each architecture memwarden models, and `llama-wide`, a llama of other proportions.
-const ARCHS: [&str; 10] = [
+const ARCHS: [&str; 12] = [
     "llama",
     "qwen2",
     "qwen3",
+    "qwen3moe",
     "phi3",
     "gemma2",
     "gemma3",
     "gpt-oss",
     "deepseek2",
     "mamba",
+    "granitehybrid",
     "llama-wide",
 ];
 

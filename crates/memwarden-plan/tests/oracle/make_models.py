@@ -244,7 +244,71 @@ def build(arch):
             m.blk(i, "ssm_d", d_inner)
             m.blk(i, "ssm_out.weight", d_inner, EMBD)
 
+    def qwen3moe(w, m, n_vocab):
+        experts, ff_exp = 8, 64
+        common(w, "qwen3moe", m.layers)
+        w.add_key_length(HEAD_DIM)
+        w.add_value_length(HEAD_DIM)
+        w.add_expert_count(experts)
+        w.add_expert_used_count(2)
+        w.add_expert_feed_forward_length(ff_exp)
+        m.t("token_embd.weight", EMBD, n_vocab)
+        m.t("output_norm.weight", EMBD)
+        m.t("output.weight", EMBD, n_vocab)
+        q, kv = HEADS * HEAD_DIM, HEADS_KV * HEAD_DIM
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            m.blk(i, "attn_q.weight", EMBD, q)
+            m.blk(i, "attn_k.weight", EMBD, kv)
+            m.blk(i, "attn_v.weight", EMBD, kv)
+            m.blk(i, "attn_q_norm.weight", HEAD_DIM)
+            m.blk(i, "attn_k_norm.weight", HEAD_DIM)
+            m.blk(i, "attn_output.weight", q, EMBD)
+            m.blk(i, "ffn_norm.weight", EMBD)
+            m.blk(i, "ffn_gate_inp.weight", EMBD, experts)
+            m.blk(i, "ffn_gate_exps.weight", EMBD, ff_exp, experts)
+            m.blk(i, "ffn_up_exps.weight", EMBD, ff_exp, experts)
+            m.blk(i, "ffn_down_exps.weight", ff_exp, EMBD, experts)
+
+    def granitehybrid(w, m, n_vocab):
+        # Mamba-2 layers with attention layers between them (0 KV heads: a recurrent layer).
+        d_conv, d_inner, d_state, n_ssm_head, groups = 4, 2 * EMBD, 16, 8, 1
+        common(w, "granitehybrid", m.layers, heads_kv=[0, HEADS_KV, 0, HEADS_KV])
+        w.add_rope_dimension_count(HEAD_DIM)
+        w.add_ssm_conv_kernel(d_conv)
+        w.add_ssm_inner_size(d_inner)
+        w.add_ssm_state_size(d_state)
+        w.add_ssm_time_step_rank(n_ssm_head)
+        w.add_ssm_group_count(groups)
+        m.t("token_embd.weight", EMBD, n_vocab)
+        m.t("output_norm.weight", EMBD)
+        m.t("output.weight", EMBD, n_vocab)
+        q, kv = HEADS * HEAD_DIM, HEADS_KV * HEAD_DIM
+        conv = d_inner + 2 * groups * d_state
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            if i % 2 == 0:
+                m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner + 2 * groups * d_state + n_ssm_head)
+                m.blk(i, "ssm_conv1d.weight", d_conv, conv)
+                m.blk(i, "ssm_conv1d.bias", conv)
+                m.blk(i, "ssm_dt.bias", n_ssm_head)
+                m.blk(i, "ssm_a", 1, n_ssm_head)
+                m.blk(i, "ssm_d", 1, n_ssm_head)
+                m.blk(i, "ssm_norm.weight", d_inner // groups, groups)
+                m.blk(i, "ssm_out.weight", d_inner, EMBD)
+            else:
+                m.blk(i, "attn_q.weight", EMBD, q)
+                m.blk(i, "attn_k.weight", EMBD, kv)
+                m.blk(i, "attn_v.weight", EMBD, kv)
+                m.blk(i, "attn_output.weight", q, EMBD)
+            m.blk(i, "ffn_norm.weight", EMBD)
+            m.blk(i, "ffn_gate.weight", EMBD, FF)
+            m.blk(i, "ffn_up.weight", EMBD, FF)
+            m.blk(i, "ffn_down.weight", FF, EMBD)
+
     table = {
+        "qwen3moe": ("qwen3moe", 4, qwen3moe),
+        "granitehybrid": ("granitehybrid", 4, granitehybrid),
         "llama": ("llama", 4, llama),
         "qwen2": ("qwen2", 4, qwen2),
         "qwen3": ("qwen3", 4, qwen3),
@@ -258,8 +322,8 @@ def build(arch):
     return table[arch]
 
 
-ARCHS = ["llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2", "mamba",
-         "llama-wide"]
+ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
+         "mamba", "granitehybrid", "llama-wide"]
 
 # Models of another shape: the architecture they are and the dimensions that differ.
 VARIANTS = {
