@@ -67,10 +67,16 @@ pub fn compute_bytes(info: &ModelInfo, g: &Geometry, type_k: KvType, flash_attn:
     };
     let feed_forward = masks.saturating_add(f32s(4 * embd + 3 * ff_width));
 
-    // Recurrent layers: the input projection (x and z), the convolution window and the scan's
-    // output over the inner size.
+    // Recurrent layers: per token the input projection, convolution, scan and gate over the
+    // inner width (6.5 rows of it, as measured on llama.cpp's Mamba graph); per sequence the
+    // state read in and the window before and after the convolution.
     let recurrent = match info.recurrent {
-        Some(r) => f32s(4 * embd).saturating_add(r.r_elems.saturating_mul(4)),
+        Some(r) => f32s(r.width.saturating_mul(13) / 2).saturating_add(
+            r.s_elems
+                .saturating_add(r.r_elems.saturating_mul(2))
+                .saturating_mul(4)
+                .saturating_mul(g.sequences),
+        ),
         None => 0,
     };
 

@@ -47,6 +47,8 @@ fn pad(n: u64, to: u64) -> Result<u64, String> {
 /// slot without) of `cells` each, and the micro-batch its compute graph is reserved for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
+    /// Parallel sequences (`-np`).
+    pub sequences: u64,
     pub streams: u64,
     /// Cells of each stream in a full-attention layer.
     pub cells: u64,
@@ -103,6 +105,7 @@ pub fn geometry(
         None => None,
     };
     Ok(Geometry {
+        sequences: np,
         streams,
         cells,
         swa_cells,

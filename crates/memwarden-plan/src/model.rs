@@ -17,6 +17,8 @@ pub enum ModelFormat {
 pub struct RecurrentState {
     pub r_elems: u64,
     pub s_elems: u64,
+    /// The width the layer computes in per token: the SSM's inner size, else the embedding.
+    pub width: u64,
 }
 
 /// The experts of a mixture-of-experts model: what its feed-forward phase computes per token.
@@ -178,12 +180,14 @@ impl ModelInfo {
             Some(RecurrentState {
                 r_elems: num("token_shift_count").unwrap_or(2).saturating_mul(embd),
                 s_elems: embd.saturating_mul(head),
+                width: embd,
             })
         } else if let Some(l_cache) = num("shortconv.l_cache") {
             // Short-convolution layers (LFM2): a window and no state.
             Some(RecurrentState {
                 r_elems: embd.saturating_mul(l_cache.saturating_sub(1)),
                 s_elems: 0,
+                width: embd,
             })
         } else if let (Some(conv), Some(inner), Some(state)) = ssm {
             // Mamba: the conv window over x, B and C, and the SSM state.
@@ -194,6 +198,7 @@ impl ModelInfo {
                     inner.saturating_add(2u64.saturating_mul(groups).saturating_mul(state)),
                 ),
                 s_elems: state.saturating_mul(inner),
+                width: inner,
             })
         } else {
             None

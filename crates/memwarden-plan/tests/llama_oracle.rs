@@ -21,8 +21,9 @@ const LLAMA_CPP_PYTHON: &str = "0.3.36";
 /// depends on the order of the graph's nodes; docs/PLAN.md lists what each architecture shows.
 const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
-/// Each architecture memwarden models, and `llama-wide`, a llama of other proportions.
-const ARCHS: [&str; 12] = [
+/// Architectures memwarden models, and two of other proportions: `llama-wide` and `mamba-wide`
+/// (a small vocabulary, so that its recurrent layers set the compute buffer).
+const ARCHS: [&str; 13] = [
     "llama",
     "qwen2",
     "qwen3",
@@ -35,6 +36,7 @@ const ARCHS: [&str; 12] = [
     "mamba",
     "granitehybrid",
     "llama-wide",
+    "mamba-wide",
 ];
 
 fn llama_dir() -> PathBuf {
@@ -206,10 +208,11 @@ fn run_oracle(exe: &Path, model: &Path, configs: &[Config]) -> Vec<Sizes> {
     assert_eq!(
         sizes.len(),
         configs.len(),
-        "the oracle answered {} of {} configurations for {} (stderr: {})",
+        "the oracle answered {} of {} configurations for {} ({}; stderr: {})",
         sizes.len(),
         configs.len(),
         model.display(),
+        text.lines().next().unwrap_or("no output"),
         String::from_utf8_lossy(&out.stderr)
     );
     sizes

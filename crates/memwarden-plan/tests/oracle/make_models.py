@@ -323,13 +323,15 @@ def build(arch):
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
-         "mamba", "granitehybrid", "llama-wide"]
+         "mamba", "granitehybrid", "llama-wide", "mamba-wide"]
 
 # Models of another shape: the architecture they are and the dimensions that differ.
 VARIANTS = {
     # Wider than deep, a long feed-forward, 8 query heads per KV head: the compute buffer's
     # phases in other proportions.
     "llama-wide": ("llama", {"EMBD": 256, "HEADS": 8, "HEADS_KV": 1, "FF": 1024, "VOCAB": 2048}),
+    # A small vocabulary, so that the recurrent layers rather than the logits set the buffer.
+    "mamba-wide": ("mamba", {"EMBD": 512, "VOCAB": 512}),
 }
 
 
