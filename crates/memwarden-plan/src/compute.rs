@@ -35,7 +35,10 @@ pub fn compute_bytes(info: &ModelInfo, g: &Geometry, type_k: KvType, flash_attn:
     // Attention of one layer: the residual, the normed input, Q, K and V; without flash
     // attention also the scores of every head over the stream's cells (softmax runs in place).
     let scores = if attends && !flash_attn {
-        g.cells.saturating_mul(heads).saturating_mul(t).saturating_mul(4)
+        g.cells
+            .saturating_mul(heads)
+            .saturating_mul(t)
+            .saturating_mul(4)
     } else {
         0
     };
@@ -85,4 +88,71 @@ pub fn compute_bytes(info: &ModelInfo, g: &Geometry, type_k: KvType, flash_attn:
     let logits = f32s(vocab.saturating_add(4 * embd));
 
     attention.max(feed_forward).max(recurrent).max(logits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::geometry;
+    use crate::model::ModelFormat;
+
+    /// A llama of 4 layers: 128 wide, 4 heads of 32 (2 KV heads), feed-forward 256, 4096 tokens.
+    fn llama() -> ModelInfo {
+        ModelInfo {
+            format: ModelFormat::Gguf,
+            architecture: "llama".into(),
+            weights_bytes: 0,
+            tensor_count: 0,
+            block_count: 4,
+            context_length: Some(8192),
+            embedding_length: Some(128),
+            feed_forward_length: Some(256),
+            vocab_size: Some(4096),
+            head_count: vec![4; 4],
+            head_count_kv: vec![2; 4],
+            key_length: 32,
+            value_length: 32,
+            sliding_window: None,
+            swa_layers: vec![false; 4],
+            recurrent: None,
+            layer_weights: Vec::new(),
+            mla: false,
+            experts: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn bytes(ctx: u64, fa: bool) -> u64 {
+        let g = geometry(ctx, 1, false, 2048, 512, None).unwrap();
+        compute_bytes(&llama(), &g, KvType::F16, fa)
+    }
+
+    #[test]
+    fn short_contexts_are_set_by_the_logits() {
+        // 512 tokens x (4096 + 4 x 128) f32, with flash attention or without.
+        assert_eq!(bytes(4096, true), 512 * (4096 + 512) * 4);
+        assert_eq!(bytes(512, false), 512 * (4096 + 512) * 4);
+    }
+
+    #[test]
+    fn long_contexts_are_set_by_the_masks_or_the_scores() {
+        // Flash attention: the f16 mask beside the feed-forward step.
+        let ff = 512 * (4 * 128 + 3 * 256) * 4;
+        assert_eq!(bytes(65536, true), 65536 * 512 * 2 + ff);
+        // Without: the f32 mask and every head's scores in the attention step, not a sum with
+        // the logits.
+        let attn = 512 * (3 * 128 + 2 * 128 + 2 * 64) * 4;
+        assert_eq!(bytes(16384, false), 16384 * 512 * (4 + 4 * 4) + attn);
+    }
+
+    #[test]
+    fn separate_slots_see_only_their_own_cells() {
+        let g = geometry(16384, 4, false, 2048, 512, None).unwrap();
+        let u = geometry(16384, 4, true, 2048, 512, None).unwrap();
+        let (sep, uni) = (
+            compute_bytes(&llama(), &g, KvType::F16, false),
+            compute_bytes(&llama(), &u, KvType::F16, false),
+        );
+        assert!(sep * 3 < uni, "{sep} vs {uni}");
+    }
 }

@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use crate::PlanError;
 use crate::ggml::{self, TypeLayout};
-use crate::{compute, kv};
 use crate::gguf;
 use crate::model::{ModelFormat, ModelInfo};
 use crate::safetensors;
+use crate::{compute, kv};
 
 /// Tokens llama.cpp processes per micro-batch by default (`-ub`).
 pub const DEFAULT_UBATCH: u64 = 512;
@@ -300,7 +300,9 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         window,
     )?;
     let mut kv = kv::kv_bytes(info, &g, type_k, type_v, flash_attn)?;
-    let kv_cache_bytes = kv.k.checked_add(kv.v).ok_or("the KV cache overflows 64 bits")?;
+    let kv_cache_bytes =
+        kv.k.checked_add(kv.v)
+            .ok_or("the KV cache overflows 64 bits")?;
     let recurrent = kv::recurrent_bytes(info, opts.parallel, &mut kv.per_layer);
     let compute = compute::compute_bytes(info, &g, type_k, flash_attn);
     if info.vocab_size.is_none() || info.embedding_length.is_none() {
@@ -317,9 +319,9 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         .saturating_add(overhead);
     let fits = opts.vram_bytes.map(|v| total <= v);
     let gpu_layers = match (opts.vram_bytes, info.format) {
-        (Some(vram), ModelFormat::Gguf) if !info.layer_weights.is_empty() => {
-            Some(offloadable_layers(info, &kv.per_layer, vram, total, overhead))
-        }
+        (Some(vram), ModelFormat::Gguf) if !info.layer_weights.is_empty() => Some(
+            offloadable_layers(info, &kv.per_layer, vram, total, overhead),
+        ),
         _ => None,
     };
     Ok(Estimate {
@@ -357,7 +359,13 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
 /// How many repeating layers fit in `vram` (llama.cpp `-ngl`): all when the whole does, else
 /// the last ones, each with its weights and its share of the cache, after the compute buffer
 /// and the runtime.
-fn offloadable_layers(info: &ModelInfo, layer_kv: &[u64], vram: u64, total: u64, overhead: u64) -> u32 {
+fn offloadable_layers(
+    info: &ModelInfo,
+    layer_kv: &[u64],
+    vram: u64,
+    total: u64,
+    overhead: u64,
+) -> u32 {
     if total <= vram {
         return info.block_count;
     }

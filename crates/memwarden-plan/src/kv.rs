@@ -194,7 +194,11 @@ pub fn kv_bytes(
             // The compressed K row is V too.
             0
         } else {
-            rows(info.value_length, if flash_attn { n_kv } else { widest }, vl)?
+            rows(
+                info.value_length,
+                if flash_attn { n_kv } else { widest },
+                vl,
+            )?
         };
         out.k = out.k.checked_add(k).ok_or_else(too_large)?;
         out.v = out.v.checked_add(v).ok_or_else(too_large)?;

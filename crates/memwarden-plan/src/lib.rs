@@ -3,8 +3,8 @@
 //! and safetensors headers only) and where it should run ([`place`], NUMA placement).
 //! Pure arithmetic is kept apart from the readers so that it can be tested without a machine.
 
-pub mod error;
 pub mod compute;
+pub mod error;
 pub mod estimate;
 pub mod fit;
 pub mod ggml;

@@ -68,7 +68,11 @@ fn build_oracle(llama: &Path, out: &Path) -> PathBuf {
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .status()
         .unwrap_or_else(|e| panic!("g++ cannot run ({e}): `bash .ci/llama.sh` installs it"));
-    assert!(status.success(), "the oracle {} did not compile", src.display());
+    assert!(
+        status.success(),
+        "the oracle {} did not compile",
+        src.display()
+    );
     exe
 }
 
@@ -244,13 +248,17 @@ fn check(arch: &str, model: &Path, configs: &[Config], sizes: &[Sizes]) -> Tally
                 continue;
             }
             (Sizes::Refused(why), Ok(_)) => {
-                t.failures
-                    .push(format!("{arch} [{}]: llama.cpp refuses ({why}), estimate does not", c.line()));
+                t.failures.push(format!(
+                    "{arch} [{}]: llama.cpp refuses ({why}), estimate does not",
+                    c.line()
+                ));
                 continue;
             }
             (Sizes::Ok { .. }, Err(e)) => {
-                t.failures
-                    .push(format!("{arch} [{}]: llama.cpp runs it, estimate refuses: {e}", c.line()));
+                t.failures.push(format!(
+                    "{arch} [{}]: llama.cpp runs it, estimate refuses: {e}",
+                    c.line()
+                ));
                 continue;
             }
             (
@@ -331,7 +339,9 @@ fn estimates_equal_what_llama_cpp_allocates() {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    println!("| architecture | configurations | refused by both | weights exact | KV + state exact | compute / llama.cpp |");
+    println!(
+        "| architecture | configurations | refused by both | weights exact | KV + state exact | compute / llama.cpp |"
+    );
     println!("|---|---|---|---|---|---|");
     let mut failures = Vec::new();
     for (arch, t) in &tallies {

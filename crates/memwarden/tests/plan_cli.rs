@@ -66,16 +66,41 @@ fn estimate_json_carries_every_figure() {
         "flash attention",
     );
     // llama.cpp's defaults: flash attention auto (on), one cache per slot of at least 256 cells.
-    let auto = json(&memwarden(&["estimate", &m, "--kv-type-v", "q4_0", "--json"]));
+    let auto = json(&memwarden(&[
+        "estimate",
+        &m,
+        "--kv-type-v",
+        "q4_0",
+        "--json",
+    ]));
     assert_eq!(auto["flash_attn"], true);
     let slots = json(&memwarden(&[
-        "estimate", &m, "--ctx", "512", "--parallel", "4", "--json",
+        "estimate",
+        &m,
+        "--ctx",
+        "512",
+        "--parallel",
+        "4",
+        "--json",
     ]));
-    assert_eq!((slots["kv_size"].as_u64(), slots["kv_streams"].as_u64()), (Some(1024), Some(4)));
+    assert_eq!(
+        (slots["kv_size"].as_u64(), slots["kv_streams"].as_u64()),
+        (Some(1024), Some(4))
+    );
     let unified = json(&memwarden(&[
-        "estimate", &m, "--ctx", "512", "--parallel", "4", "--kv-unified", "--json",
+        "estimate",
+        &m,
+        "--ctx",
+        "512",
+        "--parallel",
+        "4",
+        "--kv-unified",
+        "--json",
     ]));
-    assert_eq!((unified["kv_size"].as_u64(), unified["kv_streams"].as_u64()), (Some(512), Some(1)));
+    assert_eq!(
+        (unified["kv_size"].as_u64(), unified["kv_streams"].as_u64()),
+        (Some(512), Some(1))
+    );
 
     // A bigger micro-batch needs bigger compute buffers; the KV cache does not change.
     let small = json(&memwarden(&["estimate", &m, "--json"]));
