@@ -74,33 +74,17 @@ fn estimate_json_carries_every_figure() {
         "--json",
     ]));
     assert_eq!(auto["flash_attn"], true);
-    let slots = json(&memwarden(&[
-        "estimate",
-        &m,
-        "--ctx",
-        "512",
-        "--parallel",
-        "4",
-        "--json",
-    ]));
-    assert_eq!(
-        (slots["kv_size"].as_u64(), slots["kv_streams"].as_u64()),
-        (Some(1024), Some(4))
-    );
-    let unified = json(&memwarden(&[
-        "estimate",
-        &m,
-        "--ctx",
-        "512",
-        "--parallel",
-        "4",
-        "--kv-unified",
-        "--json",
-    ]));
-    assert_eq!(
-        (unified["kv_size"].as_u64(), unified["kv_streams"].as_u64()),
-        (Some(512), Some(1))
-    );
+    // 4 slots of 128 tokens: 4 caches of 256 cells; with --kv-unified one of 512.
+    for (extra, cells, streams) in [(None, 1024, 4), (Some("--kv-unified"), 512, 1)] {
+        let mut args = vec!["estimate", &m, "--ctx", "512", "--parallel", "4", "--json"];
+        args.extend(extra);
+        let v = json(&memwarden(&args));
+        assert_eq!(
+            (v["kv_size"].as_u64(), v["kv_streams"].as_u64()),
+            (Some(cells), Some(streams)),
+            "{args:?}"
+        );
+    }
 
     // A bigger micro-batch needs bigger compute buffers; the KV cache does not change.
     let small = json(&memwarden(&["estimate", &m, "--json"]));

@@ -74,26 +74,56 @@ def common(w, arch, layers, heads=None, heads_kv=None, ff=None):
     w.add_layer_norm_rms_eps(1e-6)
 
 
-def dense(m, n_vocab, qkv_bias=False, qk_norm=False, post_norms=False, fused_up=False,
-          tied=False):
+def head_keys(w):
+    w.add_key_length(HEAD_DIM)
+    w.add_value_length(HEAD_DIM)
+
+
+def expert_keys(w, count, ff_exp):
+    """count experts of ff_exp, two used per token."""
+    w.add_expert_count(count)
+    w.add_expert_used_count(2)
+    w.add_expert_feed_forward_length(ff_exp)
+
+
+def ends(m, n_vocab, tied=False):
+    """The token embedding, the output norm and (unless tied to the embedding) the output."""
     m.t("token_embd.weight", EMBD, n_vocab)
     m.t("output_norm.weight", EMBD)
     if not tied:
         m.t("output.weight", EMBD, n_vocab)
+
+
+def attention(m, i, bias=False, qk_norm=False):
+    """Layer i's Q, K, V and output projections (optionally with biases and Q/K norms)."""
     q, kv = HEADS * HEAD_DIM, HEADS_KV * HEAD_DIM
+    for n, d in (("q", q), ("k", kv), ("v", kv)):
+        m.blk(i, f"attn_{n}.weight", EMBD, d)
+        if bias:
+            m.blk(i, f"attn_{n}.bias", d)
+    if qk_norm:
+        m.blk(i, "attn_q_norm.weight", HEAD_DIM)
+        m.blk(i, "attn_k_norm.weight", HEAD_DIM)
+    m.blk(i, "attn_output.weight", q, EMBD)
+
+
+def experts(m, i, count, ff_exp, bias=False):
+    """Layer i's router and routed experts (gate, up, down)."""
+    m.blk(i, "ffn_gate_inp.weight", EMBD, count)
+    for n, a, b in (("gate", EMBD, ff_exp), ("up", EMBD, ff_exp), ("down", ff_exp, EMBD)):
+        m.blk(i, f"ffn_{n}_exps.weight", a, b, count)
+        if bias:
+            m.blk(i, f"ffn_{n}_exps.bias", b, count)
+    if bias:
+        m.blk(i, "ffn_gate_inp.bias", count)
+
+
+def dense(m, n_vocab, qkv_bias=False, qk_norm=False, post_norms=False, fused_up=False,
+          tied=False):
+    ends(m, n_vocab, tied)
     for i in range(m.layers):
         m.blk(i, "attn_norm.weight", EMBD)
-        m.blk(i, "attn_q.weight", EMBD, q)
-        m.blk(i, "attn_k.weight", EMBD, kv)
-        m.blk(i, "attn_v.weight", EMBD, kv)
-        if qkv_bias:
-            m.blk(i, "attn_q.bias", q)
-            m.blk(i, "attn_k.bias", kv)
-            m.blk(i, "attn_v.bias", kv)
-        if qk_norm:
-            m.blk(i, "attn_q_norm.weight", HEAD_DIM)
-            m.blk(i, "attn_k_norm.weight", HEAD_DIM)
-        m.blk(i, "attn_output.weight", q, EMBD)
+        attention(m, i, qkv_bias, qk_norm)
         m.blk(i, "ffn_norm.weight", EMBD)
         if post_norms:
             m.blk(i, "post_attention_norm.weight", EMBD)
@@ -119,8 +149,7 @@ def build(arch):
 
     def qwen3(w, m, n_vocab):
         common(w, "qwen3", m.layers)
-        w.add_key_length(HEAD_DIM)
-        w.add_value_length(HEAD_DIM)
+        head_keys(w)
         dense(m, n_vocab, qk_norm=True)
 
     def phi3(w, m, n_vocab):
@@ -130,8 +159,7 @@ def build(arch):
 
     def gemma2(w, m, n_vocab):
         common(w, "gemma2", m.layers)
-        w.add_key_length(HEAD_DIM)
-        w.add_value_length(HEAD_DIM)
+        head_keys(w)
         w.add_sliding_window(256)
         w.add_float32("gemma2.attn_logit_softcapping", 50.0)
         w.add_float32("gemma2.final_logit_softcapping", 30.0)
@@ -139,48 +167,31 @@ def build(arch):
 
     def gemma3(w, m, n_vocab):
         common(w, "gemma3", m.layers)
-        w.add_key_length(HEAD_DIM)
-        w.add_value_length(HEAD_DIM)
+        head_keys(w)
         w.add_sliding_window(512)
         dense(m, n_vocab, qk_norm=True, post_norms=True, tied=True)
 
     def gpt_oss(w, m, n_vocab):
-        experts, ff_exp = 4, 64
+        n_experts, ff_exp = 4, 64
         common(w, "gpt-oss", m.layers)
-        w.add_key_length(HEAD_DIM)
-        w.add_value_length(HEAD_DIM)
+        head_keys(w)
         w.add_rope_dimension_count(HEAD_DIM)
         w.add_sliding_window(128)
-        w.add_expert_count(experts)
-        w.add_expert_used_count(2)
-        w.add_expert_feed_forward_length(ff_exp)
-        m.t("token_embd.weight", EMBD, n_vocab)
-        m.t("output_norm.weight", EMBD)
-        m.t("output.weight", EMBD, n_vocab)
-        q, kv = HEADS * HEAD_DIM, HEADS_KV * HEAD_DIM
+        expert_keys(w, n_experts, ff_exp)
+        ends(m, n_vocab)
         for i in range(m.layers):
             m.blk(i, "attn_norm.weight", EMBD)
             m.blk(i, "post_attention_norm.weight", EMBD)
-            for n, d in (("q", q), ("k", kv), ("v", kv)):
-                m.blk(i, f"attn_{n}.weight", EMBD, d)
-                m.blk(i, f"attn_{n}.bias", d)
-            m.blk(i, "attn_output.weight", q, EMBD)
+            attention(m, i, bias=True)
             m.blk(i, "attn_output.bias", EMBD)
             m.blk(i, "attn_sinks.weight", HEADS)
-            m.blk(i, "ffn_gate_inp.weight", EMBD, experts)
-            m.blk(i, "ffn_gate_inp.bias", experts)
-            m.blk(i, "ffn_gate_exps.weight", EMBD, ff_exp, experts)
-            m.blk(i, "ffn_up_exps.weight", EMBD, ff_exp, experts)
-            m.blk(i, "ffn_down_exps.weight", ff_exp, EMBD, experts)
-            m.blk(i, "ffn_gate_exps.bias", ff_exp, experts)
-            m.blk(i, "ffn_up_exps.bias", ff_exp, experts)
-            m.blk(i, "ffn_down_exps.bias", EMBD, experts)
+            experts(m, i, n_experts, ff_exp, bias=True)
 
     def deepseek2(w, m, n_vocab):
         # Multi-head latent attention as llama.cpp's converter writes it: one KV "head" of
         # kv_lora_rank + rope dims (K) and kv_lora_rank (V), the per-head sizes as *_mla.
         kv_lora, q_lora, rope, nope, v_head = 64, 48, 32, 32, 32
-        experts, ff_exp = 4, 64
+        n_experts, ff_exp = 4, 64
         common(w, "deepseek2", m.layers, heads_kv=1)
         w.add_key_length(kv_lora + rope)
         w.add_value_length(kv_lora)
@@ -190,14 +201,12 @@ def build(arch):
         w.add_kv_lora_rank(kv_lora)
         w.add_rope_dimension_count(rope)
         w.add_leading_dense_block_count(1)
-        w.add_expert_count(experts)
+        w.add_expert_count(n_experts)
         w.add_expert_used_count(2)
         w.add_expert_shared_count(1)
         w.add_expert_feed_forward_length(ff_exp)
         w.add_expert_weights_scale(1.0)
-        m.t("token_embd.weight", EMBD, n_vocab)
-        m.t("output_norm.weight", EMBD)
-        m.t("output.weight", EMBD, n_vocab)
+        ends(m, n_vocab)
         for i in range(m.layers):
             m.blk(i, "attn_norm.weight", EMBD)
             m.blk(i, "attn_q_a_norm.weight", q_lora)
@@ -214,10 +223,7 @@ def build(arch):
                 m.blk(i, "ffn_up.weight", EMBD, FF)
                 m.blk(i, "ffn_down.weight", FF, EMBD)
             else:
-                m.blk(i, "ffn_gate_inp.weight", EMBD, experts)
-                m.blk(i, "ffn_gate_exps.weight", EMBD, ff_exp, experts)
-                m.blk(i, "ffn_up_exps.weight", EMBD, ff_exp, experts)
-                m.blk(i, "ffn_down_exps.weight", ff_exp, EMBD, experts)
+                experts(m, i, n_experts, ff_exp)
                 m.blk(i, "ffn_gate_shexp.weight", EMBD, ff_exp)
                 m.blk(i, "ffn_up_shexp.weight", EMBD, ff_exp)
                 m.blk(i, "ffn_down_shexp.weight", ff_exp, EMBD)
@@ -229,9 +235,7 @@ def build(arch):
         w.add_ssm_inner_size(d_inner)
         w.add_ssm_state_size(d_state)
         w.add_ssm_time_step_rank(dt_rank)
-        m.t("token_embd.weight", EMBD, n_vocab)
-        m.t("output_norm.weight", EMBD)
-        m.t("output.weight", EMBD, n_vocab)
+        ends(m, n_vocab)
         for i in range(m.layers):
             m.blk(i, "attn_norm.weight", EMBD)
             m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner)
@@ -245,30 +249,16 @@ def build(arch):
             m.blk(i, "ssm_out.weight", d_inner, EMBD)
 
     def qwen3moe(w, m, n_vocab):
-        experts, ff_exp = 8, 64
+        n_experts, ff_exp = 8, 64
         common(w, "qwen3moe", m.layers)
-        w.add_key_length(HEAD_DIM)
-        w.add_value_length(HEAD_DIM)
-        w.add_expert_count(experts)
-        w.add_expert_used_count(2)
-        w.add_expert_feed_forward_length(ff_exp)
-        m.t("token_embd.weight", EMBD, n_vocab)
-        m.t("output_norm.weight", EMBD)
-        m.t("output.weight", EMBD, n_vocab)
-        q, kv = HEADS * HEAD_DIM, HEADS_KV * HEAD_DIM
+        head_keys(w)
+        expert_keys(w, n_experts, ff_exp)
+        ends(m, n_vocab)
         for i in range(m.layers):
             m.blk(i, "attn_norm.weight", EMBD)
-            m.blk(i, "attn_q.weight", EMBD, q)
-            m.blk(i, "attn_k.weight", EMBD, kv)
-            m.blk(i, "attn_v.weight", EMBD, kv)
-            m.blk(i, "attn_q_norm.weight", HEAD_DIM)
-            m.blk(i, "attn_k_norm.weight", HEAD_DIM)
-            m.blk(i, "attn_output.weight", q, EMBD)
+            attention(m, i, qk_norm=True)
             m.blk(i, "ffn_norm.weight", EMBD)
-            m.blk(i, "ffn_gate_inp.weight", EMBD, experts)
-            m.blk(i, "ffn_gate_exps.weight", EMBD, ff_exp, experts)
-            m.blk(i, "ffn_up_exps.weight", EMBD, ff_exp, experts)
-            m.blk(i, "ffn_down_exps.weight", ff_exp, EMBD, experts)
+            experts(m, i, n_experts, ff_exp)
 
     def granitehybrid(w, m, n_vocab):
         # Mamba-2 layers with attention layers between them (0 KV heads: a recurrent layer).
@@ -280,10 +270,7 @@ def build(arch):
         w.add_ssm_state_size(d_state)
         w.add_ssm_time_step_rank(n_ssm_head)
         w.add_ssm_group_count(groups)
-        m.t("token_embd.weight", EMBD, n_vocab)
-        m.t("output_norm.weight", EMBD)
-        m.t("output.weight", EMBD, n_vocab)
-        q, kv = HEADS * HEAD_DIM, HEADS_KV * HEAD_DIM
+        ends(m, n_vocab)
         conv = d_inner + 2 * groups * d_state
         for i in range(m.layers):
             m.blk(i, "attn_norm.weight", EMBD)
@@ -297,10 +284,7 @@ def build(arch):
                 m.blk(i, "ssm_norm.weight", d_inner // groups, groups)
                 m.blk(i, "ssm_out.weight", d_inner, EMBD)
             else:
-                m.blk(i, "attn_q.weight", EMBD, q)
-                m.blk(i, "attn_k.weight", EMBD, kv)
-                m.blk(i, "attn_v.weight", EMBD, kv)
-                m.blk(i, "attn_output.weight", q, EMBD)
+                attention(m, i)
             m.blk(i, "ffn_norm.weight", EMBD)
             m.blk(i, "ffn_gate.weight", EMBD, FF)
             m.blk(i, "ffn_up.weight", EMBD, FF)
