@@ -199,6 +199,7 @@ mod tests {
         "config",
         "consumer",
         "csv",
+        "flash-attn",
         "format",
         "kv-type",
         "kv-type-k",
