@@ -3,6 +3,7 @@
 //! and safetensors headers only) and where it should run ([`place`], NUMA placement).
 //! Pure arithmetic is kept apart from the readers so that it can be tested without a machine.
 
+pub mod engine;
 pub mod error;
 pub mod estimate;
 pub mod fit;
