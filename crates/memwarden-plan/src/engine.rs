@@ -74,10 +74,14 @@ impl Engine {
             (Engine::Sglang, None, m) => m,
             (Engine::LlamaCpp, None, None) => None,
             (Engine::Vllm, _, Some(_)) => {
-                return bad("--mem-fraction-static is SGLang's: vLLM's is --gpu-memory-utilization");
+                return bad(
+                    "--mem-fraction-static is SGLang's: vLLM's is --gpu-memory-utilization",
+                );
             }
             (Engine::Sglang, Some(_), _) => {
-                return bad("--gpu-memory-utilization is vLLM's: SGLang's is --mem-fraction-static");
+                return bad(
+                    "--gpu-memory-utilization is vLLM's: SGLang's is --mem-fraction-static",
+                );
             }
             (Engine::LlamaCpp, _, _) => {
                 return bad(
@@ -266,13 +270,18 @@ pub fn sglang_default_fraction(card_bytes: u64) -> f64 {
     ((mib - sglang_reserved_mib(mib)) / mib * 1000.0).round() / 1000.0
 }
 
+/// vLLM's default `max_num_seqs` for its OpenAI server: 1024 on a card of 70 GiB or more.
+fn vllm_max_num_seqs(card_bytes: u64) -> u64 {
+    if card_bytes >= 70 * GIB { 1024 } else { 256 }
+}
+
 /// vLLM's activation peak, estimated: the OpenAI server's default batch of
 /// `max_num_batched_tokens` (8192 on a card of 70 GiB or more, else 2048) through the widest
 /// layer (4 × hidden + 3 × intermediate, 16-bit), and the sampler's f32 logits for
 /// `max_num_seqs` sequences (1024 or 256).
 fn vllm_activation_bytes(info: &ModelInfo, card_bytes: u64) -> u64 {
-    let big = card_bytes >= 70 * GIB;
-    let (tokens, seqs) = if big { (8192u64, 1024u64) } else { (2048, 256) };
+    let tokens: u64 = if card_bytes >= 70 * GIB { 8192 } else { 2048 };
+    let seqs = vllm_max_num_seqs(card_bytes);
     let hidden = info.embedding_length.unwrap_or(0);
     let inter = info.feed_forward_length.unwrap_or(hidden.saturating_mul(4));
     let widest = hidden
@@ -402,10 +411,16 @@ pub fn plan(info: &ModelInfo, root: &Value, opts: &EngineOptions) -> Result<Engi
              refuses it unless told to allow a longer one"
         ));
     }
+    let max_seqs = vllm_max_num_seqs(opts.card_bytes);
+    if engine == Engine::Vllm && sequences > max_seqs {
+        notes.push(format!(
+            "vLLM runs at most {max_seqs} sequences at once by default (--max-num-seqs)"
+        ));
+    }
     if engine == Engine::Vllm {
         notes.push(
-            "CUDA graphs captured after the KV cache come on top of the share in vLLM before \
-             0.11 (--enforce-eager avoids them)"
+            "CUDA graphs that vLLM captures once the KV cache is allocated may come on top of \
+             the share (--enforce-eager avoids them)"
                 .into(),
         );
     }

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod doctor;
 pub mod estimate;
+mod estimate_engine;
 pub mod fit;
 pub mod place;
 pub mod record;
