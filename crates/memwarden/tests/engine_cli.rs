@@ -230,3 +230,66 @@ fn engine_bad_input_is_one_line_and_exit_2() {
         "GGUF files are for llama.cpp",
     );
 }
+
+/// A broker consumer declared with `estimate = { …, engine = "vllm" }` needs the engine's share
+/// of its pool's card: the pool's capacity, or its GPU's total memory.
+#[test]
+fn a_broker_consumer_run_by_vllm_needs_its_share_of_the_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    sysfs::gpu(&root, 0, &[0, 1]);
+    let mdir = dir.path().join("model");
+    std::fs::create_dir(&mdir).unwrap();
+    model(&mdir);
+    let consumer = |name: &str, port: u16, est: &str| {
+        format!(
+            "[[consumer]]\nname = \"{name}\"\npool = \"{name}\"\nupstream = \
+             \"http://127.0.0.1:{port}\"\nunload = \"POST /unload\"\nestimate = {{ model = \
+             \"model\", ctx = 4096{est} }}\n"
+        )
+    };
+    let config = format!(
+        "[[pool]]\nname = \"half\"\nkind = \"ram\"\ncapacity = \"24GiB\"\n\
+         [[pool]]\nname = \"card\"\nkind = \"vram\"\ngpu = 0\n{}{}",
+        consumer(
+            "half",
+            9,
+            ", engine = \"vllm\", gpu_memory_utilization = 0.5"
+        ),
+        consumer("card", 10, ", engine = \"vllm\""),
+    );
+    let file = dir.path().join("broker.toml");
+    std::fs::write(&file, &config).unwrap();
+    let check = |file: &Path| {
+        common::memwarden(&[
+            "--root",
+            root.to_str().unwrap(),
+            "--gpu-source",
+            "drm",
+            "serve",
+            "--check",
+            "--config",
+            file.to_str().unwrap(),
+        ])
+    };
+    let o = check(&file);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    // Half of the 24 GiB capacity; 0.9 of the GPU's 24 GiB (21.6 GiB).
+    assert!(out.contains("half: its declared 12 GiB"), "{out}");
+    assert!(out.contains("card: its declared 21.6 GiB"), "{out}");
+    // A preallocating engine in a RAM pool of no fixed size has no card to take a share of.
+    let ram = dir.path().join("ram.toml");
+    std::fs::write(
+        &ram,
+        format!(
+            "[[pool]]\nname = \"r\"\nkind = \"ram\"\n{}",
+            consumer("r", 9, ", engine = \"sglang\"")
+        ),
+    )
+    .unwrap();
+    assert_bad_input(
+        &check(&ram),
+        "its pool \"r\" is a ram pool without a capacity",
+    );
+}
