@@ -4,7 +4,16 @@
 //! may hold anything: bad lines are skipped and counted, never fatal by themselves. Whether a
 //! recording with no usable line at all is an error is the caller's call.
 
+use std::io::{self, BufRead};
+
 use memwarden_probe::snapshot::{SNAPSHOT_VERSION, Snapshot};
+
+/// The longest line read as a snapshot. A snapshot of thousands of processes is a few MiB; a
+/// longer line is skipped without being held, so one huge line cannot take the memory with it.
+pub const MAX_LINE_BYTES: usize = 32 << 20;
+
+/// How many skipped lines keep their reason; the rest are only counted.
+pub const SKIPPED_KEPT: usize = 1000;
 
 /// A line that was not used, and why (1-based line number).
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +26,10 @@ pub struct SkippedLine {
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
     pub snapshots: Vec<Snapshot>,
+    /// The first [`SKIPPED_KEPT`] skipped lines.
     pub skipped: Vec<SkippedLine>,
+    /// Every skipped line, counted.
+    pub skipped_count: usize,
 }
 
 /// Parses one line. Blank lines are `Ok(None)`.
@@ -93,7 +105,62 @@ impl RecordingReader {
         self.skip(why.to_string());
     }
 
+    /// Reads every line of `reader`, each bounded by [`MAX_LINE_BYTES`]: a longer one (or a file
+    /// of NUL bytes with no newline at all) is skipped as it streams past, in constant memory.
+    pub fn read_from(&mut self, mut reader: impl BufRead) -> io::Result<()> {
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let chunk = match reader.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (&chunk[..i], i + 1),
+                None => (chunk, chunk.len()),
+            };
+            let ends = done > part.len();
+            if !too_long {
+                if line.len() + part.len() > MAX_LINE_BYTES {
+                    too_long = true;
+                    line = Vec::new();
+                } else {
+                    line.extend_from_slice(part);
+                }
+            }
+            reader.consume(done);
+            if ends {
+                self.feed_bytes(&line, too_long);
+                line.clear();
+                too_long = false;
+            }
+        }
+        if too_long || !line.is_empty() {
+            self.feed_bytes(&line, too_long);
+        }
+        Ok(())
+    }
+
+    fn feed_bytes(&mut self, line: &[u8], too_long: bool) {
+        if too_long {
+            self.feed_unreadable(&format!("longer than {MAX_LINE_BYTES} bytes"));
+            return;
+        }
+        match std::str::from_utf8(line) {
+            Ok(text) => self.feed(text),
+            Err(_) => self.feed_unreadable("not UTF-8 text"),
+        }
+    }
+
     fn skip(&mut self, reason: String) {
+        self.recording.skipped_count += 1;
+        if self.recording.skipped.len() >= SKIPPED_KEPT {
+            return;
+        }
         let reason = memwarden_probe::sanitize::sanitize(&reason, 200);
         self.recording.skipped.push(SkippedLine {
             line: self.line_no,
@@ -117,4 +184,34 @@ pub fn parse_recording(text: &str) -> Recording {
         r.feed(line);
     }
     r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn an_over_long_line_streams_past_and_the_next_one_is_read() {
+        let long = std::io::repeat(0).take(MAX_LINE_BYTES as u64 + 10);
+        let input = std::io::BufReader::new(long.chain(&b"\nnot json\nlast"[..]));
+        let mut r = RecordingReader::new();
+        r.read_from(input).unwrap();
+        let rec = r.finish();
+        assert_eq!(rec.skipped_count, 3);
+        assert_eq!(rec.skipped[0].line, 1);
+        assert!(rec.skipped[0].reason.contains("longer than"));
+        assert_eq!(rec.skipped[1].line, 2);
+        assert_eq!(rec.skipped[2].line, 3, "a last line without newline counts");
+    }
+
+    #[test]
+    fn skipped_lines_are_counted_past_the_ones_kept() {
+        let text = "x\n".repeat(SKIPPED_KEPT + 5);
+        let mut r = RecordingReader::new();
+        r.read_from(text.as_bytes()).unwrap();
+        let rec = r.finish();
+        assert_eq!(rec.skipped_count, SKIPPED_KEPT + 5);
+        assert_eq!(rec.skipped.len(), SKIPPED_KEPT);
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod body_budget;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod lifecycle;
 pub mod measure;
 pub mod metrics;
 pub mod owner;
+pub mod proxy_path;
 pub mod verify;
 
 pub use config::Config;

@@ -329,9 +329,13 @@ pub fn resolve_cgroup(root: &HostRoot, cgroup: &str) -> Result<(PathBuf, bool), 
     }
 }
 
+fn read_small(path: &Path) -> std::io::Result<String> {
+    memwarden_probe::root::read_to_string_bounded(path, memwarden_probe::root::SMALL_FILE_BYTES)
+}
+
 fn read_set(dir: &Path, names: &[&str]) -> Option<Vec<u32>> {
     names.iter().find_map(|n| {
-        let t = std::fs::read_to_string(dir.join(n)).ok()?;
+        let t = read_small(&dir.join(n)).ok()?;
         parse_cpulist(&t)
     })
 }
@@ -403,7 +407,7 @@ pub fn apply_cgroup(root: &HostRoot, cgroup: &str, p: &Placement) -> Result<Appl
     // cpuset needs its nodes written out (an empty one cannot hold a task); on v2 an empty
     // cpuset.mems follows the parent.
     if mems.is_none() {
-        let own = std::fs::read_to_string(dir.join("cpuset.mems")).unwrap_or_default();
+        let own = read_small(&dir.join("cpuset.mems")).unwrap_or_default();
         let own = own.trim();
         if v1 {
             if let Some(pm) = &parent_mems {

@@ -47,14 +47,18 @@ impl Topology {
     }
 }
 
+fn read_small(path: &Path) -> std::io::Result<String> {
+    memwarden_probe::root::read_to_string_bounded(path, memwarden_probe::root::SMALL_FILE_BYTES)
+}
+
 fn read_list(path: &Path) -> Option<Vec<u32>> {
-    parse_cpulist(&std::fs::read_to_string(path).ok()?)
+    parse_cpulist(&read_small(path).ok()?)
 }
 
 /// Reads the topology under `root`.
 pub fn read_topology(root: &HostRoot) -> Result<Topology, PlanError> {
     let cpu_dir = root.path("/sys/devices/system/cpu");
-    let online = match std::fs::read_to_string(cpu_dir.join("online")) {
+    let online = match read_small(&cpu_dir.join("online")) {
         Ok(t) => parse_cpulist(&t).ok_or_else(|| {
             PlanError::Topology(format!(
                 "{} is malformed: {:?}",
@@ -191,8 +195,11 @@ pub fn busy_cpus(
                 break;
             }
             if dir != base && exclude.is_none_or(|x| !x.starts_with(&dir)) {
-                let has_procs = std::fs::read_to_string(dir.join("cgroup.procs"))
-                    .is_ok_and(|t| !t.trim().is_empty());
+                let has_procs = memwarden_probe::root::read_to_string_bounded(
+                    &dir.join("cgroup.procs"),
+                    memwarden_probe::root::MAX_FILE_BYTES,
+                )
+                .is_ok_and(|t| !t.trim().is_empty());
                 let set = read_list(&dir.join("cpuset.cpus")).unwrap_or_default();
                 let narrower = !set.is_empty() && online.iter().any(|c| !set.contains(c));
                 if has_procs && narrower {

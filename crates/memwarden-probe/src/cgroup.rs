@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::root::HostRoot;
+use crate::root::{HostRoot, SMALL_FILE_BYTES as SMALL};
 
 /// Which hierarchy a cgroup path belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +94,7 @@ impl CgroupMounts {
     /// Reads a cgroup's memory; fields that cannot be read stay `None`.
     pub fn memory(&self, cg: &CgroupRef) -> Option<CgroupMemory> {
         let dir = self.dir(cg)?;
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        let read = |name: &str| crate::root::read_to_string_bounded(&dir.join(name), SMALL).ok();
         let (usage, limit) = match cg.version {
             CgroupVersion::V2 => ("memory.current", "memory.max"),
             CgroupVersion::V1 => ("memory.usage_in_bytes", "memory.limit_in_bytes"),

@@ -383,7 +383,11 @@ pub fn detect_process(root: &HostRoot, pid: u32, cmdline: &str) -> Framework {
     }
     // An unreadable maps file (another user's process without privileges, or a process that
     // just exited) leaves the command line alone to decide.
-    let maps = std::fs::read(root.path(&format!("/proc/{pid}/maps"))).unwrap_or_default();
+    let maps = crate::root::read_bounded(
+        &root.path(&format!("/proc/{pid}/maps")),
+        crate::root::MAX_FILE_BYTES,
+    )
+    .unwrap_or_default();
     let maps = String::from_utf8_lossy(&maps);
     let cwd = std::fs::read_link(root.path(&format!("/proc/{pid}/cwd"))).ok();
     detect_with_cwd(cmdline, &maps, cwd.as_deref())

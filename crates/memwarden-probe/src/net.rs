@@ -38,6 +38,10 @@ pub fn parse_listening(text: &str) -> Vec<ListenSocket> {
 
 /// The kernel prints addresses as native-endian 32-bit words in hex.
 fn parse_hex_addr(hex: &str) -> Option<IpAddr> {
+    // Sliced by bytes below: anything but ASCII hex is refused first (found by fuzzing).
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     match hex.len() {
         8 => Some(IpAddr::V4(Ipv4Addr::from(native_bytes(hex)?))),
         32 => {
@@ -124,6 +128,18 @@ pub fn listening_on(root: &HostRoot, port: u16) -> HashSet<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_ascii_address_is_refused_not_sliced_mid_character() {
+        // fuzz/artifacts/procfs: a 32-byte address whose 8th byte is inside a character.
+        let t = "header\n   0: 0100007\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}F:1F90 \
+             00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1\n";
+        assert_eq!(
+            "0100007\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}F".len(),
+            32
+        );
+        assert!(parse_listening(t).is_empty());
+    }
 
     #[test]
     fn parses_listeners() {

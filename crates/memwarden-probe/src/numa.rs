@@ -1,6 +1,6 @@
 //! NUMA nodes from /sys/devices/system/node.
 
-use crate::root::HostRoot;
+use crate::root::{HostRoot, SMALL_FILE_BYTES as SMALL};
 use crate::snapshot::NumaNode;
 
 /// Every `nodeN` directory, sorted by node number. A host without NUMA support in its kernel
@@ -15,10 +15,11 @@ pub fn read_nodes(root: &HostRoot) -> Vec<NumaNode> {
             let e = e.ok()?;
             let node: u32 = e.file_name().to_str()?.strip_prefix("node")?.parse().ok()?;
             let dir = e.path();
-            let cpus = std::fs::read_to_string(dir.join("cpulist"))
+            let cpus = crate::root::read_to_string_bounded(&dir.join("cpulist"), SMALL)
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default();
-            let meminfo = std::fs::read_to_string(dir.join("meminfo")).unwrap_or_default();
+            let meminfo = crate::root::read_to_string_bounded(&dir.join("meminfo"), SMALL)
+                .unwrap_or_default();
             let (mem_total_bytes, mem_free_bytes) = parse_node_meminfo(&meminfo);
             Some(NumaNode {
                 node,

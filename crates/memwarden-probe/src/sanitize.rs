@@ -25,6 +25,49 @@ pub fn sanitize(raw: &str, max: usize) -> String {
     out
 }
 
+/// [`sanitize`] in place, allocating only for text that needs it (nearly none does).
+pub fn sanitize_in_place(s: &mut String, max: usize) {
+    if s.len() > max || s.chars().any(char::is_control) {
+        *s = sanitize(s, max);
+    }
+}
+
+/// The longest free text kept (a note, an error, a cgroup path), in characters.
+pub const TEXT_MAX: usize = 512;
+
+/// Every string of a snapshot made safe for a terminal. A snapshot is the probe's (already
+/// clean) or a recording's, which anyone may have written: whatever shows one calls this first.
+pub fn sanitize_snapshot(snap: &mut crate::Snapshot) {
+    sanitize_in_place(&mut snap.hostname, NAME_MAX);
+    for n in &mut snap.notes {
+        sanitize_in_place(n, TEXT_MAX);
+    }
+    for g in &mut snap.gpus {
+        sanitize_in_place(&mut g.name, NAME_MAX);
+        sanitize_in_place(&mut g.bus_id, NAME_MAX);
+        if let Some(e) = &mut g.error {
+            sanitize_in_place(e, TEXT_MAX);
+        }
+    }
+    for p in &mut snap.processes {
+        sanitize_in_place(&mut p.name, NAME_MAX);
+        sanitize_in_place(&mut p.cmdline, CMDLINE_MAX);
+        if let Some(c) = &mut p.cgroup {
+            sanitize_in_place(c, TEXT_MAX);
+        }
+    }
+    for w in &mut snap.workloads {
+        sanitize_in_place(&mut w.id, TEXT_MAX);
+        sanitize_in_place(&mut w.name, NAME_MAX);
+        for s in [&mut w.runtime, &mut w.image].into_iter().flatten() {
+            sanitize_in_place(s, NAME_MAX);
+        }
+    }
+    for n in &mut snap.numa {
+        sanitize_in_place(&mut n.cpus, NAME_MAX);
+    }
+}
+
 /// Bytes that may not be UTF-8 (a cmdline, a comm) into sanitised text.
 pub fn sanitize_bytes(raw: &[u8], max: usize) -> String {
     sanitize(&String::from_utf8_lossy(raw), max)

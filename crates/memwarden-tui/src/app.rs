@@ -196,10 +196,12 @@ impl App {
     }
 
     /// A new reading: into the analysis, then onto the screen (unless frozen).
-    pub fn ingest(&mut self, snap: Snapshot) {
+    pub fn ingest(&mut self, mut snap: Snapshot) {
         if self.frozen {
             return;
         }
+        // A replayed recording's strings reach the terminal as they are written in the file.
+        memwarden_probe::sanitize::sanitize_snapshot(&mut snap);
         self.analyst.observe(&snap);
         let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
         self.insights = self.analyst.insights(&snap, focus);
@@ -502,23 +504,28 @@ impl App {
             return;
         };
         let (target, name, command) = (p.identity(), p.name.clone(), p.cmdline.clone());
+        if self.kill_at.is_none() {
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let refused = match p.uid {
+            Some(owner) if !kill::may_signal(me, owner) => Err(KillError::NotOwner {
+                pid: p.pid,
+                owner,
+                me,
+            }),
+            _ => kill::guard(p.pid),
+        };
+        if let Err(e) = refused {
+            // A refusal is an attempt too: the audit log holds every one (docs/TOP.md).
+            let note = self.audit(target, &name, Signal::Term, &Err(e.clone()));
+            self.say(format!("not signalled: {e}{note}"), now);
+            return;
+        }
         let Some((root, _)) = &self.kill_at else {
             return;
         };
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        if let Some(owner) = p.uid
-            && !kill::may_signal(me, owner)
-        {
-            self.say(
-                format!(
-                    "pid {} belongs to uid {owner}: only your own processes",
-                    p.pid
-                ),
-                now,
-            );
-            return;
-        }
         let age = kill::process_age(root, target.starttime);
         self.dialog = Some(KillDialog {
             target,
@@ -527,6 +534,23 @@ impl App {
             age,
             stage: KillStage::Confirm,
         });
+    }
+
+    /// Appends an attempt to the audit log; the note to show when it could not be written.
+    fn audit(
+        &self,
+        target: ProcessId,
+        name: &str,
+        signal: Signal,
+        outcome: &Result<(), KillError>,
+    ) -> String {
+        match self.kill_at.as_ref().and_then(|(_, audit)| audit.as_ref()) {
+            Some(path) => kill::audit(path, target, name, signal, outcome)
+                .err()
+                .map(|e| format!(" (audit log not written: {e})"))
+                .unwrap_or_default(),
+            None => " (no audit log: no home directory)".into(),
+        }
     }
 
     fn dialog_key(&mut self, key: KeyEvent, now: Instant) {
@@ -548,18 +572,12 @@ impl App {
             }
         };
         let (target, name) = (d.target, d.name.clone());
-        let Some((root, audit)) = &self.kill_at else {
+        let Some((root, _)) = &self.kill_at else {
             self.dialog = None;
             return;
         };
         let outcome = kill::send(root, target, signal);
-        let logged = match audit {
-            Some(path) => kill::audit(path, target, &name, signal, &outcome)
-                .err()
-                .map(|e| format!(" (audit log not written: {e})")),
-            None => Some(" (no audit log: no home directory)".into()),
-        };
-        let note = logged.unwrap_or_default();
+        let note = self.audit(target, &name, signal, &outcome);
         let stage = match (&outcome, signal) {
             (Ok(()), Signal::Term) => KillStage::Sent(now),
             (Ok(()), Signal::Kill) => {

@@ -50,7 +50,7 @@ impl Config {
 
     /// Reads the file; a missing file is the defaults, a bad one an error naming the problem.
     pub fn load(path: &Path) -> Result<Config, TuiError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match memwarden_probe::root::read_to_string_bounded(path, 1 << 20) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(bad(path, e.to_string())),

@@ -41,13 +41,19 @@ pub enum KillError {
     Reused(u32),
     #[error("process {pid} belongs to uid {owner}, not to you (uid {me})")]
     NotOwner { pid: u32, owner: u32, me: u32 },
+    #[error("pid {pid} is {what}: memwarden never signals it")]
+    Protected { pid: u32, what: &'static str },
     #[error("cannot signal process {pid}: {why}")]
     Os { pid: u32, why: String },
 }
 
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    memwarden_probe::root::read_bounded(path, memwarden_probe::root::SMALL_FILE_BYTES)
+}
+
 /// The identity of `pid` now, from /proc/PID/stat; `None` when it has exited.
 pub fn identity_now(root: &HostRoot, pid: u32) -> Option<ProcessId> {
-    let stat = std::fs::read(root.path(&format!("/proc/{pid}/stat"))).ok()?;
+    let stat = read_small(&root.path(&format!("/proc/{pid}/stat"))).ok()?;
     let st = parse_stat(&stat)?;
     Some(ProcessId {
         pid,
@@ -62,8 +68,34 @@ pub fn is_alive(root: &HostRoot, target: ProcessId) -> bool {
 
 /// The real owner of a process, from /proc/PID/status.
 fn owner(root: &HostRoot, pid: u32) -> Option<u32> {
-    let status = std::fs::read(root.path(&format!("/proc/{pid}/status"))).ok()?;
+    let status = read_small(&root.path(&format!("/proc/{pid}/status"))).ok()?;
     memwarden_probe::process::parse_status(&status).uid
+}
+
+/// Processes whose end takes the machine or the user's own terminal down with them: init, the
+/// leader of the session memwarden runs in (the login shell of this terminal) and memwarden
+/// itself. `None` when `pid` is none of them.
+pub fn protected(pid: u32, session_leader: Option<u32>, me: u32) -> Option<&'static str> {
+    if pid == 1 {
+        Some("init (pid 1)")
+    } else if session_leader == Some(pid) {
+        Some("the leader of this terminal's session")
+    } else if pid == me {
+        Some("this memwarden")
+    } else {
+        None
+    }
+}
+
+/// The refusal for a protected `pid` in the running process's own context.
+pub fn guard(pid: u32) -> Result<(), KillError> {
+    // SAFETY: getsid(0) has no preconditions; it returns -1 only on error.
+    let sid = unsafe { libc::getsid(0) };
+    let leader = u32::try_from(sid).ok().filter(|&s| s > 0);
+    match protected(pid, leader, std::process::id()) {
+        Some(what) => Err(KillError::Protected { pid, what }),
+        None => Ok(()),
+    }
 }
 
 /// May the user with effective uid `me` signal a process owned by `owner`? Root may signal
@@ -75,6 +107,7 @@ pub fn may_signal(me: u32, owner: u32) -> bool {
 /// Sends `signal` to `target` if, and only if, it is still the same process and the user's.
 pub fn send(root: &HostRoot, target: ProcessId, signal: Signal) -> Result<(), KillError> {
     let pid = target.pid;
+    guard(pid)?;
     let raw_pid = libc::pid_t::try_from(pid).map_err(|_| KillError::Gone(pid))?;
     // A pidfd pins the process: once its identity is checked through /proc, the signal
     // reaches that process or none, even if the pid is reused in between.
@@ -220,6 +253,26 @@ mod tests {
         assert!(may_signal(1000, 1000));
         assert!(!may_signal(1000, 0));
         assert!(!may_signal(1000, 1001));
+    }
+
+    #[test]
+    fn init_session_leader_and_self_are_protected() {
+        assert!(protected(1, Some(400), 500).is_some());
+        assert!(protected(400, Some(400), 500).is_some());
+        assert!(protected(500, Some(400), 500).is_some());
+        assert_eq!(protected(401, Some(400), 500), None);
+        assert_eq!(protected(2, None, 500), None);
+        assert!(matches!(
+            send(
+                &HostRoot::system(),
+                ProcessId {
+                    pid: 1,
+                    starttime: 0
+                },
+                Signal::Term
+            ),
+            Err(KillError::Protected { pid: 1, .. })
+        ));
     }
 
     #[test]

@@ -33,16 +33,10 @@ impl Recording {
     /// the first bad line) only when nothing is usable.
     pub fn read(reader: impl BufRead, name: &str) -> Result<Recording, TuiError> {
         let mut r = RecordingReader::new();
-        for line in reader.split(b'\n') {
-            let line = line.map_err(|e| TuiError::Recording {
-                file: name.to_string(),
-                why: format!("line {}: {e}", r.lines() + 1),
-            })?;
-            match std::str::from_utf8(&line) {
-                Ok(text) => r.feed(text),
-                Err(_) => r.feed_unreadable("not UTF-8 text"),
-            }
-        }
+        r.read_from(reader).map_err(|e| TuiError::Recording {
+            file: name.to_string(),
+            why: format!("line {}: {e}", r.lines() + 1),
+        })?;
         let rec = r.finish();
         let first_problem = rec.skipped.first().map(|s| (s.line, s.reason.clone()));
         if rec.snapshots.is_empty() {
@@ -57,7 +51,7 @@ impl Recording {
         }
         Ok(Recording {
             samples: rec.snapshots,
-            skipped: rec.skipped.len(),
+            skipped: rec.skipped_count,
             first_problem,
         })
     }

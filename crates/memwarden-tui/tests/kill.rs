@@ -252,6 +252,17 @@ fn no_kill_removes_the_key() {
     child.wait().unwrap();
 }
 
+/// An interface with kill enabled and its audit log in a fresh folder, after `k` on the first
+/// process of `snap`.
+fn press_k_on(snap: Snapshot) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = App::new(ThemeName::Dark, true, 60);
+    app.enable_kill(HostRoot::system(), Some(dir.path().join("audit.log")));
+    app.ingest(snap);
+    app.on_key(key(KeyCode::Char('k')), Instant::now());
+    (app, dir)
+}
+
 #[test]
 fn others_processes_are_refused_before_asking() {
     // SAFETY: geteuid has no preconditions.
@@ -260,16 +271,46 @@ fn others_processes_are_refused_before_asking() {
     let mut snap = snapshot_with(&[&child]);
     // As seen by a user who is not root: a process of another uid.
     snap.processes[0].uid = Some(me.wrapping_add(1));
-    let mut app = App::new(ThemeName::Dark, true, 60);
-    app.enable_kill(HostRoot::system(), None);
-    app.ingest(snap);
-    app.on_key(key(KeyCode::Char('k')), Instant::now());
+    let (app, audit) = press_k_on(snap);
     if me == 0 {
         // Root may end any process: asked as usual.
         assert!(app.dialog.is_some());
     } else {
         assert!(app.dialog.is_none());
+        // The refusal is an attempt, and the audit log holds every attempt.
+        let log = std::fs::read_to_string(audit.path().join("audit.log")).unwrap();
+        assert!(log.contains(&format!("pid={}", child.id())), "{log}");
+        assert!(log.contains("refused: process"), "{log}");
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn init_and_the_terminals_session_leader_are_refused_and_logged() {
+    // SAFETY: getsid(0) has no preconditions.
+    let leader = unsafe { libc::getsid(0) } as u32;
+    for pid in [1, leader] {
+        let mut snap = snapshot_with(&[]);
+        snap.processes.push(Process {
+            pid,
+            starttime: kill::identity_now(&HostRoot::system(), pid).map_or(0, |id| id.starttime),
+            ppid: None,
+            // The user's own: the ownership rule lets it through, the guard must not.
+            // SAFETY: geteuid has no preconditions.
+            uid: Some(unsafe { libc::geteuid() }),
+            name: "guarded".into(),
+            cmdline: String::new(),
+            rss_bytes: None,
+            cgroup: None,
+            gpu: vec![],
+            framework: None,
+        });
+        let (app, audit) = press_k_on(snap);
+        // Whoever runs the test (root or not), no dialog opens for these.
+        assert!(app.dialog.is_none(), "pid {pid}");
+        let log = std::fs::read_to_string(audit.path().join("audit.log")).unwrap();
+        assert!(log.contains(&format!("pid={pid} ")), "{log}");
+        assert!(log.contains("refused:"), "{log}");
+    }
 }

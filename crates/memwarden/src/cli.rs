@@ -107,6 +107,15 @@ pub enum Command {
     /// What memwarden can and cannot see on this machine, and how to fix each gap
     #[command(after_help = help::DOCTOR)]
     Doctor(cmd::doctor::DoctorArgs),
+    /// The broker's pools and consumers as tables (or --json)
+    #[command(after_help = help::STATUS)]
+    Status(cmd::ctl::StatusArgs),
+    /// Load a consumer now (evicting what the broker must) and keep it loaded
+    #[command(after_help = help::LOAD)]
+    Load(cmd::ctl::ConsumerArgs),
+    /// Unload a consumer now
+    #[command(after_help = help::UNLOAD)]
+    Unload(cmd::ctl::ConsumerArgs),
 }
 
 /// Global options that a subcommand does not use, hidden from its `--help` (still accepted,
@@ -121,6 +130,15 @@ const UNUSED_GLOBALS: &[(&str, &[&str])] = &[
     ("fit", &["no_scrape", "scrape_host"]),
     ("place", &["no_scrape", "scrape_host"]),
     ("doctor", &["no_scrape", "scrape_host"]),
+    (
+        "status",
+        &["root", "gpu_source", "no_scrape", "scrape_host"],
+    ),
+    ("load", &["root", "gpu_source", "no_scrape", "scrape_host"]),
+    (
+        "unload",
+        &["root", "gpu_source", "no_scrape", "scrape_host"],
+    ),
 ];
 
 /// The command line's definition, with the global options shown only where they matter.
@@ -148,6 +166,19 @@ pub fn parse() -> Result<Cli, clap::Error> {
     let mut cmd = command();
     let m = cmd.try_get_matches_from_mut(std::env::args_os())?;
     Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
+}
+
+/// The longest duration any flag takes: past it a time is no longer a plan but a typo, and far
+/// past it (`300000000000y`) adding it to a clock overflows.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration flag (`500ms`, `2m`, `1h`), at most [`MAX_DURATION`].
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > MAX_DURATION {
+        return Err("at most 10 years".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -564,3 +564,42 @@ fn json_phase_labels_agree_with_their_rates() {
     assert_eq!(phases[0]["phase"], "stable");
     assert_eq!(phases.last().unwrap()["phase"], "stable");
 }
+
+#[test]
+fn a_gigabyte_line_of_nul_bytes_is_skipped_in_bounded_memory() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_recording(dir.path(), "good.jsonl", &[]);
+    let path = dir.path().join("nul.jsonl");
+    let mut f = std::fs::File::create(&path).unwrap();
+    // A sparse half GiB of NUL bytes with no newline, then a good recording.
+    f.set_len(GIB / 2).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)).unwrap();
+    f.write_all(b"\n").unwrap();
+    f.write_all(&std::fs::read(&good).unwrap()).unwrap();
+    drop(f);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_memwarden"));
+    cmd.args(["analyze", "--json"]).arg(&path);
+    // SAFETY: setrlimit is async-signal-safe; the limit is below the size of the line, so
+    // holding the line whole fails.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 384 << 20,
+                rlim_max: 384 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("skipped 1 of"), "{err}");
+    assert!(err.contains("longer than"), "{err}");
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["snapshots"], SAMPLES);
+}

@@ -160,7 +160,7 @@ fn help_ends_with_examples_and_shows_global_options_only_where_they_matter() {
     };
     for sub in [
         "snapshot", "top", "record", "analyze", "estimate", "fit", "place", "serve", "run",
-        "doctor",
+        "doctor", "status", "load", "unload",
     ] {
         let text = help(sub);
         assert!(
@@ -182,4 +182,37 @@ fn help_ends_with_examples_and_shows_global_options_only_where_they_matter() {
     assert!(!help("analyze").contains("--root"));
     assert!(!help("fit").contains("--no-scrape"));
     assert!(help("fit").contains("--gpu-source"));
+}
+
+#[test]
+fn a_duration_past_any_clock_is_a_bad_value_not_a_panic() {
+    for args in [
+        &[
+            "record",
+            "--out",
+            "/dev/null",
+            "--interval",
+            "300000000000y",
+        ][..],
+        &[
+            "record",
+            "--out",
+            "/dev/null",
+            "--duration",
+            "18446744073709551615s",
+        ],
+        &["top", "--interval", "300000000000y"],
+        &[
+            "run",
+            "--consumer",
+            "c",
+            "--ttl",
+            "300000000000y",
+            "--",
+            "true",
+        ],
+    ] {
+        let o = memwarden(args);
+        assert_bad_input(&o, "at most 10 years");
+    }
 }

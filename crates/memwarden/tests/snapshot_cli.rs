@@ -374,3 +374,31 @@ fn no_scrape_keeps_memwarden_from_asking_servers() {
     assert_eq!(asked, Value::from(20u64 << 30));
     assert_eq!(not_asked, Value::Null);
 }
+
+#[test]
+fn escapes_in_sysfs_strings_never_reach_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = FakeRoot::new(tmp.path());
+    root.meminfo(32 << 20, 16 << 20, 0, 0).unwrap();
+    root.card(&FakeCard {
+        bus_id: "0000:c3:00.0\x1b]0;owned\x07\x1b[2J".into(),
+        ..FakeCard::apu(1 << 20, 8 << 30, 1 << 30)
+    })
+    .unwrap();
+    root.file(
+        "/sys/class/drm/card0/device/product_name",
+        "Radeon\x1b[31m\r\n",
+    )
+    .unwrap();
+    root.file("/proc/sys/kernel/hostname", "host\x1b[2Jname\n")
+        .unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let out = memwarden(&["--root", dir, "snapshot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(text.contains("GPU 0 Radeon"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+}

@@ -26,7 +26,9 @@ use crate::config::Config;
 use crate::handle::{Broker, Permit};
 use crate::owner::{AdmitError, Shared};
 use leases::{create_lease, delete_lease, list_leases, renew_lease};
-use proxy::{by_model, forward, models, proxied};
+use proxy::{by_model, forward, models};
+
+use crate::body_budget::BodyBudget;
 
 /// What the handlers share.
 pub struct App {
@@ -38,6 +40,8 @@ pub struct App {
     snapshot: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
     /// Ticks once a second ([`App::tick_clock`]): what the bounds of proxied requests wait on.
     clock: tokio::sync::watch::Sender<()>,
+    /// What the bodies held whole by [`by_model`] may take together.
+    bodies: Arc<BodyBudget>,
 }
 
 pub struct Lease {
@@ -57,6 +61,7 @@ impl App {
             leases: Mutex::new(HashMap::new()),
             snapshot: tokio::sync::Mutex::new(None),
             clock: tokio::sync::watch::Sender::new(()),
+            bodies: BodyBudget::new(crate::body_budget::TOTAL_BUFFERED),
         })
     }
 
@@ -121,10 +126,14 @@ impl Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        match proxied(req.uri()) {
-            Some((consumer, path)) => {
+        match crate::proxy_path::proxied(req.uri()) {
+            Some((consumer, Ok(path))) => {
                 let app = Arc::clone(&self.app);
                 Box::pin(async move { Ok(forward(app, consumer, path, req).await) })
+            }
+            Some((_, Err(why))) => {
+                let r = error(StatusCode::BAD_REQUEST, why.to_string());
+                Box::pin(async move { Ok(r) })
             }
             None => Box::pin(self.router.call(req)),
         }

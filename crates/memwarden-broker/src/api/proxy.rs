@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
@@ -18,27 +18,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{App, admit_error, error, refused};
+use crate::body_budget::Charge;
 use crate::config::Config;
 use crate::handle::Permit;
 use crate::lifecycle::HttpClient;
 use crate::owner::Msg;
-
-/// A proxied request's consumer and the path and query to ask its upstream for, as the client
-/// wrote them: a proxy passes a path on without decoding it (`%2F` stays `%2F`).
-pub(super) fn proxied(uri: &Uri) -> Option<(String, String)> {
-    let after = uri.path().strip_prefix("/c/")?;
-    let (consumer, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
-    if consumer.is_empty() {
-        return None;
-    }
-    let mut path = String::with_capacity(rest.len() + uri.query().map_or(0, |q| q.len() + 2));
-    path.push_str(if rest.is_empty() { "/" } else { rest });
-    if let Some(q) = uri.query() {
-        path.push('?');
-        path.push_str(q);
-    }
-    Some((consumer.to_string(), path))
-}
 
 /// The most of a request body read to find its `model` (images travel inside chat requests).
 const MAX_ROUTED_BODY: usize = 64 << 20;
@@ -52,15 +36,19 @@ struct ModelField {
 /// consumer its body's `model` names, at the same path: one base URL for every server, as
 /// applications that switch models by name expect.
 pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
-        body,
-        MAX_ROUTED_BODY,
-    ))
-    .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let (parts, mut incoming) = req.into_parts();
+    // Held until the request has gone upstream: its bytes count against every body's budget.
+    let mut charge = Charge::new(&app.bodies);
+    let mut held = bytes::BytesMut::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut incoming).await {
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+        };
+        if held.len() + data.len() > MAX_ROUTED_BODY {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -69,8 +57,18 @@ pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Respo
                 ),
             );
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
-    };
+        if !charge.grow(data.len()) {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many large request bodies at once; try again".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        held.extend_from_slice(&data);
+    }
+    let body = held.freeze();
     let cfg = app.config();
     let Ok(ModelField { model }) = serde_json::from_slice(&body) else {
         return error(
@@ -99,13 +97,15 @@ pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Respo
         .map_or("/", |p| p.as_str())
         .to_string();
     let consumer = cfg.consumers[c].name.clone();
-    forward(
+    let answer = forward(
         app,
         consumer,
         path,
         Request::from_parts(parts, Body::from(body)),
     )
-    .await
+    .await;
+    drop(charge);
+    answer
 }
 
 /// The model names requests may ask for: each proxied consumer's `models`, or its name.
@@ -321,27 +321,5 @@ impl hyper::body::Body for Held {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(uri: &str) -> Option<(String, String)> {
-        proxied(&uri.parse().unwrap())
-    }
-
-    #[test]
-    fn a_proxied_path_is_passed_on_as_written() {
-        let some = |c: &str, p: &str| Some((c.to_string(), p.to_string()));
-        assert_eq!(split("/c/a"), some("a", "/"));
-        assert_eq!(split("/c/a/"), some("a", "/"));
-        assert_eq!(split("/c/a?x=1"), some("a", "/?x=1"));
-        assert_eq!(split("/c/llm/v1/chat?s=1"), some("llm", "/v1/chat?s=1"));
-        assert_eq!(split("/c/a/x%2Fy%20z"), some("a", "/x%2Fy%20z"));
-        for other in ["/c", "/c/", "/c//x", "/v1/status", "/cc/a/x", "/healthz"] {
-            assert_eq!(split(other), None, "{other}");
-        }
     }
 }

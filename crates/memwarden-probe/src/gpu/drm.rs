@@ -41,29 +41,30 @@ pub fn read_devices(root: &HostRoot, first_index: u32, skip_bus: &[String]) -> V
 /// The PCI address from the device's uevent (`PCI_SLOT_NAME=0000:c3:00.0`), which works for a
 /// symlinked sysfs device and for a fixture's plain directory alike.
 fn pci_slot(dev: &Path) -> Option<String> {
-    let uevent = std::fs::read_to_string(dev.join("uevent")).ok()?;
+    let uevent = read_small(&dev.join("uevent")).ok()?;
     uevent
         .lines()
         .find_map(|l| l.strip_prefix("PCI_SLOT_NAME="))
         .map(super::normalize_bus_id)
 }
 
+/// A sysfs attribute, type-checked and bounded.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    crate::root::read_to_string_bounded(path, crate::root::SMALL_FILE_BYTES)
+}
+
 fn read_u64(dev: &Path, name: &str) -> Option<u64> {
-    std::fs::read_to_string(dev.join(name))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    read_small(&dev.join(name)).ok()?.trim().parse().ok()
 }
 
 fn read_hex(dev: &Path, name: &str) -> Option<u32> {
-    let t = std::fs::read_to_string(dev.join(name)).ok()?;
+    let t = read_small(&dev.join(name)).ok()?;
     u32::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok()
 }
 
 /// The NUMA node of a PCI device; sysfs writes -1 when the firmware names none.
 pub fn numa_node_of(dev: &Path) -> Option<u32> {
-    std::fs::read_to_string(dev.join("numa_node"))
+    read_small(&dev.join("numa_node"))
         .ok()?
         .trim()
         .parse::<i64>()
@@ -79,7 +80,7 @@ fn read_device(dev: &Path, index: u32, bus_id: String) -> Gpu {
     let vram_used = read_u64(dev, "mem_info_vram_used");
     let gtt_total = read_u64(dev, "mem_info_gtt_total");
     let gtt_used = read_u64(dev, "mem_info_gtt_used");
-    let name = std::fs::read_to_string(dev.join("product_name"))
+    let name = read_small(&dev.join("product_name"))
         .ok()
         .map(|n| crate::sanitize::sanitize(n.trim(), crate::sanitize::NAME_MAX))
         .filter(|n| !n.is_empty())

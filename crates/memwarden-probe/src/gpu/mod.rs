@@ -39,9 +39,10 @@ impl FromStr for GpuSourceKind {
 /// The kernel's PCI address form, lower case with a 4-digit domain: NVML prints
 /// `00000000:03:00.0`, sysfs `0000:03:00.0`.
 pub fn normalize_bus_id(raw: &str) -> String {
-    let lower = raw.trim().to_ascii_lowercase();
+    // From sysfs or a driver: untrusted text, kept short and free of escapes.
+    let lower = crate::sanitize::sanitize(raw.trim(), 32).to_ascii_lowercase();
     match lower.split_once(':') {
-        Some((domain, rest)) if domain.len() > 4 => {
+        Some((domain, rest)) if domain.len() > 4 && domain.is_ascii() => {
             format!("{}:{rest}", &domain[domain.len() - 4..])
         }
         _ => lower,

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -118,22 +118,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// an error naming the first bad line.
 fn read_recording(path: &Path) -> Result<Vec<Snapshot>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = BufReader::new(file);
     let mut rec = RecordingReader::new();
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        match std::str::from_utf8(&buf) {
-            Ok(line) => rec.feed(line),
-            Err(_) => rec.feed_unreadable("not UTF-8 text"),
-        }
-    }
+    rec.read_from(BufReader::new(file))
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let lines = rec.lines();
     let rec = rec.finish();
     let shown = sanitize(&path.display().to_string(), 200);
@@ -150,9 +137,7 @@ fn read_recording(path: &Path) -> Result<Vec<Snapshot>> {
     if let Some(first) = rec.skipped.first() {
         eprintln!(
             "memwarden: skipped {} of {lines} line(s) in {shown} (first, line {}: {})",
-            rec.skipped.len(),
-            first.line,
-            first.reason
+            rec.skipped_count, first.line, first.reason
         );
     }
     Ok(rec.snapshots)

@@ -24,7 +24,7 @@ pub struct RecordArgs {
     #[arg(
         long,
         default_value = "1s",
-        value_parser = humantime::parse_duration,
+        value_parser = crate::cli::duration_arg,
         allow_hyphen_values = true
     )]
     pub interval: Duration,
@@ -37,7 +37,7 @@ pub struct RecordArgs {
     )]
     pub count: Option<u64>,
     /// Stop after this long (`10m`, `1h`)
-    #[arg(long, value_parser = humantime::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_parser = crate::cli::duration_arg, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
 }
 

@@ -68,6 +68,7 @@ pub fn run(g: &Global, args: SnapshotArgs) -> Result<ExitCode> {
             if let Some(notice) = probe.gpu_notice(&snap.gpus) {
                 eprintln!("memwarden: {notice}");
             }
+            memwarden_probe::sanitize::sanitize_snapshot(&mut snap);
             print!("{}", view::render_snapshot(&snap, args.top));
         }
     }

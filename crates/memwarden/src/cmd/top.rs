@@ -19,7 +19,7 @@ use crate::cli::Global;
 pub struct TopArgs {
     /// Time between samples (`1s`, `500ms`); NVML's process lists are read at most once a
     /// second whatever the interval
-    #[arg(long, value_parser = humantime::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_parser = crate::cli::duration_arg, allow_hyphen_values = true)]
     pub interval: Option<Duration>,
     /// Play a recording (JSON Lines from `memwarden record`) instead of reading the machine
     #[arg(long, value_name = "FILE")]
