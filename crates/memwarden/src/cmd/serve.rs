@@ -71,7 +71,7 @@ fn estimator(root: HostRoot, source: GpuSourceKind) -> BoxedEstimator {
             .engine
             .unwrap_or("llamacpp")
             .parse()
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e: memwarden_plan::PlanError| e.to_string())?;
         let fraction = (engine.fraction(r.gpu_memory_utilization, r.mem_fraction_static))
             .map_err(|e| e.to_string())?;
         if !engine.preallocates() {
@@ -114,6 +114,8 @@ fn estimator(root: HostRoot, source: GpuSourceKind) -> BoxedEstimator {
             card_bytes: card,
             free_bytes: None,
             ctx: Some(r.ctx),
+            // The need does not depend on it; a 16-bit cache is the engines' default and the
+            // larger, so the check that one sequence of `ctx` fits errs on the safe side.
             kv_dtype_bytes: 2,
         };
         (engine::plan_file(r.model, &opts))
