@@ -56,6 +56,14 @@ impl Engine {
         }
     }
 
+    /// The engine's own flag for its fraction of the card.
+    pub fn fraction_flag(self) -> &'static str {
+        match self {
+            Engine::Sglang => "--mem-fraction-static",
+            _ => "--gpu-memory-utilization",
+        }
+    }
+
     /// Whether it takes a fixed fraction of the card at start.
     pub fn preallocates(self) -> bool {
         self != Engine::LlamaCpp
@@ -316,9 +324,13 @@ pub fn plan(info: &ModelInfo, root: &Value, opts: &EngineOptions) -> Result<Engi
         (Engine::LlamaCpp, None) => return Err("llama.cpp does not preallocate".into()),
     };
     if !(fraction > 0.0 && fraction <= 1.0) {
+        let why = if fraction_default {
+            "its default reserve leaves nothing on a card this small"
+        } else {
+            "it must be above 0 and at most 1"
+        };
         return Err(format!(
-            "{engine}'s fraction of this {} card is {fraction}: the card is too small for its \
-             default reserve; give the fraction",
+            "{engine}'s fraction of a card of {} is {fraction}: {why}; give the fraction",
             gib(opts.card_bytes)
         ));
     }
@@ -342,10 +354,7 @@ pub fn plan(info: &ModelInfo, root: &Value, opts: &EngineOptions) -> Result<Engi
             )
         }
     };
-    let flag = match engine {
-        Engine::Vllm => "--gpu-memory-utilization",
-        _ => "--mem-fraction-static",
-    };
+    let flag = engine.fraction_flag();
     if info.weights_bytes > share {
         return Err(format!(
             "the weights ({}) exceed {engine}'s share of the card ({} = {fraction} of {}): \

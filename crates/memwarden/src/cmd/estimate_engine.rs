@@ -96,10 +96,7 @@ pub fn run(g: &Global, args: &EstimateArgs, engine: Engine) -> Result<ExitCode> 
 
 fn render(p: &EnginePlan, card: &str) -> String {
     let mut out = String::new();
-    let flag = match p.engine {
-        Engine::Vllm => "--gpu-memory-utilization",
-        _ => "--mem-fraction-static",
-    };
+    let flag = p.engine.fraction_flag();
     let default = if p.fraction_default { " (default)" } else { "" };
     let _ = writeln!(
         out,
