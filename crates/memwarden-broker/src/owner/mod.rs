@@ -261,6 +261,7 @@ fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
         last_used: None,
         last_started: None,
         evictable: !c.pinned && !c.self_managed && c.can_unload(),
+        ephemeral: c.is_ephemeral(),
         coexist_with: c.coexist_with.clone(),
     }
 }
