@@ -610,15 +610,6 @@ async fn consumers_added_by_a_reload_start_as_they_would_at_startup() {
     fresh.shutdown().await;
 }
 
-/// A port nothing listens on (taken from the OS and let go).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_moves_the_listen_address_or_refuses_one_it_cannot_bind() {
     let a = TestConsumer::spawn("a", "8MiB", "normal");

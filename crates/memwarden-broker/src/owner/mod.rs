@@ -106,6 +106,12 @@ pub enum Msg {
         consumer: String,
         alive: bool,
     },
+    /// Whether a server the broker does not load was up when first seen.
+    Probed {
+        consumer: String,
+        generation: u64,
+        alive: bool,
+    },
     Status(oneshot::Sender<Status>),
     Ping(oneshot::Sender<()>),
     AdminUnload {
@@ -215,6 +221,10 @@ struct ConsumerRt {
     /// When a stuck consumer's unload is next retried by itself, and the wait before that.
     retry_at: Option<Instant>,
     retry_every: Duration,
+    /// Its server was found not answering: it holds nothing until it answers again.
+    down: bool,
+    /// When its server was last asked whether it is up, while idle.
+    checked_at: Option<Instant>,
 }
 
 pub struct Owner {
@@ -238,21 +248,12 @@ pub struct Owner {
     stopping: bool,
 }
 
-/// A consumer the broker does not start and cannot load is up whenever its server is: it
-/// starts out loaded so that its memory counts from the first decision, whether it came with
-/// the first configuration or with a reload.
-fn initial_phase(c: &ConsumerConfig) -> Phase {
-    if c.start.is_none() && c.load.is_none() && c.upstream.is_some() {
-        Phase::Loaded
-    } else {
-        Phase::Unloaded
-    }
-}
-
 fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
     ConsumerState {
         pool: c.pool,
-        phase: initial_phase(c),
+        // One that is up whenever its server is starts as what its server is found to be
+        // ([`Owner::probe`]).
+        phase: Phase::Unloaded,
         stuck: false,
         need: c.need,
         measured: None,
@@ -305,6 +306,9 @@ impl Owner {
 
     /// Runs until a shutdown message, then fails whatever still waits.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        for c in 0..self.cons.len() {
+            self.probe(c);
+        }
         while let Some(msg) = rx.recv().await {
             if matches!(msg, Msg::Shutdown) {
                 self.stopping = true;
@@ -376,20 +380,12 @@ impl Owner {
                 outcome,
             } => self.unload_done(&consumer, generation, outcome),
             Msg::UpstreamFailed { consumer } => self.upstream_failed(&consumer),
-            Msg::HealthChecked { consumer, alive } => {
-                if let Some(i) = self.index(&consumer)
-                    && !alive
-                    && self.cons[i].phase == Phase::Loaded
-                {
-                    self.close_gate(i);
-                    tracing::warn!(consumer = %consumer, "upstream is gone: counted as unloaded");
-                    self.cons[i].phase = Phase::Unloaded;
-                    self.cons[i].measured = None;
-                    if let Ok(mut m) = self.shared.children.lock() {
-                        m.remove(&consumer);
-                    }
-                }
-            }
+            Msg::HealthChecked { consumer, alive } => self.health_checked(&consumer, alive),
+            Msg::Probed {
+                consumer,
+                generation,
+                alive,
+            } => self.probed(&consumer, generation, alive),
             Msg::Status(reply) => {
                 let _ = reply.send(self.status());
             }

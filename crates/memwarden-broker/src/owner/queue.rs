@@ -23,16 +23,7 @@ impl Owner {
         let p = self.cons[c].pool;
         // From here the pool's decisions need every count exact: no work passes its gates.
         self.close_pool_gates(p);
-        let pool = &self.cfg.pools[p];
-        if self.pools[p].queue.len() >= pool.max_queue {
-            self.counters.rejected += 1;
-            self.counters.rejected_queue_full += 1;
-            let _ = reply.send(Err(AdmitError::QueueFull {
-                pool: pool.name.clone(),
-                max: pool.max_queue,
-            }));
-            return;
-        }
+        let full = self.pools[p].queue.len() >= self.cfg.pools[p].max_queue;
         self.pools[p].queue.push_back(Waiter {
             id,
             consumer: c,
@@ -40,6 +31,40 @@ impl Owner {
             reply,
             last_wait: None,
         });
+        if !full {
+            return;
+        }
+        // `max_queue` bounds the requests that wait: one that may run now is granted here,
+        // full queue or not.
+        let last = self.pools[p].queue.len() - 1;
+        if self.grantable_now(p, last) {
+            self.grant(p, last);
+            return;
+        }
+        let w = self.pools[p].queue.pop_back().expect("just queued");
+        let pool = &self.cfg.pools[p];
+        self.counters.rejected += 1;
+        self.counters.rejected_queue_full += 1;
+        let _ = w.reply.send(Err(AdmitError::QueueFull {
+            pool: pool.name.clone(),
+            max: pool.max_queue,
+        }));
+    }
+
+    /// Whether the waiter at `i` would be granted if the queue were scheduled now: its
+    /// consumer may run it, and no request that has waited its turn holds it back.
+    fn grantable_now(&self, p: usize, i: usize) -> bool {
+        let c = self.pools[p].queue[i].consumer;
+        if admission::decide(self.pool_view(p), &self.cons, c) != Decision::Run {
+            return false;
+        }
+        let now = Instant::now();
+        let waiting: Vec<(usize, Duration)> = (self.pools[p].queue.iter())
+            .map(|w| (w.consumer, now - w.since))
+            .collect();
+        let parked =
+            |j: usize| matches!(self.pools[p].queue[j].last_wait, Some(Wait::Stuck { .. }));
+        admission::queue_order(&waiting, self.cfg.pools[p].max_wait, |_| true, parked).contains(&i)
     }
 
     pub(super) fn release(&mut self, id: u64) {
