@@ -3,6 +3,7 @@
 //! unloads and readings run as tasks of their own and report back.
 
 mod gates;
+mod holders;
 mod load;
 mod queue;
 mod status;
@@ -32,8 +33,12 @@ pub use status::{ConsumerStatus, Counters, PoolStatus, Status};
 pub enum AdmitError {
     #[error("unknown consumer {name:?} (consumers: {known})")]
     Unknown { name: String, known: String },
-    #[error("the queue of pool {pool:?} is full ({max} waiting)")]
-    QueueFull { pool: String, max: usize },
+    #[error("the queue of pool {pool:?} is full ({max} waiting), and this request would wait too: {why}")]
+    QueueFull {
+        pool: String,
+        max: usize,
+        why: String,
+    },
     #[error("waited {} for {consumer:?} without a turn: {reason}", crate::human::duration(*.waited))]
     Timeout {
         consumer: String,

@@ -212,11 +212,13 @@ impl Owner {
                     self.counters.rejected += 1;
                     self.counters.rejected_timeout += 1;
                     let reason = self.wait_reason(w.consumer, w.last_wait.as_ref());
-                    let _ = w.reply.send(Err(AdmitError::Timeout {
+                    let err = AdmitError::Timeout {
                         consumer: self.cfg.consumers[w.consumer].name.clone(),
                         waited: now - w.since,
                         reason,
-                    }));
+                    };
+                    tracing::warn!("refused: {err}");
+                    let _ = w.reply.send(Err(err));
                 } else {
                     self.pools[p].queue.push_back(w);
                 }
