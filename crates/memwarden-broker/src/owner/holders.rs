@@ -48,9 +48,15 @@ impl Owner {
             Decision::Run => "requests that have waited longer have their turn first".into(),
             Decision::Never { need, room } => self.never_message(c, *need, *room),
         };
-        let oldest = self.pools[p].queue.front().map(|w| Instant::now() - w.since);
+        let oldest = self.pools[p]
+            .queue
+            .front()
+            .map(|w| Instant::now() - w.since);
         match oldest {
-            Some(o) => format!("{why} (the oldest has waited {})", crate::human::duration(o)),
+            Some(o) => format!(
+                "{why} (the oldest has waited {})",
+                crate::human::duration(o)
+            ),
             None => why,
         }
     }

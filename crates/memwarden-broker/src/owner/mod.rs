@@ -33,7 +33,9 @@ pub use status::{ConsumerStatus, Counters, PoolStatus, Status};
 pub enum AdmitError {
     #[error("unknown consumer {name:?} (consumers: {known})")]
     Unknown { name: String, known: String },
-    #[error("the queue of pool {pool:?} is full ({max} waiting), and this request would wait too: {why}")]
+    #[error(
+        "the queue of pool {pool:?} is full ({max} waiting), and this request would wait too: {why}"
+    )]
     QueueFull {
         pool: String,
         max: usize,

@@ -193,7 +193,13 @@ impl Owner {
         let p = cfg.consumers[c].pool;
         let size = admission::pool_total(self.pool_view(p)).map_or_else(
             || "its size unreadable".to_string(),
-            |t| format!("{} with a {} cushion", format_size(t), format_size(cfg.pools[p].cushion)),
+            |t| {
+                format!(
+                    "{} with a {} cushion",
+                    format_size(t),
+                    format_size(cfg.pools[p].cushion)
+                )
+            },
         );
         let held = match self.holders_text(c, true) {
             Some(h) => format!("held by what never makes room for it: {h}"),
