@@ -164,6 +164,79 @@ impl BrokerClient {
     }
 }
 
+impl BrokerClient {
+    /// `GET /v1/status`, as the broker answers it.
+    pub async fn status(&self) -> Result<serde_json::Value, ClientError> {
+        let (status, text) = self
+            .call(Method::GET, "/v1/status", None, Duration::from_secs(10))
+            .await?;
+        if status != StatusCode::OK {
+            return Err(ClientError(format!(
+                "the broker refused its status: {} ({status})",
+                error_text(&text)
+            )));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError(format!("the broker's answer is not JSON: {e}")))
+    }
+
+    /// Loads `consumer` (evicting what the broker must) and keeps it loaded; waits as long as
+    /// the broker's queue lets it.
+    pub async fn load(&self, consumer: &str) -> Result<(), ClientError> {
+        let (status, text) = self
+            .call(
+                Method::POST,
+                &format!("/v1/consumers/{}/load", path_segment(consumer)),
+                None,
+                Duration::from_secs(3600),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => Ok(()),
+            s => Err(ClientError(format!(
+                "{consumer:?} was not loaded: {} ({s})",
+                error_text(&text)
+            ))),
+        }
+    }
+
+    /// Unloads `consumer` and returns what the broker said it did.
+    pub async fn unload(&self, consumer: &str) -> Result<String, ClientError> {
+        let (status, text) = self
+            .call(
+                Method::POST,
+                &format!("/v1/consumers/{}/unload", path_segment(consumer)),
+                None,
+                Duration::from_secs(3600),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(ClientError(format!(
+                "{consumer:?} was not unloaded: {} ({status})",
+                error_text(&text)
+            )));
+        }
+        Ok(serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["result"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "unloaded".into()))
+    }
+}
+
+/// A consumer's name as one path segment: percent-encoded beyond the characters a name may
+/// hold unescaped, so a name can never reach another route.
+fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A ttl as the broker reads it: whole seconds as a number, anything finer in milliseconds
 /// (so a short test lease is not rounded up to a second).
 fn ttl_value(ttl: Duration) -> serde_json::Value {
