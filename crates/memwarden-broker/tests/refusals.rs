@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use memwarden_broker::Config;
+use memwarden_broker::client::BrokerClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_never_refuses_a_request_that_can_run_now() {
@@ -19,7 +20,8 @@ async fn a_full_queue_never_refuses_a_request_that_can_run_now() {
     let toml = pool_toml("160MiB", "max_queue = 2")
         + &consumer_toml("x", x.port, "50MiB", "")
         + &consumer_toml("m", m.port, "50MiB", "coexist_with = [\"x\", \"l\"]")
-        + &consumer_toml("l", l.port, "60MiB", "");
+        + &consumer_toml("l", l.port, "60MiB", "")
+        + &consumer_toml("huge", l.port, "1GiB", "");
     let r = start(&toml).await;
     let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/x/work"), "").await.0, 200);
@@ -43,6 +45,10 @@ async fn a_full_queue_never_refuses_a_request_that_can_run_now() {
     let (code, body) = http("GET", format!("{base}/c/l/work"), "").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("is full"), "{body}");
+    assert!(body.contains(r#"\"x\" (busy, "#), "{body}");
+    // One that can never fit is told so, full queue or not.
+    let (code, body) = http("GET", format!("{base}/c/huge/work"), "").await;
+    assert_eq!(code, 507, "{body}");
     assert_eq!(long.await.unwrap().0, 200);
     for w in waiting {
         let (code, body) = tokio::time::timeout(Duration::from_secs(20), w)
@@ -159,17 +165,11 @@ async fn a_lease_makes_others_wait_and_names_itself_not_never_fit() {
         + &consumer_toml("a", a.port, "80MiB", "");
     let r = start(&toml).await;
     let base = format!("http://{}", r.addr());
-    let (code, body) = http(
-        "POST",
-        format!("{base}/v1/leases"),
-        r#"{"consumer": "trainer", "ttl": "60s"}"#,
-    )
-    .await;
-    assert_eq!(code, 201, "{body}");
-    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let client = BrokerClient::new(&base, None).unwrap();
+    let id = client
+        .take_lease("trainer", Duration::from_secs(60))
+        .await
+        .unwrap();
     // a fits once the lease ends: it waits for it, and at max_wait the 503 says who held it.
     let t = Instant::now();
     let (code, body) = http("GET", format!("{base}/c/a/work"), "").await;
@@ -179,8 +179,7 @@ async fn a_lease_makes_others_wait_and_names_itself_not_never_fit() {
     // Given back while a waits: a is served.
     let waiting = tokio::spawn(http("GET", format!("{base}/c/a/work"), ""));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, body) = http("DELETE", format!("{base}/v1/leases/{id}"), "").await;
-    assert_eq!(code, 204, "{body}");
+    client.give_back(&id).await.unwrap();
     let (code, body) = waiting.await.unwrap();
     assert_eq!(code, 200, "{body}");
     r.shutdown().await;

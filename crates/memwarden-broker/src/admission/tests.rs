@@ -1,8 +1,8 @@
 use super::*;
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 
-fn consumer(need_mib: u64) -> ConsumerState {
+pub(super) fn consumer(need_mib: u64) -> ConsumerState {
     ConsumerState {
         pool: 0,
         phase: Phase::Unloaded,

@@ -28,7 +28,6 @@ impl Owner {
             Hold::Kept if cfg.pinned => "pinned",
             Hold::Kept if cfg.self_managed => "self-managed",
             Hold::Kept => "up, with no unload route or start command",
-            Hold::Coexists => "may share the pool with it, so never evicted for it",
             other => other.as_str(),
         };
         format!("{:?} ({how}, {})", cfg.name, format_size(h.bytes))

@@ -35,11 +35,18 @@ impl Owner {
             return;
         }
         // `max_queue` bounds the requests that wait: one that may run now is granted here,
-        // full queue or not.
+        // full queue or not, and one that can never fit is told so.
         let last = self.pools[p].queue.len() - 1;
-        if self.grantable_now(p, last) {
-            self.grant(p, last);
-            return;
+        match admission::decide(self.pool_view(p), &self.cons, c) {
+            Decision::Run if self.has_its_turn(p, last) => {
+                self.grant(p, last);
+                return;
+            }
+            Decision::Never { .. } => {
+                self.step(p, last);
+                return;
+            }
+            _ => {}
         }
         let w = self.pools[p].queue.pop_back().expect("just queued");
         let pool = &self.cfg.pools[p];
@@ -54,13 +61,8 @@ impl Owner {
         let _ = w.reply.send(Err(err));
     }
 
-    /// Whether the waiter at `i` would be granted if the queue were scheduled now: its
-    /// consumer may run it, and no request that has waited its turn holds it back.
-    fn grantable_now(&self, p: usize, i: usize) -> bool {
-        let c = self.pools[p].queue[i].consumer;
-        if admission::decide(self.pool_view(p), &self.cons, c) != Decision::Run {
-            return false;
-        }
+    /// Whether no request that has waited its turn holds back the waiter at `i`.
+    fn has_its_turn(&self, p: usize, i: usize) -> bool {
         let now = Instant::now();
         let waiting: Vec<(usize, Duration)> = (self.pools[p].queue.iter())
             .map(|w| (w.consumer, now - w.since))
@@ -195,7 +197,7 @@ impl Owner {
             || "its size unreadable".to_string(),
             |t| {
                 format!(
-                    "{} with a {} cushion",
+                    "{}, cushion {}",
                     format_size(t),
                     format_size(cfg.pools[p].cushion)
                 )

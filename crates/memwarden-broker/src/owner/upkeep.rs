@@ -81,7 +81,12 @@ impl Owner {
 
     /// Asks consumer `c`'s server whether it is up (its health route, or its port), for at
     /// most `within` (one try when zero), and reports the answer as `msg` says.
-    fn check_up(&self, c: usize, within: Duration, msg: fn(String, bool) -> Msg) {
+    fn check_up(
+        &self,
+        c: usize,
+        within: Duration,
+        msg: impl FnOnce(String, bool) -> Msg + Send + 'static,
+    ) {
         let cfg = self.cfg.consumers[c].clone();
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
@@ -113,18 +118,10 @@ impl Owner {
         });
         self.pools[p].update_promised();
         let generation = self.rt[c].generation;
-        let tx = self.tx.clone();
-        let cfg = self.cfg.consumers[c].clone();
-        let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
-            let alive = lifecycle::wait_ready(&shared.client, &cfg, Instant::now(), None)
-                .await
-                .is_ok();
-            let _ = tx.send(Msg::Probed {
-                consumer: cfg.name,
-                generation,
-                alive,
-            });
+        self.check_up(c, Duration::ZERO, move |consumer, alive| Msg::Probed {
+            consumer,
+            generation,
+            alive,
         });
     }
 

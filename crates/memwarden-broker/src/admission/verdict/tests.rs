@@ -3,27 +3,9 @@
 
 use proptest::prelude::*;
 
+use super::super::tests::{MIB, consumer};
 use super::super::{ConsumerState, Decision, Phase, PoolState, Wait};
 use super::{Hold, best_room, decide, holders};
-
-const MIB: u64 = 1 << 20;
-
-fn consumer(need_mib: u64) -> ConsumerState {
-    ConsumerState {
-        pool: 0,
-        phase: Phase::Unloaded,
-        stuck: false,
-        need: need_mib * MIB,
-        measured: None,
-        in_flight: 0,
-        max_concurrent: u32::MAX,
-        last_used: None,
-        last_started: None,
-        evictable: true,
-        ephemeral: false,
-        coexist_with: Vec::new(),
-    }
-}
 
 fn capacity(mib: u64) -> PoolState {
     PoolState {
