@@ -84,3 +84,10 @@ Examples:
   memwarden unload llama-8b
 
 Exit codes: 0 once unloaded, 2 when the broker refused (with its reason) or did not answer.";
+
+pub const LOGS: &str = "\
+Examples:
+  memwarden logs llama-8b
+  memwarden logs -f llama-8b
+
+Exit codes: 0, 2 when the broker does not answer or does not know the consumer.";
