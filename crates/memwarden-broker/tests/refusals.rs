@@ -67,7 +67,7 @@ async fn a_flood_never_refuses_requests_for_loaded_consumers() {
     let b = TestConsumer::spawn("b", "40MiB", "normal");
     let l = TestConsumer::spawn("l", "100MiB", "normal");
     // a and b share the pool; l needs both gone.
-    let toml = pool_toml("160MiB", "max_queue = 4\nmax_wait = \"60s\"")
+    let toml = pool_toml("160MiB", "max_queue = 4\nmax_wait = \"120s\"")
         + &consumer_toml("a", a.port, "40MiB", "coexist_with = [\"b\"]")
         + &consumer_toml("b", b.port, "40MiB", "")
         + &consumer_toml("l", l.port, "100MiB", "");
@@ -128,13 +128,19 @@ async fn a_server_down_at_start_holds_nothing_until_it_comes_up() {
     assert_eq!(consumer(&st, "down")["resident_bytes"], 0, "{st:#}");
     // Its server comes up, holding its memory: checked again while idle, it is counted by
     // what it is measured to hold.
-    let _up = TestConsumer::spawn_on(port, "down", "24MiB", &["--loaded"]);
+    let up = TestConsumer::spawn_on(port, "down", "24MiB", &["--loaded"]);
     let st = wait_for(&r, Duration::from_secs(10), |st| {
         consumer(st, "down")["state"] == "loaded"
             && consumer(st, "down")["measured_bytes"].as_u64() >= Some(24 << 20)
     })
     .await;
     assert!(consumer(&st, "down")["resident_bytes"].as_u64() < Some(100 << 20));
+    // It goes away again while idle: it holds nothing again.
+    drop(up);
+    wait_for(&r, Duration::from_secs(10), |st| {
+        consumer(st, "down")["state"] == "unloaded" && consumer(st, "down")["resident_bytes"] == 0
+    })
+    .await;
     r.shutdown().await;
 }
 
