@@ -70,7 +70,9 @@ impl DemandState {
     /// behind its work may evict it: as long as bringing it back takes, once that was measured
     /// (sooner, its next request would likely pay for a reload), and a second at least.
     pub fn idle_limit(&self) -> u64 {
-        (self.reload_ms).map_or(super::IN_DEMAND_IDLE_MS, |r| r.max(super::IN_DEMAND_IDLE_MS))
+        (self.reload_ms).map_or(super::IN_DEMAND_IDLE_MS, |r| {
+            r.max(super::IN_DEMAND_IDLE_MS)
+        })
     }
 
     /// Loaded less than its `min_residency` before `now`, and still with requests queued.

@@ -180,6 +180,7 @@ impl<'a> Sim<'a> {
                 last_used: None,
                 last_started: None,
                 evictable: true,
+                ephemeral: m.ephemeral,
                 coexist_with: m.coexist_with.clone(),
                 demand: DemandState::default(),
             })
@@ -323,10 +324,13 @@ impl<'a> Sim<'a> {
                 self.cons[c].last_started = Some(t);
                 self.out.waits_ms.push(t - since);
                 let work = self.step_of(w.client).work_ms;
-                self.at(t + work, Ev::Done {
-                    client: w.client,
-                    model: c,
-                });
+                self.at(
+                    t + work,
+                    Ev::Done {
+                        client: w.client,
+                        model: c,
+                    },
+                );
                 return true;
             }
             Decision::Load => {

@@ -1,8 +1,8 @@
 use super::*;
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 
-fn consumer(need_mib: u64) -> ConsumerState {
+pub(super) fn consumer(need_mib: u64) -> ConsumerState {
     ConsumerState {
         pool: 0,
         phase: Phase::Unloaded,
@@ -14,6 +14,7 @@ fn consumer(need_mib: u64) -> ConsumerState {
         last_used: None,
         last_started: None,
         evictable: true,
+        ephemeral: false,
         coexist_with: Vec::new(),
         demand: DemandState::default(),
     }
@@ -217,11 +218,11 @@ fn a_stuck_victim_is_not_trusted_and_those_that_need_its_room_wait() {
     // More than the whole pool is still never.
     cs[1].need = 1100 * MIB;
     assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
-    // A stuck consumer that may share the pool is not in the way: it stays, and only
-    // room beside it counts.
+    // A stuck consumer that may share the pool is not evicted for it, but its memory may
+    // still come back: the newcomer waits for that rather than being told never.
     cs[1].need = 600 * MIB;
     cs[1].coexist_with = vec![0];
-    assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
+    assert!(matches!(decide(&pool(), &cs, 1), Decision::Wait(_)));
     assert_eq!(stuck_in_the_way(&cs, 1).count(), 0);
 }
 
@@ -342,7 +343,10 @@ fn runnable_requests_go_first_until_the_oldest_has_aged() {
     );
     // The oldest has waited 30 s of 120: only it and its consumer's requests go.
     let queue = [(1, s(30)), (0, s(9)), (1, s(5)), (0, s(1))];
-    assert_eq!(queue_order(&queue, max_wait, runnable, none, |_| 0), vec![0, 2]);
+    assert_eq!(
+        queue_order(&queue, max_wait, runnable, none, |_| 0),
+        vec![0, 2]
+    );
     assert!(queue_order(&[], max_wait, runnable, none, |_| 0).is_empty());
 }
 
@@ -359,5 +363,8 @@ fn requests_held_up_by_a_stuck_consumer_do_not_age() {
     );
     // The next oldest that has aged has its turn as usual.
     let queue = [(1, s(60)), (2, s(40)), (0, s(9))];
-    assert_eq!(queue_order(&queue, max_wait, runnable, |i| i == 0, |_| 0), vec![1]);
+    assert_eq!(
+        queue_order(&queue, max_wait, runnable, |i| i == 0, |_| 0),
+        vec![1]
+    );
 }

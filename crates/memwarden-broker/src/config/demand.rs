@@ -49,7 +49,10 @@ pub(super) fn consumer_fields(
     min_residency: &Option<Spanned<String>>,
     priority: &Option<Spanned<i64>>,
 ) -> Result<(Option<Duration>, i32), ConfigError> {
-    let min_residency = min_residency.as_ref().map(|d| duration(src, d)).transpose()?;
+    let min_residency = min_residency
+        .as_ref()
+        .map(|d| duration(src, d))
+        .transpose()?;
     let priority = match priority {
         Some(p) if p.get_ref().abs() > MAX_PRIORITY => {
             return Err(src.err(
@@ -89,7 +92,11 @@ mod tests {
         assert_eq!(cfg.consumers[0].priority, 0);
         let cfg = parse("min_residency = \"2s\"", "").unwrap();
         assert_eq!(cfg.min_residency(0), Duration::from_secs(2));
-        let cfg = parse("min_residency = \"2s\"", "min_residency = \"0s\"\npriority = -3").unwrap();
+        let cfg = parse(
+            "min_residency = \"2s\"",
+            "min_residency = \"0s\"\npriority = -3",
+        )
+        .unwrap();
         assert_eq!(cfg.min_residency(0), Duration::ZERO);
         assert_eq!(cfg.consumers[0].priority, -3);
         // A short max_wait cuts the default to the quarter after which requests age.
@@ -118,7 +125,10 @@ mod tests {
 
     #[test]
     fn priority_is_bounded_and_whole() {
-        assert_eq!(parse("", "priority = 1000").unwrap().consumers[0].priority, 1000);
+        assert_eq!(
+            parse("", "priority = 1000").unwrap().consumers[0].priority,
+            1000
+        );
         assert_eq!(
             parse("", "priority = 1001").unwrap_err(),
             "t.toml:10:12: consumer \"a\": priority must be between -1000 and 1000"
@@ -127,7 +137,15 @@ mod tests {
             parse("", "priority = -99999999999").unwrap_err(),
             "t.toml:10:12: consumer \"a\": priority must be between -1000 and 1000"
         );
-        assert!(parse("", "priority = 1.5").unwrap_err().starts_with("t.toml:10:12:"));
-        assert!(parse("", "priority = \"high\"").unwrap_err().starts_with("t.toml:10:12:"));
+        assert!(
+            parse("", "priority = 1.5")
+                .unwrap_err()
+                .starts_with("t.toml:10:12:")
+        );
+        assert!(
+            parse("", "priority = \"high\"")
+                .unwrap_err()
+                .starts_with("t.toml:10:12:")
+        );
     }
 }

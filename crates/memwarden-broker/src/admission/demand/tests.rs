@@ -21,6 +21,7 @@ fn held(mib: u64, used: u64, asked: u64, reload_ms: Option<u64>) -> ConsumerStat
         last_used: Some(used),
         last_started: Some(used),
         evictable: true,
+        ephemeral: false,
         coexist_with: Vec::new(),
         demand: DemandState {
             recent,
@@ -102,10 +103,7 @@ fn a_consumer_never_measured_is_taken_to_reload_in_the_default_time() {
         held(400, 50, 2, Some(4_000)),
         newcomer(400),
     ];
-    assert_eq!(
-        cs[0].demand.cost(100),
-        DEFAULT_RELOAD_MS as f64 / 1000.0
-    );
+    assert_eq!(cs[0].demand.cost(100), DEFAULT_RELOAD_MS as f64 / 1000.0);
     assert_eq!(decide(&pool(1000), &cs, 2), Decision::Evict(vec![1]));
 }
 
@@ -150,7 +148,9 @@ fn pinned_stays_however_cheap() {
 
 /// Small pseudo-random numbers, the same on every run.
 fn lcg(state: &mut u64) -> u64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     *state >> 33
 }
 
@@ -233,5 +233,8 @@ fn higher_priority_goes_first_and_aging_still_wins() {
     );
     // The oldest low-priority request has waited a quarter of max_wait: its turn.
     let queue = [(0, s(30)), (1, s(9)), (0, s(5))];
-    assert_eq!(queue_order(&queue, max_wait, runnable, none, prio), vec![0, 2]);
+    assert_eq!(
+        queue_order(&queue, max_wait, runnable, none, prio),
+        vec![0, 2]
+    );
 }

@@ -9,7 +9,10 @@ fn on_the_alternating_trace_demand_swaps_a_fifth_as_often_as_lru_and_waits_no_lo
     assert_eq!(lru.waits_ms.len() as u64, lru.requests);
     assert_eq!(demand.waits_ms.len() as u64, demand.requests);
     assert!(demand.swaps * 5 <= lru.swaps, "{demand:?}\n{lru:?}");
-    assert!(demand.wait_ms(0.99) <= lru.wait_ms(0.99), "{demand:?}\n{lru:?}");
+    assert!(
+        demand.wait_ms(0.99) <= lru.wait_ms(0.99),
+        "{demand:?}\n{lru:?}"
+    );
 }
 
 #[test]
@@ -25,4 +28,3 @@ fn every_request_of_every_trace_is_answered_under_every_policy() {
         }
     }
 }
-
