@@ -23,7 +23,7 @@ const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
 /// Architectures memwarden models, and two of other proportions: `llama-wide` and `mamba-wide`
 /// (a small vocabulary, so that its recurrent layers set the compute buffer).
-const ARCHS: [&str; 13] = [
+const ARCHS: [&str; 18] = [
     "llama",
     "qwen2",
     "qwen3",
@@ -35,7 +35,12 @@ const ARCHS: [&str; 13] = [
     "deepseek2",
     "mamba",
     "granitehybrid",
+    "gemma",
+    "qwen2moe",
+    "mamba2",
+    "mistral",
     "llama-wide",
+    "llama-mha",
     "mamba-wide",
 ];
 

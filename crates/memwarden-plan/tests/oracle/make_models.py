@@ -118,6 +118,27 @@ def experts(m, i, count, ff_exp, bias=False):
         m.blk(i, "ffn_gate_inp.bias", count)
 
 
+def ssm2_keys(w, d_conv, d_inner, d_state, n_ssm_head, groups):
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(n_ssm_head)
+    w.add_ssm_group_count(groups)
+
+
+def ssm2_layer(m, i, d_conv, d_inner, d_state, n_ssm_head, groups):
+    """Layer i's Mamba-2 mixer: n_ssm_head heads, B and C in groups."""
+    conv = d_inner + 2 * groups * d_state
+    m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner + 2 * groups * d_state + n_ssm_head)
+    m.blk(i, "ssm_conv1d.weight", d_conv, conv)
+    m.blk(i, "ssm_conv1d.bias", conv)
+    m.blk(i, "ssm_dt.bias", n_ssm_head)
+    m.blk(i, "ssm_a", 1, n_ssm_head)
+    m.blk(i, "ssm_d", 1, n_ssm_head)
+    m.blk(i, "ssm_norm.weight", d_inner // groups, groups)
+    m.blk(i, "ssm_out.weight", d_inner, EMBD)
+
+
 def dense(m, n_vocab, qkv_bias=False, qk_norm=False, post_norms=False, fused_up=False,
           tied=False):
     ends(m, n_vocab, tied)
@@ -248,6 +269,43 @@ def build(arch):
             m.blk(i, "ssm_d", d_inner)
             m.blk(i, "ssm_out.weight", d_inner, EMBD)
 
+    def gemma(w, m, n_vocab):
+        common(w, "gemma", m.layers)
+        head_keys(w)
+        dense(m, n_vocab, tied=True)
+
+    def qwen2moe(w, m, n_vocab):
+        # Routed experts beside one gated shared expert of another width.
+        n_experts, ff_exp, ff_shared = 8, 64, 192
+        common(w, "qwen2moe", m.layers)
+        expert_keys(w, n_experts, ff_exp)
+        w.add_expert_shared_feed_forward_length(ff_shared)
+        ends(m, n_vocab)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            attention(m, i, bias=True)
+            m.blk(i, "ffn_norm.weight", EMBD)
+            experts(m, i, n_experts, ff_exp)
+            m.blk(i, "ffn_gate_inp_shexp.weight", EMBD)
+            m.blk(i, "ffn_gate_shexp.weight", EMBD, ff_shared)
+            m.blk(i, "ffn_up_shexp.weight", EMBD, ff_shared)
+            m.blk(i, "ffn_down_shexp.weight", ff_shared, EMBD)
+
+    def mistral(w, m, n_vocab):
+        # Mistral as its converter writes it: the llama architecture, with the sliding window
+        # of some versions in the metadata, which llama.cpp's llama architecture does not use.
+        llama(w, m, n_vocab)
+        w.add_sliding_window(256)
+
+    def mamba2(w, m, n_vocab):
+        d_conv, d_inner, d_state, n_ssm_head, groups = 4, 2 * EMBD, 16, 8, 2
+        common(w, "mamba2", m.layers, heads=0, heads_kv=0, ff=0)
+        ssm2_keys(w, d_conv, d_inner, d_state, n_ssm_head, groups)
+        ends(m, n_vocab)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            ssm2_layer(m, i, d_conv, d_inner, d_state, n_ssm_head, groups)
+
     def qwen3moe(w, m, n_vocab):
         n_experts, ff_exp = 8, 64
         common(w, "qwen3moe", m.layers)
@@ -265,24 +323,12 @@ def build(arch):
         d_conv, d_inner, d_state, n_ssm_head, groups = 4, 2 * EMBD, 16, 8, 1
         common(w, "granitehybrid", m.layers, heads_kv=[0, HEADS_KV, 0, HEADS_KV])
         w.add_rope_dimension_count(HEAD_DIM)
-        w.add_ssm_conv_kernel(d_conv)
-        w.add_ssm_inner_size(d_inner)
-        w.add_ssm_state_size(d_state)
-        w.add_ssm_time_step_rank(n_ssm_head)
-        w.add_ssm_group_count(groups)
+        ssm2_keys(w, d_conv, d_inner, d_state, n_ssm_head, groups)
         ends(m, n_vocab)
-        conv = d_inner + 2 * groups * d_state
         for i in range(m.layers):
             m.blk(i, "attn_norm.weight", EMBD)
             if i % 2 == 0:
-                m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner + 2 * groups * d_state + n_ssm_head)
-                m.blk(i, "ssm_conv1d.weight", d_conv, conv)
-                m.blk(i, "ssm_conv1d.bias", conv)
-                m.blk(i, "ssm_dt.bias", n_ssm_head)
-                m.blk(i, "ssm_a", 1, n_ssm_head)
-                m.blk(i, "ssm_d", 1, n_ssm_head)
-                m.blk(i, "ssm_norm.weight", d_inner // groups, groups)
-                m.blk(i, "ssm_out.weight", d_inner, EMBD)
+                ssm2_layer(m, i, d_conv, d_inner, d_state, n_ssm_head, groups)
             else:
                 attention(m, i)
             m.blk(i, "ffn_norm.weight", EMBD)
@@ -302,18 +348,27 @@ def build(arch):
         "gpt-oss": ("gpt-oss", 4, gpt_oss),
         "deepseek2": ("deepseek2", 3, deepseek2),
         "mamba": ("mamba", 3, mamba),
+        "gemma": ("gemma", 4, gemma),
+        "qwen2moe": ("qwen2moe", 4, qwen2moe),
+        "mistral": ("llama", 4, mistral),
+        "mamba2": ("mamba2", 3, mamba2),
     }
     return table[arch]
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
-         "mamba", "granitehybrid", "llama-wide", "mamba-wide"]
+         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "mistral", "llama-wide",
+         "llama-mha", "mamba-wide"]
 
 # Models of another shape: the architecture they are and the dimensions that differ.
 VARIANTS = {
     # Wider than deep, a long feed-forward, 8 query heads per KV head: the compute buffer's
     # phases in other proportions.
     "llama-wide": ("llama", {"EMBD": 256, "HEADS": 8, "HEADS_KV": 1, "FF": 1024, "VOCAB": 2048}),
+    # Multi-head attention: as many KV heads as query heads (GQA ratio 1).
+    "llama-mha": ("llama", {"HEADS_KV": 4}),
+    # Mistral 7B's proportions in small: 8 query heads per 2 KV heads, a wider feed-forward.
+    "mistral": ("mistral", {"EMBD": 256, "HEADS": 8, "FF": 512}),
     # A small vocabulary, so that the recurrent layers rather than the logits set the buffer.
     "mamba-wide": ("mamba", {"EMBD": 512, "VOCAB": 512}),
 }
