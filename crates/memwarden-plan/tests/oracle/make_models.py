@@ -367,8 +367,8 @@ VARIANTS = {
     "llama-wide": ("llama", {"EMBD": 256, "HEADS": 8, "HEADS_KV": 1, "FF": 1024, "VOCAB": 2048}),
     # Multi-head attention: as many KV heads as query heads (GQA ratio 1).
     "llama-mha": ("llama", {"HEADS_KV": 4}),
-    # Mistral 7B's proportions in small: 8 query heads per 2 KV heads, a wider feed-forward.
-    "mistral": ("mistral", {"EMBD": 256, "HEADS": 8, "FF": 512}),
+    # Four query heads per KV head, as in Mistral 7B (32 per 8).
+    "mistral": ("mistral", {"EMBD": 256, "HEADS": 8}),
     # A small vocabulary, so that the recurrent layers rather than the logits set the buffer.
     "mamba-wide": ("mamba", {"EMBD": 512, "VOCAB": 512}),
 }
