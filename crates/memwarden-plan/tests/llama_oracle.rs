@@ -23,7 +23,7 @@ const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
 /// Architectures memwarden models, and two of other proportions: `llama-wide` and `mamba-wide`
 /// (a small vocabulary, so that its recurrent layers set the compute buffer).
-const ARCHS: [&str; 18] = [
+const ARCHS: [&str; 20] = [
     "llama",
     "qwen2",
     "qwen3",
@@ -38,6 +38,8 @@ const ARCHS: [&str; 18] = [
     "gemma",
     "qwen2moe",
     "mamba2",
+    "lfm2",
+    "jamba",
     "mistral",
     "llama-wide",
     "llama-mha",

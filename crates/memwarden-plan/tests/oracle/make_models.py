@@ -306,6 +306,64 @@ def build(arch):
             m.blk(i, "attn_norm.weight", EMBD)
             ssm2_layer(m, i, d_conv, d_inner, d_state, n_ssm_head, groups)
 
+    def lfm2(w, m, n_vocab):
+        # Short-convolution layers with attention layers between them (0 KV heads: a
+        # convolution layer); the output norm under the name LFM2's converter gives it.
+        l_cache = 3
+        common(w, "lfm2", m.layers, heads_kv=[0, HEADS_KV, 0, HEADS_KV])
+        head_keys(w)
+        w.add_uint32("lfm2.shortconv.l_cache", l_cache)
+        m.t("token_embd.weight", EMBD, n_vocab)
+        m.t("token_embd_norm.weight", EMBD)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            if i % 2 == 0:
+                m.blk(i, "shortconv.conv.weight", l_cache, EMBD)
+                m.blk(i, "shortconv.in_proj.weight", EMBD, 3 * EMBD)
+                m.blk(i, "shortconv.out_proj.weight", EMBD, EMBD)
+            else:
+                attention(m, i, qk_norm=True)
+            m.blk(i, "ffn_norm.weight", EMBD)
+            m.blk(i, "ffn_gate.weight", EMBD, FF)
+            m.blk(i, "ffn_up.weight", EMBD, FF)
+            m.blk(i, "ffn_down.weight", FF, EMBD)
+
+    def jamba(w, m, n_vocab):
+        # Mamba-1 layers and attention layers, experts on every other layer.
+        d_conv, d_inner, d_state, dt_rank, n_experts = 4, 2 * EMBD, 16, 8, 4
+        common(w, "jamba", m.layers, heads_kv=[0, HEADS_KV, 0, HEADS_KV])
+        w.add_ssm_conv_kernel(d_conv)
+        w.add_ssm_inner_size(d_inner)
+        w.add_ssm_state_size(d_state)
+        w.add_ssm_time_step_rank(dt_rank)
+        w.add_expert_count(n_experts)
+        w.add_expert_used_count(2)
+        ends(m, n_vocab)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            if i % 2 == 0:
+                m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner)
+                m.blk(i, "ssm_conv1d.weight", d_conv, d_inner)
+                m.blk(i, "ssm_conv1d.bias", d_inner)
+                m.blk(i, "ssm_x.weight", d_inner, dt_rank + 2 * d_state)
+                m.blk(i, "ssm_dt_norm.weight", dt_rank)
+                m.blk(i, "ssm_dt.weight", dt_rank, d_inner)
+                m.blk(i, "ssm_dt.bias", d_inner)
+                m.blk(i, "ssm_b_norm.weight", d_state)
+                m.blk(i, "ssm_c_norm.weight", d_state)
+                m.blk(i, "ssm_a", d_state, d_inner)
+                m.blk(i, "ssm_d", d_inner)
+                m.blk(i, "ssm_out.weight", d_inner, EMBD)
+            else:
+                attention(m, i)
+            m.blk(i, "ffn_norm.weight", EMBD)
+            if i % 2 == 1:
+                experts(m, i, n_experts, FF)
+            else:
+                m.blk(i, "ffn_gate.weight", EMBD, FF)
+                m.blk(i, "ffn_up.weight", EMBD, FF)
+                m.blk(i, "ffn_down.weight", FF, EMBD)
+
     def qwen3moe(w, m, n_vocab):
         n_experts, ff_exp = 8, 64
         common(w, "qwen3moe", m.layers)
@@ -352,12 +410,15 @@ def build(arch):
         "qwen2moe": ("qwen2moe", 4, qwen2moe),
         "mistral": ("llama", 4, mistral),
         "mamba2": ("mamba2", 3, mamba2),
+        "lfm2": ("lfm2", 4, lfm2),
+        "jamba": ("jamba", 4, jamba),
     }
     return table[arch]
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
-         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "mistral", "llama-wide",
+         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "lfm2", "jamba", "mistral",
+         "llama-wide",
          "llama-mha", "mamba-wide"]
 
 # Models of another shape: the architecture they are and the dimensions that differ.
