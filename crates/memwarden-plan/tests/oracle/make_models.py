@@ -364,6 +364,38 @@ def build(arch):
                 m.blk(i, "ffn_up.weight", EMBD, FF)
                 m.blk(i, "ffn_down.weight", FF, EMBD)
 
+    def rwkv7(w, m, n_vocab):
+        # RWKV-7: no attention heads; time mixing with low-rank decay, in-context learning
+        # rate, value-residual and gate projections, a WKV state per head.
+        lora = 16
+        common(w, "rwkv7", m.layers, heads=0, heads_kv=0)
+        w.add_layer_norm_eps(1e-5)
+        w.add_uint32("rwkv7.wkv.head_size", HEAD_DIM)
+        for k in ("decay", "iclr", "value_residual_mix", "gate"):
+            w.add_uint32(f"rwkv7.attention.{k}_lora_rank", lora)
+        w.add_uint32("rwkv7.token_shift_count", 2)
+        ends(m, n_vocab)
+        m.t("output_norm.bias", EMBD)
+        m.t("token_embd_norm.weight", EMBD)
+        m.t("token_embd_norm.bias", EMBD)
+        for i in range(m.layers):
+            for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
+                m.blk(i, f"{n}.weight", EMBD)
+                m.blk(i, f"{n}.bias", EMBD)
+            for n in ("w", "a", "v", "g"):
+                if n != "g":
+                    m.blk(i, f"time_mix_{n}0.weight", EMBD)
+                m.blk(i, f"time_mix_{n}1.weight", EMBD, lora)
+                m.blk(i, f"time_mix_{n}2.weight", lora, EMBD)
+            m.blk(i, "time_mix_lerp_fused.weight", EMBD, 1, 1, 6)
+            for n in ("k_k", "k_a", "r_k"):
+                m.blk(i, f"time_mix_{n}.weight", EMBD)
+            for n in ("key", "value", "receptance", "output"):
+                m.blk(i, f"time_mix_{n}.weight", EMBD, EMBD)
+            m.blk(i, "channel_mix_lerp_k.weight", EMBD, 1, 1)
+            m.blk(i, "channel_mix_key.weight", EMBD, FF)
+            m.blk(i, "channel_mix_value.weight", FF, EMBD)
+
     def qwen3moe(w, m, n_vocab):
         n_experts, ff_exp = 8, 64
         common(w, "qwen3moe", m.layers)
@@ -412,12 +444,14 @@ def build(arch):
         "mamba2": ("mamba2", 3, mamba2),
         "lfm2": ("lfm2", 4, lfm2),
         "jamba": ("jamba", 4, jamba),
+        "rwkv7": ("rwkv7", 3, rwkv7),
     }
     return table[arch]
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
-         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "lfm2", "jamba", "mistral",
+         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "lfm2", "jamba", "rwkv7",
+         "mistral",
          "llama-wide",
          "llama-mha", "mamba-wide"]
 
