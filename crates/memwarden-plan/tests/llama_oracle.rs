@@ -23,7 +23,7 @@ const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
 /// Architectures memwarden models, and two of other proportions: `llama-wide` and `mamba-wide`
 /// (a small vocabulary, so that its recurrent layers set the compute buffer).
-const ARCHS: [&str; 21] = [
+const ARCHS: [&str; 22] = [
     "llama",
     "qwen2",
     "qwen3",
@@ -40,6 +40,7 @@ const ARCHS: [&str; 21] = [
     "mamba2",
     "lfm2",
     "jamba",
+    "rwkv6",
     "rwkv7",
     "mistral",
     "llama-wide",

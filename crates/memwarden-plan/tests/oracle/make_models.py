@@ -364,6 +364,40 @@ def build(arch):
                 m.blk(i, "ffn_up.weight", EMBD, FF)
                 m.blk(i, "ffn_down.weight", FF, EMBD)
 
+    def rwkv6(w, m, n_vocab):
+        # RWKV-6: no attention heads; data-dependent token shift (five low-rank mixes) and
+        # decay, a WKV state per head.
+        mix, decay = 8, 16
+        common(w, "rwkv6", m.layers, heads=0, heads_kv=0)
+        w.add_layer_norm_eps(1e-5)
+        w.add_uint32("rwkv6.wkv.head_size", HEAD_DIM)
+        w.add_uint32("rwkv6.time_mix_extra_dim", mix)
+        w.add_uint32("rwkv6.time_decay_extra_dim", decay)
+        w.add_uint32("rwkv6.rescale_every_n_layers", 6)
+        ends(m, n_vocab)
+        m.t("output_norm.bias", EMBD)
+        m.t("token_embd_norm.weight", EMBD)
+        m.t("token_embd_norm.bias", EMBD)
+        for i in range(m.layers):
+            for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
+                m.blk(i, f"{n}.weight", EMBD)
+                m.blk(i, f"{n}.bias", EMBD)
+            m.blk(i, "time_mix_w1.weight", EMBD, mix * 5)
+            m.blk(i, "time_mix_w2.weight", mix, EMBD, 5)
+            m.blk(i, "time_mix_lerp_x.weight", EMBD, 1, 1)
+            m.blk(i, "time_mix_lerp_fused.weight", EMBD, 1, 1, 5)
+            m.blk(i, "time_mix_first.weight", HEAD_DIM, EMBD // HEAD_DIM)
+            m.blk(i, "time_mix_decay.weight", EMBD)
+            m.blk(i, "time_mix_decay_w1.weight", EMBD, decay)
+            m.blk(i, "time_mix_decay_w2.weight", decay, EMBD)
+            for n in ("key", "value", "receptance", "gate", "output"):
+                m.blk(i, f"time_mix_{n}.weight", EMBD, EMBD)
+            m.blk(i, "channel_mix_lerp_k.weight", EMBD, 1, 1)
+            m.blk(i, "channel_mix_lerp_r.weight", EMBD, 1, 1)
+            m.blk(i, "channel_mix_key.weight", EMBD, FF)
+            m.blk(i, "channel_mix_value.weight", FF, EMBD)
+            m.blk(i, "channel_mix_receptance.weight", EMBD, EMBD)
+
     def rwkv7(w, m, n_vocab):
         # RWKV-7: no attention heads; time mixing with low-rank decay, in-context learning
         # rate, value-residual and gate projections, a WKV state per head.
@@ -445,12 +479,14 @@ def build(arch):
         "lfm2": ("lfm2", 4, lfm2),
         "jamba": ("jamba", 4, jamba),
         "rwkv7": ("rwkv7", 3, rwkv7),
+        "rwkv6": ("rwkv6", 3, rwkv6),
     }
     return table[arch]
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
-         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "lfm2", "jamba", "rwkv7",
+         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "lfm2", "jamba", "rwkv6",
+         "rwkv7",
          "mistral",
          "llama-wide",
          "llama-mha", "mamba-wide"]
