@@ -23,7 +23,7 @@ const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
 /// Architectures memwarden models, and two of other proportions: `llama-wide` and `mamba-wide`
 /// (a small vocabulary, so that its recurrent layers set the compute buffer).
-const ARCHS: [&str; 22] = [
+const ARCHS: [&str; 23] = [
     "llama",
     "qwen2",
     "qwen3",
@@ -42,6 +42,7 @@ const ARCHS: [&str; 22] = [
     "jamba",
     "rwkv6",
     "rwkv7",
+    "qwen3next",
     "mistral",
     "llama-wide",
     "llama-mha",

@@ -364,6 +364,48 @@ def build(arch):
                 m.blk(i, "ffn_up.weight", EMBD, FF)
                 m.blk(i, "ffn_down.weight", FF, EMBD)
 
+    def qwen3next(w, m, n_vocab):
+        # Gated delta-net layers with gated attention layers between them (every second one
+        # attends), experts and a shared expert in every layer.
+        d_conv, d_state, k_heads, v_heads = 4, 16, 2, 4
+        n_experts, ff_exp, ff_shared = 8, 64, 128
+        key_dim, value_dim = d_state * k_heads, d_state * v_heads
+        common(w, "qwen3next", m.layers)
+        head_keys(w)
+        w.add_uint32("qwen3next.full_attention_interval", 2)
+        w.add_ssm_conv_kernel(d_conv)
+        w.add_ssm_inner_size(value_dim)
+        w.add_ssm_state_size(d_state)
+        w.add_ssm_time_step_rank(v_heads)
+        w.add_ssm_group_count(k_heads)
+        expert_keys(w, n_experts, ff_exp)
+        w.add_expert_shared_feed_forward_length(ff_shared)
+        ends(m, n_vocab)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            m.blk(i, "post_attention_norm.weight", EMBD)
+            if i % 2 == 1:
+                m.blk(i, "attn_q.weight", EMBD, 2 * HEADS * HEAD_DIM)
+                m.blk(i, "attn_k.weight", EMBD, HEADS_KV * HEAD_DIM)
+                m.blk(i, "attn_v.weight", EMBD, HEADS_KV * HEAD_DIM)
+                m.blk(i, "attn_output.weight", HEADS * HEAD_DIM, EMBD)
+                m.blk(i, "attn_q_norm.weight", HEAD_DIM)
+                m.blk(i, "attn_k_norm.weight", HEAD_DIM)
+            else:
+                m.blk(i, "attn_qkv.weight", EMBD, 2 * key_dim + value_dim)
+                m.blk(i, "attn_gate.weight", EMBD, value_dim)
+                m.blk(i, "ssm_conv1d.weight", d_conv, 2 * key_dim + value_dim)
+                m.blk(i, "ssm_dt.bias", v_heads)
+                m.blk(i, "ssm_a", v_heads)
+                m.blk(i, "ssm_ba.weight", EMBD, 2 * v_heads)
+                m.blk(i, "ssm_norm.weight", d_state)
+                m.blk(i, "ssm_out.weight", value_dim, EMBD)
+            experts(m, i, n_experts, ff_exp)
+            m.blk(i, "ffn_gate_inp_shexp.weight", EMBD)
+            m.blk(i, "ffn_gate_shexp.weight", EMBD, ff_shared)
+            m.blk(i, "ffn_up_shexp.weight", EMBD, ff_shared)
+            m.blk(i, "ffn_down_shexp.weight", ff_shared, EMBD)
+
     def rwkv6(w, m, n_vocab):
         # RWKV-6: no attention heads; data-dependent token shift (five low-rank mixes) and
         # decay, a WKV state per head.
@@ -480,13 +522,14 @@ def build(arch):
         "jamba": ("jamba", 4, jamba),
         "rwkv7": ("rwkv7", 3, rwkv7),
         "rwkv6": ("rwkv6", 3, rwkv6),
+        "qwen3next": ("qwen3next", 4, qwen3next),
     }
     return table[arch]
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
          "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "lfm2", "jamba", "rwkv6",
-         "rwkv7",
+         "rwkv7", "qwen3next",
          "mistral",
          "llama-wide",
          "llama-mha", "mamba-wide"]
