@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes small random-weight GGUF models that llama.cpp loads, one per architecture family
-memwarden's estimate models: dense GQA, sliding-window (interleaved), MLA and recurrent.
+"""Writes small random-weight GGUF models that llama.cpp loads, one per architecture
+memwarden's estimate models (dense, sliding-window, experts, MLA, recurrent and hybrid), and a
+few of other shapes (VARIANTS).
 
 usage: make_models.py OUT_DIR [ARCH ...]   (default: every architecture below)
 
