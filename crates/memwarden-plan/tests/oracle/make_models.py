@@ -119,6 +119,45 @@ def experts(m, i, count, ff_exp, bias=False):
         m.blk(i, "ffn_gate_inp.bias", count)
 
 
+def moe(m, n_vocab, n_experts, ff_exp, ff_shared=None, bias=False, qk_norm=False):
+    """Attention and routed experts in every layer, and a shared expert when ff_shared."""
+    ends(m, n_vocab)
+    for i in range(m.layers):
+        m.blk(i, "attn_norm.weight", EMBD)
+        attention(m, i, bias, qk_norm)
+        m.blk(i, "ffn_norm.weight", EMBD)
+        experts(m, i, n_experts, ff_exp)
+        if ff_shared:
+            shared_expert(m, i, ff_shared)
+
+
+def shared_expert(m, i, ff):
+    """Layer i's gated shared expert (qwen2moe, qwen3next)."""
+    m.blk(i, "ffn_gate_inp_shexp.weight", EMBD)
+    m.blk(i, "ffn_gate_shexp.weight", EMBD, ff)
+    m.blk(i, "ffn_up_shexp.weight", EMBD, ff)
+    m.blk(i, "ffn_down_shexp.weight", ff, EMBD)
+
+
+def rwkv_keys(w, arch, layers):
+    common(w, arch, layers, heads=0, heads_kv=0)
+    w.add_layer_norm_eps(1e-5)
+    w.add_uint32(f"{arch}.wkv.head_size", HEAD_DIM)
+
+
+def rwkv_layers(m, n_vocab):
+    """The ends and each layer's layer norms RWKV-6 and -7 share; yields the layer index."""
+    ends(m, n_vocab)
+    m.t("output_norm.bias", EMBD)
+    m.t("token_embd_norm.weight", EMBD)
+    m.t("token_embd_norm.bias", EMBD)
+    for i in range(m.layers):
+        for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
+            m.blk(i, f"{n}.weight", EMBD)
+            m.blk(i, f"{n}.bias", EMBD)
+        yield i
+
+
 def ssm2_keys(w, d_conv, d_inner, d_state, n_ssm_head, groups):
     w.add_ssm_conv_kernel(d_conv)
     w.add_ssm_inner_size(d_inner)
@@ -281,16 +320,7 @@ def build(arch):
         common(w, "qwen2moe", m.layers)
         expert_keys(w, n_experts, ff_exp)
         w.add_expert_shared_feed_forward_length(ff_shared)
-        ends(m, n_vocab)
-        for i in range(m.layers):
-            m.blk(i, "attn_norm.weight", EMBD)
-            attention(m, i, bias=True)
-            m.blk(i, "ffn_norm.weight", EMBD)
-            experts(m, i, n_experts, ff_exp)
-            m.blk(i, "ffn_gate_inp_shexp.weight", EMBD)
-            m.blk(i, "ffn_gate_shexp.weight", EMBD, ff_shared)
-            m.blk(i, "ffn_up_shexp.weight", EMBD, ff_shared)
-            m.blk(i, "ffn_down_shexp.weight", ff_shared, EMBD)
+        moe(m, n_vocab, n_experts, ff_exp, ff_shared, bias=True)
 
     def mistral(w, m, n_vocab):
         # Mistral as its converter writes it: the llama architecture, with the sliding window
@@ -402,29 +432,17 @@ def build(arch):
                 m.blk(i, "ssm_norm.weight", d_state)
                 m.blk(i, "ssm_out.weight", value_dim, EMBD)
             experts(m, i, n_experts, ff_exp)
-            m.blk(i, "ffn_gate_inp_shexp.weight", EMBD)
-            m.blk(i, "ffn_gate_shexp.weight", EMBD, ff_shared)
-            m.blk(i, "ffn_up_shexp.weight", EMBD, ff_shared)
-            m.blk(i, "ffn_down_shexp.weight", ff_shared, EMBD)
+            shared_expert(m, i, ff_shared)
 
     def rwkv6(w, m, n_vocab):
         # RWKV-6: no attention heads; data-dependent token shift (five low-rank mixes) and
         # decay, a WKV state per head.
         mix, decay = 8, 16
-        common(w, "rwkv6", m.layers, heads=0, heads_kv=0)
-        w.add_layer_norm_eps(1e-5)
-        w.add_uint32("rwkv6.wkv.head_size", HEAD_DIM)
+        rwkv_keys(w, "rwkv6", m.layers)
         w.add_uint32("rwkv6.time_mix_extra_dim", mix)
         w.add_uint32("rwkv6.time_decay_extra_dim", decay)
         w.add_uint32("rwkv6.rescale_every_n_layers", 6)
-        ends(m, n_vocab)
-        m.t("output_norm.bias", EMBD)
-        m.t("token_embd_norm.weight", EMBD)
-        m.t("token_embd_norm.bias", EMBD)
-        for i in range(m.layers):
-            for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
-                m.blk(i, f"{n}.weight", EMBD)
-                m.blk(i, f"{n}.bias", EMBD)
+        for i in rwkv_layers(m, n_vocab):
             m.blk(i, "time_mix_w1.weight", EMBD, mix * 5)
             m.blk(i, "time_mix_w2.weight", mix, EMBD, 5)
             m.blk(i, "time_mix_lerp_x.weight", EMBD, 1, 1)
@@ -445,20 +463,11 @@ def build(arch):
         # RWKV-7: no attention heads; time mixing with low-rank decay, in-context learning
         # rate, value-residual and gate projections, a WKV state per head.
         lora = 16
-        common(w, "rwkv7", m.layers, heads=0, heads_kv=0)
-        w.add_layer_norm_eps(1e-5)
-        w.add_uint32("rwkv7.wkv.head_size", HEAD_DIM)
+        rwkv_keys(w, "rwkv7", m.layers)
         for k in ("decay", "iclr", "value_residual_mix", "gate"):
             w.add_uint32(f"rwkv7.attention.{k}_lora_rank", lora)
         w.add_uint32("rwkv7.token_shift_count", 2)
-        ends(m, n_vocab)
-        m.t("output_norm.bias", EMBD)
-        m.t("token_embd_norm.weight", EMBD)
-        m.t("token_embd_norm.bias", EMBD)
-        for i in range(m.layers):
-            for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
-                m.blk(i, f"{n}.weight", EMBD)
-                m.blk(i, f"{n}.bias", EMBD)
+        for i in rwkv_layers(m, n_vocab):
             for n in ("w", "a", "v", "g"):
                 if n != "g":
                     m.blk(i, f"time_mix_{n}0.weight", EMBD)
@@ -478,12 +487,7 @@ def build(arch):
         common(w, "qwen3moe", m.layers)
         head_keys(w)
         expert_keys(w, n_experts, ff_exp)
-        ends(m, n_vocab)
-        for i in range(m.layers):
-            m.blk(i, "attn_norm.weight", EMBD)
-            attention(m, i, qk_norm=True)
-            m.blk(i, "ffn_norm.weight", EMBD)
-            experts(m, i, n_experts, ff_exp)
+        moe(m, n_vocab, n_experts, ff_exp, qk_norm=True)
 
     def granitehybrid(w, m, n_vocab):
         # Mamba-2 layers with attention layers between them (0 KV heads: a recurrent layer).
