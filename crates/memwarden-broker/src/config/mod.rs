@@ -5,12 +5,15 @@ mod check;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use validate::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 
 /// What a pool keeps free when its `cushion` is not given.
 pub const DEFAULT_CUSHION: u64 = 256 << 20;
@@ -50,6 +53,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub pools: Vec<PoolConfig>,
     pub consumers: Vec<ConsumerConfig>,
+    /// What the file allows but is most likely a mistake, each a line naming where.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +63,17 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// How long in-flight requests may take to finish once a stop is asked for.
     pub shutdown_grace: Duration,
+    // Connections and reloads: see docs/RELIABILITY.md.
+    /// Connections held at once; past it the oldest is asked to close.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers (and stay idle between
+    /// requests).
+    pub header_timeout: Duration,
+    /// The file says it means to run with no consumers, no token or the default address, so a
+    /// reload to it is not refused as a file emptied by mistake.
+    pub allow_empty: bool,
+    /// Whether the file (or `--listen`) names the address, rather than leaving the default.
+    pub listen_given: bool,
 }
 
 #[derive(Debug, Clone)]
