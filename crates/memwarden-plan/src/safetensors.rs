@@ -2,10 +2,10 @@
 //! and the `config.json` beside them, which says the attention shape.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use memwarden_probe::root::{MAX_FILE_BYTES, open_regular, read_bounded};
 use serde_json::Value;
 
 use crate::PlanError;
@@ -47,7 +47,7 @@ fn layer_of(name: &str) -> Option<u32> {
 }
 
 fn read_shard(path: &Path) -> Result<Shard, PlanError> {
-    let mut f = File::open(path).map_err(|e| PlanError::io(path, e))?;
+    let mut f = open_regular(path).map_err(|e| PlanError::io(path, e))?;
     let len = f.metadata().map_err(|e| PlanError::io(path, e))?.len();
     let mut n = [0u8; 8];
     f.read_exact(&mut n)
@@ -150,7 +150,7 @@ fn read_shard(path: &Path) -> Result<Shard, PlanError> {
 fn shards_of(dir: &Path) -> Result<Vec<PathBuf>, PlanError> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read(&index).map_err(|e| PlanError::io(&index, e))?;
+        let text = read_bounded(&index, MAX_FILE_BYTES).map_err(|e| PlanError::io(&index, e))?;
         let v: Value =
             serde_json::from_slice(&text).map_err(|e| bad(&index, format!("not JSON: {e}")))?;
         let map = v
@@ -210,7 +210,7 @@ pub fn read_model(path: &Path) -> Result<ModelInfo, PlanError> {
         per_layer.extend(shard.layers);
     }
     let config_path = dir.join("config.json");
-    let text = std::fs::read(&config_path).map_err(|e| PlanError::Model {
+    let text = read_bounded(&config_path, MAX_FILE_BYTES).map_err(|e| PlanError::Model {
         path: config_path.display().to_string(),
         why: format!("cannot read the model's config.json (needed for the attention shape): {e}"),
     })?;

@@ -177,7 +177,7 @@ fn read_token_file(path: &Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path)
+    let text = memwarden_probe::root::read_to_string_bounded(path, 64 << 10)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(text.trim().to_string())
 }

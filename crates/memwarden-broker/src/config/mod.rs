@@ -13,10 +13,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use validate::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+pub use validate::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, reload_drops};
 
 /// What a pool keeps free when its `cushion` is not given.
 pub const DEFAULT_CUSHION: u64 = 256 << 20;
+
+/// The largest config file read: thousands of consumers fit in a tenth of it.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 
 /// The configuration used when none is given: a pure exporter (no pools, no consumers).
 pub const DEFAULT_CONFIG: &str = "[server]\nlisten = \"127.0.0.1:7077\"\n";
@@ -203,7 +206,7 @@ impl Config {
 
     /// Reads and checks a config file.
     pub fn load(path: &Path, estimator: Option<Estimator<'_>>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let text = memwarden_probe::root::read_to_string_bounded(path, MAX_CONFIG_BYTES)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse_in(&text, &path.display().to_string(), base, estimator)

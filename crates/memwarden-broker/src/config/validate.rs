@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::ConfigError;
 use super::raw::{RawConfig, Source, duration};
+use super::{Config, ConfigError};
 
 /// Connections the API holds at once when `max_connections` is not given.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -132,6 +132,31 @@ pub(super) fn warnings(
     out
 }
 
+/// Why a running broker on `old` must not reload to `new`: a file emptied or cut short by
+/// mistake (a failed copy, an editor's truncation) would move it to the default address with no
+/// token and forget every consumer. `allow_empty = true` in the new file says it is meant.
+pub fn reload_drops(old: &Config, new: &Config) -> Option<String> {
+    if new.server.allow_empty {
+        return None;
+    }
+    let mut dropped = Vec::new();
+    if !old.consumers.is_empty() && new.consumers.is_empty() {
+        dropped.push(format!("every consumer ({} now)", old.consumers.len()));
+    }
+    if old.server.token.is_some() && new.server.token.is_none() {
+        dropped.push("the token".to_string());
+    }
+    if old.server.listen_given && !new.server.listen_given {
+        dropped.push(format!("the listen address ({})", old.server.listen));
+    }
+    (!dropped.is_empty()).then(|| {
+        format!(
+            "it would drop {}; write `allow_empty = true` under [server] if that is meant",
+            dropped.join(", ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
@@ -254,6 +279,39 @@ mod tests {
         );
         let e = err("[server]\nshutdown_grace = \"18446744073709551615s\"\n");
         assert!(e.starts_with("t.toml:2:18: invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_that_drops_every_consumer_the_token_or_the_address_is_named() {
+        use super::reload_drops;
+        let parse = |t: &str| Config::parse(t, "t.toml", None).unwrap();
+        let full = parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:7078\"\ntoken = \"abc\"\n{}",
+            consumer("")
+        ));
+        assert_eq!(
+            reload_drops(&full, &parse("")).as_deref(),
+            Some(
+                "it would drop every consumer (1 now), the token, the listen address \
+                 (127.0.0.1:7078); write `allow_empty = true` under [server] if that is meant"
+            )
+        );
+        let no_token = parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:7079\"\n{}",
+            consumer("")
+        ));
+        assert_eq!(
+            reload_drops(&full, &no_token).as_deref(),
+            Some(
+                "it would drop the token; write `allow_empty = true` under [server] if that is meant"
+            )
+        );
+        assert_eq!(reload_drops(&full, &full), None);
+        assert_eq!(reload_drops(&parse(""), &full), None);
+        assert_eq!(
+            reload_drops(&full, &parse("[server]\nallow_empty = true\n")),
+            None
+        );
     }
 
     #[test]
