@@ -81,8 +81,10 @@ fn describe_consumers(
 ) -> Vec<String> {
     let targets: Vec<Target> = cfg.consumers.iter().map(target).collect();
     let scan = probe.scan_processes().0;
+    // One read of every port's sockets serves both passes below.
+    m.index_ports(probe, &targets);
     let held = m.consumers_in(probe, &scan, &targets);
-    (cfg.consumers.iter().zip(&targets).zip(held))
+    let lines = (cfg.consumers.iter().zip(&targets).zip(held))
         .map(|((c, t), held)| {
             let declared = format_size(c.need);
             match m.found(probe, &scan, &t.locator) {
@@ -116,7 +118,9 @@ fn describe_consumers(
                 Err(why) => format!("{}: its declared {declared} stands: {why}", c.name),
             }
         })
-        .collect()
+        .collect();
+    m.forget_ports();
+    lines
 }
 
 /// [`check_config`] with the running broker's probe, which the sampler shares; the lines on
