@@ -351,6 +351,7 @@ impl Running {
     /// stops the processes the broker started, and ends.
     pub async fn shutdown(mut self) {
         self.retired.push(retire(self.server, self.grace));
+        self.app.end_streams();
         // Queued requests are answered at once rather than left to wait out the grace.
         self.app.broker.send(Msg::Shutdown);
         futures_util::future::join_all(self.retired).await;

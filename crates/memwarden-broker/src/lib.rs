@@ -14,10 +14,12 @@ pub mod gate;
 pub mod handle;
 pub mod human;
 pub mod lifecycle;
+pub mod logs;
 pub mod measure;
 pub mod metrics;
 pub mod owner;
 pub mod proxy_path;
+pub mod sse;
 pub mod verify;
 
 pub use config::Config;

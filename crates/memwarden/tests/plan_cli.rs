@@ -724,19 +724,8 @@ fn estimate_an_ollama_model_by_name() {
 
 /// A 10 GiB sparse file whose header claims as many tensors as the file has room for.
 fn lying_sparse(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("sparse.gguf");
-    let mut b = b"GGUF".to_vec();
-    b.extend(3u32.to_le_bytes());
-    b.extend((((10u64 << 30) - 24) / 24).to_le_bytes());
-    b.extend(0u64.to_le_bytes());
-    std::fs::write(&p, &b).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(10 << 30)
-        .unwrap();
-    p
+    let room = ((10u64 << 30) - 24) / 24;
+    gguf_writer::sparse_10_gib(dir, &gguf_writer::header_prefix(room, 0))
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! scheduler's liveness check.
 
 mod leases;
+mod logs;
 mod proxy;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use crate::config::Config;
 use crate::handle::{Broker, Permit};
 use crate::owner::{AdmitError, Shared};
 use leases::{create_lease, delete_lease, list_leases, renew_lease};
+use logs::consumer_logs;
 use proxy::{by_model, forward, models};
 
 use crate::body_budget::BodyBudget;
@@ -42,6 +44,9 @@ pub struct App {
     clock: tokio::sync::watch::Sender<()>,
     /// What the bodies held whole by [`by_model`] may take together.
     bodies: Arc<BodyBudget>,
+    /// Set once the broker shuts down: streams that would never end by themselves (a followed
+    /// log) end then, rather than hold the shutdown for its whole grace.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct Lease {
@@ -62,7 +67,21 @@ impl App {
             snapshot: tokio::sync::Mutex::new(None),
             clock: tokio::sync::watch::Sender::new(()),
             bodies: BodyBudget::new(crate::body_budget::TOTAL_BUFFERED),
+            closing: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every endless stream (see [`App::closing`]).
+    pub fn end_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`App::end_streams`] has been called.
+    fn streams_end(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|&closing| closing).await;
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -149,6 +168,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/leases/{id}/renew", post(renew_lease))
         .route("/v1/consumers/{name}/load", post(admin_load))
         .route("/v1/consumers/{name}/unload", post(admin_unload))
+        .route("/v1/consumers/{name}/logs", get(consumer_logs))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/{*openai}", post(by_model))

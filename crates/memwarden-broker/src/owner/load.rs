@@ -255,7 +255,7 @@ impl Owner {
 async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
     let deadline = Instant::now() + c.load_timeout;
     if let Some(cmd) = &c.start {
-        let mut child = lifecycle::start_process(cmd)?;
+        let mut child = lifecycle::start_logged(cmd, &c.name, shared.logs.ring(&c.name))?;
         let ready = lifecycle::wait_ready(&shared.client, c, deadline, Some(&mut child)).await;
         if let Ok(mut m) = shared.children.lock() {
             m.insert(c.name.clone(), child);
