@@ -180,7 +180,7 @@ async fn the_broker_survives_a_soak() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let path = if n % 2 == 0 { "/v1/status" } else { "/metrics" };
+                let path = if n.is_multiple_of(2) { "/v1/status" } else { "/metrics" };
                 let req = Request::get(format!("{base}{path}"))
                     .body(Body::empty())
                     .unwrap();
@@ -271,7 +271,7 @@ async fn the_broker_survives_a_soak() {
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(2)).await;
         round += 1;
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             let capacity = ["64MiB", "72MiB", "88MiB"][round % 3];
             r.reload(Config::parse(&config(capacity), "good.toml", None).unwrap())
                 .await
