@@ -85,14 +85,6 @@ fn rss_and_fds() -> (u64, usize) {
     (rss_of(std::process::id()), fds)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The good configurations the soak moves between: the same consumers, the pool's size
 /// changing so that evictions come and go. A consumer the broker starts crashes in the middle
 /// of every `/work` (and is started again by the next request); a lying one keeps its memory
@@ -146,26 +138,22 @@ async fn the_broker_survives_a_soak() {
             let mut n = i as u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let req = match n % 7 {
-                    0 => Request::post(format!("{base}/v1/chat/completions"))
+                let req = if n.is_multiple_of(7) {
+                    Request::post(format!("{base}/v1/chat/completions"))
                         .header("content-type", "application/json")
                         .body(Body::from(r#"{"model":"model-one","messages":[]}"#))
-                        .unwrap(),
-                    1 => Request::get(format!("{base}/c/crash/work?ms=5"))
+                        .unwrap()
+                } else {
+                    let path = match n % 7 {
+                        1 => "/c/crash/work?ms=5".to_string(),
+                        2 => "/c/liar/work?ms=5".to_string(),
+                        3 => "/c/n2/stream?n=20".to_string(),
+                        4 => "/v1/status".to_string(),
+                        _ => format!("/c/n{}/work?ms={}", 1 + n % 2, n % 30),
+                    };
+                    Request::get(format!("{base}{path}"))
                         .body(Body::empty())
-                        .unwrap(),
-                    2 => Request::get(format!("{base}/c/liar/work?ms=5"))
-                        .body(Body::empty())
-                        .unwrap(),
-                    3 => Request::get(format!("{base}/c/n2/stream?n=20"))
-                        .body(Body::empty())
-                        .unwrap(),
-                    4 => Request::get(format!("{base}/v1/status"))
-                        .body(Body::empty())
-                        .unwrap(),
-                    _ => Request::get(format!("{base}/c/n{}/work?ms={}", 1 + n % 2, n % 30))
-                        .body(Body::empty())
-                        .unwrap(),
+                        .unwrap()
                 };
                 counted(&c, &t, req).await;
             }
@@ -180,7 +168,11 @@ async fn the_broker_survives_a_soak() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let path = if n.is_multiple_of(2) { "/v1/status" } else { "/metrics" };
+                let path = if n.is_multiple_of(2) {
+                    "/v1/status"
+                } else {
+                    "/metrics"
+                };
                 let req = Request::get(format!("{base}{path}"))
                     .body(Body::empty())
                     .unwrap();

@@ -203,19 +203,17 @@ fn an_emptied_config_is_refused_on_reload_and_the_old_one_stays() {
     d.stop();
 }
 
+fn check(f: &Path) -> std::process::Output {
+    let f = f.to_str().unwrap();
+    common::memwarden(&["serve", "--gpu-source", "none", "--check", "--config", f])
+}
+
 #[test]
 fn check_warns_about_a_file_that_sets_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("empty.toml");
     std::fs::write(&f, "").unwrap();
-    let o = common::memwarden(&[
-        "serve",
-        "--gpu-source",
-        "none",
-        "--check",
-        "--config",
-        f.to_str().unwrap(),
-    ]);
+    let o = check(&f);
     let err = common::stderr(&o);
     assert!(
         err.starts_with(&format!(
@@ -229,14 +227,7 @@ fn check_warns_about_a_file_that_sets_nothing() {
         "{err}"
     );
     std::fs::write(&f, "[server]\nallow_empty = true\n").unwrap();
-    let o = common::memwarden(&[
-        "serve",
-        "--gpu-source",
-        "none",
-        "--check",
-        "--config",
-        f.to_str().unwrap(),
-    ]);
+    let o = check(&f);
     assert!(o.status.success() && common::stderr(&o).is_empty(), "{o:?}");
 }
 

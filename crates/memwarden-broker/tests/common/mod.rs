@@ -196,6 +196,15 @@ fn read_port(child: &mut Child) -> u16 {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
 }
 
+/// A port free now, for a process that must be told its port ahead.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The consumer block of a config for a test consumer on `port` with routes.
 pub fn consumer_toml(name: &str, port: u16, resident: &str, extra: &str) -> String {
     format!(
