@@ -2,7 +2,7 @@
 //! server, started together and stopped in order.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use memwarden_probe::size::format_size;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
 
 use crate::api::{self, App};
 use crate::config::{Config, ConsumerConfig, PoolKind};
@@ -176,7 +177,9 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
     let broker = Broker::new(tx.clone(), Arc::clone(&shared.gates));
     let owner = Owner::new(Arc::clone(&cfg), tx.clone(), Arc::clone(&shared));
     let app = App::new(broker.clone(), Arc::clone(&shared), cfg);
-    let mut background = vec![tokio::spawn(owner.run(rx))];
+    // The owner's log lines are the broker's events (see crate::events).
+    let tee = crate::events::Tee::dispatch(Arc::clone(&shared.events));
+    let mut background = vec![tokio::spawn(owner.run(rx).with_subscriber(tee))];
     background.push(tokio::spawn(sampler(Arc::clone(&app))));
     background.push(tokio::spawn({
         let broker = broker.clone();
@@ -383,7 +386,8 @@ impl Running {
 }
 
 /// The model-file estimator, owned: see [`crate::config::Estimator`].
-pub type BoxedEstimator = Box<dyn Fn(&Path, u64) -> Result<u64, String> + Send + Sync>;
+pub type BoxedEstimator =
+    Box<dyn Fn(&crate::config::EstimateRequest<'_>) -> Result<u64, String> + Send + Sync>;
 
 /// What `memwarden serve` needs to run.
 pub struct ServeOptions {
@@ -480,7 +484,8 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
         let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
         probe.set_scrape_config(opts.scrape.clone());
         let mut running = start(cfg, probe).await?;
-        loop {
+        let tee = crate::events::Tee::dispatch(Arc::clone(&running.app.shared.events));
+        async { loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -498,7 +503,9 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
                     }
                 }
             }
-        }
+        } }
+        .with_subscriber(tee)
+        .await;
         tracing::info!("stopping: finishing requests in flight");
         running.shutdown().await;
         tracing::debug!("shutdown done");

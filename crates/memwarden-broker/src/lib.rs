@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 mod conns;
 pub mod daemon;
+pub mod events;
 pub mod gate;
 pub mod handle;
 pub mod human;

@@ -2,8 +2,9 @@
 //! scheduler's liveness check.
 
 mod leases;
-mod logs;
+mod page;
 mod proxy;
+mod streams;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,8 +28,8 @@ use crate::config::Config;
 use crate::handle::{Broker, Permit};
 use crate::owner::{AdmitError, Shared};
 use leases::{create_lease, delete_lease, list_leases, renew_lease};
-use logs::consumer_logs;
 use proxy::{by_model, forward, models};
+use streams::{consumer_logs, events};
 
 use crate::body_budget::BodyBudget;
 
@@ -169,12 +170,15 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/consumers/{name}/load", post(admin_load))
         .route("/v1/consumers/{name}/unload", post(admin_unload))
         .route("/v1/consumers/{name}/logs", get(consumer_logs))
+        .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/{*openai}", post(by_model))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(page::page))
+        .route("/ui", get(page::page))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
         .with_state(app)

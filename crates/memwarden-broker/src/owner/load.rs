@@ -9,7 +9,7 @@ use crate::admission::{self, Phase, Wait};
 use crate::config::{Config, ConsumerConfig, MAX_STUCK_RETRY, PoolConfig, Unload};
 use crate::lifecycle;
 use crate::measure::Target;
-use crate::verify::{came_back, expected_back, trusted};
+use crate::verify::{came_back, expected_back, own_group_gone, trusted};
 
 impl Owner {
     /// An unload asked for by an operator. A stuck consumer's unload is retried for real (its
@@ -48,7 +48,12 @@ impl Owner {
     }
 
     pub(super) fn start_load(&mut self, c: usize) {
-        let cfg = self.cfg.consumers[c].clone();
+        let mut cfg = self.cfg.consumers[c].clone();
+        if self.rt[c].down && cfg.start.is_none() && cfg.load.is_none() {
+            // Nothing of ours brings its server up: asked once, a server that is down is a
+            // 502 now rather than at its load_timeout.
+            cfg.load_timeout = Duration::ZERO;
+        }
         let p = cfg.pool;
         self.cons[c].phase = Phase::Loading;
         self.rt[c].generation += 1;
@@ -112,6 +117,7 @@ impl Owner {
                 tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "loaded");
                 self.cons[c].phase = Phase::Loaded;
                 self.cons[c].stuck = false;
+                self.rt[c].down = false;
                 self.cons[c].measured = None;
                 self.rt[c].loads += 1;
                 self.rt[c].last_load = Some(took);
@@ -326,7 +332,9 @@ async fn unload(
     let deadline = started + pool.verify_timeout;
     loop {
         let (held, free) = measure_one(shared, cfg, &target).await;
-        if came_back(expected, c.need, (held0, held), (free0, free)) {
+        if came_back(expected, c.need, (held0, held), (free0, free))
+            || own_group_gone(c.start.is_some(), held)
+        {
             return UnloadOutcome::Freed {
                 remaining: held,
                 took: started.elapsed(),

@@ -1,4 +1,5 @@
-//! The output of the processes the broker starts: kept per consumer, served and followed.
+//! The broker's two streams: the output of the processes it starts (kept per consumer, served
+//! and followed) and its events.
 
 mod common;
 
@@ -104,5 +105,54 @@ async fn logs_need_the_token() {
     )
     .await;
     assert_eq!(code, 200);
+    r.shutdown().await;
+}
+
+/// Reads server-sent events from `body` until `done` says the text so far is enough.
+async fn read_until(
+    body: &mut hyper::body::Incoming,
+    mut done: impl FnMut(&str) -> bool,
+) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !done(&seen) {
+            let frame = body.frame().await.expect("the stream stays open").unwrap();
+            if let Ok(d) = frame.into_data() {
+                seen.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not seen in time: {seen:?}"));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_and_unloads_are_events_kept_and_followed() {
+    let r = start(&printing_consumer(free_port())).await;
+    let base = format!("http://{}", r.addr());
+    assert_eq!(http("GET", format!("{base}/c/p/work"), "").await.0, 200);
+
+    let (code, text) = http("GET", format!("{base}/v1/events"), "").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let events = v["events"].as_array().unwrap();
+    let loaded = events
+        .iter()
+        .find(|e| e["message"] == "loaded")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(loaded["consumer"], "p");
+    assert!(loaded["at_ms"].as_u64().unwrap() > 0);
+    assert!(events.iter().any(|e| e["message"] == "loading"), "{text}");
+
+    // A follower gets what is kept, then the unload as it happens.
+    let req = hyper::Request::get(format!("{base}/v1/events?follow=1"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut body = client().request(req).await.unwrap().into_body();
+    read_until(&mut body, |s| s.contains("\"loaded\"")).await;
+    let (code, _) = http("POST", format!("{base}/v1/consumers/p/unload"), "").await;
+    assert_eq!(code, 202);
+    read_until(&mut body, |s| s.contains("unloaded, memory back")).await;
     r.shutdown().await;
 }
