@@ -77,6 +77,8 @@ fn process(
             })
             .unwrap_or_default(),
         framework,
+        cpu_percent: None,
+        gpu_utilization_percent: None,
     }
 }
 

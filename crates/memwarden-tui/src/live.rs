@@ -184,6 +184,8 @@ mod tests {
             cgroup: None,
             gpu: vec![],
             framework: None,
+            cpu_percent: None,
+            gpu_utilization_percent: None,
         };
         let x = extras(&root, &p, None);
         assert_eq!(x.server, None);
