@@ -17,12 +17,11 @@ use ratatui::layout::{Position, Rect};
 use crate::analysis::Analyst;
 use crate::insight::Insights;
 use crate::keys::{self, Action};
-use crate::kill::{self, KillError, Signal};
+
+mod killing;
 use crate::table::{self, Row, RowKey, SortKey};
 use crate::theme::{Theme, ThemeName};
-
-/// How long after SIGTERM the user is offered SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub use killing::{KILL_GRACE, KillDialog, KillStage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -39,25 +38,6 @@ pub enum Command {
     StepForward,
     Faster,
     Slower,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum KillStage {
-    Confirm,
-    /// SIGTERM sent at this time; waiting to see it go.
-    Sent(Instant),
-    /// Still there after the grace period: SIGKILL is offered.
-    OfferKill,
-    Done(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct KillDialog {
-    pub target: ProcessId,
-    pub name: String,
-    pub command: String,
-    pub age: Option<Duration>,
-    pub stage: KillStage,
 }
 
 /// Facts about one process that only the live source can read (its open files), for the
@@ -329,24 +309,6 @@ impl App {
         }
     }
 
-    /// Time passes: a signalled process is watched until it goes or the grace period ends.
-    pub fn tick(&mut self, now: Instant) {
-        let Some(d) = &mut self.dialog else {
-            return;
-        };
-        let KillStage::Sent(at) = d.stage else {
-            return;
-        };
-        let Some((root, _)) = &self.kill_at else {
-            return;
-        };
-        if !kill::is_alive(root, d.target) {
-            d.stage = KillStage::Done(format!("{} (pid {}) has exited", d.name, d.target.pid));
-        } else if now.saturating_duration_since(at) >= KILL_GRACE {
-            d.stage = KillStage::OfferKill;
-        }
-    }
-
     pub fn on_key(&mut self, key: KeyEvent, now: Instant) -> Option<Command> {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Some(Command::Quit);
@@ -487,112 +449,6 @@ impl App {
             MouseEventKind::ScrollDown => self.select(self.selected + 3),
             MouseEventKind::ScrollUp => self.select(self.selected.saturating_sub(3)),
             _ => {}
-        }
-    }
-
-    fn ask_kill(&mut self, now: Instant) {
-        if let Some(why) = &self.kill_off {
-            let why = why.clone();
-            self.say(why, now);
-            return;
-        }
-        let Some(p) = self.selected_process() else {
-            self.say(
-                "select a process to end (workloads are ended by their runtime)",
-                now,
-            );
-            return;
-        };
-        let (target, name, command) = (p.identity(), p.name.clone(), p.cmdline.clone());
-        if self.kill_at.is_none() {
-            return;
-        }
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        let refused = match p.uid {
-            Some(owner) if !kill::may_signal(me, owner) => Err(KillError::NotOwner {
-                pid: p.pid,
-                owner,
-                me,
-            }),
-            _ => kill::guard(p.pid),
-        };
-        if let Err(e) = refused {
-            // A refusal is an attempt too: the audit log holds every one (docs/TOP.md).
-            let note = self.audit(target, &name, Signal::Term, &Err(e.clone()));
-            self.say(format!("not signalled: {e}{note}"), now);
-            return;
-        }
-        let Some((root, _)) = &self.kill_at else {
-            return;
-        };
-        let age = kill::process_age(root, target.starttime);
-        self.dialog = Some(KillDialog {
-            target,
-            name,
-            command,
-            age,
-            stage: KillStage::Confirm,
-        });
-    }
-
-    /// Appends an attempt to the audit log; the note to show when it could not be written.
-    fn audit(
-        &self,
-        target: ProcessId,
-        name: &str,
-        signal: Signal,
-        outcome: &Result<(), KillError>,
-    ) -> String {
-        match self.kill_at.as_ref().and_then(|(_, audit)| audit.as_ref()) {
-            Some(path) => kill::audit(path, target, name, signal, outcome)
-                .err()
-                .map(|e| format!(" (audit log not written: {e})"))
-                .unwrap_or_default(),
-            None => " (no audit log: no home directory)".into(),
-        }
-    }
-
-    fn dialog_key(&mut self, key: KeyEvent, now: Instant) {
-        let Some(d) = &self.dialog else {
-            return;
-        };
-        let signal = match (&d.stage, key.code) {
-            (KillStage::Confirm, KeyCode::Char('y') | KeyCode::Enter) => Signal::Term,
-            (KillStage::OfferKill, KeyCode::Char('K')) => Signal::Kill,
-            (KillStage::Sent(_), KeyCode::Esc | KeyCode::Char('n')) => {
-                // Stop waiting; the signal has gone already.
-                self.dialog = None;
-                return;
-            }
-            (KillStage::Sent(_), _) => return,
-            _ => {
-                self.dialog = None;
-                return;
-            }
-        };
-        let (target, name) = (d.target, d.name.clone());
-        let Some((root, _)) = &self.kill_at else {
-            self.dialog = None;
-            return;
-        };
-        let outcome = kill::send(root, target, signal);
-        let note = self.audit(target, &name, signal, &outcome);
-        let stage = match (&outcome, signal) {
-            (Ok(()), Signal::Term) => KillStage::Sent(now),
-            (Ok(()), Signal::Kill) => {
-                KillStage::Done(format!("SIGKILL sent to {name} (pid {}){note}", target.pid))
-            }
-            (Err(KillError::Gone(_)), _) => {
-                KillStage::Done(format!("{name} (pid {}) had already exited", target.pid))
-            }
-            (Err(e), _) => KillStage::Done(format!("not signalled: {e}{note}")),
-        };
-        if !note.is_empty() {
-            self.say(note.trim().to_string(), now);
-        }
-        if let Some(d) = &mut self.dialog {
-            d.stage = stage;
         }
     }
 
