@@ -29,6 +29,8 @@ pub enum Event {
     Terminate,
     /// The input reader failed (the terminal went away).
     InputGone(String),
+    /// The broker's answer (`None`: the default broker is not there).
+    Broker(Option<Box<crate::broker::BrokerState>>),
 }
 
 /// Controls of the sampling thread.

@@ -3,7 +3,7 @@
 //! event loop and by tests.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use ratatui::crossterm::event::{
 use ratatui::layout::{Position, Rect};
 
 use crate::analysis::Analyst;
+use crate::broker::BrokerState;
 use crate::insight::Insights;
 use crate::keys::{self, Action};
 
@@ -111,6 +112,14 @@ pub struct App {
     pub extras: Extras,
     pub hits: RefCell<HitMap>,
     pub samples_seen: u64,
+    /// Kernel threads in the process table (`K`); hidden by default, as htop does.
+    pub kernel_threads: bool,
+    /// Each GPU's utilization over the same samples as its memory history (`None` where the
+    /// device did not say), for the history chart.
+    pub gpu_busy: HashMap<u32, VecDeque<Option<f64>>>,
+    history: usize,
+    /// The broker's pools and consumers, when one answers.
+    pub broker: Option<BrokerState>,
 }
 
 impl App {
@@ -145,6 +154,10 @@ impl App {
             extras: Extras::default(),
             hits: RefCell::new(HitMap::default()),
             samples_seen: 0,
+            kernel_threads: false,
+            gpu_busy: HashMap::new(),
+            history: history.max(1),
+            broker: None,
         }
     }
 
@@ -183,6 +196,15 @@ impl App {
         // A replayed recording's strings reach the terminal as they are written in the file.
         memwarden_probe::sanitize::sanitize_snapshot(&mut snap);
         self.analyst.observe(&snap);
+        self.gpu_busy
+            .retain(|i, _| snap.gpus.iter().any(|g| g.index == *i));
+        for g in &snap.gpus {
+            let h = self.gpu_busy.entry(g.index).or_default();
+            if h.len() == self.history {
+                h.pop_front();
+            }
+            h.push_back(g.figures.utilization_percent);
+        }
         let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
         self.insights = self.analyst.insights(&snap, focus);
         self.samples_seen += 1;
@@ -194,6 +216,7 @@ impl App {
     /// Starts over from an empty history (a replay stepped back is replayed up to there).
     pub fn reset_history(&mut self) {
         self.analyst.reset();
+        self.gpu_busy.clear();
         self.insights = Insights::default();
         self.samples_seen = 0;
     }
@@ -210,7 +233,9 @@ impl App {
             self.view = View::Processes;
         }
         let rows = match self.view {
-            View::Processes => table::process_rows(snap, &self.insights, &self.users),
+            View::Processes => {
+                table::process_rows(snap, &self.insights, &self.users, self.kernel_threads)
+            }
             View::Workloads => table::workload_rows(snap, &self.insights),
         };
         let tree = (self.tree && self.view == View::Processes && !self.parents.is_empty())
@@ -386,6 +411,18 @@ impl App {
                 self.refresh_insights();
             }
             Action::ToggleMap => self.show_map = !self.show_map,
+            Action::ToggleKernel => {
+                self.kernel_threads = !self.kernel_threads;
+                self.say(
+                    if self.kernel_threads {
+                        "kernel threads shown"
+                    } else {
+                        "kernel threads hidden"
+                    },
+                    now,
+                );
+                self.rebuild();
+            }
             Action::NextTheme => {
                 if self.colour {
                     self.theme = Theme::new(self.theme.name.next());
