@@ -92,8 +92,8 @@ pub(super) fn activity_line<'a>(t: &Theme, gpu: &Gpu, width: u16) -> Option<Line
 }
 
 /// Memory used (share of the total) and utilization over the kept samples, newest at the
-/// right, on a 0–100 % scale: the two lines nvtop draws per device. The glyphs differ too, so
-/// the chart reads without colour.
+/// right, on a 0–100 % scale: the two lines nvtop draws per device. Without colour the busy
+/// line is drawn in dots, so the two still read apart.
 pub(super) fn draw_history(f: &mut Frame, app: &App, gpu: &Gpu, view: &SeriesView, area: Rect) {
     let t = &app.theme;
     if area.width < 12 || area.height < 3 {
@@ -130,12 +130,18 @@ pub(super) fn draw_history(f: &mut Frame, app: &App, gpu: &Gpu, view: &SeriesVie
         })
         .unwrap_or_default();
     let points = memory.len().max(busy.len()).max(2) as f64;
+    let mono = t.name == crate::theme::ThemeName::Mono;
+    let (busy_marker, busy_glyph) = if mono {
+        (Marker::Dot, "•")
+    } else {
+        (Marker::Braille, "⣿")
+    };
     let mut title = vec![
         Span::styled(" history ", t.title),
         Span::styled("⣿ memory", t.ok),
     ];
     if !busy.is_empty() {
-        title.push(Span::styled(" • busy ", t.warn));
+        title.push(Span::styled(format!(" {busy_glyph} busy "), t.warn));
     }
     let mut sets = vec![
         Dataset::default()
@@ -147,8 +153,8 @@ pub(super) fn draw_history(f: &mut Frame, app: &App, gpu: &Gpu, view: &SeriesVie
     if !busy.is_empty() {
         sets.push(
             Dataset::default()
-                .marker(Marker::Dot)
-                .graph_type(GraphType::Scatter)
+                .marker(busy_marker)
+                .graph_type(GraphType::Line)
                 .style(t.warn)
                 .data(&busy),
         );
