@@ -73,8 +73,13 @@ fn the_largest_processes_compressed_and_read_back() {
             pids.contains(&40) && pids.contains(&19) && pids.contains(&18),
             "{pids:?}"
         );
-        // Workloads and devices stay whole.
+        // Devices stay whole; a plain process's workload goes with it.
         assert_eq!(s["gpus"].as_array().unwrap().len(), 1);
+        let workloads: Vec<&str> = (s["workloads"].as_array().unwrap().iter())
+            .map(|w| w["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(workloads.len(), 3, "{workloads:?}");
+        assert!(!workloads.contains(&"init"), "{workloads:?}");
     }
     // The CPU use needs two readings: null in the first line, a figure after.
     assert!(snaps[0]["processes"][0]["cpu_percent"].is_null());

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use memwarden_probe::incremental::Sampler;
-use memwarden_probe::snapshot::{Process, Snapshot};
+use memwarden_probe::snapshot::{Process, Snapshot, WorkloadKind};
 
 use crate::cli::Global;
 
@@ -41,12 +41,13 @@ pub struct RecordArgs {
     #[arg(long, value_parser = crate::cli::duration_arg, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Keep only the N largest processes of each snapshot (by GPU memory, then RSS); default
-    /// all. Workloads and devices are always kept whole
+    /// all. Devices, and workloads other than single processes, are kept whole
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub processes: Option<usize>,
 }
 
-/// Keeps the `n` processes holding the most GPU memory, then the most RAM, in their order.
+/// Keeps the `n` processes holding the most GPU memory, then the most RAM, in their order, and
+/// the workloads that are more than one of the dropped processes (containers, services, pods).
 pub fn keep_largest(snap: &mut Snapshot, n: usize) {
     if snap.processes.len() <= n {
         return;
@@ -67,6 +68,10 @@ pub fn keep_largest(snap: &mut Snapshot, n: usize) {
     snap.processes.retain(|_| {
         i += 1;
         keep[i - 1]
+    });
+    let kept: std::collections::HashSet<u32> = snap.processes.iter().map(|p| p.pid).collect();
+    snap.workloads.retain(|w| {
+        w.kind != WorkloadKind::Process || w.pids.iter().any(|p| kept.contains(p))
     });
 }
 
