@@ -2,57 +2,22 @@
 //! process, the broker's pane, kernel threads hidden, and the screen of a machine without a
 //! GPU; drawn on ratatui's test backend.
 
-use std::path::PathBuf;
+mod screens;
+
 use std::time::Instant;
 
 use memwarden_probe::snapshot::{HostMemory, Process, Snapshot};
-use memwarden_tui::app::{App, ReplayStatus};
-use memwarden_tui::replay::Recording;
+use memwarden_tui::app::App;
 use memwarden_tui::theme::ThemeName;
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-
-fn recording() -> Vec<Snapshot> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/training-beside-inference.jsonl");
-    Recording::open(&path).expect("example recording").samples
-}
+use screens::{app_after, key, recording, render, text};
 
 fn replayed(n: usize) -> App {
-    let samples = recording();
-    let mut app = App::new(ThemeName::Dark, true, 600);
-    for s in samples.iter().take(n) {
-        app.ingest(s.clone());
-    }
-    app.replay = Some(ReplayStatus {
-        file: "training-beside-inference.jsonl".into(),
-        position: n,
-        len: samples.len(),
-        speed: 1.0,
-        paused: false,
-        skipped: 0,
-    });
-    app
+    app_after(n, true)
 }
 
 fn screen(app: &App, w: u16, h: u16) -> String {
-    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
-    term.draw(|f| memwarden_tui::ui::draw(f, app, Instant::now()))
-        .unwrap();
-    let buf = term.backend().buffer().clone();
-    let mut out = String::new();
-    for y in 0..buf.area.height {
-        for x in 0..buf.area.width {
-            out.push_str(buf[(x, y)].symbol());
-        }
-        out.push('\n');
-    }
-    out
-}
-
-fn key(c: KeyCode) -> KeyEvent {
-    KeyEvent::new(c, KeyModifiers::NONE)
+    text(&render(app, w, h))
 }
 
 fn process(pid: u32, ppid: u32, name: &str, cmdline: &str, cpu: Option<f64>) -> Process {

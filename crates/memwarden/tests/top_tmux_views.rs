@@ -59,6 +59,26 @@ fn gpuless_root(dir: &std::path::Path) {
     root.process(&app).unwrap();
 }
 
+/// `top` on the fake machine in `dir`, without GPU source, with `extra` arguments; the pane is
+/// `w`×`h`.
+fn top_on(dir: &std::path::Path, extra: &[&str], w: u16, h: u16) -> Pane {
+    let mut args = vec![
+        "top",
+        "--root",
+        dir.to_str().unwrap(),
+        "--gpu-source",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    Pane::start(&args, w, h)
+}
+
+/// Quits and checks the clean exit.
+fn quit(p: &Pane) {
+    p.keys(&["q"]);
+    p.wait_for("EXIT=0", 10);
+}
+
 #[test]
 fn a_host_without_a_gpu_beside_its_broker() {
     need_tmux();
@@ -76,19 +96,7 @@ fn a_host_without_a_gpu_beside_its_broker() {
         ]
     }));
     let url = format!("http://127.0.0.1:{port}");
-    let p = Pane::start(
-        &[
-            "top",
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--gpu-source",
-            "none",
-            "--broker",
-            &url,
-        ],
-        130,
-        40,
-    );
+    let p = top_on(dir.path(), &["--broker", &url], 130, 40);
     let s = p.wait_for("llama-8b", 20);
     assert!(
         s.contains(&format!("Broker · {url} · 1 pool(s) · 2 consumer(s)")),
@@ -112,8 +120,7 @@ fn a_host_without_a_gpu_beside_its_broker() {
     p.wait("kernel threads hidden again", 10, |s| {
         !s.contains("kworker/u8:3")
     });
-    p.keys(&["q"]);
-    p.wait_for("EXIT=0", 10);
+    quit(&p);
 }
 
 #[test]
@@ -127,24 +134,16 @@ fn a_broker_named_but_not_answering_says_so() {
         .local_addr()
         .unwrap()
         .port();
-    let p = Pane::start(
-        &[
-            "top",
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--gpu-source",
-            "none",
-            "--broker",
-            &format!("http://127.0.0.1:{port}"),
-        ],
+    let p = top_on(
+        dir.path(),
+        &["--broker", &format!("http://127.0.0.1:{port}")],
         130,
         40,
     );
     let s = p.wait_for("not answering", 20);
     // The rest of the screen is there all the same.
     assert!(s.contains("postgres"), "{s}");
-    p.keys(&["q"]);
-    p.wait_for("EXIT=0", 10);
+    quit(&p);
 }
 
 #[test]
@@ -158,22 +157,10 @@ fn a_long_list_opens_at_its_top() {
         w.rss_kib = Some(u64::from(pid) * 1024);
         root.process(&w).unwrap();
     }
-    let p = Pane::start(
-        &[
-            "top",
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--gpu-source",
-            "none",
-            "--no-broker",
-        ],
-        110,
-        30,
-    );
+    let p = top_on(dir.path(), &["--no-broker"], 110, 30);
     let s = p.wait_for("worker-", 20);
     // Sorted by memory, largest first: the first row is the largest, and it is selected.
     let first = s.lines().skip_while(|l| !l.contains("PID")).nth(1).unwrap();
     assert!(first.contains("worker-399"), "{s}");
-    p.keys(&["q"]);
-    p.wait_for("EXIT=0", 10);
+    quit(&p);
 }

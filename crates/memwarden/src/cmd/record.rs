@@ -70,9 +70,8 @@ pub fn keep_largest(snap: &mut Snapshot, n: usize) {
         keep[i - 1]
     });
     let kept: std::collections::HashSet<u32> = snap.processes.iter().map(|p| p.pid).collect();
-    snap.workloads.retain(|w| {
-        w.kind != WorkloadKind::Process || w.pids.iter().any(|p| kept.contains(p))
-    });
+    snap.workloads
+        .retain(|w| w.kind != WorkloadKind::Process || w.pids.iter().any(|p| kept.contains(p)));
 }
 
 /// Where the lines go: a file, standard output, or a zstd stream into a file (`.zst`), each
