@@ -168,9 +168,9 @@ impl Sampler {
             self.probe.gpus()
         };
         self.samples += 1;
-        let (mut scanned, clients) = self.scan(now);
+        let (mut scanned, mut clients) = self.scan(now);
         let mut notes = self.probe.source_notes();
-        let drm_util = self.drm_utilization(&clients, now);
+        let drm_util = self.drm_utilization(&mut clients, now);
         let drm = attribute_drm(&gpus, clients, &mut notes);
         for s in &mut scanned {
             let p = &mut s.process;
@@ -209,9 +209,14 @@ impl Sampler {
     }
 
     /// Each process's GPU use from its DRM clients' engine counters since the last reading
-    /// (summed over its clients, each device at most 100 %); the counters are kept for the next.
-    fn drm_utilization(&mut self, clients: &[(u32, DrmClient)], now: Instant) -> HashMap<u32, f64> {
-        let mut per_device: HashMap<(u32, Option<&str>), f64> = HashMap::new();
+    /// (summed over its clients, each device at most 100 %); the counters are moved out of the
+    /// clients and kept for the next.
+    fn drm_utilization(
+        &mut self,
+        clients: &mut [(u32, DrmClient)],
+        now: Instant,
+    ) -> HashMap<u32, f64> {
+        let mut per_device: HashMap<(u32, Option<String>), f64> = HashMap::new();
         let mut next = HashMap::with_capacity(clients.len());
         for (pid, c) in clients {
             let Some(id) = c.client_id else { continue };
@@ -222,11 +227,11 @@ impl Sampler {
             if let Some((prev, at)) = self.drm_engines.get(&key) {
                 let elapsed = now.saturating_duration_since(*at).as_nanos() as u64;
                 if let Some(b) = crate::fdinfo::busy_percent(prev, &c.engines, elapsed) {
-                    let slot = per_device.entry((*pid, c.pdev.as_deref())).or_insert(0.0);
+                    let slot = per_device.entry((*pid, c.pdev.clone())).or_insert(0.0);
                     *slot = (*slot + b).min(100.0);
                 }
             }
-            next.insert(key, (c.engines.clone(), now));
+            next.insert(key, (std::mem::take(&mut c.engines), now));
         }
         let mut out: HashMap<u32, f64> = HashMap::new();
         for ((pid, _), b) in per_device {
