@@ -46,13 +46,12 @@ impl BrokerClient {
         })
     }
 
-    async fn call(
+    fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<String>,
-        timeout: Duration,
-    ) -> Result<(StatusCode, String), ClientError> {
+    ) -> Result<Request<Body>, ClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -62,17 +61,28 @@ impl BrokerClient {
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        let req = req
-            .body(Body::from(body.unwrap_or_default()))
-            .map_err(|e| ClientError(e.to_string()))?;
+        req.body(Body::from(body.unwrap_or_default()))
+            .map_err(|e| ClientError(e.to_string()))
+    }
+
+    fn unreachable(&self, e: &dyn std::error::Error) -> ClientError {
+        ClientError(format!(
+            "cannot reach the broker at {}: {}",
+            self.base,
+            error_chain(e)
+        ))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, String), ClientError> {
+        let req = self.request(method, path, body)?;
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                ClientError(format!(
-                    "cannot reach the broker at {}: {}",
-                    self.base,
-                    error_chain(&e)
-                ))
-            })?;
+            let resp = (self.client.request(req).await).map_err(|e| self.unreachable(&e))?;
             let status = resp.status();
             let bytes = resp
                 .into_body()
@@ -220,6 +230,69 @@ impl BrokerClient {
             .ok()
             .and_then(|v| v["result"].as_str().map(str::to_string))
             .unwrap_or_else(|| "unloaded".into()))
+    }
+}
+
+impl BrokerClient {
+    /// What `consumer`'s process printed, as the broker keeps it.
+    pub async fn logs(&self, consumer: &str) -> Result<String, ClientError> {
+        let path = format!("/v1/consumers/{}/logs", path_segment(consumer));
+        let (status, text) = self
+            .call(Method::GET, &path, None, Duration::from_secs(10))
+            .await?;
+        match status {
+            StatusCode::OK => Ok(text),
+            s => Err(ClientError(format!(
+                "no logs of {consumer:?}: {} ({s})",
+                error_text(&text)
+            ))),
+        }
+    }
+
+    /// Follows `consumer`'s output: `line` gets each line kept and then each new one, until
+    /// the broker ends the stream. `missed` gets how many lines were lost when this reader
+    /// fell behind.
+    pub async fn follow_logs(
+        &self,
+        consumer: &str,
+        mut line: impl FnMut(&str),
+        mut missed: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/consumers/{}/logs?follow=1", path_segment(consumer));
+        let req = self.request(Method::GET, &path, None)?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| {
+                ClientError(format!(
+                    "the broker at {} did not answer in time",
+                    self.base
+                ))
+            })?
+            .map_err(|e| self.unreachable(&e))?;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let text = resp.into_body().collect().await.map(|b| b.to_bytes());
+            let text = String::from_utf8_lossy(&text.unwrap_or_default()).into_owned();
+            return Err(ClientError(format!(
+                "no logs of {consumer:?}: {} ({status})",
+                error_text(&text)
+            )));
+        }
+        let mut body = resp.into_body();
+        let mut events = crate::sse::Events::default();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError(format!("the log stream broke off: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for ev in events.push(&data) {
+                match ev.event.as_deref() {
+                    Some("missed") => missed(&ev.data),
+                    _ => line(&ev.data),
+                }
+            }
+        }
+        Ok(())
     }
 }
 

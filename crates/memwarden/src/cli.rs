@@ -116,6 +116,9 @@ pub enum Command {
     /// Unload a consumer now
     #[command(after_help = help::UNLOAD)]
     Unload(cmd::ctl::ConsumerArgs),
+    /// What a consumer's process printed, as the broker keeps it (-f to follow)
+    #[command(after_help = help::LOGS)]
+    Logs(cmd::ctl::LogsArgs),
 }
 
 /// Global options that a subcommand does not use, hidden from its `--help` (still accepted,
@@ -196,6 +199,7 @@ mod tests {
         "config",
         "consumer",
         "csv",
+        "flash-attn",
         "format",
         "kv-type",
         "kv-type-k",

@@ -85,10 +85,46 @@ fn status_load_and_unload_drive_a_real_broker() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(web_state(&url), "unloaded");
 
+    // What the server printed (Python's server logs each request it answers to stderr).
+    let o = ctl(&["logs", "web", "--broker", &url], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).contains("\"GET / HTTP/1.1\" 200"),
+        "{}",
+        stdout(&o)
+    );
+    assert_bad_input(&ctl(&["logs", "nosuch", "--broker", &url], &[]), "nosuch");
+
     // A name the broker does not know is the broker's refusal, on one line.
     let o = ctl(&["load", "nosuch", "--broker", &url], &[]);
     assert_bad_input(&o, "nosuch");
     rt.block_on(r.shutdown());
+}
+
+#[test]
+fn logs_follow_prints_lines_until_the_broker_ends_the_stream() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = web_broker(&rt, None);
+    let url = format!("http://{}", r.addr());
+    let follower = Command::new(BIN)
+        .args(["logs", "-f", "web", "--broker", &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        ctl(&["load", "web", "--broker", &url], &[])
+            .status
+            .success()
+    );
+    // Shutting the broker down ends the stream, and with it `logs -f`.
+    rt.block_on(r.shutdown());
+    let o = follower.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("\"GET / HTTP/1.1\" 200"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

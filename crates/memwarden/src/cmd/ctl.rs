@@ -121,6 +121,36 @@ pub fn unload(_g: &Global, args: ConsumerArgs) -> Result<ExitCode> {
 /// How long `unload` waits for the broker to verify that the memory came back.
 const UNLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The consumer, as the broker's configuration names it
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Keep printing new lines as the process prints them (Ctrl-C to stop)
+    #[arg(short, long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+pub fn logs(_g: &Global, args: LogsArgs) -> Result<ExitCode> {
+    let client = args.broker.client()?;
+    let rt = runtime()?;
+    // The broker sanitised each line when it kept it; a line is still cut to what a terminal
+    // line can hold, so that nothing reaches the terminal unchecked.
+    let show = |l: &str| println!("{}", sanitize(l, memwarden_broker::logs::MAX_LINE));
+    if args.follow {
+        rt.block_on(client.follow_logs(&args.name, show, |n| {
+            eprintln!("memwarden: missed {}", sanitize(n, 40))
+        }))?;
+    } else {
+        for l in rt.block_on(client.logs(&args.name))?.lines() {
+            show(l);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A table of pools, then one of consumers, from `/v1/status`. Every string in it came from
 /// the broker's configuration, so it is sanitised before it reaches the terminal; a field the
 /// broker does not give is shown as `-`.

@@ -37,6 +37,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Status(a) => ctl::status(g, a),
         Command::Load(a) => ctl::load(g, a),
         Command::Unload(a) => ctl::unload(g, a),
+        Command::Logs(a) => ctl::logs(g, a),
     }
 }
 
