@@ -203,6 +203,36 @@ fn the_first_frame_starts_at_the_top_of_the_list() {
 }
 
 #[test]
+fn the_selection_stays_on_top_until_the_user_moves_it() {
+    // The first sample's largest process is the smallest in the next: a selection no one made
+    // must not follow it down the list (the view opened scrolled to the bottom).
+    let mut first = gpuless(true);
+    first.processes = (10..200)
+        .map(|pid| process(pid, 1, "worker", "worker --serve", Some(0.0)))
+        .collect();
+    let mut second = first.clone();
+    for p in &mut second.processes {
+        p.rss_bytes = Some(u64::from(300 - p.pid) << 20);
+    }
+    let mut app = live(&[first.clone()]);
+    assert_eq!(app.rows[0].pid, 199);
+    app.ingest(second.clone());
+    assert_eq!((app.selected, app.rows[0].pid), (0, 10));
+    let s = screen(&app, 120, 30);
+    let first_row = s.lines().skip_while(|l| !l.contains("PID")).nth(1).unwrap();
+    assert!(first_row.contains("    10 "), "{s}");
+    // A row the user picked is followed wherever it sorts.
+    app.on_key(key(KeyCode::Down), Instant::now());
+    let picked = app.rows[1].pid;
+    app.ingest(first);
+    assert_eq!(app.rows[app.selected].pid, picked);
+    // Home goes back to the top, and the selection stays there again.
+    app.on_key(key(KeyCode::Home), Instant::now());
+    app.ingest(second);
+    assert_eq!((app.selected, app.rows[0].pid), (0, 10));
+}
+
+#[test]
 fn the_broker_pane_shows_pools_and_consumers() {
     let status = serde_json::json!({
         "pools": [{"name": "gpu0", "kind": "vram", "total_bytes": 80u64 << 30,

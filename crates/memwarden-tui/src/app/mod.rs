@@ -97,6 +97,11 @@ pub struct App {
     pub rows: Vec<Row>,
     pub selected: usize,
     selected_key: Option<RowKey>,
+    /// Whether the user chose a row (keys, mouse): only then does the selection follow its
+    /// process as the rows re-sort. Until then it stays on the first row, as htop's does: a
+    /// row picked by no one and followed to wherever it sorts next opened the view scrolled
+    /// to the bottom of the list.
+    picked: bool,
     pub detail: bool,
     pub help: bool,
     /// `Some` when killing is possible: the root to check identities under, the audit log.
@@ -142,6 +147,7 @@ impl App {
             rows: Vec::new(),
             selected: 0,
             selected_key: None,
+            picked: false,
             detail: false,
             help: false,
             kill_at: None,
@@ -241,8 +247,10 @@ impl App {
         let tree = (self.tree && self.view == View::Processes && !self.parents.is_empty())
             .then_some(&self.parents);
         self.rows = table::arrange(rows, self.sort, self.descending, &self.filter, tree);
-        // The selection follows its process across samples and re-sorts.
-        if let Some(key) = &self.selected_key
+        // The selection the user made follows its process across samples and re-sorts.
+        if !self.picked {
+            self.selected = 0;
+        } else if let Some(key) = &self.selected_key
             && let Some(i) = self.rows.iter().position(|r| &r.key == key)
         {
             self.selected = i;
@@ -275,6 +283,7 @@ impl App {
     }
 
     fn select(&mut self, i: usize) {
+        self.picked = true;
         let before = self.selected_key.clone();
         self.selected = i.min(self.rows.len().saturating_sub(1));
         self.selected_key = self.rows.get(self.selected).map(|r| r.key.clone());
@@ -374,7 +383,11 @@ impl App {
             Action::Down => self.select(self.selected + 1),
             Action::PageUp => self.select(self.selected.saturating_sub(page)),
             Action::PageDown => self.select(self.selected + page),
-            Action::Home => self.select(0),
+            Action::Home => {
+                self.select(0);
+                // Back at the top, it stays there.
+                self.picked = false;
+            }
             Action::End => self.select(usize::MAX),
             Action::StartFilter => self.filtering = true,
             Action::SortNext => {
@@ -397,6 +410,7 @@ impl App {
                 }
                 self.selected = 0;
                 self.selected_key = None;
+                self.picked = false;
                 self.rebuild();
             }
             Action::ToggleTree => {
