@@ -48,7 +48,12 @@ impl Owner {
     }
 
     pub(super) fn start_load(&mut self, c: usize) {
-        let cfg = self.cfg.consumers[c].clone();
+        let mut cfg = self.cfg.consumers[c].clone();
+        if self.rt[c].down && cfg.start.is_none() && cfg.load.is_none() {
+            // Nothing of ours brings its server up: asked once, a server that is down is a
+            // 502 now rather than at its load_timeout.
+            cfg.load_timeout = Duration::ZERO;
+        }
         let p = cfg.pool;
         self.cons[c].phase = Phase::Loading;
         self.rt[c].generation += 1;
@@ -112,6 +117,7 @@ impl Owner {
                 tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "loaded");
                 self.cons[c].phase = Phase::Loaded;
                 self.cons[c].stuck = false;
+                self.rt[c].down = false;
                 self.cons[c].measured = None;
                 self.rt[c].loads += 1;
                 self.rt[c].last_load = Some(took);
