@@ -1,10 +1,13 @@
-//! Reading a recording: JSON Lines, one snapshot per line, as `memwarden record` writes them.
+//! Reading a recording: JSON Lines, one snapshot per line, as `memwarden record` writes them,
+//! plain or zstd-compressed.
 //!
 //! A recording cut short (a crash, a full disk) ends in a half line, and one assembled by hand
 //! may hold anything: bad lines are skipped and counted, never fatal by themselves. Whether a
 //! recording with no usable line at all is an error is the caller's call.
 
-use std::io::{self, BufRead};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
 
 use memwarden_probe::snapshot::{SNAPSHOT_VERSION, Snapshot};
 
@@ -14,6 +17,37 @@ pub const MAX_LINE_BYTES: usize = 32 << 20;
 
 /// How many skipped lines keep their reason; the rest are only counted.
 pub const SKIPPED_KEPT: usize = 1000;
+
+/// The first bytes of a zstd frame: a compressed recording is known by them, whatever its name.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Opens a recording for reading, plain or zstd-compressed (`memwarden record --out
+/// FILE.jsonl.zst`). A compressed recording cut short (a crash before its last frame was
+/// finished) reads up to where its data stops, as a plain one cut short does: whatever
+/// cannot be decoded any more is taken for the end, and a half line there is skipped.
+pub fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
+    let mut file = BufReader::new(File::open(path)?);
+    if file.fill_buf()?.starts_with(&ZSTD_MAGIC) {
+        let decoder = zstd::stream::read::Decoder::with_buffer(file)?;
+        return Ok(Box::new(BufReader::new(UntilUndecodable(decoder))));
+    }
+    Ok(Box::new(file))
+}
+
+/// A decoder whose first error is the end of its data.
+struct UntilUndecodable<R>(R);
+
+impl<R: Read> Read for UntilUndecodable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Ok(0),
+                ok => return ok,
+            }
+        }
+    }
+}
 
 /// A line that was not used, and why (1-based line number).
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +223,46 @@ pub fn parse_recording(text: &str) -> Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_recordings_read_like_plain_ones_even_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |t: u64| {
+            format!(
+                "{{\"version\":{SNAPSHOT_VERSION},\"taken_at_ms\":{t},\"hostname\":\"h\",\
+\"host\":{{\"mem_total_bytes\":1,\"mem_available_bytes\":1,\"swap_total_bytes\":0,\
+\"swap_free_bytes\":0,\"psi_memory_some_avg10\":null}},\"gpus\":[],\"processes\":[]}}\n"
+            )
+        };
+        let read = |path: &Path| {
+            let mut r = RecordingReader::new();
+            r.read_from(open(path).unwrap()).unwrap();
+            r.finish()
+        };
+        // Two frames, as two runs of `record` appending to one file write them.
+        let whole = dir.path().join("whole.jsonl.zst");
+        let mut bytes = zstd::encode_all((line(1) + &line(2)).as_bytes(), 3).unwrap();
+        bytes.extend(zstd::encode_all(line(3).as_bytes(), 3).unwrap());
+        std::fs::write(&whole, &bytes).unwrap();
+        assert!(bytes.starts_with(&ZSTD_MAGIC));
+        let rec = read(&whole);
+        assert_eq!(rec.snapshots.len(), 3);
+        assert_eq!(rec.skipped_count, 0);
+        // A frame never finished (the recorder was killed): what was flushed still reads.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        use std::io::Write;
+        enc.write_all(line(1).as_bytes()).unwrap();
+        enc.flush().unwrap();
+        enc.write_all(line(2).as_bytes()).unwrap();
+        enc.flush().unwrap();
+        let cut = dir.path().join("cut.jsonl.zst");
+        std::fs::write(&cut, enc.get_ref()).unwrap();
+        assert_eq!(read(&cut).snapshots.len(), 2);
+        // Plain files are read as they are, whatever their name.
+        let plain = dir.path().join("plain.zst");
+        std::fs::write(&plain, line(5)).unwrap();
+        assert_eq!(read(&plain).snapshots[0].taken_at_ms, 5);
+    }
     use std::io::Read;
 
     #[test]

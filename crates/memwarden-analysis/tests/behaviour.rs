@@ -319,6 +319,8 @@ fn snap(t_s: u64, procs: &[(u32, u64, u64)], gpu_used: u64) -> Snapshot {
                     gtt_bytes: None,
                 }],
                 framework: None,
+                cpu_percent: None,
+                gpu_utilization_percent: None,
             })
             .collect(),
         workloads: Vec::new(),

@@ -165,6 +165,8 @@ mod history {
                     cgroup: None,
                     gpu: vec![ProcessGpu { gpu_index: gi, vram_bytes: Some(vram), gtt_bytes: Some(vram) }],
                     framework: None,
+                    cpu_percent: None,
+                    gpu_utilization_percent: None,
                 }).collect(),
                 workloads: Vec::new(),
                 numa: Vec::new(),

@@ -15,6 +15,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::api::{self, App};
 use crate::config::{Config, ConsumerConfig, PoolKind};
+use crate::conns;
 use crate::handle::Broker;
 use crate::lifecycle;
 use crate::measure::{Measurer, PoolReading, Sample, Target};
@@ -81,8 +82,10 @@ fn describe_consumers(
 ) -> Vec<String> {
     let targets: Vec<Target> = cfg.consumers.iter().map(target).collect();
     let scan = probe.scan_processes().0;
+    // One read of every port's sockets serves both passes below.
+    m.index_ports(probe, &targets);
     let held = m.consumers_in(probe, &scan, &targets);
-    (cfg.consumers.iter().zip(&targets).zip(held))
+    let lines = (cfg.consumers.iter().zip(&targets).zip(held))
         .map(|((c, t), held)| {
             let declared = format_size(c.need);
             match m.found(probe, &scan, &t.locator) {
@@ -116,7 +119,9 @@ fn describe_consumers(
                 Err(why) => format!("{}: its declared {declared} stands: {why}", c.name),
             }
         })
-        .collect()
+        .collect();
+    m.forget_ports();
+    lines
 }
 
 /// [`check_config`] with the running broker's probe, which the sampler shares; the lines on
@@ -213,29 +218,23 @@ async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
     Ok((listener, addr))
 }
 
-/// Serves the API on `listener` until told to stop.
+/// Serves the API on `listener` until told to stop, with the connection bounds of `conns`.
 fn serve(listener: tokio::net::TcpListener, addr: SocketAddr, app: &Arc<App>) -> Server {
     let (stop, stop_rx) = oneshot::channel::<()>();
     let front = api::Front::new(Arc::clone(app));
-    let task = tokio::spawn(async move {
-        // Streamed answers go out in several writes: Nagle's algorithm would hold them.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(front),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .await
-        {
-            tracing::error!("server error: {e}");
-        }
-    });
+    let server = &app.config().server;
+    let limits = conns::Limits {
+        max_connections: server.max_connections,
+        header_timeout: server.header_timeout,
+    }
+    .effective();
+    if limits.max_connections < server.max_connections {
+        tracing::warn!(
+            "max_connections lowered to {} by the limit on open files",
+            limits.max_connections
+        );
+    }
+    let task = tokio::spawn(conns::serve(listener, front, limits, stop_rx));
     Server { addr, stop, task }
 }
 
@@ -308,6 +307,9 @@ impl Running {
     /// configuration whose address cannot be had is refused whole; once bound, the old
     /// address stops taking connections and finishes the requests it has.
     pub async fn reload(&mut self, cfg: Config) -> Result<(), DaemonError> {
+        if let Some(why) = crate::config::reload_drops(&self.app.config(), &cfg) {
+            return Err(DaemonError::Config(why));
+        }
         {
             let shared = Arc::clone(&self.app.shared);
             let cfg = cfg.clone();
@@ -410,8 +412,56 @@ impl ServeOptions {
         };
         if let Some(l) = self.listen {
             cfg.server.listen = l;
+            cfg.server.listen_given = true;
         }
         Ok(cfg)
+    }
+}
+
+/// The longest a reload may spend reading its files (the config, token and model files): one
+/// on a hung network mount must not stop the signal loop, so later signals still work.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Reads past [`LOAD_TIMEOUT`] that have not ended yet: each holds a blocking thread, so past a
+/// few a reload is refused at once rather than leaving another.
+const MAX_STUCK_LOADS: usize = 4;
+
+/// [`ServeOptions::load_config`] on a blocking thread, bounded in time.
+async fn load_bounded(
+    opts: &Arc<ServeOptions>,
+    stuck: &Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<Config, DaemonError> {
+    use std::sync::atomic::Ordering;
+    if stuck.load(Ordering::Acquire) >= MAX_STUCK_LOADS {
+        return Err(DaemonError::Config(format!(
+            "{MAX_STUCK_LOADS} earlier reloads are still stuck reading their files"
+        )));
+    }
+    let mut task = tokio::task::spawn_blocking({
+        let opts = Arc::clone(opts);
+        move || opts.load_config()
+    });
+    match tokio::time::timeout(LOAD_TIMEOUT, &mut task).await {
+        Ok(done) => done.map_err(|e| DaemonError::Runtime(e.to_string()))?,
+        Err(_) => {
+            stuck.fetch_add(1, Ordering::AcqRel);
+            let stuck = Arc::clone(stuck);
+            tokio::spawn(async move {
+                let _ = task.await;
+                stuck.fetch_sub(1, Ordering::AcqRel);
+            });
+            Err(DaemonError::Config(format!(
+                "reading the configuration's files took more than {}s (a model file on a hung \
+                 mount?)",
+                LOAD_TIMEOUT.as_secs()
+            )))
+        }
+    }
+}
+
+fn log_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
     }
 }
 
@@ -419,6 +469,9 @@ impl ServeOptions {
 /// is refused and the old one kept).
 pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
     let cfg = opts.load_config()?;
+    log_warnings(&cfg);
+    let opts = Arc::new(opts);
+    let stuck = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -437,11 +490,15 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    match opts.load_config() {
-                        Ok(cfg) => match running.reload(cfg).await {
-                            Ok(()) => tracing::info!("configuration reloaded"),
-                            Err(e) => tracing::error!("new configuration refused, the old one stays: {e}"),
-                        },
+                    let reloaded = match load_bounded(&opts, &stuck).await {
+                        Ok(cfg) => {
+                            log_warnings(&cfg);
+                            running.reload(cfg).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match reloaded {
+                        Ok(()) => tracing::info!("configuration reloaded"),
                         Err(e) => tracing::error!("new configuration refused, the old one stays: {e}"),
                     }
                 }
@@ -454,7 +511,9 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
         tracing::debug!("shutdown done");
         Ok::<(), DaemonError>(())
     });
-    drop(rt);
+    // Not a plain drop, which waits for every blocking thread: a read stuck on a hung mount
+    // would hold the stop for good.
+    rt.shutdown_timeout(Duration::from_secs(1));
     tracing::debug!("runtime dropped");
     result
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod body_budget;
 pub mod client;
 pub mod config;
+mod conns;
 pub mod daemon;
 pub mod events;
 pub mod gate;

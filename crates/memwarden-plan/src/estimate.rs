@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
+use memwarden_probe::root::open_regular;
 use serde::Serialize;
 
 use crate::PlanError;
@@ -227,7 +228,9 @@ pub fn read_model(path: &Path) -> Result<ModelInfo, PlanError> {
         return safetensors::read_model(path);
     }
     let mut magic = [0u8; 4];
-    let mut f = std::fs::File::open(path).map_err(|e| PlanError::io(path, e))?;
+    // Only a regular file is opened: a FIFO in its place would hang the open (and a reload
+    // of the broker with it).
+    let mut f = open_regular(path).map_err(|e| PlanError::io(path, e))?;
     let n = f.read(&mut magic).map_err(|e| PlanError::io(path, e))?;
     if n == 4 && &magic == b"GGUF" {
         let header = gguf::read_split(path)?;

@@ -5,9 +5,10 @@
 //! and what is kept is bounded in total, whatever the file's size.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+
+use memwarden_probe::root::open_regular;
 
 use crate::PlanError;
 use crate::ggml;
@@ -123,7 +124,7 @@ impl Header {
 
 /// Reads the header of the GGUF file at `path`.
 pub fn read_header(path: &Path) -> Result<Header, PlanError> {
-    let file = File::open(path).map_err(|e| PlanError::io(path, e))?;
+    let file = open_regular(path).map_err(|e| PlanError::io(path, e))?;
     let len = file.metadata().map_err(|e| PlanError::io(path, e))?.len();
     parse(file, len).map_err(|why| match why {
         Why::Io(e) => PlanError::io(path, e),

@@ -12,7 +12,8 @@ pub const MAX_SEQ: u32 = 256;
 
 /// GGUF architectures whose memory llama.cpp allocates by the rules below: a plain or
 /// sliding-window KV cache, multi-head latent attention, recurrent state, or attention and
-/// recurrent layers side by side. Any other architecture is refused rather than guessed.
+/// recurrent layers side by side. Any other architecture is refused rather than guessed; each
+/// one here has a model in the llama.cpp oracle's grid (tests/llama_oracle.rs checks that).
 pub const MODELLED: [&str; 19] = [
     "llama",
     "qwen2",

@@ -61,7 +61,9 @@ pub fn resolve(models: &Path, name: &str) -> Result<Option<PathBuf>, PlanError> 
         .join(ns)
         .join(model)
         .join(tag);
-    let Ok(text) = std::fs::read(&manifest) else {
+    let Ok(text) =
+        memwarden_probe::root::read_bounded(&manifest, memwarden_probe::root::MAX_FILE_BYTES)
+    else {
         return Ok(None);
     };
     let bad = |why: &str| PlanError::Model {

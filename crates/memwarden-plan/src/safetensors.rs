@@ -2,10 +2,10 @@
 //! and the `config.json` beside them, which says the attention shape.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use memwarden_probe::root::{MAX_FILE_BYTES, open_regular, read_bounded};
 use serde_json::Value;
 
 use crate::PlanError;
@@ -47,8 +47,20 @@ fn layer_of(name: &str) -> Option<u32> {
 }
 
 fn read_shard(path: &Path) -> Result<Shard, PlanError> {
-    let mut f = File::open(path).map_err(|e| PlanError::io(path, e))?;
+    let f = open_regular(path).map_err(|e| PlanError::io(path, e))?;
     let len = f.metadata().map_err(|e| PlanError::io(path, e))?.len();
+    shard_from(f, len, path)
+}
+
+/// The weights' bytes and tensor count of a whole safetensors file held in memory: what a
+/// shard file gives, for the fuzzer.
+pub fn parse_shard(bytes: &[u8]) -> Result<(u64, u64), PlanError> {
+    let shard = shard_from(bytes, bytes.len() as u64, Path::new("(bytes)"))?;
+    Ok((shard.bytes, shard.count))
+}
+
+/// A shard's header, read from `f` (of `len` bytes); `path` names it in errors.
+fn shard_from(mut f: impl Read, len: u64, path: &Path) -> Result<Shard, PlanError> {
     let mut n = [0u8; 8];
     f.read_exact(&mut n)
         .map_err(|_| bad(path, format!("only {len} bytes: too short for a header")))?;
@@ -150,7 +162,7 @@ fn read_shard(path: &Path) -> Result<Shard, PlanError> {
 fn shards_of(dir: &Path) -> Result<Vec<PathBuf>, PlanError> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read(&index).map_err(|e| PlanError::io(&index, e))?;
+        let text = read_bounded(&index, MAX_FILE_BYTES).map_err(|e| PlanError::io(&index, e))?;
         let v: Value =
             serde_json::from_slice(&text).map_err(|e| bad(&index, format!("not JSON: {e}")))?;
         let map = v
@@ -210,7 +222,7 @@ pub fn read_model(path: &Path) -> Result<ModelInfo, PlanError> {
         per_layer.extend(shard.layers);
     }
     let config_path = dir.join("config.json");
-    let text = std::fs::read(&config_path).map_err(|e| PlanError::Model {
+    let text = read_bounded(&config_path, MAX_FILE_BYTES).map_err(|e| PlanError::Model {
         path: config_path.display().to_string(),
         why: format!("cannot read the model's config.json (needed for the attention shape): {e}"),
     })?;
@@ -325,4 +337,39 @@ pub fn from_config(root: &Value) -> Result<ModelInfo, String> {
         experts: None,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_shard;
+
+    fn file(header: &str, data: usize) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.resize(b.len() + data, 0);
+        b
+    }
+
+    #[test]
+    fn a_shard_in_memory_is_read_as_from_a_file() {
+        let h = r#"{"__metadata__":{},"model.layers.0.w":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]}}"#;
+        assert_eq!(parse_shard(&file(h, 12)).unwrap(), (12, 1));
+        let e = parse_shard(&file(h, 11)).unwrap_err().to_string();
+        assert!(e.contains("runs past the end of the file"), "{e}");
+        // A length that claims more than is there, and one past the format's bound.
+        let mut lying = file(h, 12);
+        lying[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(
+            parse_shard(&lying)
+                .unwrap_err()
+                .to_string()
+                .contains("the format allows 100 MiB")
+        );
+        assert!(
+            parse_shard(&[1, 2, 3])
+                .unwrap_err()
+                .to_string()
+                .contains("too short")
+        );
+    }
 }

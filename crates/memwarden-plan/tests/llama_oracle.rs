@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use memwarden_plan::estimate::{EstimateOptions, FlashAttn, KvType, estimate_file};
+use memwarden_plan::kv::MODELLED;
 
 /// The llama-cpp-python release whose vendored llama.cpp `.ci/llama.sh` builds.
 const LLAMA_CPP_PYTHON: &str = "0.3.36";
@@ -21,9 +22,11 @@ const LLAMA_CPP_PYTHON: &str = "0.3.36";
 /// depends on the order of the graph's nodes; docs/PLAN.md lists what each architecture shows.
 const COMPUTE_BAND: (f64, f64) = (0.90, 1.10);
 
-/// Architectures memwarden models, and two of other proportions: `llama-wide` and `mamba-wide`
-/// (a small vocabulary, so that its recurrent layers set the compute buffer).
-const ARCHS: [&str; 13] = [
+/// Every architecture memwarden models (`kv::MODELLED`), and models of other shapes: `mistral`
+/// (llama with a sliding window it ignores, 4 query heads per KV head), `llama-wide` (8 per 1),
+/// `llama-mha` (1 per 1) and `mamba-wide` (a small vocabulary, so that its recurrent layers set
+/// the compute buffer).
+const ARCHS: [&str; 23] = [
     "llama",
     "qwen2",
     "qwen3",
@@ -35,9 +38,34 @@ const ARCHS: [&str; 13] = [
     "deepseek2",
     "mamba",
     "granitehybrid",
+    "gemma",
+    "qwen2moe",
+    "mamba2",
+    "lfm2",
+    "jamba",
+    "rwkv6",
+    "rwkv7",
+    "qwen3next",
+    "mistral",
     "llama-wide",
+    "llama-mha",
     "mamba-wide",
 ];
+
+/// `estimate` answers only for architectures checked against llama.cpp below: one added to
+/// `kv::MODELLED` without a model in the grid fails here, before llama.cpp is even needed.
+#[test]
+fn every_modelled_architecture_is_in_the_grid() {
+    let unchecked: Vec<&str> = MODELLED
+        .iter()
+        .copied()
+        .filter(|a| !ARCHS.contains(a))
+        .collect();
+    assert!(
+        unchecked.is_empty(),
+        "modelled but not checked against llama.cpp: {unchecked:?}"
+    );
+}
 
 fn llama_dir() -> PathBuf {
     let cache = std::env::var_os("MEMWARDEN_CACHE")

@@ -24,6 +24,8 @@ pub struct FakeProcess {
     /// Further fd links by fd number: the link's target text. A relative target resolves
     /// inside the fake root, as a real `/proc/PID/fd/N` link reaches the open file.
     pub fd_links: Vec<(u32, String)>,
+    /// CPU time in clock ticks, user and system (fields 14 and 15 of stat).
+    pub cpu_ticks: (u64, u64),
 }
 
 impl FakeProcess {
@@ -40,6 +42,7 @@ impl FakeProcess {
             cgroup: "0::/\n".to_string(),
             fdinfo: Vec::new(),
             fd_links: Vec::new(),
+            cpu_ticks: (5, 3),
         }
     }
 }
@@ -131,9 +134,17 @@ SwapCached:            0 kB\nSwapTotal:      {swap_total_kib} kB\nSwapFree:     
         self.file(
             &format!("{base}/stat"),
             format!(
-                "{} ({}) S {} {} {} 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 {} 123456789 {} \
+                "{} ({}) S {} {} {} 0 -1 4194560 100 0 0 0 {} {} 0 0 20 0 1 0 {} 123456789 {} \
 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n",
-                p.pid, p.comm, p.ppid, p.pid, p.pid, p.starttime, rss_pages
+                p.pid,
+                p.comm,
+                p.ppid,
+                p.pid,
+                p.pid,
+                p.cpu_ticks.0,
+                p.cpu_ticks.1,
+                p.starttime,
+                rss_pages
             ),
         )?;
         let mut status = format!(

@@ -11,6 +11,96 @@ pub struct DrmClient {
     pub vram_bytes: Option<u64>,
     /// Resident bytes in system memory mapped for the GPU (amdgpu/xe `gtt`, i915 `system0`).
     pub gtt_bytes: Option<u64>,
+    /// The busy counters of its engines (`drm-engine-*`, or xe's `drm-cycles-*`): a share of
+    /// time only between two readings.
+    pub engines: Vec<DrmEngine>,
+}
+
+/// One engine class's counter of a DRM client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrmEngine {
+    pub name: String,
+    /// Busy nanoseconds (`drm-engine-NAME`), or busy cycles (`drm-cycles-NAME`).
+    pub busy: u64,
+    /// For cycles, the cycles that passed (`drm-total-cycles-NAME`); `None` for nanoseconds,
+    /// which are set against the wall-clock time between readings.
+    pub total: Option<u64>,
+    /// Engines of this class (`drm-engine-capacity-NAME`, 1 when not given).
+    pub capacity: u32,
+}
+
+/// A driver prints a handful of engine classes; more is a hostile or broken file.
+const MAX_ENGINES: usize = 16;
+
+/// How busy a client kept its busiest engine between two readings `elapsed_ns` apart, in
+/// percent of that engine class's capacity; `None` when no engine is in both readings or a
+/// counter went backwards (the client was replaced).
+pub fn busy_percent(prev: &[DrmEngine], cur: &[DrmEngine], elapsed_ns: u64) -> Option<f64> {
+    let mut best: Option<f64> = None;
+    for c in cur {
+        let Some(p) = prev.iter().find(|p| p.name == c.name) else {
+            continue;
+        };
+        let busy = c.busy.checked_sub(p.busy)?;
+        let span = match (c.total, p.total) {
+            (Some(ct), Some(pt)) => ct.checked_sub(pt)?,
+            (None, None) => elapsed_ns,
+            _ => continue,
+        };
+        if span == 0 {
+            continue;
+        }
+        let share = busy as f64 / (span as f64 * f64::from(c.capacity.max(1))) * 100.0;
+        best = Some(best.map_or(share, |b: f64| b.max(share)));
+    }
+    best.map(|b| b.clamp(0.0, 100.0))
+}
+
+/// Records one engine counter line into `engines`.
+fn engine_line(engines: &mut Vec<DrmEngine>, key: &str, value: &str) -> bool {
+    enum Field {
+        Busy,
+        Total,
+        Capacity,
+    }
+    let (field, name) = if let Some(n) = key.strip_prefix("drm-engine-capacity-") {
+        (Field::Capacity, n)
+    } else if let Some(n) = key.strip_prefix("drm-engine-") {
+        (Field::Busy, n)
+    } else if let Some(n) = key.strip_prefix("drm-total-cycles-") {
+        (Field::Total, n)
+    } else if let Some(n) = key.strip_prefix("drm-cycles-") {
+        (Field::Busy, n)
+    } else {
+        return false;
+    };
+    let Some(n) = value
+        .split_ascii_whitespace()
+        .next()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return true;
+    };
+    let i = match engines.iter().position(|e| e.name == name) {
+        Some(i) => i,
+        None if engines.len() < MAX_ENGINES => {
+            engines.push(DrmEngine {
+                name: crate::sanitize::sanitize(name, 24),
+                busy: 0,
+                total: None,
+                capacity: 1,
+            });
+            engines.len() - 1
+        }
+        None => return true,
+    };
+    let e = &mut engines[i];
+    match field {
+        Field::Busy => e.busy = n,
+        Field::Total => e.total = Some(n),
+        Field::Capacity => e.capacity = u32::try_from(n).unwrap_or(u32::MAX).max(1),
+    }
+    true
 }
 
 /// Which of our two figures a driver's region name belongs to.
@@ -48,6 +138,7 @@ pub fn parse_drm_fdinfo(buf: &[u8]) -> Option<DrmClient> {
             }
             "drm-pdev" => client.pdev = Some(crate::sanitize::sanitize(value, 32)),
             "drm-client-id" => client.client_id = value.parse().ok(),
+            _ if engine_line(&mut client.engines, key, value) => {}
             _ => {
                 let (slots, region) = if let Some(r) = key.strip_prefix("drm-resident-") {
                     (&mut current, r)
@@ -128,6 +219,63 @@ drm-memory-gtt:\t24 MiB\ndrm-memory-cpu:\t0 KiB\ndrm-engine-gfx:\t1000 ns\n";
         assert_eq!(c.client_id, Some(17));
         assert_eq!(c.vram_bytes, Some(5 << 20));
         assert_eq!(c.gtt_bytes, Some(24 << 20));
+        assert_eq!(c.engines.len(), 1);
+        assert_eq!(
+            (c.engines[0].name.as_str(), c.engines[0].busy),
+            ("gfx", 1000)
+        );
+    }
+
+    fn engine(name: &str, busy: u64, total: Option<u64>, capacity: u32) -> DrmEngine {
+        DrmEngine {
+            name: name.into(),
+            busy,
+            total,
+            capacity,
+        }
+    }
+
+    #[test]
+    fn engine_counters_of_each_driver() {
+        let i915 = b"drm-driver: i915\ndrm-engine-render: 500 ns\ndrm-engine-capacity-video: 2\n\
+drm-engine-video: 7 ns\n";
+        let c = parse_drm_fdinfo(i915).unwrap();
+        assert_eq!(
+            c.engines,
+            [engine("render", 500, None, 1), engine("video", 7, None, 2)]
+        );
+        let xe = b"drm-driver: xe\ndrm-cycles-rcs: 30\ndrm-total-cycles-rcs: 100\n";
+        let c = parse_drm_fdinfo(xe).unwrap();
+        assert_eq!(c.engines, [engine("rcs", 30, Some(100), 1)]);
+    }
+
+    #[test]
+    fn busy_share_between_two_readings() {
+        let second = 1_000_000_000;
+        // gfx busy a quarter of the second, compute half: the busiest engine counts.
+        let a = [engine("gfx", 0, None, 1), engine("compute", 0, None, 1)];
+        let b = [
+            engine("gfx", second / 4, None, 1),
+            engine("compute", second / 2, None, 1),
+        ];
+        assert_eq!(busy_percent(&a, &b, second), Some(50.0));
+        // Two video engines, one busy the whole time: half the class.
+        let a = [engine("video", 0, None, 2)];
+        let b = [engine("video", second, None, 2)];
+        assert_eq!(busy_percent(&a, &b, second), Some(50.0));
+        // Cycles against total cycles, whatever the wall clock says.
+        let a = [engine("rcs", 100, Some(1000), 1)];
+        let b = [engine("rcs", 400, Some(2000), 1)];
+        assert_eq!(busy_percent(&a, &b, 1), Some(30.0));
+        // A counter that went back is another client; nothing in common, no figure.
+        assert_eq!(busy_percent(&b, &a, second), None);
+        assert_eq!(busy_percent(&[], &b, second), None);
+        // Never above 100 % however the clocks disagree.
+        let b = [engine("gfx", 3 * second, None, 1)];
+        assert_eq!(
+            busy_percent(&[engine("gfx", 0, None, 1)], &b, second),
+            Some(100.0)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::CgroupRef;
-use crate::fdinfo::{DrmClient, DrmClients};
+use crate::fdinfo::{DrmClient, DrmClients, DrmEngine};
 use crate::framework::{self, Framework};
 use crate::probe::{Probe, ScannedProcess, attribute_drm, now_ms};
 use crate::procfs::{self, FdScan};
@@ -38,7 +38,12 @@ struct Known {
     /// DRM fds and model files at the last scan of its fds.
     fds: FdScan,
     fds_scanned_at: u64,
+    /// CPU ticks (user + system) at the last reading, and when: the next gives a rate.
+    cpu: Option<(u64, Instant)>,
 }
+
+/// A DRM client across readings: the process, its device and its client id.
+type ClientKey = (u32, Option<String>, u64);
 
 /// One sample: the snapshot, and what the inference servers among the processes reported,
 /// by pid.
@@ -61,6 +66,28 @@ pub struct Sampler {
     fd_rescan_every: u64,
     hostname: String,
     numa: Vec<NumaNode>,
+    /// Clock ticks per second, for CPU time in /proc/PID/stat.
+    ticks_per_s: u64,
+    /// Each DRM client's engine counters at the last reading, and when.
+    drm_engines: HashMap<ClientKey, (Vec<DrmEngine>, Instant)>,
+    /// NVML's per-process utilization at its last reading.
+    nvml_util: BTreeMap<u32, f64>,
+}
+
+/// CPU use between two readings, in percent of one CPU; `None` when the readings are too
+/// close to say anything or the counter went back.
+pub fn cpu_percent(
+    prev_ticks: u64,
+    ticks: u64,
+    elapsed: Duration,
+    ticks_per_s: u64,
+) -> Option<f64> {
+    let used = ticks.checked_sub(prev_ticks)?;
+    let secs = elapsed.as_secs_f64();
+    if secs < 0.01 || ticks_per_s == 0 {
+        return None;
+    }
+    Some(used as f64 / ticks_per_s as f64 / secs * 100.0)
 }
 
 impl Sampler {
@@ -84,6 +111,13 @@ impl Sampler {
             fd_rescan_every: 10,
             hostname,
             numa: Vec::new(),
+            // SAFETY: sysconf has no preconditions.
+            ticks_per_s: match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+                n if n > 0 => n as u64,
+                _ => 100,
+            },
+            drm_engines: HashMap::new(),
+            nvml_util: BTreeMap::new(),
         }
     }
 
@@ -124,6 +158,7 @@ impl Sampler {
         let gpus: Vec<Gpu> = if nvml_due {
             let (gpus, per_pid) = self.probe.gpus_with_processes();
             self.nvml_procs = per_pid;
+            self.nvml_util = self.probe.nvml_process_utilization().clone();
             self.nvml_at = Some(now);
             // Slow-changing facts ride on the same once-a-second beat.
             self.hostname = self.probe.hostname();
@@ -133,8 +168,9 @@ impl Sampler {
             self.probe.gpus()
         };
         self.samples += 1;
-        let (mut scanned, clients) = self.scan();
+        let (mut scanned, mut clients) = self.scan(now);
         let mut notes = self.probe.source_notes();
+        let drm_util = self.drm_utilization(&mut clients, now);
         let drm = attribute_drm(&gpus, clients, &mut notes);
         for s in &mut scanned {
             let p = &mut s.process;
@@ -144,6 +180,10 @@ impl Sampler {
             if let Some(list) = drm.get(&p.pid) {
                 p.gpu.extend(list.iter().cloned());
             }
+            p.gpu_utilization_percent = sum_some(
+                self.nvml_util.get(&p.pid).copied(),
+                drm_util.get(&p.pid).copied(),
+            );
         }
         let (workloads, servers) = self.probe.attribute(&mut scanned, &mut notes);
         Ok(Sample {
@@ -168,7 +208,40 @@ impl Sampler {
         self.probe.set_scrape(on);
     }
 
-    fn scan(&mut self) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {
+    /// Each process's GPU use from its DRM clients' engine counters since the last reading
+    /// (summed over its clients, each device at most 100 %); the counters are moved out of the
+    /// clients and kept for the next.
+    fn drm_utilization(
+        &mut self,
+        clients: &mut [(u32, DrmClient)],
+        now: Instant,
+    ) -> HashMap<u32, f64> {
+        let mut per_device: HashMap<(u32, Option<String>), f64> = HashMap::new();
+        let mut next = HashMap::with_capacity(clients.len());
+        for (pid, c) in clients {
+            let Some(id) = c.client_id else { continue };
+            if c.engines.is_empty() {
+                continue;
+            }
+            let key = (*pid, c.pdev.clone(), id);
+            if let Some((prev, at)) = self.drm_engines.get(&key) {
+                let elapsed = now.saturating_duration_since(*at).as_nanos() as u64;
+                if let Some(b) = crate::fdinfo::busy_percent(prev, &c.engines, elapsed) {
+                    let slot = per_device.entry((*pid, c.pdev.clone())).or_insert(0.0);
+                    *slot = (*slot + b).min(100.0);
+                }
+            }
+            next.insert(key, (std::mem::take(&mut c.engines), now));
+        }
+        let mut out: HashMap<u32, f64> = HashMap::new();
+        for ((pid, _), b) in per_device {
+            *out.entry(pid).or_insert(0.0) += b;
+        }
+        self.drm_engines = next;
+        out
+    }
+
+    fn scan(&mut self, now: Instant) -> (Vec<ScannedProcess>, Vec<(u32, DrmClient)>) {
         let pids = procfs::list_pids(&self.proc_dir);
         let page = self.probe.page_size();
         let mut out = Vec::with_capacity(pids.len());
@@ -185,6 +258,7 @@ impl Sampler {
             };
             let name = sanitize::sanitize_bytes(st.comm, sanitize::NAME_MAX);
             let (starttime, ppid, pgrp, rss_pages) = (st.starttime, st.ppid, st.pgrp, st.rss_pages);
+            let ticks = st.cpu_ticks;
             let fresh = self
                 .known
                 .get(&pid)
@@ -201,9 +275,19 @@ impl Sampler {
                     k.fds_scanned_at = self.samples;
                 }
             }
-            let Some(k) = self.known.get(&pid) else {
+            let Some(k) = self.known.get_mut(&pid) else {
                 continue;
             };
+            let cpu = k.cpu.and_then(|(prev, at)| {
+                cpu_percent(
+                    prev,
+                    ticks,
+                    now.saturating_duration_since(at),
+                    self.ticks_per_s,
+                )
+            });
+            k.cpu = Some((ticks, now));
+            let k = &*k;
             procfs::read_drm_clients(
                 &mut self.buf,
                 &self.proc_dir,
@@ -225,6 +309,8 @@ impl Sampler {
                     cgroup: k.cgroup_text.clone(),
                     gpu: Vec::new(),
                     framework: k.framework,
+                    cpu_percent: cpu,
+                    gpu_utilization_percent: None,
                 },
                 pgrp,
                 cgroup_ref: k.cgroup.clone(),
@@ -252,7 +338,16 @@ impl Sampler {
             framework: (f != Framework::Unknown).then_some(f),
             fds: procfs::scan_fds(&self.proc_dir, pid, path),
             fds_scanned_at: self.samples,
+            cpu: None,
         }
+    }
+}
+
+/// The sum of the figures that are known; `None` when neither is.
+fn sum_some(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
     }
 }
 
@@ -287,7 +382,12 @@ mod tests {
         let want = full.snapshot().unwrap();
         let mut s = Sampler::new(Probe::new(host, GpuSourceKind::Drm));
         for _ in 0..3 {
-            let got = s.sample().unwrap();
+            let mut got = s.sample().unwrap();
+            // Rates need two readings, which a full snapshot never has.
+            for p in &mut got.snapshot.processes {
+                p.cpu_percent = None;
+                p.gpu_utilization_percent = None;
+            }
             assert_eq!(got.snapshot.processes, want.processes);
             assert_eq!(got.snapshot.gpus, want.gpus);
             assert_eq!(got.snapshot.workloads, want.workloads);
@@ -335,5 +435,51 @@ mod tests {
         };
         assert_eq!(gpu_of_1(&mut s), 0);
         assert_eq!(gpu_of_1(&mut s), 1 << 30);
+    }
+
+    #[test]
+    fn cpu_and_gpu_use_between_two_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = machine(dir.path());
+        let host = HostRoot::new(dir.path()).unwrap();
+        let mut s = Sampler::new(Probe::new(host, GpuSourceKind::Drm));
+        let engines = |gfx_ns: u64| {
+            format!(
+                "drm-driver:\tamdgpu\ndrm-pdev:\t0000:c3:00.0\ndrm-client-id:\t5\n\
+drm-memory-vram:\t5 MiB\ndrm-memory-gtt:\t8 GiB\ndrm-engine-gfx:\t{gfx_ns} ns\n\
+drm-engine-compute:\t0 ns\n"
+            )
+        };
+        let mut gpu = FakeProcess::new(40, "llama-server");
+        gpu.fdinfo = vec![(7, engines(1_000_000_000))];
+        root.process(&gpu).unwrap();
+        let t0 = Instant::now();
+        let first = s.sample_at(t0).unwrap().snapshot;
+        // One reading: no rate of anything, in the JSON too.
+        for p in &first.processes {
+            assert_eq!((p.cpu_percent, p.gpu_utilization_percent), (None, None));
+        }
+        let json = serde_json::to_value(&first.processes[0]).unwrap();
+        assert!(json["cpu_percent"].is_null() && json["gpu_utilization_percent"].is_null());
+        // In the next two seconds it uses one second of CPU and keeps gfx busy half the time.
+        let hz = s.ticks_per_s;
+        gpu.cpu_ticks = (5 + hz / 2, 3 + hz / 2);
+        gpu.fdinfo = vec![(7, engines(2_000_000_000))];
+        root.process(&gpu).unwrap();
+        let second = s.sample_at(t0 + Duration::from_secs(2)).unwrap().snapshot;
+        let p = |pid| second.processes.iter().find(|p| p.pid == pid).unwrap();
+        assert_eq!(p(40).cpu_percent, Some(50.0));
+        assert_eq!(p(40).gpu_utilization_percent, Some(50.0));
+        // Init did nothing: a measured 0, and no GPU client, so no GPU figure at all.
+        assert_eq!(p(1).cpu_percent, Some(0.0));
+        assert_eq!(p(1).gpu_utilization_percent, None);
+    }
+
+    #[test]
+    fn cpu_rates() {
+        let s = Duration::from_secs(1);
+        assert_eq!(cpu_percent(100, 300, s, 100), Some(200.0));
+        assert_eq!(cpu_percent(300, 100, s, 100), None);
+        assert_eq!(cpu_percent(0, 1, Duration::ZERO, 100), None);
     }
 }

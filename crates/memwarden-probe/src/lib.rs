@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod doctor;
+pub mod duration;
 pub mod fakeroot;
 pub mod fdinfo;
 pub mod framework;

@@ -3,7 +3,7 @@
 //! Used to check that an inference server's port belongs to the process we attribute it to,
 //! and by the broker to find a consumer's process.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::root::HostRoot;
@@ -112,6 +112,68 @@ pub fn owner_of_port(root: &HostRoot, port: u16) -> Option<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .find(|&pid| !socket_inodes(root, pid).is_disjoint(&wanted))
+}
+
+/// Which process holds the socket listening on each of many ports, read once: the socket
+/// tables once, and the descriptors of every process once (only if one of the ports has a
+/// listener). Asking [`owner_of_port`] for each of N ports reads them N times, which for a
+/// broker of 200 consumers on a busy machine takes seconds.
+#[derive(Debug, Default)]
+pub struct PortIndex {
+    /// port -> the inodes listening on it; every port asked for has an entry.
+    listening: HashMap<u16, HashSet<u64>>,
+    /// inode -> (the place of its process in /proc's listing, pid): the first one holding it,
+    /// as [`owner_of_port`] finds it.
+    holders: HashMap<u64, (usize, u32)>,
+}
+
+impl PortIndex {
+    pub fn read(root: &HostRoot, ports: &[u16]) -> PortIndex {
+        let mut listening: HashMap<u16, HashSet<u64>> =
+            ports.iter().map(|p| (*p, HashSet::new())).collect();
+        let tables = ["/proc/net/tcp", "/proc/net/tcp6"];
+        for s in (tables.iter().filter_map(|t| root.read_to_string(t).ok()))
+            .flat_map(|t| parse_listening(&t))
+        {
+            if let Some(inodes) = listening.get_mut(&s.port) {
+                inodes.insert(s.inode);
+            }
+        }
+        let wanted: HashSet<u64> = listening.values().flatten().copied().collect();
+        let mut holders = HashMap::new();
+        if !wanted.is_empty()
+            && let Ok(entries) = std::fs::read_dir(root.path("/proc"))
+        {
+            let pids = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+            for (place, pid) in pids.enumerate() {
+                for inode in socket_inodes(root, pid).intersection(&wanted) {
+                    holders.entry(*inode).or_insert((place, pid));
+                }
+                if holders.len() == wanted.len() {
+                    break;
+                }
+            }
+        }
+        PortIndex { listening, holders }
+    }
+
+    /// Whether `port` was among those read.
+    pub fn covers(&self, port: u16) -> bool {
+        self.listening.contains_key(&port)
+    }
+
+    /// [`listening_on`] from the index.
+    pub fn listening_on(&self, port: u16) -> HashSet<u64> {
+        self.listening.get(&port).cloned().unwrap_or_default()
+    }
+
+    /// [`owner_of_port`] from the index.
+    pub fn owner_of_port(&self, port: u16) -> Option<u32> {
+        (self.listening.get(&port)?.iter())
+            .filter_map(|i| self.holders.get(i))
+            .min()
+            .map(|(_, pid)| *pid)
+    }
 }
 
 /// The inodes of the sockets listening on `port` in this network namespace (any address).

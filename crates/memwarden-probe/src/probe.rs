@@ -46,6 +46,10 @@ pub struct Probe {
     scraper: Scraper,
     /// Whether snapshots group processes into workloads (on by default).
     workloads: bool,
+    /// NVML's per-process utilization at the last reading of the process lists, and the
+    /// newest sample's timestamp per device (the next query starts there).
+    nvml_util: BTreeMap<u32, f64>,
+    nvml_util_seen: HashMap<u32, u64>,
 }
 
 /// A process uses enough memory for its framework to matter: its libraries are worth reading.
@@ -98,6 +102,8 @@ impl Probe {
             gpu_notice,
             page_size,
             workloads: true,
+            nvml_util: BTreeMap::new(),
+            nvml_util_seen: HashMap::new(),
         }
     }
 
@@ -166,21 +172,37 @@ impl Probe {
         self.read_gpus(true)
     }
 
-    /// Devices, and NVML's per-process VRAM when `with_processes`.
+    /// NVML's per-process utilization (percent, summed over devices) as of the last reading
+    /// of the process lists; empty without NVML.
+    pub fn nvml_process_utilization(&self) -> &BTreeMap<u32, f64> {
+        &self.nvml_util
+    }
+
+    /// Devices, and NVML's per-process VRAM and utilization when `with_processes`.
     fn read_gpus(&mut self, with_processes: bool) -> (Vec<Gpu>, BTreeMap<u32, Vec<ProcessGpu>>) {
         let mut gpus = Vec::new();
         let mut per_pid: BTreeMap<u32, Vec<ProcessGpu>> = BTreeMap::new();
+        if with_processes {
+            self.nvml_util.clear();
+        }
         if let Some(nvml) = &self.nvml {
             let count = nvml.device_count().unwrap_or(0);
             for i in 0..count {
                 let root = &self.root;
+                let since = self.nvml_util_seen.get(&i).copied().unwrap_or(0);
                 let reading = nvml.with_device(i, |d| {
-                    nvidia::read_device(d, i, with_processes, |bus| {
+                    nvidia::read_device(d, i, with_processes, since, |bus| {
                         drm::numa_node_of(&root.path(&format!("/sys/bus/pci/devices/{bus}")))
                     })
                 });
                 match reading {
                     Ok(r) => {
+                        if let Some(seen) = r.util_seen_us {
+                            self.nvml_util_seen.insert(i, seen);
+                        }
+                        for (pid, pct) in &r.utilization {
+                            *self.nvml_util.entry(*pid).or_insert(0.0) += pct;
+                        }
                         for (pid, bytes) in r.processes {
                             per_pid.entry(pid).or_default().push(ProcessGpu {
                                 gpu_index: i,
@@ -311,6 +333,8 @@ impl Probe {
                 rss_bytes: Some(st.rss_pages * self.page_size),
                 gpu: Vec::new(),
                 framework: None,
+                cpu_percent: None,
+                gpu_utilization_percent: None,
             },
             pgrp: st.pgrp,
             cgroup_ref: None,
@@ -362,6 +386,9 @@ impl Probe {
             if let Some(list) = drm_per_pid.get(&p.pid) {
                 p.gpu.extend(list.iter().cloned());
             }
+            // The driver samples over time itself; DRM engine counters need two readings,
+            // which one snapshot does not have.
+            p.gpu_utilization_percent = self.nvml_util.get(&p.pid).copied();
         }
         (gpus, scanned)
     }

@@ -8,6 +8,8 @@ pub struct Stat<'a> {
     pub state: u8,
     pub ppid: u32,
     pub pgrp: i32,
+    /// Fields 14 and 15: CPU time in user and kernel mode, in clock ticks, summed.
+    pub cpu_ticks: u64,
     /// Field 22: start time in clock ticks since boot.
     pub starttime: u64,
     /// Field 24: resident set size in pages.
@@ -29,8 +31,12 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
     let state = *fields.next()?.as_bytes().first()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    // Field 6 up to 21 are skipped: 16 fields.
-    let mut fields = fields.skip(16);
+    // Fields 6 up to 13 are skipped: 8 fields.
+    let mut fields = fields.skip(8);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // Fields 16 up to 21 are skipped: 6 fields.
+    let mut fields = fields.skip(6);
     let starttime = fields.next()?.parse().ok()?;
     let _vsize = fields.next()?;
     let rss_pages = fields.next()?.parse::<i64>().ok()?.max(0) as u64;
@@ -39,6 +45,7 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
         state,
         ppid,
         pgrp,
+        cpu_ticks: utime.saturating_add(stime),
         starttime,
         rss_pages,
     })
@@ -88,6 +95,7 @@ mod tests {
         assert_eq!(s.state, b'S');
         assert_eq!(s.ppid, 1);
         assert_eq!(s.pgrp, 1234);
+        assert_eq!(s.cpu_ticks, 5 + 3);
         assert_eq!(s.starttime, 987654);
         assert_eq!(s.rss_pages, 2560);
     }

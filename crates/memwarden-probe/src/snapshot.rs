@@ -162,6 +162,15 @@ pub struct Process {
     /// What the process runs (vLLM, PyTorch, llama.cpp, ...), where memwarden looked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub framework: Option<crate::framework::Framework>,
+    /// CPU time used between the last two readings, as a share of one CPU (200 is two cores
+    /// busy, as `top` counts); `null` where only one reading exists (a single `snapshot`).
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    /// How busy the process kept the GPU: NVML's per-process SM samples, or the busiest
+    /// `drm-engine-*` of its DRM clients between two readings; summed over devices. `null`
+    /// where no reading says (never a made-up 0).
+    #[serde(default)]
+    pub gpu_utilization_percent: Option<f64>,
 }
 
 impl Process {

@@ -13,8 +13,8 @@ use std::io::Write;
 
 use memwarden_probe::framework::Framework;
 use memwarden_probe::snapshot::{
-    Gpu, HostMemory, NumaNode, Process, ProcessGpu, ResidentSource, SNAPSHOT_VERSION, Snapshot,
-    Vendor, Workload, WorkloadKind,
+    DeviceFigures, Gpu, HostMemory, NumaNode, Process, ProcessGpu, ResidentSource,
+    SNAPSHOT_VERSION, Snapshot, Vendor, Workload, WorkloadKind,
 };
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -77,6 +77,8 @@ fn process(
             })
             .unwrap_or_default(),
         framework,
+        cpu_percent: None,
+        gpu_utilization_percent: None,
     }
 }
 
@@ -101,6 +103,46 @@ fn trainer_vram(t: f64, noise: &mut Noise) -> f64 {
         grow + saw
     };
     level + 0.02 * noise.signed()
+}
+
+/// How busy vLLM (requests coming in waves) and the trainer (loading, warm-up, then steps
+/// that keep the card busy) keep the GPU at `t`. Smooth functions of time rather than the
+/// noise generator, so that adding these figures left the memory figures as they were.
+fn gpu_busy(t: f64) -> (f64, f64) {
+    let vllm = (30.0 + 22.0 * (t / 9.0).sin() + 6.0 * (t / 2.3).cos()).clamp(0.0, 100.0);
+    let trainer = match t - 20.0 {
+        s if s < 0.0 => 0.0,
+        s if s < 6.0 => 4.0,
+        s if s < 20.0 => 55.0 + 2.0 * s,
+        s => 60.0 - vllm * 0.35 + 4.0 * (s / 3.0).sin(),
+    };
+    (vllm, trainer.clamp(0.0, 100.0 - vllm))
+}
+
+/// CPU per process at `t`: the trainer's main loop on one core, its data workers on most of
+/// one each, the server's scheduler, and the idle rest.
+fn cpu_use(pid: u32, t: f64) -> f64 {
+    let wobble = (t / 5.0 + f64::from(pid)).sin();
+    match pid {
+        2100 => 14.0 + 6.0 * wobble,
+        3300 => 99.0 + 1.0 * wobble,
+        3312 | 3313 => 62.0 + 9.0 * wobble,
+        1240 => 0.7 + 0.3 * wobble,
+        _ => 0.0,
+    }
+}
+
+/// An A100 SXM at `busy` percent: hotter and hungrier as it works; passively cooled, so no fan.
+fn device_figures(busy: f64) -> DeviceFigures {
+    DeviceFigures {
+        utilization_percent: Some(busy.round()),
+        memory_utilization_percent: Some((busy * 0.45).round()),
+        temperature_celsius: Some((34.0 + busy * 0.38).round()),
+        power_watts: Some((62.0 + busy * 3.1).round()),
+        power_limit_watts: Some(400.0),
+        fan_percent: None,
+        clock_graphics_mhz: Some(if busy > 5.0 { 1410 } else { 210 }),
+    }
 }
 
 fn snapshot(t: u64, noise: &mut Noise) -> Snapshot {
@@ -230,6 +272,18 @@ fn snapshot(t: u64, noise: &mut Noise) -> Snapshot {
             gpu_gtt_bytes: 0,
         });
     }
+    let (vllm_busy, trainer_busy) = gpu_busy(tf);
+    for p in &mut processes {
+        // CPU and GPU use between samples: none at the first, as a live recording starts.
+        if t > 0 {
+            p.cpu_percent = Some(cpu_use(p.pid, tf));
+            p.gpu_utilization_percent = match p.pid {
+                2100 => Some(vllm_busy),
+                3300 => Some(trainer_busy),
+                _ => None,
+            };
+        }
+    }
     for p in &mut processes {
         // The tree `top` draws: the trainer's data workers under it, the login shell under
         // sshd, everything else started by init.
@@ -276,7 +330,7 @@ fn snapshot(t: u64, noise: &mut Noise) -> Snapshot {
             gtt_used_bytes: None,
             unified_memory: false,
             error: None,
-            figures: Default::default(),
+            figures: device_figures(vllm_busy + trainer_busy),
         }],
         processes,
         workloads,

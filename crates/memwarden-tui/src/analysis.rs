@@ -248,6 +248,8 @@ mod tests {
                     gtt_bytes: None,
                 }],
                 framework: None,
+                cpu_percent: None,
+                gpu_utilization_percent: None,
             }],
             workloads: vec![],
             numa: vec![],

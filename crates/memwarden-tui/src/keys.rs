@@ -19,6 +19,8 @@ pub enum Action {
     ToggleTree,
     ToggleDetail,
     ToggleMap,
+    /// Kernel threads shown or hidden.
+    ToggleKernel,
     NextTheme,
     Kill,
     /// Space: pauses a replay, freezes the live view.
@@ -85,6 +87,13 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: "m",
         what: "show or hide the memory maps",
+        footer: None,
+        replay_only: false,
+        kill: false,
+    },
+    Binding {
+        keys: "K",
+        what: "show or hide kernel threads (hidden at start, as in htop)",
         footer: None,
         replay_only: false,
         kill: false,
@@ -157,6 +166,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
         KeyCode::Char('t') | KeyCode::F(5) => Action::ToggleTree,
         KeyCode::Enter | KeyCode::Char('d') => Action::ToggleDetail,
         KeyCode::Char('m') => Action::ToggleMap,
+        KeyCode::Char('K') => Action::ToggleKernel,
         KeyCode::Char('c') => Action::NextTheme,
         KeyCode::Char('k') | KeyCode::F(9) => Action::Kill,
         KeyCode::Char(' ') => Action::Pause,

@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod insight;
 pub mod keys;

@@ -29,6 +29,8 @@ pub enum Event {
     Terminate,
     /// The input reader failed (the terminal went away).
     InputGone(String),
+    /// The broker's answer (`None`: the default broker is not there).
+    Broker(Option<Box<crate::broker::BrokerState>>),
 }
 
 /// Controls of the sampling thread.
@@ -184,6 +186,8 @@ mod tests {
             cgroup: None,
             gpu: vec![],
             framework: None,
+            cpu_percent: None,
+            gpu_utilization_percent: None,
         };
         let x = extras(&root, &p, None);
         assert_eq!(x.server, None);

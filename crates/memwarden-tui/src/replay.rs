@@ -21,12 +21,14 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// Reads a recording, plain or zstd-compressed.
     pub fn open(path: &Path) -> Result<Recording, TuiError> {
-        let file = std::fs::File::open(path).map_err(|e| TuiError::Recording {
-            file: path.display().to_string(),
-            why: e.to_string(),
-        })?;
-        Recording::read(std::io::BufReader::new(file), &path.display().to_string())
+        let reader =
+            memwarden_analysis::recording::open(path).map_err(|e| TuiError::Recording {
+                file: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+        Recording::read(reader, &path.display().to_string())
     }
 
     /// Reads every line; skips blank lines silently and bad ones with a count. Fails (naming

@@ -42,7 +42,12 @@ pub struct Options {
     pub users: HashMap<u32, String>,
     /// Where kills are checked and logged; `None` turns kill off (replay, a fake root).
     pub kill: Result<(memwarden_probe::HostRoot, Option<PathBuf>), String>,
+    /// The broker to show beside the live view, if any.
+    pub broker: Option<crate::broker::BrokerSource>,
 }
+
+/// How often the broker is asked while it answers.
+const BROKER_EVERY: Duration = Duration::from_secs(2);
 
 /// Applies a config (with the command line's overrides on top) to the app.
 pub fn apply_config(app: &mut App, cfg: &Config, o: &Overrides) {
@@ -90,6 +95,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         config_path,
         overrides,
         source,
+        broker,
         ..
     } = opts;
     let (tx, rx) = mpsc::channel::<Event>();
@@ -136,7 +142,12 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         })?;
 
     let (mut player, live_control, replay_name) = match source {
-        Source::Live(sampler) => (None, Some(live::spawn(*sampler, app.interval, tx)), None),
+        Source::Live(sampler) => {
+            if let Some(b) = broker {
+                crate::broker::spawn(b, BROKER_EVERY, tx.clone());
+            }
+            (None, Some(live::spawn(*sampler, app.interval, tx)), None)
+        }
         Source::Replay { player, name } => {
             drop(tx);
             (Some(player), None, Some(name))
@@ -277,6 +288,7 @@ fn handle(
             },
             None => app.say("SIGHUP: no config file to reload", now),
         },
+        Event::Broker(state) => app.broker = state.map(|b| *b),
         Event::Terminate => return Ok(true),
         Event::InputGone(why) => {
             return Err(TuiError::Terminal(std::io::Error::other(format!(

@@ -19,18 +19,25 @@ pub enum SortKey {
     Vram,
     Gtt,
     Rss,
+    /// CPU use, percent of one CPU.
+    Cpu,
+    /// How busy it keeps the GPU.
+    #[serde(rename = "gpu")]
+    GpuUtil,
     Phase,
     Verdict,
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 8] = [
+    pub const ALL: [SortKey; 10] = [
         SortKey::Pid,
         SortKey::Name,
         SortKey::Memory,
         SortKey::Vram,
         SortKey::Gtt,
         SortKey::Rss,
+        SortKey::Cpu,
+        SortKey::GpuUtil,
         SortKey::Phase,
         SortKey::Verdict,
     ];
@@ -48,6 +55,8 @@ impl SortKey {
             SortKey::Vram => "vram",
             SortKey::Gtt => "gtt",
             SortKey::Rss => "rss",
+            SortKey::Cpu => "cpu",
+            SortKey::GpuUtil => "gpu",
             SortKey::Phase => "phase",
             SortKey::Verdict => "verdict",
         }
@@ -80,6 +89,10 @@ pub struct Row {
     pub gtt: Option<u64>,
     /// Host memory: RSS of a process, resident bytes of a workload.
     pub rss: Option<u64>,
+    /// CPU use in percent of one CPU; `None` until two readings (or in a recording without).
+    pub cpu: Option<f64>,
+    /// How busy it keeps the GPU, percent; `None` where nothing says.
+    pub gpu_util: Option<f64>,
     /// For workloads: where the resident figure came from (`cgroup` or `estimate`).
     pub source: Option<&'static str>,
     pub phase: Option<PhaseBadge>,
@@ -117,6 +130,8 @@ fn compare(a: &Row, b: &Row, key: SortKey) -> Ordering {
         SortKey::Vram => a.vram.cmp(&b.vram).then_with(by_mem),
         SortKey::Gtt => a.gtt.cmp(&b.gtt).then_with(by_mem),
         SortKey::Rss => a.rss.cmp(&b.rss),
+        SortKey::Cpu => by_rate(a.cpu, b.cpu).then_with(by_mem),
+        SortKey::GpuUtil => by_rate(a.gpu_util, b.gpu_util).then_with(by_mem),
         SortKey::Phase => a
             .phase
             .map(PhaseBadge::rank)
@@ -128,6 +143,20 @@ fn compare(a: &Row, b: &Row, key: SortKey) -> Ordering {
     .then_with(|| b.pid.cmp(&a.pid))
 }
 
+/// Unknown below every known figure, so a descending sort puts the busiest first.
+fn by_rate(a: Option<f64>, b: Option<f64>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.total_cmp(&b),
+        (a, b) => a.is_some().cmp(&b.is_some()),
+    }
+}
+
+/// A kernel thread: kthreadd (pid 2) and its children, which have no command line. htop
+/// hides them by default, and so does `top` (`K` shows them).
+pub fn is_kernel_thread(p: &memwarden_probe::snapshot::Process) -> bool {
+    p.cmdline.is_empty() && (p.pid == 2 || p.ppid == Some(2))
+}
+
 fn user_name(uid: Option<u32>, names: &HashMap<u32, String>) -> String {
     match uid {
         Some(u) => names.get(&u).cloned().unwrap_or_else(|| u.to_string()),
@@ -135,14 +164,16 @@ fn user_name(uid: Option<u32>, names: &HashMap<u32, String>) -> String {
     }
 }
 
-/// Rows for the process view. `parents` maps a pid to its parent, for the tree.
+/// Rows for the process view; kernel threads only when `kernel_threads`.
 pub fn process_rows(
     snap: &Snapshot,
     insights: &Insights,
     users: &HashMap<u32, String>,
+    kernel_threads: bool,
 ) -> Vec<Row> {
     snap.processes
         .iter()
+        .filter(|p| kernel_threads || !is_kernel_thread(p))
         .map(|p| {
             let view = insights.processes.get(&p.identity());
             let any = |f: fn(&memwarden_probe::snapshot::ProcessGpu) -> Option<u64>| {
@@ -158,6 +189,8 @@ pub fn process_rows(
                 vram: any(|g| g.vram_bytes),
                 gtt: any(|g| g.gtt_bytes),
                 rss: p.rss_bytes,
+                cpu: p.cpu_percent,
+                gpu_util: p.gpu_utilization_percent,
                 source: None,
                 phase: view.and_then(|v| v.phase),
                 verdict: view.and_then(|v| v.verdict.as_ref().map(|(v, _)| *v)),
@@ -172,6 +205,13 @@ pub fn process_rows(
 }
 
 pub fn workload_rows(snap: &Snapshot, insights: &Insights) -> Vec<Row> {
+    let by_pid: HashMap<u32, &memwarden_probe::snapshot::Process> =
+        snap.processes.iter().map(|p| (p.pid, p)).collect();
+    // A workload's rate is the sum over its processes, unknown when none of them says.
+    let total = |pids: &[u32], f: fn(&memwarden_probe::snapshot::Process) -> Option<f64>| {
+        let known: Vec<f64> = pids.iter().filter_map(|p| f(by_pid.get(p)?)).collect();
+        (!known.is_empty()).then(|| known.iter().sum())
+    };
     snap.workloads
         .iter()
         .map(|w| {
@@ -191,6 +231,8 @@ pub fn workload_rows(snap: &Snapshot, insights: &Insights) -> Vec<Row> {
                     .any(|g| g.gtt_total_bytes.is_some())
                     .then_some(w.gpu_gtt_bytes),
                 rss: Some(w.resident_bytes),
+                cpu: total(&w.pids, |p| p.cpu_percent),
+                gpu_util: total(&w.pids, |p| p.gpu_utilization_percent),
                 source: Some(w.resident_source.as_str()),
                 phase: view.and_then(|v| v.phase),
                 verdict: view.and_then(|v| v.verdict.as_ref().map(|(v, _)| *v)),
@@ -284,6 +326,8 @@ mod tests {
             vram,
             gtt: None,
             rss: Some(rss),
+            cpu: None,
+            gpu_util: None,
             source: None,
             phase: None,
             verdict: None,
@@ -312,6 +356,44 @@ mod tests {
         assert_eq!(pids(&r), [30]);
         let r = arrange(rows, SortKey::Pid, false, "20", None);
         assert_eq!(pids(&r), [20]);
+    }
+
+    #[test]
+    fn busiest_first_and_unknown_last() {
+        let mut rows = vec![
+            row(1, "idle", None, 10),
+            row(2, "busy", None, 10),
+            row(3, "new", None, 10),
+        ];
+        (rows[0].cpu, rows[1].cpu) = (Some(0.0), Some(180.0));
+        (rows[0].gpu_util, rows[2].gpu_util) = (Some(3.0), Some(90.0));
+        let r = arrange(rows.clone(), SortKey::Cpu, true, "", None);
+        assert_eq!(pids(&r), [2, 1, 3]);
+        let r = arrange(rows, SortKey::GpuUtil, true, "", None);
+        assert_eq!(pids(&r), [3, 1, 2]);
+    }
+
+    #[test]
+    fn kernel_threads_are_kthreadd_and_its_children_without_a_command() {
+        let p = |pid, ppid, cmdline: &str| memwarden_probe::snapshot::Process {
+            pid,
+            starttime: 1,
+            ppid: Some(ppid),
+            uid: Some(0),
+            name: "x".into(),
+            cmdline: cmdline.into(),
+            rss_bytes: None,
+            cgroup: None,
+            gpu: vec![],
+            framework: None,
+            cpu_percent: None,
+            gpu_utilization_percent: None,
+        };
+        assert!(is_kernel_thread(&p(2, 0, "")));
+        assert!(is_kernel_thread(&p(90, 2, "")));
+        assert!(!is_kernel_thread(&p(1, 0, "/sbin/init")));
+        assert!(!is_kernel_thread(&p(91, 2, "odd but a user process")));
+        assert!(!is_kernel_thread(&p(92, 1, "")));
     }
 
     #[test]

@@ -59,6 +59,8 @@ fn the_detail_pane_shows_what_the_server_says() {
             gtt_bytes: None,
         }],
         framework: Some(Framework::Vllm),
+        cpu_percent: None,
+        gpu_utilization_percent: None,
     };
     let mut scraper = Scraper::new(ScrapeConfig::default());
     let server = scraper

@@ -156,6 +156,8 @@ fn snapshot_with(children: &[&Child]) -> Snapshot {
                     cgroup: None,
                     gpu: vec![],
                     framework: None,
+                    cpu_percent: None,
+                    gpu_utilization_percent: None,
                 }
             })
             .collect(),
@@ -305,6 +307,8 @@ fn init_and_the_terminals_session_leader_are_refused_and_logged() {
             cgroup: None,
             gpu: vec![],
             framework: None,
+            cpu_percent: None,
+            gpu_utilization_percent: None,
         });
         let (app, audit) = press_k_on(snap);
         // Whoever runs the test (root or not), no dialog opens for these.

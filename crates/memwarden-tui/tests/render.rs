@@ -1,65 +1,15 @@
 //! The screen at every layout size, in colour and without, drawn on ratatui's test backend
 //! from the example recording (a training run growing toward OOM beside an inference server).
 
-use std::path::PathBuf;
+mod screens;
+
 use std::time::Instant;
 
-use memwarden_probe::snapshot::Snapshot;
-use memwarden_tui::app::{App, ReplayStatus};
-use memwarden_tui::replay::Recording;
+use memwarden_tui::app::App;
 use memwarden_tui::theme::ThemeName;
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
-use ratatui::buffer::Buffer;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 use ratatui::style::Color;
-
-fn recording() -> Vec<Snapshot> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/training-beside-inference.jsonl");
-    Recording::open(&path).expect("example recording").samples
-}
-
-/// An app fed the first `n` samples of the example, as a replay would.
-fn app_after(n: usize, colour: bool) -> App {
-    let samples = recording();
-    let mut app = App::new(ThemeName::Dark, colour, 600);
-    for s in samples.iter().take(n) {
-        app.ingest(s.clone());
-    }
-    app.replay = Some(ReplayStatus {
-        file: "training-beside-inference.jsonl".into(),
-        position: n,
-        len: samples.len(),
-        speed: 1.0,
-        paused: false,
-        skipped: 0,
-    });
-    app.disable_kill("a recording is being played: nothing to kill");
-    app
-}
-
-fn render(app: &App, w: u16, h: u16) -> Buffer {
-    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
-    term.draw(|f| memwarden_tui::ui::draw(f, app, Instant::now()))
-        .unwrap();
-    term.backend().buffer().clone()
-}
-
-fn text(buf: &Buffer) -> String {
-    let mut out = String::new();
-    for y in 0..buf.area.height {
-        for x in 0..buf.area.width {
-            out.push_str(buf[(x, y)].symbol());
-        }
-        out.push('\n');
-    }
-    out
-}
-
-fn key(c: KeyCode) -> KeyEvent {
-    KeyEvent::new(c, KeyModifiers::NONE)
-}
+use screens::{app_after, key, recording, render, text};
 
 #[test]
 fn full_layout_shows_cards_maps_table_and_prediction() {

@@ -171,17 +171,10 @@ pub fn parse() -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
 }
 
-/// The longest duration any flag takes: past it a time is no longer a plan but a typo, and far
-/// past it (`300000000000y`) adding it to a clock overflows.
-pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
-
-/// A duration flag (`500ms`, `2m`, `1h`), at most [`MAX_DURATION`].
+/// A duration flag (`500ms`, `2m`, `1h`), at most
+/// [`MAX_DURATION`](memwarden_probe::duration::MAX_DURATION).
 pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d > MAX_DURATION {
-        return Err("at most 10 years".into());
-    }
-    Ok(d)
+    memwarden_probe::duration::parse_duration(s)
 }
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ fn process(pid: u32, name: &str, cmdline: &str, vram: u64) -> Process {
         rss_bytes: Some(GIB),
         cgroup: None,
         framework: None,
+        cpu_percent: None,
+        gpu_utilization_percent: None,
         gpu: if vram > 0 {
             vec![ProcessGpu {
                 gpu_index: 0,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use memwarden_probe::size::format_size;
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawConsumer, RawPool, RawRoute, RawServer, Source, duration, size};
+use super::raw::{RawConfig, RawConsumer, RawPool, RawRoute, Source, duration, size};
+use super::validate;
 use super::{
     Config, ConfigError, ConsumerConfig, DEFAULT_CUSHION, EstimateRequest, Estimator, NeedSource,
     PoolConfig, PoolKind, Route, ServerConfig, Unload, Upstream,
@@ -30,7 +31,8 @@ impl Config {
                 None => ConfigError(format!("{file}: {msg}")),
             }
         })?;
-        let server = server(&src, raw.server, base)?;
+        let server = server(&src, &raw, base)?;
+        let warnings = validate::warnings(&src, &raw, server.listen, server.token.is_some());
         let mut pools = Vec::new();
         let mut pool_index = HashMap::new();
         for p in raw.pool {
@@ -102,6 +104,7 @@ impl Config {
             server,
             pools,
             consumers,
+            warnings,
         })
     }
 }
@@ -125,7 +128,8 @@ fn check_name(src: &Source<'_>, name: &Spanned<String>, what: &str) -> Result<()
     }
 }
 
-fn server(src: &Source<'_>, raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
+fn server(src: &Source<'_>, all: &RawConfig, base: &Path) -> Result<ServerConfig, ConfigError> {
+    let raw = &all.server;
     let listen = match &raw.listen {
         Some(l) => l.get_ref().parse().map_err(|_| {
             src.err(
@@ -135,19 +139,25 @@ fn server(src: &Source<'_>, raw: RawServer, base: &Path) -> Result<ServerConfig,
         })?,
         None => SocketAddr::from(([127, 0, 0, 1], 7077)),
     };
-    let token = match (raw.token, &raw.token_file) {
+    let token = match (&raw.token, &raw.token_file) {
         (Some(_), Some(f)) => {
             return Err(src.err(f, "give token or token_file, not both"));
         }
-        (Some(t), None) => Some(t),
-        (None, Some(f)) => {
-            Some(read_token_file(&base.join(f.get_ref())).map_err(|e| src.err(f, e))?)
-        }
+        (Some(t), None) => Some((t.get_ref().clone(), t.span().start)),
+        (None, Some(f)) => Some((
+            read_token_file(&base.join(f.get_ref())).map_err(|e| src.err(f, e))?,
+            f.span().start,
+        )),
         (None, None) => None,
     };
-    if token.as_deref().is_some_and(|t| t.is_empty()) {
-        return Err(ConfigError(format!("{}: the token is empty", src.file)));
+    if let Some((t, at)) = &token {
+        if t.is_empty() {
+            return Err(src.at(*at, "the token is empty"));
+        }
+        validate::token(src, t, *at)?;
     }
+    let token = token.map(|(t, _)| t);
+    let limits = validate::limits(src, all)?;
     let shutdown_grace = match &raw.shutdown_grace {
         Some(d) => duration(src, d)?,
         None => Duration::from_secs(30),
@@ -156,6 +166,10 @@ fn server(src: &Source<'_>, raw: RawServer, base: &Path) -> Result<ServerConfig,
         listen,
         token,
         shutdown_grace,
+        max_connections: limits.max_connections,
+        header_timeout: limits.header_timeout,
+        allow_empty: raw.allow_empty,
+        listen_given: raw.listen.is_some(),
     })
 }
 
@@ -171,7 +185,7 @@ fn read_token_file(path: &Path) -> Result<String, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path)
+    let text = memwarden_probe::root::read_to_string_bounded(path, 64 << 10)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(text.trim().to_string())
 }
@@ -278,6 +292,7 @@ fn route(src: &Source<'_>, r: &Spanned<RawRoute>) -> Result<Route, ConfigError> 
             t.body.clone(),
         ),
     };
+    validate::request_text(src, &path, r.span().start, "route path")?;
     let method = method.to_ascii_uppercase();
     if !matches!(
         method.as_str(),
@@ -293,6 +308,7 @@ fn route(src: &Source<'_>, r: &Spanned<RawRoute>) -> Result<Route, ConfigError> 
 
 fn upstream(src: &Source<'_>, u: &Spanned<String>) -> Result<Upstream, ConfigError> {
     let text = u.get_ref();
+    validate::request_text(src, text, u.span().start, "upstream")?;
     let bad = |why: &str| src.err(u, format!("upstream {text:?}: {why}"));
     let rest = text
         .strip_prefix("http://")

@@ -6,6 +6,7 @@ mod demand;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use validate::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, reload_drops};
+
 /// What a pool keeps free when its `cushion` is not given.
 pub const DEFAULT_CUSHION: u64 = 256 << 20;
+
+/// The largest config file read: thousands of consumers fit in a tenth of it.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 
 /// The configuration used when none is given: a pure exporter (no pools, no consumers).
 pub const DEFAULT_CONFIG: &str = "[server]\nlisten = \"127.0.0.1:7077\"\n";
@@ -64,6 +70,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub pools: Vec<PoolConfig>,
     pub consumers: Vec<ConsumerConfig>,
+    /// What the file allows but is most likely a mistake, each a line naming where.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +80,17 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// How long in-flight requests may take to finish once a stop is asked for.
     pub shutdown_grace: Duration,
+    // Connections and reloads: see docs/RELIABILITY.md.
+    /// Connections held at once; past it the oldest is asked to close.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers (and stay idle between
+    /// requests).
+    pub header_timeout: Duration,
+    /// The file says it means to run with no consumers, no token or the default address, so a
+    /// reload to it is not refused as a file emptied by mistake.
+    pub allow_empty: bool,
+    /// Whether the file (or `--listen`) names the address, rather than leaving the default.
+    pub listen_given: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -211,7 +230,7 @@ impl Config {
 
     /// Reads and checks a config file.
     pub fn load(path: &Path, estimator: Option<Estimator<'_>>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let text = memwarden_probe::root::read_to_string_bounded(path, MAX_CONFIG_BYTES)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse_in(&text, &path.display().to_string(), base, estimator)

@@ -25,9 +25,14 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) listen: Option<Spanned<String>>,
-    pub(super) token: Option<String>,
+    pub(super) token: Option<Spanned<String>>,
     pub(super) token_file: Option<Spanned<PathBuf>>,
     pub(super) shutdown_grace: Option<Spanned<String>>,
+    // Connections and reloads (`validate.rs`).
+    pub(super) max_connections: Option<Spanned<usize>>,
+    pub(super) header_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allow_empty: bool,
 }
 
 #[derive(Deserialize)]
@@ -167,7 +172,7 @@ impl Source<'_> {
 }
 
 pub(super) fn duration(src: &Source<'_>, d: &Spanned<String>) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(d.get_ref())
+    memwarden_probe::duration::parse_duration(d.get_ref())
         .map_err(|e| src.err(d, format!("invalid duration {:?}: {e}", d.get_ref())))
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes small random-weight GGUF models that llama.cpp loads, one per architecture family
-memwarden's estimate models: dense GQA, sliding-window (interleaved), MLA and recurrent.
+"""Writes small random-weight GGUF models that llama.cpp loads, one per architecture
+memwarden's estimate models (dense, sliding-window, experts, MLA, recurrent and hybrid), and a
+few of other shapes (VARIANTS).
 
 usage: make_models.py OUT_DIR [ARCH ...]   (default: every architecture below)
 
@@ -116,6 +117,66 @@ def experts(m, i, count, ff_exp, bias=False):
             m.blk(i, f"ffn_{n}_exps.bias", b, count)
     if bias:
         m.blk(i, "ffn_gate_inp.bias", count)
+
+
+def moe(m, n_vocab, n_experts, ff_exp, ff_shared=None, bias=False, qk_norm=False):
+    """Attention and routed experts in every layer, and a shared expert when ff_shared."""
+    ends(m, n_vocab)
+    for i in range(m.layers):
+        m.blk(i, "attn_norm.weight", EMBD)
+        attention(m, i, bias, qk_norm)
+        m.blk(i, "ffn_norm.weight", EMBD)
+        experts(m, i, n_experts, ff_exp)
+        if ff_shared:
+            shared_expert(m, i, ff_shared)
+
+
+def shared_expert(m, i, ff):
+    """Layer i's gated shared expert (qwen2moe, qwen3next)."""
+    m.blk(i, "ffn_gate_inp_shexp.weight", EMBD)
+    m.blk(i, "ffn_gate_shexp.weight", EMBD, ff)
+    m.blk(i, "ffn_up_shexp.weight", EMBD, ff)
+    m.blk(i, "ffn_down_shexp.weight", ff, EMBD)
+
+
+def rwkv_keys(w, arch, layers):
+    common(w, arch, layers, heads=0, heads_kv=0)
+    w.add_layer_norm_eps(1e-5)
+    w.add_uint32(f"{arch}.wkv.head_size", HEAD_DIM)
+
+
+def rwkv_layers(m, n_vocab):
+    """The ends and each layer's layer norms RWKV-6 and -7 share; yields the layer index."""
+    ends(m, n_vocab)
+    m.t("output_norm.bias", EMBD)
+    m.t("token_embd_norm.weight", EMBD)
+    m.t("token_embd_norm.bias", EMBD)
+    for i in range(m.layers):
+        for n in ("attn_norm", "attn_norm_2", "time_mix_ln"):
+            m.blk(i, f"{n}.weight", EMBD)
+            m.blk(i, f"{n}.bias", EMBD)
+        yield i
+
+
+def ssm2_keys(w, d_conv, d_inner, d_state, n_ssm_head, groups):
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(n_ssm_head)
+    w.add_ssm_group_count(groups)
+
+
+def ssm2_layer(m, i, d_conv, d_inner, d_state, n_ssm_head, groups):
+    """Layer i's Mamba-2 mixer: n_ssm_head heads, B and C in groups."""
+    conv = d_inner + 2 * groups * d_state
+    m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner + 2 * groups * d_state + n_ssm_head)
+    m.blk(i, "ssm_conv1d.weight", d_conv, conv)
+    m.blk(i, "ssm_conv1d.bias", conv)
+    m.blk(i, "ssm_dt.bias", n_ssm_head)
+    m.blk(i, "ssm_a", 1, n_ssm_head)
+    m.blk(i, "ssm_d", 1, n_ssm_head)
+    m.blk(i, "ssm_norm.weight", d_inner // groups, groups)
+    m.blk(i, "ssm_out.weight", d_inner, EMBD)
 
 
 def dense(m, n_vocab, qkv_bias=False, qk_norm=False, post_norms=False, fused_up=False,
@@ -248,41 +309,197 @@ def build(arch):
             m.blk(i, "ssm_d", d_inner)
             m.blk(i, "ssm_out.weight", d_inner, EMBD)
 
+    def gemma(w, m, n_vocab):
+        common(w, "gemma", m.layers)
+        head_keys(w)
+        dense(m, n_vocab, tied=True)
+
+    def qwen2moe(w, m, n_vocab):
+        # Routed experts beside one gated shared expert of another width.
+        n_experts, ff_exp, ff_shared = 8, 64, 192
+        common(w, "qwen2moe", m.layers)
+        expert_keys(w, n_experts, ff_exp)
+        w.add_expert_shared_feed_forward_length(ff_shared)
+        moe(m, n_vocab, n_experts, ff_exp, ff_shared, bias=True)
+
+    def mistral(w, m, n_vocab):
+        # Mistral as its converter writes it: the llama architecture, with the sliding window
+        # of some versions in the metadata, which llama.cpp's llama architecture does not use.
+        llama(w, m, n_vocab)
+        w.add_sliding_window(256)
+
+    def mamba2(w, m, n_vocab):
+        d_conv, d_inner, d_state, n_ssm_head, groups = 4, 2 * EMBD, 16, 8, 2
+        common(w, "mamba2", m.layers, heads=0, heads_kv=0, ff=0)
+        ssm2_keys(w, d_conv, d_inner, d_state, n_ssm_head, groups)
+        ends(m, n_vocab)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            ssm2_layer(m, i, d_conv, d_inner, d_state, n_ssm_head, groups)
+
+    def lfm2(w, m, n_vocab):
+        # Short-convolution layers with attention layers between them (0 KV heads: a
+        # convolution layer); the output norm under the name LFM2's converter gives it.
+        l_cache = 3
+        common(w, "lfm2", m.layers, heads_kv=[0, HEADS_KV, 0, HEADS_KV])
+        head_keys(w)
+        w.add_uint32("lfm2.shortconv.l_cache", l_cache)
+        m.t("token_embd.weight", EMBD, n_vocab)
+        m.t("token_embd_norm.weight", EMBD)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            if i % 2 == 0:
+                m.blk(i, "shortconv.conv.weight", l_cache, EMBD)
+                m.blk(i, "shortconv.in_proj.weight", EMBD, 3 * EMBD)
+                m.blk(i, "shortconv.out_proj.weight", EMBD, EMBD)
+            else:
+                attention(m, i, qk_norm=True)
+            m.blk(i, "ffn_norm.weight", EMBD)
+            m.blk(i, "ffn_gate.weight", EMBD, FF)
+            m.blk(i, "ffn_up.weight", EMBD, FF)
+            m.blk(i, "ffn_down.weight", FF, EMBD)
+
+    def jamba(w, m, n_vocab):
+        # Mamba-1 layers and attention layers, experts on every other layer.
+        d_conv, d_inner, d_state, dt_rank, n_experts = 4, 2 * EMBD, 16, 8, 4
+        common(w, "jamba", m.layers, heads_kv=[0, HEADS_KV, 0, HEADS_KV])
+        w.add_ssm_conv_kernel(d_conv)
+        w.add_ssm_inner_size(d_inner)
+        w.add_ssm_state_size(d_state)
+        w.add_ssm_time_step_rank(dt_rank)
+        w.add_expert_count(n_experts)
+        w.add_expert_used_count(2)
+        ends(m, n_vocab)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            if i % 2 == 0:
+                m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner)
+                m.blk(i, "ssm_conv1d.weight", d_conv, d_inner)
+                m.blk(i, "ssm_conv1d.bias", d_inner)
+                m.blk(i, "ssm_x.weight", d_inner, dt_rank + 2 * d_state)
+                m.blk(i, "ssm_dt_norm.weight", dt_rank)
+                m.blk(i, "ssm_dt.weight", dt_rank, d_inner)
+                m.blk(i, "ssm_dt.bias", d_inner)
+                m.blk(i, "ssm_b_norm.weight", d_state)
+                m.blk(i, "ssm_c_norm.weight", d_state)
+                m.blk(i, "ssm_a", d_state, d_inner)
+                m.blk(i, "ssm_d", d_inner)
+                m.blk(i, "ssm_out.weight", d_inner, EMBD)
+            else:
+                attention(m, i)
+            m.blk(i, "ffn_norm.weight", EMBD)
+            if i % 2 == 1:
+                experts(m, i, n_experts, FF)
+            else:
+                m.blk(i, "ffn_gate.weight", EMBD, FF)
+                m.blk(i, "ffn_up.weight", EMBD, FF)
+                m.blk(i, "ffn_down.weight", FF, EMBD)
+
+    def qwen3next(w, m, n_vocab):
+        # Gated delta-net layers with gated attention layers between them (every second one
+        # attends), experts and a shared expert in every layer.
+        d_conv, d_state, k_heads, v_heads = 4, 16, 2, 4
+        n_experts, ff_exp, ff_shared = 8, 64, 128
+        key_dim, value_dim = d_state * k_heads, d_state * v_heads
+        common(w, "qwen3next", m.layers)
+        head_keys(w)
+        w.add_uint32("qwen3next.full_attention_interval", 2)
+        w.add_ssm_conv_kernel(d_conv)
+        w.add_ssm_inner_size(value_dim)
+        w.add_ssm_state_size(d_state)
+        w.add_ssm_time_step_rank(v_heads)
+        w.add_ssm_group_count(k_heads)
+        expert_keys(w, n_experts, ff_exp)
+        w.add_expert_shared_feed_forward_length(ff_shared)
+        ends(m, n_vocab)
+        for i in range(m.layers):
+            m.blk(i, "attn_norm.weight", EMBD)
+            m.blk(i, "post_attention_norm.weight", EMBD)
+            if i % 2 == 1:
+                m.blk(i, "attn_q.weight", EMBD, 2 * HEADS * HEAD_DIM)
+                m.blk(i, "attn_k.weight", EMBD, HEADS_KV * HEAD_DIM)
+                m.blk(i, "attn_v.weight", EMBD, HEADS_KV * HEAD_DIM)
+                m.blk(i, "attn_output.weight", HEADS * HEAD_DIM, EMBD)
+                m.blk(i, "attn_q_norm.weight", HEAD_DIM)
+                m.blk(i, "attn_k_norm.weight", HEAD_DIM)
+            else:
+                m.blk(i, "attn_qkv.weight", EMBD, 2 * key_dim + value_dim)
+                m.blk(i, "attn_gate.weight", EMBD, value_dim)
+                m.blk(i, "ssm_conv1d.weight", d_conv, 2 * key_dim + value_dim)
+                m.blk(i, "ssm_dt.bias", v_heads)
+                m.blk(i, "ssm_a", v_heads)
+                m.blk(i, "ssm_ba.weight", EMBD, 2 * v_heads)
+                m.blk(i, "ssm_norm.weight", d_state)
+                m.blk(i, "ssm_out.weight", value_dim, EMBD)
+            experts(m, i, n_experts, ff_exp)
+            shared_expert(m, i, ff_shared)
+
+    def rwkv6(w, m, n_vocab):
+        # RWKV-6: no attention heads; data-dependent token shift (five low-rank mixes) and
+        # decay, a WKV state per head.
+        mix, decay = 8, 16
+        rwkv_keys(w, "rwkv6", m.layers)
+        w.add_uint32("rwkv6.time_mix_extra_dim", mix)
+        w.add_uint32("rwkv6.time_decay_extra_dim", decay)
+        w.add_uint32("rwkv6.rescale_every_n_layers", 6)
+        for i in rwkv_layers(m, n_vocab):
+            m.blk(i, "time_mix_w1.weight", EMBD, mix * 5)
+            m.blk(i, "time_mix_w2.weight", mix, EMBD, 5)
+            m.blk(i, "time_mix_lerp_x.weight", EMBD, 1, 1)
+            m.blk(i, "time_mix_lerp_fused.weight", EMBD, 1, 1, 5)
+            m.blk(i, "time_mix_first.weight", HEAD_DIM, EMBD // HEAD_DIM)
+            m.blk(i, "time_mix_decay.weight", EMBD)
+            m.blk(i, "time_mix_decay_w1.weight", EMBD, decay)
+            m.blk(i, "time_mix_decay_w2.weight", decay, EMBD)
+            for n in ("key", "value", "receptance", "gate", "output"):
+                m.blk(i, f"time_mix_{n}.weight", EMBD, EMBD)
+            m.blk(i, "channel_mix_lerp_k.weight", EMBD, 1, 1)
+            m.blk(i, "channel_mix_lerp_r.weight", EMBD, 1, 1)
+            m.blk(i, "channel_mix_key.weight", EMBD, FF)
+            m.blk(i, "channel_mix_value.weight", FF, EMBD)
+            m.blk(i, "channel_mix_receptance.weight", EMBD, EMBD)
+
+    def rwkv7(w, m, n_vocab):
+        # RWKV-7: no attention heads; time mixing with low-rank decay, in-context learning
+        # rate, value-residual and gate projections, a WKV state per head.
+        lora = 16
+        rwkv_keys(w, "rwkv7", m.layers)
+        for k in ("decay", "iclr", "value_residual_mix", "gate"):
+            w.add_uint32(f"rwkv7.attention.{k}_lora_rank", lora)
+        w.add_uint32("rwkv7.token_shift_count", 2)
+        for i in rwkv_layers(m, n_vocab):
+            for n in ("w", "a", "v", "g"):
+                if n != "g":
+                    m.blk(i, f"time_mix_{n}0.weight", EMBD)
+                m.blk(i, f"time_mix_{n}1.weight", EMBD, lora)
+                m.blk(i, f"time_mix_{n}2.weight", lora, EMBD)
+            m.blk(i, "time_mix_lerp_fused.weight", EMBD, 1, 1, 6)
+            for n in ("k_k", "k_a", "r_k"):
+                m.blk(i, f"time_mix_{n}.weight", EMBD)
+            for n in ("key", "value", "receptance", "output"):
+                m.blk(i, f"time_mix_{n}.weight", EMBD, EMBD)
+            m.blk(i, "channel_mix_lerp_k.weight", EMBD, 1, 1)
+            m.blk(i, "channel_mix_key.weight", EMBD, FF)
+            m.blk(i, "channel_mix_value.weight", FF, EMBD)
+
     def qwen3moe(w, m, n_vocab):
         n_experts, ff_exp = 8, 64
         common(w, "qwen3moe", m.layers)
         head_keys(w)
         expert_keys(w, n_experts, ff_exp)
-        ends(m, n_vocab)
-        for i in range(m.layers):
-            m.blk(i, "attn_norm.weight", EMBD)
-            attention(m, i, qk_norm=True)
-            m.blk(i, "ffn_norm.weight", EMBD)
-            experts(m, i, n_experts, ff_exp)
+        moe(m, n_vocab, n_experts, ff_exp, qk_norm=True)
 
     def granitehybrid(w, m, n_vocab):
         # Mamba-2 layers with attention layers between them (0 KV heads: a recurrent layer).
         d_conv, d_inner, d_state, n_ssm_head, groups = 4, 2 * EMBD, 16, 8, 1
         common(w, "granitehybrid", m.layers, heads_kv=[0, HEADS_KV, 0, HEADS_KV])
         w.add_rope_dimension_count(HEAD_DIM)
-        w.add_ssm_conv_kernel(d_conv)
-        w.add_ssm_inner_size(d_inner)
-        w.add_ssm_state_size(d_state)
-        w.add_ssm_time_step_rank(n_ssm_head)
-        w.add_ssm_group_count(groups)
+        ssm2_keys(w, d_conv, d_inner, d_state, n_ssm_head, groups)
         ends(m, n_vocab)
-        conv = d_inner + 2 * groups * d_state
         for i in range(m.layers):
             m.blk(i, "attn_norm.weight", EMBD)
             if i % 2 == 0:
-                m.blk(i, "ssm_in.weight", EMBD, 2 * d_inner + 2 * groups * d_state + n_ssm_head)
-                m.blk(i, "ssm_conv1d.weight", d_conv, conv)
-                m.blk(i, "ssm_conv1d.bias", conv)
-                m.blk(i, "ssm_dt.bias", n_ssm_head)
-                m.blk(i, "ssm_a", 1, n_ssm_head)
-                m.blk(i, "ssm_d", 1, n_ssm_head)
-                m.blk(i, "ssm_norm.weight", d_inner // groups, groups)
-                m.blk(i, "ssm_out.weight", d_inner, EMBD)
+                ssm2_layer(m, i, d_conv, d_inner, d_state, n_ssm_head, groups)
             else:
                 attention(m, i)
             m.blk(i, "ffn_norm.weight", EMBD)
@@ -302,18 +519,35 @@ def build(arch):
         "gpt-oss": ("gpt-oss", 4, gpt_oss),
         "deepseek2": ("deepseek2", 3, deepseek2),
         "mamba": ("mamba", 3, mamba),
+        "gemma": ("gemma", 4, gemma),
+        "qwen2moe": ("qwen2moe", 4, qwen2moe),
+        "mistral": ("llama", 4, mistral),
+        "mamba2": ("mamba2", 3, mamba2),
+        "lfm2": ("lfm2", 4, lfm2),
+        "jamba": ("jamba", 4, jamba),
+        "rwkv7": ("rwkv7", 3, rwkv7),
+        "rwkv6": ("rwkv6", 3, rwkv6),
+        "qwen3next": ("qwen3next", 4, qwen3next),
     }
     return table[arch]
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "phi3", "gemma2", "gemma3", "gpt-oss", "deepseek2",
-         "mamba", "granitehybrid", "llama-wide", "mamba-wide"]
+         "mamba", "granitehybrid", "gemma", "qwen2moe", "mamba2", "lfm2", "jamba", "rwkv6",
+         "rwkv7", "qwen3next",
+         "mistral",
+         "llama-wide",
+         "llama-mha", "mamba-wide"]
 
 # Models of another shape: the architecture they are and the dimensions that differ.
 VARIANTS = {
     # Wider than deep, a long feed-forward, 8 query heads per KV head: the compute buffer's
     # phases in other proportions.
     "llama-wide": ("llama", {"EMBD": 256, "HEADS": 8, "HEADS_KV": 1, "FF": 1024, "VOCAB": 2048}),
+    # Multi-head attention: as many KV heads as query heads (GQA ratio 1).
+    "llama-mha": ("llama", {"HEADS_KV": 4}),
+    # Four query heads per KV head, as in Mistral 7B (32 per 8).
+    "mistral": ("mistral", {"EMBD": 256, "HEADS": 8}),
     # A small vocabulary, so that the recurrent layers rather than the logits set the buffer.
     "mamba-wide": ("mamba", {"EMBD": 512, "VOCAB": 512}),
 }

@@ -19,6 +19,41 @@ pub trait NvidiaDevice {
     /// Utilization, temperature, power, fan and clock: each figure the device withholds is
     /// `None` (many cards have no fan, some no power sensor), never an error for the card.
     fn figures(&self) -> DeviceFigures;
+    /// The driver's per-process utilization samples taken after `since_us` (its CPU clock,
+    /// microseconds; 0 for all it keeps). The driver samples only processes that kept the
+    /// device busy, so an empty list (NVML's "not found") is a reading: all idle. An error is
+    /// no reading (a card too old to sample per process).
+    fn process_utilization(&self, since_us: u64) -> Result<Vec<UtilSample>, String>;
+}
+
+/// One per-process utilization sample of the driver.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UtilSample {
+    pub pid: u32,
+    /// When the driver took it (microseconds, its CPU clock).
+    pub timestamp_us: u64,
+    /// SM (compute and 3D) utilization, percent.
+    pub sm_percent: u32,
+}
+
+/// Each process's latest sample, in percent, and the newest timestamp seen (the next query
+/// starts from there).
+pub fn latest_utilization(samples: &[UtilSample]) -> (BTreeMap<u32, f64>, Option<u64>) {
+    let mut latest: BTreeMap<u32, (u64, u32)> = BTreeMap::new();
+    for s in samples {
+        let slot = latest
+            .entry(s.pid)
+            .or_insert((s.timestamp_us, s.sm_percent));
+        if s.timestamp_us >= slot.0 {
+            *slot = (s.timestamp_us, s.sm_percent);
+        }
+    }
+    let newest = samples.iter().map(|s| s.timestamp_us).max();
+    let out = latest
+        .into_iter()
+        .map(|(pid, (_, pct))| (pid, f64::from(pct.min(100))))
+        .collect();
+    (out, newest)
 }
 
 /// A device's memory as NVML gives it, in bytes.
@@ -64,6 +99,10 @@ pub fn merge_process_lists(
 pub struct DeviceReading {
     pub gpu: Gpu,
     pub processes: BTreeMap<u32, Option<u64>>,
+    /// Per-process utilization (percent) from the driver's samples since `util_since_us`.
+    pub utilization: BTreeMap<u32, f64>,
+    /// The newest sample's timestamp: where the next query starts.
+    pub util_seen_us: Option<u64>,
 }
 
 /// Reads a device. `with_processes` is false for the cheap memory-only reading (the process
@@ -72,6 +111,7 @@ pub fn read_device(
     device: &dyn NvidiaDevice,
     index: u32,
     with_processes: bool,
+    util_since_us: u64,
     numa_node: impl FnOnce(&str) -> Option<u32>,
 ) -> DeviceReading {
     let mut errors = Vec::new();
@@ -95,6 +135,7 @@ pub fn read_device(
         }
     };
     let mut processes = BTreeMap::new();
+    let (mut utilization, mut util_seen_us) = (BTreeMap::new(), None);
     if with_processes {
         let compute = device.compute_processes().unwrap_or_else(|e| {
             note("compute processes", e);
@@ -105,6 +146,14 @@ pub fn read_device(
             Vec::new()
         });
         processes = merge_process_lists(&compute, &graphics);
+        // A card that cannot sample per process gives no figure, which is not an error of
+        // the card. One that can leaves out the processes that were idle: 0 % for those.
+        if let Ok(samples) = device.process_utilization(util_since_us) {
+            (utilization, util_seen_us) = latest_utilization(&samples);
+            for pid in processes.keys() {
+                utilization.entry(*pid).or_insert(0.0);
+            }
+        }
     }
     let numa = if bus_id.is_empty() {
         None
@@ -128,6 +177,8 @@ pub fn read_device(
             figures: device.figures(),
         },
         processes,
+        utilization,
+        util_seen_us,
     }
 }
 
@@ -196,6 +247,23 @@ fn watts(milliwatts: u32) -> f64 {
 }
 
 impl NvidiaDevice for NvmlDevice<'_> {
+    fn process_utilization(&self, since_us: u64) -> Result<Vec<UtilSample>, String> {
+        use nvml_wrapper::error::NvmlError;
+        match self.0.process_utilization_stats(since_us) {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|s| UtilSample {
+                    pid: s.pid,
+                    timestamp_us: s.timestamp,
+                    sm_percent: s.sm_util,
+                })
+                .collect()),
+            // Nothing sampled since: every process idle.
+            Err(NvmlError::NotFound) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn figures(&self) -> DeviceFigures {
         use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
         let d = &self.0;
@@ -259,11 +327,19 @@ mod tests {
         compute: Vec<(u32, Option<u64>)>,
         graphics: Vec<(u32, Option<u64>)>,
         figures: DeviceFigures,
+        util: Result<Vec<UtilSample>, String>,
     }
 
     impl NvidiaDevice for FakeDevice {
         fn figures(&self) -> DeviceFigures {
             self.figures
+        }
+        fn process_utilization(&self, since_us: u64) -> Result<Vec<UtilSample>, String> {
+            let all = self.util.clone()?;
+            Ok(all
+                .into_iter()
+                .filter(|s| s.timestamp_us > since_us)
+                .collect())
         }
         fn name(&self) -> Result<String, String> {
             Ok("NVIDIA GeForce RTX 4090\x1b[2J".into())
@@ -314,8 +390,25 @@ mod tests {
                 fan_percent: None,
                 clock_graphics_mhz: Some(2520),
             },
+            util: Ok(vec![
+                UtilSample {
+                    pid: 42,
+                    timestamp_us: 1_000,
+                    sm_percent: 10,
+                },
+                UtilSample {
+                    pid: 42,
+                    timestamp_us: 2_000,
+                    sm_percent: 73,
+                },
+                UtilSample {
+                    pid: 43,
+                    timestamp_us: 1_500,
+                    sm_percent: 5,
+                },
+            ]),
         };
-        let r = read_device(&dev, 0, true, |bus| (bus == "0000:01:00.0").then_some(1));
+        let r = read_device(&dev, 0, true, 0, |bus| (bus == "0000:01:00.0").then_some(1));
         assert_eq!(r.gpu.name, "NVIDIA GeForce RTX 4090 [2J");
         assert_eq!(r.gpu.bus_id, "0000:01:00.0");
         assert_eq!(r.gpu.numa_node, Some(1));
@@ -333,8 +426,19 @@ mod tests {
         assert_eq!(json["fan_percent"], serde_json::Value::Null);
         assert_eq!(json["clock_graphics_mhz"], 2520);
         assert_eq!(json["temperature_celsius"], 66.0);
-        let cheap = read_device(&dev, 0, false, |_| None);
+        // The latest sample of each process.
+        assert_eq!(r.utilization.get(&42), Some(&73.0));
+        assert_eq!(r.utilization.get(&43), Some(&5.0));
+        assert_eq!(r.util_seen_us, Some(2_000));
+        // Asked again from there: nothing sampled since, so both listed processes were idle.
+        let again = read_device(&dev, 0, true, 2_000, |_| None);
+        assert_eq!(again.utilization.get(&42), Some(&0.0));
+        assert_eq!(again.utilization.get(&43), Some(&0.0));
+        assert_eq!(again.util_seen_us, None);
+        assert_eq!(again.gpu.error, None);
+        let cheap = read_device(&dev, 0, false, 0, |_| None);
         assert!(cheap.processes.is_empty());
+        assert!(cheap.utilization.is_empty());
     }
 
     #[test]
@@ -350,8 +454,9 @@ mod tests {
             compute: vec![],
             graphics: vec![],
             figures: DeviceFigures::default(),
+            util: Err("Not Supported".into()),
         };
-        let g = read_device(&dev, 0, false, |_| None).gpu;
+        let g = read_device(&dev, 0, false, 0, |_| None).gpu;
         assert_eq!(g.vram_reserved_bytes, Some(512 << 20));
         assert_eq!(g.vram_free_bytes(), Some((80 << 30) - (520 << 20)));
         // A driver whose `used` already counts it: nothing left over, free unchanged.
@@ -364,8 +469,9 @@ mod tests {
             compute: vec![],
             graphics: vec![],
             figures: DeviceFigures::default(),
+            util: Err("Not Supported".into()),
         };
-        let g = read_device(&dev, 0, false, |_| None).gpu;
+        let g = read_device(&dev, 0, false, 0, |_| None).gpu;
         assert_eq!(g.vram_reserved_bytes, Some(0));
         assert_eq!(g.vram_free_bytes(), Some(23 << 30));
     }
@@ -377,9 +483,12 @@ mod tests {
             compute: vec![],
             graphics: vec![],
             figures: DeviceFigures::default(),
+            util: Err("Not Supported".into()),
         };
-        let r = read_device(&dev, 3, true, |_| None);
+        let r = read_device(&dev, 3, true, 0, |_| None);
         assert_eq!(r.gpu.index, 3);
+        // No per-process sampling on this card: no figure at all, never 0.
+        assert!(r.utilization.is_empty());
         assert_eq!(r.gpu.vram_total_bytes, None);
         assert_eq!(r.gpu.error.as_deref(), Some("memory: Not Supported"));
     }

@@ -11,7 +11,15 @@ use crate::insight::{SeriesView, spark};
 
 use super::*;
 
-pub(super) fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, layout: Layout3) {
+/// The GPU cards; `extra` rows per card go to the history chart (full layout).
+pub(super) fn draw_gpus(
+    f: &mut Frame,
+    app: &App,
+    snap: &Snapshot,
+    area: Rect,
+    layout: Layout3,
+    extra: u16,
+) {
     let t = &app.theme;
     if snap.gpus.is_empty() {
         // A reading notes why a GPU source is missing ("NVML unavailable: …"); recordings
@@ -39,7 +47,7 @@ pub(super) fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, l
     let empty = SeriesView::default();
     let bottom = area.y + area.height;
     for (n, gpu) in snap.gpus.iter().enumerate() {
-        let h = gpu_lines(gpu, layout);
+        let h = gpu_lines(gpu, layout, extra);
         let left = snap.gpus.len() - n;
         // Keep the last line to say how many did not fit, rather than drop them silently.
         if y + h > bottom || (left > 1 && y + h + 1 > bottom) {
@@ -70,8 +78,21 @@ pub(super) fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, l
         match layout {
             Layout3::Mini => {
                 let mut spans = vec![Span::styled(format!("GPU{} ", gpu.index), t.title)];
-                let line = region_line(t, label, u, kept, tot, rect.width.saturating_sub(5), false);
+                let busy = gpu.figures.utilization_percent.map(|b| format!(" {b:.0}%"));
+                let busy_w = busy.as_ref().map_or(0, |b| b.chars().count() as u16);
+                let line = region_line(
+                    t,
+                    label,
+                    u,
+                    kept,
+                    tot,
+                    rect.width.saturating_sub(5 + busy_w),
+                    false,
+                );
                 spans.extend(line.spans.into_iter().skip(1));
+                if let Some(b) = busy {
+                    spans.push(Span::styled(b, t.base));
+                }
                 if let Some(oom) = &view.oom {
                     spans.push(Span::styled(format!(" !! {oom}"), t.bad));
                 } else if let Some(p) = view.phase {
@@ -84,9 +105,27 @@ pub(super) fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, l
                     format!("GPU {} {} ", gpu.index, clip(&gpu.name, 24)),
                     t.title,
                 )];
+                let mut figures = figure_spans(t, &gpu.figures, false);
+                if !figures.is_empty() {
+                    figures.insert(0, Span::styled(" · ", t.dim));
+                }
+                let fig_w: u16 = figures
+                    .iter()
+                    .map(|s| s.content.chars().count() as u16)
+                    .sum();
                 first.extend(
-                    region_line(t, label, u, kept, tot, rect.width.saturating_sub(30), false).spans,
+                    region_line(
+                        t,
+                        label,
+                        u,
+                        kept,
+                        tot,
+                        rect.width.saturating_sub(30 + fig_w),
+                        false,
+                    )
+                    .spans,
                 );
+                first.extend(figures);
                 let tail = phase_spans(t, view);
                 let tail_w: usize = tail.iter().map(|s| s.content.chars().count()).sum();
                 // The prediction matters more than the length of the sparkline.
@@ -121,7 +160,14 @@ pub(super) fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, l
                 let block = Block::bordered()
                     .title(Span::styled(title, t.title))
                     .border_style(t.border);
-                let inner = block.inner(rect);
+                let card = block.inner(rect);
+                // The history chart takes the right of a wide card.
+                let chart_w = if card.width + 2 >= CHART_MIN_CARD_WIDTH {
+                    card.width * 2 / 5
+                } else {
+                    0
+                };
+                let inner = Rect::new(card.x, card.y, card.width - chart_w, card.height);
                 let mut lines = vec![region_line(
                     t,
                     "VRAM",
@@ -142,6 +188,9 @@ pub(super) fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, l
                         true,
                     ));
                 }
+                if let Some(l) = activity_line(t, gpu, inner.width) {
+                    lines.push(l);
+                }
                 let spark_w = (inner.width as usize / 2).max(8);
                 let mut hist = vec![
                     Span::styled(format!("{:<6}", "trend"), t.title),
@@ -155,6 +204,10 @@ pub(super) fn draw_gpus(f: &mut Frame, app: &App, snap: &Snapshot, area: Rect, l
                 }
                 f.render_widget(block, rect);
                 f.render_widget(Paragraph::new(lines), inner);
+                if chart_w > 0 {
+                    let chart = Rect::new(inner.x + inner.width, card.y, chart_w, card.height);
+                    draw_history(f, app, gpu, view, chart);
+                }
             }
         }
     }

@@ -11,6 +11,8 @@ use ratatui::widgets::{Borders, Paragraph, Wrap};
 use crate::app::App;
 use crate::memmap::{self};
 
+mod activity;
+mod broker;
 mod detail;
 mod dialogs;
 mod footer;
@@ -21,6 +23,8 @@ mod maps;
 mod table;
 mod widgets;
 
+use activity::*;
+use broker::*;
 use detail::*;
 use dialogs::*;
 use footer::*;
@@ -69,7 +73,9 @@ pub fn draw(f: &mut Frame, app: &App, now: Instant) {
         return;
     };
     let layout = choose_layout(app, snap, area);
-    let gpu_h = gpu_height(snap, layout);
+    let extra = chart_rows(app, snap, area, layout);
+    let gpu_h = gpu_height(snap, layout, extra);
+    let broker_h = broker_height(app, layout);
     let host_h = match layout {
         Layout3::Full => 4,
         _ => 1,
@@ -84,20 +90,24 @@ pub fn draw(f: &mut Frame, app: &App, now: Instant) {
         (n, Layout3::Full) => 2 + 2 * n as u16,
         (n, _) => 2 * n as u16,
     };
-    let [header, gpus, host, map, body, footer] = Layout::vertical([
+    let [header, gpus, host, map, broker, body, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(gpu_h),
         Constraint::Length(host_h),
         Constraint::Length(map_h),
+        Constraint::Length(broker_h),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(area);
     draw_header(f, app, snap, header);
-    draw_gpus(f, app, snap, gpus, layout);
+    draw_gpus(f, app, snap, gpus, layout, extra);
     draw_host(f, app, snap, host, layout);
     if map_h > 0 {
         draw_maps(f, app, snap, map, layout);
+    }
+    if broker_h > 0 {
+        draw_broker(f, app, broker, layout);
     }
     draw_body(f, app, snap, body, layout);
     draw_footer(f, app, footer, now);
@@ -109,19 +119,36 @@ pub fn draw(f: &mut Frame, app: &App, now: Instant) {
     }
 }
 
-fn gpu_lines(gpu: &Gpu, layout: Layout3) -> u16 {
+/// A card's height; `extra` rows give its history chart more room (full layout only).
+fn gpu_lines(gpu: &Gpu, layout: Layout3, extra: u16) -> u16 {
     match layout {
         Layout3::Mini => 1,
         Layout3::Compact => 2,
-        Layout3::Full => 2 + u16::from(show_gtt(gpu)) + u16::from(gpu.error.is_some()) + 2,
+        Layout3::Full => {
+            2 + u16::from(show_gtt(gpu))
+                + u16::from(gpu.error.is_some())
+                + u16::from(has_figures(&gpu.figures))
+                + 2
+                + extra
+        }
     }
 }
 
-fn gpu_height(snap: &Snapshot, layout: Layout3) -> u16 {
+fn gpu_height(snap: &Snapshot, layout: Layout3, extra: u16) -> u16 {
     if snap.gpus.is_empty() {
         return 1;
     }
-    snap.gpus.iter().map(|g| gpu_lines(g, layout)).sum()
+    snap.gpus.iter().map(|g| gpu_lines(g, layout, extra)).sum()
+}
+
+/// Rows the screen can spare to each GPU's history chart: up to 4 more per card, from what
+/// the full layout leaves beyond a table of 10 rows.
+fn chart_rows(app: &App, snap: &Snapshot, area: Rect, layout: Layout3) -> u16 {
+    if layout != Layout3::Full || snap.gpus.is_empty() || area.width < CHART_MIN_CARD_WIDTH {
+        return 0;
+    }
+    let spare = area.height.saturating_sub(full_need(app, snap, 0) + 6);
+    (spare / snap.gpus.len() as u16).min(4)
 }
 
 fn map_count(snap: &Snapshot) -> usize {
@@ -132,20 +159,27 @@ fn map_count(snap: &Snapshot) -> usize {
         + 1
 }
 
-fn choose_layout(app: &App, snap: &Snapshot, area: Rect) -> Layout3 {
+/// The rows a layout needs, its table included.
+fn layout_need(app: &App, snap: &Snapshot, l: Layout3, extra: u16) -> u16 {
     let maps = if app.show_map {
         map_count(snap) as u16
     } else {
         0
     };
-    let need = |l: Layout3| -> u16 {
-        let (host, map, table) = match l {
-            Layout3::Full => (4, if maps > 0 { 2 + 2 * maps } else { 0 }, 10),
-            Layout3::Compact => (1, 2 * maps, 6),
-            Layout3::Mini => (1, 0, 3),
-        };
-        1 + gpu_height(snap, l) + host + map + table + 1
+    let (host, map, table) = match l {
+        Layout3::Full => (4, if maps > 0 { 2 + 2 * maps } else { 0 }, 10),
+        Layout3::Compact => (1, 2 * maps, 6),
+        Layout3::Mini => (1, 0, 3),
     };
+    1 + gpu_height(snap, l, extra) + host + map + broker_height(app, l) + table + 1
+}
+
+fn full_need(app: &App, snap: &Snapshot, extra: u16) -> u16 {
+    layout_need(app, snap, Layout3::Full, extra)
+}
+
+fn choose_layout(app: &App, snap: &Snapshot, area: Rect) -> Layout3 {
+    let need = |l: Layout3| layout_need(app, snap, l, 0);
     if area.width >= 100 && area.height >= need(Layout3::Full) {
         Layout3::Full
     } else if area.width >= 60 && area.height >= need(Layout3::Compact) {

@@ -21,9 +21,41 @@ pub(super) struct Col {
     drop: u8,
 }
 
+/// Which figures can be known here: a column that could only ever show `-` is left out (no
+/// GPU: no VRAM, GPU %, phase or verdict; a recording without rates: no CPU %).
+pub(super) struct Known {
+    pub gpu: bool,
+    pub cpu: bool,
+    pub gpu_util: bool,
+}
+
+impl Known {
+    pub(super) fn of(app: &App) -> Known {
+        let gpu = app.snap.as_ref().is_some_and(|s| !s.gpus.is_empty());
+        // The live view has rates from its second sample on: keep the columns meanwhile.
+        let warming = app.replay.is_none() && app.samples_seen < 2;
+        Known {
+            gpu,
+            cpu: warming || app.rows.iter().any(|r| r.cpu.is_some()),
+            gpu_util: gpu && (warming || app.rows.iter().any(|r| r.gpu_util.is_some())),
+        }
+    }
+}
+
+/// The column the header marks for the sort: memory, which has no column of its own, is
+/// marked on VRAM (or RSS where there is no GPU).
+fn marks(c: &Col, app: &App, known: &Known) -> bool {
+    match app.sort {
+        SortKey::Memory if known.gpu => c.sort == Some(SortKey::Vram),
+        SortKey::Memory => c.sort == Some(SortKey::Rss),
+        k => c.sort == Some(k),
+    }
+}
+
 pub(super) fn columns(app: &App, width: u16) -> Vec<Col> {
     let workloads = app.view == View::Workloads;
     let any_gtt = app.rows.iter().any(|r| r.gtt.is_some_and(|g| g > 0));
+    let known = Known::of(app);
     let mut cols = vec![
         Col {
             title: if workloads { "PIDS" } else { "PID" },
@@ -46,14 +78,25 @@ pub(super) fn columns(app: &App, width: u16) -> Vec<Col> {
             sort: Some(SortKey::Name),
             drop: 0,
         },
-        Col {
+    ];
+    if known.gpu_util {
+        cols.push(Col {
+            title: "GPU%",
+            width: 5,
+            right: true,
+            sort: Some(SortKey::GpuUtil),
+            drop: 3,
+        });
+    }
+    if known.gpu {
+        cols.push(Col {
             title: "VRAM",
             width: 9,
             right: true,
             sort: Some(SortKey::Vram),
             drop: 0,
-        },
-    ];
+        });
+    }
     if any_gtt {
         cols.push(Col {
             title: "GTT",
@@ -61,6 +104,15 @@ pub(super) fn columns(app: &App, width: u16) -> Vec<Col> {
             right: true,
             sort: Some(SortKey::Gtt),
             drop: 3,
+        });
+    }
+    if known.cpu {
+        cols.push(Col {
+            title: "CPU%",
+            width: 5,
+            right: true,
+            sort: Some(SortKey::Cpu),
+            drop: 2,
         });
     }
     cols.push(Col {
@@ -79,20 +131,22 @@ pub(super) fn columns(app: &App, width: u16) -> Vec<Col> {
             drop: 4,
         });
     }
-    cols.push(Col {
-        title: "PHASE",
-        width: 11,
-        right: false,
-        sort: Some(SortKey::Phase),
-        drop: 2,
-    });
-    cols.push(Col {
-        title: "VERDICT",
-        width: 8,
-        right: false,
-        sort: Some(SortKey::Verdict),
-        drop: 2,
-    });
+    if known.gpu {
+        cols.push(Col {
+            title: "PHASE",
+            width: 11,
+            right: false,
+            sort: Some(SortKey::Phase),
+            drop: 2,
+        });
+        cols.push(Col {
+            title: "VERDICT",
+            width: 8,
+            right: false,
+            sort: Some(SortKey::Verdict),
+            drop: 2,
+        });
+    }
     let fits = |cols: &[Col]| cols.iter().map(|c| c.width + 1).sum::<u16>() <= width;
     for level in (1..=5).rev() {
         if fits(&cols) {
@@ -142,6 +196,8 @@ pub(super) fn cell(row: &Row, title: &str, app: &App) -> (String, Style) {
         "VRAM" => (size(row.vram), t.base),
         "GTT" => (size(row.gtt), t.base),
         "RSS" | "RESIDENT" => (size(row.rss), t.base),
+        "CPU%" => (rate(row.cpu), t.base),
+        "GPU%" => (rate(row.gpu_util), t.base),
         "SOURCE" => (row.source.unwrap_or("-").to_string(), t.dim),
         "PHASE" => match row.phase {
             Some(p) => (format!("{} {}", p.symbol(), p.word()), phase_style(t, p)),
@@ -152,6 +208,15 @@ pub(super) fn cell(row: &Row, title: &str, app: &App) -> (String, Style) {
             None => ("-".into(), t.dim),
         },
         _ => (row.command.clone(), t.dim),
+    }
+}
+
+/// A percentage in a 5-wide cell: one decimal below 100, none above (a process on many CPUs).
+fn rate(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v < 99.95 => format!("{v:.1}"),
+        Some(v) => format!("{v:.0}"),
     }
 }
 
@@ -167,11 +232,13 @@ pub(super) fn fit(s: &str, width: usize, right: bool) -> String {
 pub(super) fn draw_table(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let cols = columns(app, area.width);
+    let known = Known::of(app);
     let mut hits = HitMap::default();
     let mut x = area.x;
     let mut header = Vec::new();
     for c in &cols {
-        let arrow = if c.sort == Some(app.sort) {
+        let marked = marks(c, app, &known);
+        let arrow = if marked {
             if app.descending { "▼" } else { "▲" }
         } else {
             ""
@@ -179,7 +246,7 @@ pub(super) fn draw_table(f: &mut Frame, app: &App, area: Rect) {
         let title = format!("{}{arrow}", c.title);
         header.push(Span::styled(
             format!("{} ", fit(&title, c.width as usize, c.right)),
-            if c.sort == Some(app.sort) {
+            if marked {
                 t.header.add_modifier(Modifier::REVERSED)
             } else {
                 t.header

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -117,9 +117,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Reads the usable snapshots; bad lines are counted on stderr, and a file with none usable is
 /// an error naming the first bad line.
 fn read_recording(path: &Path) -> Result<Vec<Snapshot>> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = memwarden_analysis::recording::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let mut rec = RecordingReader::new();
-    rec.read_from(BufReader::new(file))
+    rec.read_from(file)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let lines = rec.lines();
     let rec = rec.finish();

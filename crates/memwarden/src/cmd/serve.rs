@@ -32,7 +32,10 @@ pub struct ServeArgs {
 pub fn run(g: &Global, args: ServeArgs) -> Result<ExitCode> {
     let opts = options(g, args.config, args.listen)?;
     if args.check {
-        let (summary, consumers) = check(&opts)?;
+        let (summary, consumers, warnings) = check(&opts)?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
         println!("{summary}");
         for line in consumers {
             println!("  {line}");
@@ -125,8 +128,8 @@ fn estimator(root: HostRoot, source: GpuSourceKind) -> BoxedEstimator {
 }
 
 /// `serve --check`: the configuration checked against this machine as a start would; a
-/// summary line and a line per consumer.
-fn check(opts: &ServeOptions) -> Result<(String, Vec<String>)> {
+/// summary line, a line per consumer and the file's warnings.
+fn check(opts: &ServeOptions) -> Result<(String, Vec<String>, Vec<String>)> {
     let cfg = opts.load_config()?;
     let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
     let consumers = memwarden_broker::check_config(&cfg, &mut probe).with_context(|| {
@@ -151,14 +154,17 @@ fn check(opts: &ServeOptions) -> Result<(String, Vec<String>)> {
         cfg.consumers.len(),
         cfg.server.listen
     );
-    Ok((summary, consumers))
+    Ok((summary, consumers, cfg.warnings))
 }
 
 /// The verdict on a configuration file, for `doctor`: its summary, or why it does not check.
 pub fn check_file(g: &Global, config: PathBuf) -> Result<String, String> {
     options(g, Some(config), None)
         .and_then(|o| check(&o))
-        .map(|(summary, _)| summary)
+        .map(|(summary, _, warnings)| match warnings.len() {
+            0 => summary,
+            n => format!("{summary} ({n} warning(s): run serve --check)"),
+        })
         .map_err(|e| format!("{e:#}").replace('\n', " "))
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use memwarden_broker::client::BrokerClient;
 use memwarden_probe::incremental::Sampler;
+use memwarden_tui::broker::BrokerSource;
 use memwarden_tui::config::Config;
 use memwarden_tui::replay::{Player, Recording};
 use memwarden_tui::run::{Options, Overrides, Source};
@@ -47,6 +49,56 @@ pub struct TopArgs {
     /// The config file (default: $XDG_CONFIG_HOME/memwarden/config.toml)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// A memwarden broker to show beside the machine (default: the local one, when it answers)
+    #[arg(long, env = "MEMWARDEN_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+    /// The broker's bearer token
+    #[arg(
+        long,
+        env = "MEMWARDEN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Do not ask any broker
+    #[arg(long, conflicts_with = "broker")]
+    pub no_broker: bool,
+}
+
+/// How long the view waits for the broker's answer before calling it absent this time.
+const BROKER_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The broker pane's source: the broker named, else the local default on this machine (not
+/// under `--root`, another machine's view); none in a replay or with `--no-broker`.
+fn broker_source(args: &TopArgs, this_machine: bool) -> Result<Option<BrokerSource>> {
+    if args.no_broker || args.replay.is_some() || (args.broker.is_none() && !this_machine) {
+        return Ok(None);
+    }
+    let explicit = args.broker.is_some();
+    let url = args
+        .broker
+        .clone()
+        .unwrap_or_else(|| super::ctl::DEFAULT_BROKER.to_string());
+    let client = BrokerClient::new(&url, args.token.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ask = move || {
+        rt.block_on(async {
+            match tokio::time::timeout(BROKER_TIMEOUT, client.status()).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} ms",
+                    BROKER_TIMEOUT.as_millis()
+                )),
+            }
+        })
+    };
+    Ok(Some(BrokerSource {
+        url,
+        explicit,
+        ask: Box::new(ask),
+    }))
 }
 
 pub fn run(g: &Global, args: TopArgs) -> Result<ExitCode> {
@@ -70,6 +122,7 @@ pub fn run(g: &Global, args: TopArgs) -> Result<ExitCode> {
         None => Config::default(),
     };
     // Everything that can be refused is checked before the screen is taken over.
+    let mut this_machine = false;
     let (source, kill, users) = match &args.replay {
         Some(file) => {
             let rec = Recording::open(file)?;
@@ -90,6 +143,7 @@ pub fn run(g: &Global, args: TopArgs) -> Result<ExitCode> {
             let users = std::fs::read_to_string(root.path("/etc/passwd"))
                 .map(|t| memwarden_tui::app::parse_passwd(&t))
                 .unwrap_or_default();
+            this_machine = root.is_system();
             let kill = if root.is_system() {
                 Ok((root, memwarden_tui::kill::default_audit_path()))
             } else {
@@ -98,6 +152,7 @@ pub fn run(g: &Global, args: TopArgs) -> Result<ExitCode> {
             (Source::Live(Box::new(Sampler::new(probe))), kill, users)
         }
     };
+    let broker = broker_source(&args, this_machine)?;
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!(
             "memwarden top needs a terminal (for a machine-readable reading use `snapshot --json`)"
@@ -116,6 +171,7 @@ pub fn run(g: &Global, args: TopArgs) -> Result<ExitCode> {
         source,
         users,
         kill,
+        broker,
     })?;
     Ok(ExitCode::SUCCESS)
 }

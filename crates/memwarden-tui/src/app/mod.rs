@@ -3,7 +3,7 @@
 //! event loop and by tests.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,14 @@ use ratatui::crossterm::event::{
 use ratatui::layout::{Position, Rect};
 
 use crate::analysis::Analyst;
+use crate::broker::BrokerState;
 use crate::insight::Insights;
 use crate::keys::{self, Action};
-use crate::kill::{self, KillError, Signal};
+
+mod killing;
 use crate::table::{self, Row, RowKey, SortKey};
 use crate::theme::{Theme, ThemeName};
-
-/// How long after SIGTERM the user is offered SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub use killing::{KILL_GRACE, KillDialog, KillStage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -39,25 +39,6 @@ pub enum Command {
     StepForward,
     Faster,
     Slower,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum KillStage {
-    Confirm,
-    /// SIGTERM sent at this time; waiting to see it go.
-    Sent(Instant),
-    /// Still there after the grace period: SIGKILL is offered.
-    OfferKill,
-    Done(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct KillDialog {
-    pub target: ProcessId,
-    pub name: String,
-    pub command: String,
-    pub age: Option<Duration>,
-    pub stage: KillStage,
 }
 
 /// Facts about one process that only the live source can read (its open files), for the
@@ -116,6 +97,11 @@ pub struct App {
     pub rows: Vec<Row>,
     pub selected: usize,
     selected_key: Option<RowKey>,
+    /// Whether the user chose a row (keys, mouse): only then does the selection follow its
+    /// process as the rows re-sort. Until then it stays on the first row, as htop's does: a
+    /// row picked by no one and followed to wherever it sorts next opened the view scrolled
+    /// to the bottom of the list.
+    picked: bool,
     pub detail: bool,
     pub help: bool,
     /// `Some` when killing is possible: the root to check identities under, the audit log.
@@ -131,6 +117,14 @@ pub struct App {
     pub extras: Extras,
     pub hits: RefCell<HitMap>,
     pub samples_seen: u64,
+    /// Kernel threads in the process table (`K`); hidden by default, as htop does.
+    pub kernel_threads: bool,
+    /// Each GPU's utilization over the same samples as its memory history (`None` where the
+    /// device did not say), for the history chart.
+    pub gpu_busy: HashMap<u32, VecDeque<Option<f64>>>,
+    history: usize,
+    /// The broker's pools and consumers, when one answers.
+    pub broker: Option<BrokerState>,
 }
 
 impl App {
@@ -153,6 +147,7 @@ impl App {
             rows: Vec::new(),
             selected: 0,
             selected_key: None,
+            picked: false,
             detail: false,
             help: false,
             kill_at: None,
@@ -165,6 +160,10 @@ impl App {
             extras: Extras::default(),
             hits: RefCell::new(HitMap::default()),
             samples_seen: 0,
+            kernel_threads: false,
+            gpu_busy: HashMap::new(),
+            history: history.max(1),
+            broker: None,
         }
     }
 
@@ -203,6 +202,15 @@ impl App {
         // A replayed recording's strings reach the terminal as they are written in the file.
         memwarden_probe::sanitize::sanitize_snapshot(&mut snap);
         self.analyst.observe(&snap);
+        self.gpu_busy
+            .retain(|i, _| snap.gpus.iter().any(|g| g.index == *i));
+        for g in &snap.gpus {
+            let h = self.gpu_busy.entry(g.index).or_default();
+            if h.len() == self.history {
+                h.pop_front();
+            }
+            h.push_back(g.figures.utilization_percent);
+        }
         let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
         self.insights = self.analyst.insights(&snap, focus);
         self.samples_seen += 1;
@@ -214,6 +222,7 @@ impl App {
     /// Starts over from an empty history (a replay stepped back is replayed up to there).
     pub fn reset_history(&mut self) {
         self.analyst.reset();
+        self.gpu_busy.clear();
         self.insights = Insights::default();
         self.samples_seen = 0;
     }
@@ -230,14 +239,18 @@ impl App {
             self.view = View::Processes;
         }
         let rows = match self.view {
-            View::Processes => table::process_rows(snap, &self.insights, &self.users),
+            View::Processes => {
+                table::process_rows(snap, &self.insights, &self.users, self.kernel_threads)
+            }
             View::Workloads => table::workload_rows(snap, &self.insights),
         };
         let tree = (self.tree && self.view == View::Processes && !self.parents.is_empty())
             .then_some(&self.parents);
         self.rows = table::arrange(rows, self.sort, self.descending, &self.filter, tree);
-        // The selection follows its process across samples and re-sorts.
-        if let Some(key) = &self.selected_key
+        // The selection the user made follows its process across samples and re-sorts.
+        if !self.picked {
+            self.selected = 0;
+        } else if let Some(key) = &self.selected_key
             && let Some(i) = self.rows.iter().position(|r| &r.key == key)
         {
             self.selected = i;
@@ -270,6 +283,7 @@ impl App {
     }
 
     fn select(&mut self, i: usize) {
+        self.picked = true;
         let before = self.selected_key.clone();
         self.selected = i.min(self.rows.len().saturating_sub(1));
         self.selected_key = self.rows.get(self.selected).map(|r| r.key.clone());
@@ -329,24 +343,6 @@ impl App {
         }
     }
 
-    /// Time passes: a signalled process is watched until it goes or the grace period ends.
-    pub fn tick(&mut self, now: Instant) {
-        let Some(d) = &mut self.dialog else {
-            return;
-        };
-        let KillStage::Sent(at) = d.stage else {
-            return;
-        };
-        let Some((root, _)) = &self.kill_at else {
-            return;
-        };
-        if !kill::is_alive(root, d.target) {
-            d.stage = KillStage::Done(format!("{} (pid {}) has exited", d.name, d.target.pid));
-        } else if now.saturating_duration_since(at) >= KILL_GRACE {
-            d.stage = KillStage::OfferKill;
-        }
-    }
-
     pub fn on_key(&mut self, key: KeyEvent, now: Instant) -> Option<Command> {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Some(Command::Quit);
@@ -387,7 +383,11 @@ impl App {
             Action::Down => self.select(self.selected + 1),
             Action::PageUp => self.select(self.selected.saturating_sub(page)),
             Action::PageDown => self.select(self.selected + page),
-            Action::Home => self.select(0),
+            Action::Home => {
+                self.select(0);
+                // Back at the top, it stays there.
+                self.picked = false;
+            }
             Action::End => self.select(usize::MAX),
             Action::StartFilter => self.filtering = true,
             Action::SortNext => {
@@ -410,6 +410,7 @@ impl App {
                 }
                 self.selected = 0;
                 self.selected_key = None;
+                self.picked = false;
                 self.rebuild();
             }
             Action::ToggleTree => {
@@ -424,6 +425,18 @@ impl App {
                 self.refresh_insights();
             }
             Action::ToggleMap => self.show_map = !self.show_map,
+            Action::ToggleKernel => {
+                self.kernel_threads = !self.kernel_threads;
+                self.say(
+                    if self.kernel_threads {
+                        "kernel threads shown"
+                    } else {
+                        "kernel threads hidden"
+                    },
+                    now,
+                );
+                self.rebuild();
+            }
             Action::NextTheme => {
                 if self.colour {
                     self.theme = Theme::new(self.theme.name.next());
@@ -487,112 +500,6 @@ impl App {
             MouseEventKind::ScrollDown => self.select(self.selected + 3),
             MouseEventKind::ScrollUp => self.select(self.selected.saturating_sub(3)),
             _ => {}
-        }
-    }
-
-    fn ask_kill(&mut self, now: Instant) {
-        if let Some(why) = &self.kill_off {
-            let why = why.clone();
-            self.say(why, now);
-            return;
-        }
-        let Some(p) = self.selected_process() else {
-            self.say(
-                "select a process to end (workloads are ended by their runtime)",
-                now,
-            );
-            return;
-        };
-        let (target, name, command) = (p.identity(), p.name.clone(), p.cmdline.clone());
-        if self.kill_at.is_none() {
-            return;
-        }
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        let refused = match p.uid {
-            Some(owner) if !kill::may_signal(me, owner) => Err(KillError::NotOwner {
-                pid: p.pid,
-                owner,
-                me,
-            }),
-            _ => kill::guard(p.pid),
-        };
-        if let Err(e) = refused {
-            // A refusal is an attempt too: the audit log holds every one (docs/TOP.md).
-            let note = self.audit(target, &name, Signal::Term, &Err(e.clone()));
-            self.say(format!("not signalled: {e}{note}"), now);
-            return;
-        }
-        let Some((root, _)) = &self.kill_at else {
-            return;
-        };
-        let age = kill::process_age(root, target.starttime);
-        self.dialog = Some(KillDialog {
-            target,
-            name,
-            command,
-            age,
-            stage: KillStage::Confirm,
-        });
-    }
-
-    /// Appends an attempt to the audit log; the note to show when it could not be written.
-    fn audit(
-        &self,
-        target: ProcessId,
-        name: &str,
-        signal: Signal,
-        outcome: &Result<(), KillError>,
-    ) -> String {
-        match self.kill_at.as_ref().and_then(|(_, audit)| audit.as_ref()) {
-            Some(path) => kill::audit(path, target, name, signal, outcome)
-                .err()
-                .map(|e| format!(" (audit log not written: {e})"))
-                .unwrap_or_default(),
-            None => " (no audit log: no home directory)".into(),
-        }
-    }
-
-    fn dialog_key(&mut self, key: KeyEvent, now: Instant) {
-        let Some(d) = &self.dialog else {
-            return;
-        };
-        let signal = match (&d.stage, key.code) {
-            (KillStage::Confirm, KeyCode::Char('y') | KeyCode::Enter) => Signal::Term,
-            (KillStage::OfferKill, KeyCode::Char('K')) => Signal::Kill,
-            (KillStage::Sent(_), KeyCode::Esc | KeyCode::Char('n')) => {
-                // Stop waiting; the signal has gone already.
-                self.dialog = None;
-                return;
-            }
-            (KillStage::Sent(_), _) => return,
-            _ => {
-                self.dialog = None;
-                return;
-            }
-        };
-        let (target, name) = (d.target, d.name.clone());
-        let Some((root, _)) = &self.kill_at else {
-            self.dialog = None;
-            return;
-        };
-        let outcome = kill::send(root, target, signal);
-        let note = self.audit(target, &name, signal, &outcome);
-        let stage = match (&outcome, signal) {
-            (Ok(()), Signal::Term) => KillStage::Sent(now),
-            (Ok(()), Signal::Kill) => {
-                KillStage::Done(format!("SIGKILL sent to {name} (pid {}){note}", target.pid))
-            }
-            (Err(KillError::Gone(_)), _) => {
-                KillStage::Done(format!("{name} (pid {}) had already exited", target.pid))
-            }
-            (Err(e), _) => KillStage::Done(format!("not signalled: {e}{note}")),
-        };
-        if !note.is_empty() {
-            self.say(note.trim().to_string(), now);
-        }
-        if let Some(d) = &mut self.dialog {
-            d.stage = stage;
         }
     }
 
