@@ -1,0 +1,178 @@
+//! The `sleep`, `deep_sleep`, `wake` and `sleep_ram` keys of a consumer: a server that can
+//! give its GPU memory back without stopping (vLLM's sleep mode, SGLang's memory release) and
+//! take it again in seconds.
+
+use memwarden_probe::size::format_size;
+
+use super::check::route;
+use super::raw::{RawConsumer, RawRoute, Source, size};
+use super::{ConfigError, PoolKind, Route};
+
+/// Host RAM kept free beside the sleepers when no `ram` pool is configured: a level-1 sleep is
+/// chosen only while `MemAvailable` less this still takes the server's weights.
+pub const HOST_CUSHION: u64 = 1 << 30;
+
+/// The engine whose routes a preset names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleepEngine {
+    /// `sleep = "vllm"`: routes that vLLM serves only with `VLLM_SERVER_DEV_MODE=1`.
+    Vllm,
+    /// `sleep = "sglang"`.
+    Sglang,
+    /// Routes written in the file.
+    Routes,
+}
+
+/// How a consumer is put to sleep and woken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sleep {
+    pub engine: SleepEngine,
+    /// Level 1: the weights go to host RAM, the GPU memory is given back.
+    pub sleep: Route,
+    /// Level 2: the weights are dropped too; chosen when host RAM cannot take them.
+    pub deep: Option<Route>,
+    pub wake: Route,
+    /// Called after waking from level 2, in order: the weights are read again.
+    pub reload: Vec<Route>,
+    /// What a level-1 sleeper holds in host RAM (its weights): its declared `sleep_ram`, or its
+    /// whole need when none is given.
+    pub ram: u64,
+}
+
+impl Sleep {
+    /// What `serve --check` says of it: a requirement of the server that the broker cannot
+    /// see from here.
+    pub fn note(&self) -> Option<&'static str> {
+        match self.engine {
+            SleepEngine::Vllm => Some(
+                "sleeps through vLLM's development routes: the server must run with \
+                 VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode, or /sleep answers 404",
+            ),
+            SleepEngine::Sglang => Some(
+                "sleeps through SGLang's memory release: the server must run with \
+                 --enable-memory-saver (and --enable-weights-cpu-backup to keep its weights \
+                 in host RAM)",
+            ),
+            SleepEngine::Routes => None,
+        }
+    }
+}
+
+fn post(path: &str, body: Option<&str>) -> Route {
+    Route {
+        method: "POST".into(),
+        path: path.into(),
+        body: body.map(str::to_string),
+    }
+}
+
+fn preset(line: &str) -> Option<(SleepEngine, Route, Option<Route>, Route, Vec<Route>)> {
+    match line.trim() {
+        "vllm" => Some((
+            SleepEngine::Vllm,
+            post("/sleep?level=1", None),
+            Some(post("/sleep?level=2", None)),
+            post("/wake_up", None),
+            vec![post(
+                "/collective_rpc",
+                Some(r#"{"method":"reload_weights"}"#),
+            )],
+        )),
+        "sglang" => Some((
+            SleepEngine::Sglang,
+            post("/release_memory_occupation", Some("{}")),
+            None,
+            post("/resume_memory_occupation", Some("{}")),
+            Vec::new(),
+        )),
+        _ => None,
+    }
+}
+
+/// The consumer's sleep, checked: a preset or routes, on a GPU pool, with an upstream.
+pub(super) fn sleep(
+    src: &Source<'_>,
+    c: &RawConsumer,
+    name: &str,
+    need: u64,
+    has_upstream: bool,
+    pool_kind: PoolKind,
+) -> Result<Option<Sleep>, ConfigError> {
+    let Some(s) = &c.sleep else {
+        for k in [&c.deep_sleep, &c.wake].into_iter().flatten() {
+            return Err(src.err(k, format!("consumer {name:?}: this key needs `sleep`")));
+        }
+        if let Some(r) = &c.sleep_ram {
+            return Err(src.err(r, format!("consumer {name:?}: sleep_ram needs `sleep`")));
+        }
+        return Ok(None);
+    };
+    if !has_upstream {
+        return Err(src.err(s, format!("consumer {name:?}: sleep needs an `upstream`")));
+    }
+    if pool_kind == PoolKind::Ram {
+        return Err(src.err(
+            s,
+            format!(
+                "consumer {name:?}: sleep moves a server's memory from a GPU pool to host RAM; \
+                 its pool is a ram pool"
+            ),
+        ));
+    }
+    let named = match s.get_ref() {
+        RawRoute::Line(l) => preset(l),
+        RawRoute::Table(_) => None,
+    };
+    let (engine, sleep, deep, wake, reload) = match named {
+        Some(p) => {
+            if let Some(w) = &c.wake {
+                return Err(src.err(
+                    w,
+                    format!("consumer {name:?}: the sleep preset has its own wake route"),
+                ));
+            }
+            let (engine, sleep, preset_deep, wake, reload) = p;
+            let deep = c.deep_sleep.as_ref().map(|d| route(src, d)).transpose()?;
+            (engine, sleep, deep.or(preset_deep), wake, reload)
+        }
+        None => {
+            let Some(w) = &c.wake else {
+                return Err(src.err(
+                    s,
+                    format!(
+                        "consumer {name:?}: a sleep route needs a `wake` route (or use a \
+                         preset: sleep = \"vllm\" or \"sglang\")"
+                    ),
+                ));
+            };
+            let deep = c.deep_sleep.as_ref().map(|d| route(src, d)).transpose()?;
+            (SleepEngine::Routes, route(src, s)?, deep, route(src, w)?, Vec::new())
+        }
+    };
+    let ram = match &c.sleep_ram {
+        Some(r) => {
+            let v = size(src, r)?;
+            if v > need {
+                return Err(src.err(
+                    r,
+                    format!(
+                        "consumer {name:?}: sleep_ram ({}) is more than it needs awake ({})",
+                        format_size(v),
+                        format_size(need)
+                    ),
+                ));
+            }
+            v
+        }
+        None => need,
+    };
+    Ok(Some(Sleep {
+        engine,
+        sleep,
+        deep,
+        wake,
+        reload,
+        ram,
+    }))
+}
+
