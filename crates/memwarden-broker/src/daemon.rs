@@ -16,7 +16,7 @@ use crate::api::{self, App};
 use crate::config::{Config, ConsumerConfig, PoolKind};
 use crate::handle::Broker;
 use crate::lifecycle;
-use crate::measure::{Measurer, PoolReading, Sample, Target};
+use crate::measure::{self, Measurer, PoolReading, Sample, Target};
 use crate::owner::{Msg, Owner, Shared};
 
 /// How often pools are read, and how many pool readings go by between measurements of the
@@ -272,20 +272,37 @@ async fn sampler(app: Arc<App>) {
         round += 1;
         let shared = Arc::clone(&app.shared);
         let pools = cfg.pools.clone();
+        let host = measure::host_targets(&cfg, &targets);
+        let reads_host = measure::reads_host(&cfg);
         let sample = tokio::task::spawn_blocking(move || {
             let began = Instant::now();
             let mut probe = shared.probe.lock().ok()?;
             let mut m = shared.measurer.lock().ok()?;
             let pools = m.pools(&mut probe, &pools);
-            let consumers = if targets.is_empty() {
+            let n = targets.len();
+            // One scan for both sides: the pools' and, for servers that can sleep, host RAM.
+            let mut all = targets;
+            all.extend(host.iter().flatten().cloned());
+            let mut held = if all.is_empty() {
                 Vec::new()
             } else {
-                m.consumers(&mut probe, &targets)
+                m.consumers(&mut probe, &all)
             };
+            let mut rest = held.split_off(n.min(held.len())).into_iter();
+            let host = if n == 0 {
+                Vec::new()
+            } else {
+                host.iter().map(|t| t.as_ref().and_then(|_| rest.next().flatten())).collect()
+            };
+            let host_available = reads_host
+                .then(|| probe.host_memory().ok().map(|h| h.mem_available_bytes))
+                .flatten();
             Some(Sample {
                 began,
                 pools,
-                consumers,
+                consumers: held,
+                host,
+                host_available,
             })
         })
         .await;

@@ -48,6 +48,9 @@ impl Owner {
     }
 
     pub(super) fn start_load(&mut self, c: usize) {
+        if self.wakes_instead(c) {
+            return self.start_wake(c);
+        }
         let cfg = self.cfg.consumers[c].clone();
         let p = cfg.pool;
         self.cons[c].phase = Phase::Loading;
@@ -113,11 +116,8 @@ impl Owner {
                 self.cons[c].phase = Phase::Loaded;
                 self.cons[c].stuck = false;
                 self.cons[c].measured = None;
-                self.rt[c].loads += 1;
-                self.rt[c].last_load = Some(took);
                 self.rt[c].loaded_at = Some(Instant::now());
-                self.counters.loads += 1;
-                self.counters.load_seconds_total += took.as_secs_f64();
+                self.count_load(c, took);
                 let now = Instant::now();
                 for l in &mut self.pools[p].ledger {
                     if l.consumer == c && l.settled_at.is_none() {
@@ -130,6 +130,7 @@ impl Owner {
                 let why = memwarden_probe::sanitize::sanitize(&why, 300);
                 tracing::warn!(consumer = %name, "load failed: {why}");
                 self.cons[c].phase = Phase::Unloaded;
+                self.rt[c].sleep = Default::default();
                 self.counters.load_failures += 1;
                 self.pools[p].ledger.retain(|l| l.consumer != c);
                 self.pools[p].update_promised();
@@ -314,12 +315,25 @@ async fn unload(
     pool: &PoolConfig,
     before: u64,
 ) -> UnloadOutcome {
+    give_back(shared, cfg, c, pool, before, release(shared, c)).await
+}
+
+/// Runs `act` (an unload, a sleep) and verifies that the consumer's memory in its pool came
+/// back, as [`unload`] says.
+pub(super) async fn give_back(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    c: &ConsumerConfig,
+    pool: &PoolConfig,
+    before: u64,
+    act: impl std::future::Future<Output = Result<(), String>>,
+) -> UnloadOutcome {
     let started = Instant::now();
     let target = shared.target(cfg, c);
     // What its processes hold now, and the pool's free reading, to compare against.
     let (held0, free0) = measure_one(shared, cfg, &target).await;
     let held0 = held0.and_then(|h| trusted(h, pool.kind, c.may_hold_nothing()));
-    if let Err(why) = release(shared, c).await {
+    if let Err(why) = act.await {
         return UnloadOutcome::Failed(why);
     }
     let expected = expected_back(before, c.need);
@@ -368,7 +382,7 @@ async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
 }
 
 /// One consumer's holding and its pool's live free reading.
-async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<u64>, Option<u64>) {
+pub(super) async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<u64>, Option<u64>) {
     let shared = Arc::clone(shared);
     let t = t.clone();
     let pool = cfg

@@ -5,6 +5,7 @@
 mod gates;
 mod load;
 mod queue;
+mod sleep;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -97,6 +98,14 @@ pub enum Msg {
         consumer: String,
         generation: u64,
         outcome: UnloadOutcome,
+    },
+    /// A sleep was answered and verified: the pool's side as an unload's, and what its
+    /// processes hold in host RAM after it.
+    SleepDone {
+        consumer: String,
+        generation: u64,
+        outcome: UnloadOutcome,
+        host: Option<u64>,
     },
     /// The upstream could not be reached or broke off an answer: check whether it is alive.
     UpstreamFailed {
@@ -215,6 +224,7 @@ struct ConsumerRt {
     /// When a stuck consumer's unload is next retried by itself, and the wait before that.
     retry_at: Option<Instant>,
     retry_every: Duration,
+    sleep: sleep::SleepRt,
 }
 
 pub struct Owner {
@@ -231,6 +241,8 @@ pub struct Owner {
     next_gate: u64,
     /// Operators waiting for the retried unload of a stuck consumer, by its name.
     retries: HashMap<String, AdminReply>,
+    /// The machine's `MemAvailable`, where no `ram` pool counts what sleepers hold.
+    host_available: Option<u64>,
     counters: Counters,
     tx: mpsc::UnboundedSender<Msg>,
     shared: Arc<Shared>,
@@ -260,7 +272,7 @@ fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
         max_concurrent: c.max_concurrent,
         last_used: None,
         last_started: None,
-        evictable: !c.pinned && !c.self_managed && c.can_unload(),
+        evictable: !c.pinned && !c.self_managed && c.can_evict(),
         coexist_with: c.coexist_with.clone(),
     }
 }
@@ -290,6 +302,7 @@ impl Owner {
             adopted: HashMap::new(),
             next_gate: 0,
             retries: HashMap::new(),
+            host_available: None,
             counters: Counters::default(),
             tx,
             shared,
@@ -325,6 +338,7 @@ impl Owner {
                 }
                 self.handle(m);
             }
+            self.count_sleepers();
             for p in 0..self.pools.len() {
                 self.schedule(p);
             }
@@ -374,6 +388,12 @@ impl Owner {
                 generation,
                 outcome,
             } => self.unload_done(&consumer, generation, outcome),
+            Msg::SleepDone {
+                consumer,
+                generation,
+                outcome,
+                host,
+            } => self.sleep_done(&consumer, generation, outcome, host),
             Msg::UpstreamFailed { consumer } => self.upstream_failed(&consumer),
             Msg::HealthChecked { consumer, alive } => {
                 if let Some(i) = self.index(&consumer)

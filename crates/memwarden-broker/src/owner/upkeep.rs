@@ -12,6 +12,7 @@ use crate::verify::trusted;
 
 impl Owner {
     pub(super) fn reading(&mut self, s: Sample) {
+        self.sleep_reading(&s);
         for (p, r) in s.pools.iter().enumerate() {
             if p >= self.pools.len() {
                 break;
