@@ -2,6 +2,8 @@
 //! broker on 127.0.0.1:0, and a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod gpu;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,11 +42,27 @@ impl TestConsumer {
         TestConsumer::spawn_from(&exe, name, size, mode)
     }
 
+    /// One with further arguments (`--vram-file PATH`, `--load-ms N`).
+    pub fn spawn_with(name: &str, size: &str, mode: &str, extra: &[&str]) -> TestConsumer {
+        TestConsumer::spawn_from_with(std::path::Path::new(BIN), name, size, mode, extra)
+    }
+
     fn spawn_from(exe: &std::path::Path, name: &str, size: &str, mode: &str) -> TestConsumer {
+        TestConsumer::spawn_from_with(exe, name, size, mode, &[])
+    }
+
+    fn spawn_from_with(
+        exe: &std::path::Path,
+        name: &str,
+        size: &str,
+        mode: &str,
+        extra: &[&str],
+    ) -> TestConsumer {
         let mut child = Command::new(exe)
             .args([
                 "--size", size, "--mode", mode, "--name", name, "--port", "0",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
