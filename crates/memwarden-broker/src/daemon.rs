@@ -84,7 +84,12 @@ fn describe_consumers(
     (cfg.consumers.iter().zip(&targets).zip(held))
         .map(|((c, t), held)| {
             let declared = format_size(c.need);
-            match m.found(probe, &scan, &t.locator) {
+            let found = m.found(probe, &scan, &t.locator);
+            let sleep = c.sleep.as_ref().and_then(|s| {
+                let pids: Vec<u32> = found.iter().flatten().map(|(pid, _)| *pid).collect();
+                crate::sleep_check::describe(s, probe.root(), &pids)
+            });
+            let line = match found {
                 Ok(procs) => {
                     let mut who: Vec<String> = (procs.iter().take(3))
                         .map(|(pid, n)| format!("{n} ({pid})"))
@@ -113,6 +118,10 @@ fn describe_consumers(
                     c.name
                 ),
                 Err(why) => format!("{}: its declared {declared} stands: {why}", c.name),
+            };
+            match sleep {
+                Some(s) => format!("{line}; {s}"),
+                None => line,
             }
         })
         .collect()

@@ -17,6 +17,7 @@ pub mod measure;
 pub mod metrics;
 pub mod owner;
 pub mod proxy_path;
+pub mod sleep_check;
 pub mod verify;
 
 pub use config::Config;

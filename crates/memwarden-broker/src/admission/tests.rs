@@ -35,6 +35,7 @@ fn pool() -> PoolState {
         cushion: 0,
         promised: 0,
         settled: 0,
+        asleep: 0,
     }
 }
 

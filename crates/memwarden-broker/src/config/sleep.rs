@@ -176,3 +176,73 @@ pub(super) fn sleep(
     }))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, SleepEngine};
+
+    const BASE: &str = "[[pool]]\nname = \"gpu\"\nkind = \"vram\"\ngpu = 0\n\
+        [[pool]]\nname = \"ram\"\nkind = \"ram\"\n\
+        [[consumer]]\nname = \"v\"\npool = \"gpu\"\nresident = \"20GiB\"\n\
+        upstream = \"http://127.0.0.1:8000\"\n";
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::parse(&format!("{BASE}{extra}"), "t.toml", None).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn presets_name_the_engines_routes() {
+        let cfg = parse("sleep = \"vllm\"\nsleep_ram = \"8GiB\"\n").unwrap();
+        let s = cfg.consumers[0].sleep.clone().unwrap();
+        assert_eq!(s.engine, SleepEngine::Vllm);
+        assert_eq!((s.sleep.method.as_str(), s.sleep.path.as_str()), ("POST", "/sleep?level=1"));
+        assert_eq!(s.deep.as_ref().unwrap().path, "/sleep?level=2");
+        assert_eq!(s.wake.path, "/wake_up");
+        assert_eq!(s.reload[0].path, "/collective_rpc");
+        assert_eq!(s.ram, 8 << 30);
+        assert!(cfg.consumers[0].can_evict() && !cfg.consumers[0].can_unload());
+        assert!(s.note().unwrap().contains("VLLM_SERVER_DEV_MODE=1"));
+        let s = parse("sleep = \"sglang\"\n").unwrap().consumers[0].sleep.clone().unwrap();
+        assert_eq!(s.engine, SleepEngine::Sglang);
+        assert_eq!(s.sleep.path, "/release_memory_occupation");
+        assert_eq!(s.wake.path, "/resume_memory_occupation");
+        assert_eq!((s.deep, s.ram), (None, 20 << 30));
+        // Routes of its own, with a level 2.
+        let s = parse("sleep = \"POST /nap\"\nwake = \"POST /up\"\ndeep_sleep = \"POST /nap?deep=1\"\n")
+            .unwrap()
+            .consumers[0]
+            .sleep
+            .clone()
+            .unwrap();
+        assert_eq!((s.engine, s.wake.path.as_str()), (SleepEngine::Routes, "/up"));
+        assert_eq!(s.deep.unwrap().path, "/nap?deep=1");
+    }
+
+    #[test]
+    fn a_sleep_that_cannot_work_is_refused_where_it_is_written() {
+        assert_eq!(
+            parse("sleep = \"POST /nap\"\n").unwrap_err(),
+            "t.toml:13:9: consumer \"v\": a sleep route needs a `wake` route (or use a preset: \
+             sleep = \"vllm\" or \"sglang\")"
+        );
+        assert_eq!(
+            parse("wake = \"POST /up\"\n").unwrap_err(),
+            "t.toml:13:8: consumer \"v\": this key needs `sleep`"
+        );
+        assert_eq!(
+            parse("sleep = \"vllm\"\nwake = \"POST /up\"\n").unwrap_err(),
+            "t.toml:14:8: consumer \"v\": the sleep preset has its own wake route"
+        );
+        assert!(
+            parse("sleep = \"vllm\"\nsleep_ram = \"21GiB\"\n")
+                .unwrap_err()
+                .contains("sleep_ram (21 GiB) is more than it needs awake (20 GiB)")
+        );
+        let ram = BASE.replace("pool = \"gpu\"", "pool = \"ram\"");
+        let e = Config::parse(&format!("{ram}sleep = \"vllm\"\n"), "t.toml", None).unwrap_err();
+        assert!(e.0.contains("its pool is a ram pool"), "{}", e.0);
+        let remote = BASE.replace("upstream = \"http://127.0.0.1:8000\"\n", "");
+        let e = Config::parse(&format!("{remote}sleep = \"vllm\"\n"), "t.toml", None).unwrap_err();
+        assert!(e.0.contains("sleep needs an `upstream`"), "{}", e.0);
+    }
+}
