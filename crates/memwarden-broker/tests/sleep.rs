@@ -239,3 +239,37 @@ async fn a_server_that_answers_its_sleep_and_keeps_its_memory_is_stuck() {
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeper_leaves_host_ram_when_a_ram_consumer_needs_it() {
+    let _one = one_at_a_time().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, fa) = gpu_consumer(&dir, "a", "normal", 0);
+    let (b, fb) = gpu_consumer(&dir, "b", "normal", 0);
+    let r = TestConsumer::spawn("r", "40MiB", "normal");
+    let none = dir.path().join("r.vram");
+    let m = machine(&[(&a, &fa), (&b, &fb), (&r, &none)]);
+    // Host RAM takes a's weights (60 MiB of 92), but then not r's 40 MiB beside them.
+    let toml = config(
+        Some("100MiB"),
+        &[("a", a.port, "vllm"), ("b", b.port, "vllm")],
+        "",
+    ) + &consumer_toml("r", r.port, "40MiB", "");
+    let broker = start_on(&toml, m.probe()).await;
+    let base = format!("http://{}", broker.addr());
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    assert_eq!(http("GET", format!("{base}/c/b/work"), "").await.0, 200);
+    wait_for(&broker, Duration::from_secs(5), |st| {
+        consumer(st, "a")["state"] == "sleeping" && consumer(st, "a")["sleep_level"] == 1
+    })
+    .await;
+    let (code, body) = http("GET", format!("{base}/c/r/work"), "").await;
+    assert_eq!((code, body.as_str()), (200, "r ok loaded=true\n"));
+    let st = status(&broker).await;
+    assert_eq!(consumer(&st, "a")["state"], "unloaded");
+    assert_eq!(consumer(&st, "b")["state"], "loaded");
+    assert!(a.rss() < 30 * MIB, "a let its host copy go: {}", a.rss());
+    assert_eq!(st["counters"]["sleeps"], 1);
+    assert_eq!(st["counters"]["evictions"], 2);
+    broker.shutdown().await;
+}

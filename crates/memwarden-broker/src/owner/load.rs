@@ -318,8 +318,8 @@ async fn unload(
     give_back(shared, cfg, c, pool, before, release(shared, c)).await
 }
 
-/// Runs `act` (an unload, a sleep) and verifies that the consumer's memory in its pool came
-/// back, as [`unload`] says.
+/// Runs `act` (an unload, a sleep) and verifies that the consumer's memory in `pool` came
+/// back, as [`unload`] says: its own pool's, or host RAM's for a sleeper dropped from there.
 pub(super) async fn give_back(
     shared: &Arc<Shared>,
     cfg: &Config,
@@ -329,7 +329,11 @@ pub(super) async fn give_back(
     act: impl std::future::Future<Output = Result<(), String>>,
 ) -> UnloadOutcome {
     let started = Instant::now();
-    let target = shared.target(cfg, c);
+    let target = Target {
+        kind: pool.kind,
+        gpu: pool.gpu,
+        ..shared.target(cfg, c)
+    };
     // What its processes hold now, and the pool's free reading, to compare against.
     let (held0, free0) = measure_one(shared, cfg, &target).await;
     let held0 = held0.and_then(|h| trusted(h, pool.kind, c.may_hold_nothing()));
@@ -357,7 +361,7 @@ pub(super) async fn give_back(
 
 /// Asks a consumer to let its memory go: stops the process the broker started for it, or
 /// calls its unload route.
-async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
+pub(super) async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
     if c.start.is_some() {
         let child = shared
             .children

@@ -342,6 +342,7 @@ impl Owner {
             for p in 0..self.pools.len() {
                 self.schedule(p);
             }
+            self.drop_sleepers();
             self.open_gates();
         }
     }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::load::{give_back, measure_one};
+use super::load::{give_back, measure_one, release};
 use super::{Msg, Owner, Promise, Shared, UnloadOutcome};
 use crate::admission::sleep::{Eviction, eviction};
-use crate::admission::{self, Phase};
+use crate::admission::sleep::sleepers_to_drop;
+use crate::admission::{self, Phase, Wait};
 use crate::config::{ConsumerConfig, HOST_CUSHION, PoolKind, Route};
 use crate::lifecycle;
 use crate::measure::{Sample, Target};
@@ -27,6 +28,10 @@ pub(super) struct SleepRt {
     going: bool,
     /// The load under way is a wake.
     waking: bool,
+    /// The unload under way takes a sleeper out of host RAM for good.
+    dropping: bool,
+    /// Its server was asked to let its host RAM go and did not: not asked again while asleep.
+    undroppable: bool,
     /// What its processes were measured to hold in host RAM while asleep.
     host: Option<u64>,
     pub(super) sleeps: u64,
@@ -39,7 +44,7 @@ impl SleepRt {
     /// the `ram` pool: its measurement once asleep, its declared `sleep_ram` until then.
     fn in_host(&self, phase: Phase, ram: u64) -> u64 {
         let asleep = matches!(phase, Phase::Sleeping)
-            || (self.going && phase == Phase::Unloading)
+            || ((self.going || self.dropping) && phase == Phase::Unloading)
             || (self.waking && phase == Phase::Loading);
         if !asleep || self.level == 0 {
             return 0;
@@ -168,6 +173,9 @@ impl Owner {
         if self.rt[c].generation != generation || self.cons[c].phase != Phase::Unloading {
             return;
         }
+        if std::mem::take(&mut self.rt[c].sleep.dropping) {
+            return self.dropped(c, outcome);
+        }
         self.rt[c].sleep.going = false;
         match outcome {
             UnloadOutcome::Freed { remaining, took } => {
@@ -193,6 +201,91 @@ impl Owner {
             outcome => {
                 self.rt[c].sleep.level = 0;
                 self.unload_done(name, generation, outcome);
+            }
+        }
+    }
+
+    /// Takes sleepers out of host RAM for good (unloads them) where a request in the `ram`
+    /// pool waits for room that only they hold: least recently used first, one round at a
+    /// time.
+    pub(super) fn drop_sleepers(&mut self) {
+        let Some(h) = self.host_pool() else { return };
+        let busy = (0..self.cons.len()).any(|c| self.rt[c].sleep.dropping);
+        let short_by = self.pools[h].queue.iter().find_map(|w| match w.last_wait {
+            Some(Wait::NoRoom { short_by }) => Some(short_by),
+            _ => None,
+        });
+        let Some(short_by) = short_by.filter(|_| !busy) else {
+            return;
+        };
+        let sleepers: Vec<(usize, Option<u64>, u64)> = (0..self.cons.len())
+            .filter(|&c| {
+                let cfg = &self.cfg.consumers[c];
+                self.cons[c].phase == Phase::Sleeping
+                    && self.cons[c].in_flight == 0
+                    && cfg.can_unload()
+                    && !cfg.pinned
+                    && !self.rt[c].sleep.undroppable
+            })
+            .filter_map(|c| {
+                let ram = self.cfg.consumers[c].sleep.as_ref()?.ram;
+                let holds = self.rt[c].sleep.in_host(Phase::Sleeping, ram);
+                Some((c, self.cons[c].last_used, holds))
+            })
+            .collect();
+        for c in sleepers_to_drop(&sleepers, short_by).unwrap_or_default() {
+            self.start_drop(c, h);
+        }
+    }
+
+    /// Unloads sleeper `c` and verifies that its host RAM, counted in pool `h`, came back.
+    fn start_drop(&mut self, c: usize, h: usize) {
+        let cfg = Arc::clone(&self.cfg);
+        let consumer = cfg.consumers[c].clone();
+        let host_pool = cfg.pools[h].clone();
+        let ram = consumer.sleep.as_ref().map_or(0, |s| s.ram);
+        let before = self.rt[c].sleep.in_host(Phase::Sleeping, ram);
+        self.cons[c].phase = Phase::Unloading;
+        self.rt[c].generation += 1;
+        self.rt[c].evicting = true;
+        self.rt[c].sleep.dropping = true;
+        let generation = self.rt[c].generation;
+        let tx = self.tx.clone();
+        let shared = Arc::clone(&self.shared);
+        tracing::info!(consumer = %consumer.name, "host RAM is needed: unloading a sleeper");
+        tokio::spawn(async move {
+            let act = release(&shared, &consumer);
+            let outcome = give_back(&shared, &cfg, &consumer, &host_pool, before, act).await;
+            let _ = tx.send(Msg::SleepDone {
+                consumer: consumer.name.clone(),
+                generation,
+                outcome,
+                host: None,
+            });
+        });
+    }
+
+    /// A sleeper's unload is done: gone from host RAM, or still asleep there if it kept it.
+    fn dropped(&mut self, c: usize, outcome: UnloadOutcome) {
+        let name = &self.cfg.consumers[c].name;
+        match outcome {
+            UnloadOutcome::Freed { .. } => {
+                tracing::info!(consumer = %name, "unloaded from its sleep, host RAM back");
+                self.cons[c].phase = Phase::Unloaded;
+                self.cons[c].measured = None;
+                let s = &self.rt[c].sleep;
+                self.rt[c].sleep = SleepRt {
+                    sleeps: s.sleeps,
+                    wakes: s.wakes,
+                    last_wake: s.last_wake,
+                    ..SleepRt::default()
+                };
+                self.counters.evictions += 1;
+            }
+            UnloadOutcome::Stuck { .. } | UnloadOutcome::Failed(_) => {
+                tracing::warn!(consumer = %name, "a sleeper asked to unload kept its host RAM: left asleep");
+                self.cons[c].phase = Phase::Sleeping;
+                self.rt[c].sleep.undroppable = true;
             }
         }
     }
