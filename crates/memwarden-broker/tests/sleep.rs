@@ -273,3 +273,28 @@ async fn a_sleeper_leaves_host_ram_when_a_ram_consumer_needs_it() {
     assert_eq!(st["counters"]["evictions"], 2);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_that_can_sleep_sleeps_after_its_ttl() {
+    let _one = one_at_a_time().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, fa) = gpu_consumer(&dir, "a", "normal", 0);
+    let m = machine(&[(&a, &fa)]);
+    let toml = config(Some("200MiB"), &[("a", a.port, "vllm")], "")
+        .replace("sleep = \"vllm\"\n", "sleep = \"vllm\"\nidle_ttl = \"300ms\"\n");
+    let r = start_on(&toml, m.probe()).await;
+    let base = format!("http://{}", r.addr());
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    let st = wait_for(&r, Duration::from_secs(5), |st| {
+        consumer(st, "a")["state"] == "sleeping"
+    })
+    .await;
+    assert_eq!(consumer(&st, "a")["sleep_level"], 1);
+    assert_eq!(st["counters"]["idle_unloads"], 1);
+    assert_eq!(st["counters"]["evictions"], 0);
+    // The next request wakes it.
+    assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
+    let st = status(&r).await;
+    assert_eq!((st["counters"]["wakes"].clone(), st["counters"]["loads"].clone()), (1.into(), 1.into()));
+    r.shutdown().await;
+}

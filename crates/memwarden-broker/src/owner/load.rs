@@ -130,7 +130,7 @@ impl Owner {
                 let why = memwarden_probe::sanitize::sanitize(&why, 300);
                 tracing::warn!(consumer = %name, "load failed: {why}");
                 self.cons[c].phase = Phase::Unloaded;
-                self.rt[c].sleep = Default::default();
+                self.rt[c].sleep = self.rt[c].sleep.awake();
                 self.counters.load_failures += 1;
                 self.pools[p].ledger.retain(|l| l.consumer != c);
                 self.pools[p].update_promised();

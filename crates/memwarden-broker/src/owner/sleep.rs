@@ -53,6 +53,16 @@ impl SleepRt {
         self.host.unwrap_or(declared)
     }
 
+    /// Awake again (or gone): its counts kept, the rest cleared.
+    pub(super) fn awake(&self) -> SleepRt {
+        SleepRt {
+            sleeps: self.sleeps,
+            wakes: self.wakes,
+            last_wake: self.last_wake,
+            ..SleepRt::default()
+        }
+    }
+
     /// 1 or 2 while asleep or going to sleep.
     pub(super) fn level(&self) -> Option<u8> {
         (self.level > 0).then_some(self.level)
@@ -93,6 +103,16 @@ impl Owner {
             .sum();
         self.host_available
             .map(|a| a.saturating_sub(HOST_CUSHION).saturating_sub(coming))
+    }
+
+    /// Lets an idle consumer go after its `idle_ttl`: to sleep where it can (as an eviction
+    /// would choose), else unloaded.
+    pub(super) fn idle_release(&mut self, c: usize) {
+        if self.cfg.consumers[c].sleep.is_none() {
+            return self.start_unload(c, false);
+        }
+        self.start_evict(c);
+        self.rt[c].evicting = false;
     }
 
     /// Makes victim `v` give its room back: a sleep where host RAM can take its weights (or a
@@ -195,7 +215,11 @@ impl Owner {
                 self.rt[c].sleep.host = host;
                 self.rt[c].sleep.sleeps += 1;
                 self.counters.sleeps += 1;
-                self.counters.evictions += 1;
+                if self.rt[c].evicting {
+                    self.counters.evictions += 1;
+                } else {
+                    self.counters.idle_unloads += 1;
+                }
             }
             // Answered and kept (or refused): stuck, as after such an unload.
             outcome => {
@@ -273,13 +297,7 @@ impl Owner {
                 tracing::info!(consumer = %name, "unloaded from its sleep, host RAM back");
                 self.cons[c].phase = Phase::Unloaded;
                 self.cons[c].measured = None;
-                let s = &self.rt[c].sleep;
-                self.rt[c].sleep = SleepRt {
-                    sleeps: s.sleeps,
-                    wakes: s.wakes,
-                    last_wake: s.last_wake,
-                    ..SleepRt::default()
-                };
+                self.rt[c].sleep = self.rt[c].sleep.awake();
                 self.counters.evictions += 1;
             }
             UnloadOutcome::Stuck { .. } | UnloadOutcome::Failed(_) => {
@@ -301,7 +319,10 @@ impl Owner {
     pub(super) fn start_wake(&mut self, c: usize) {
         let cfg = self.cfg.consumers[c].clone();
         let Some(sleep) = cfg.sleep.clone() else {
-            return;
+            // A reload took its sleep away: what is left is a load.
+            self.cons[c].phase = Phase::Unloaded;
+            self.rt[c].sleep = self.rt[c].sleep.awake();
+            return self.start_load(c);
         };
         let p = cfg.pool;
         self.cons[c].phase = Phase::Loading;
@@ -343,10 +364,9 @@ impl Owner {
         let s = &mut self.rt[c].sleep;
         if s.waking {
             *s = SleepRt {
-                sleeps: s.sleeps,
                 wakes: s.wakes + 1,
                 last_wake: Some(took),
-                ..SleepRt::default()
+                ..s.awake()
             };
             self.counters.wakes += 1;
             self.counters.wake_seconds_total += took.as_secs_f64();
