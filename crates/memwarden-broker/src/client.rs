@@ -46,13 +46,12 @@ impl BrokerClient {
         })
     }
 
-    async fn call(
+    fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<String>,
-        timeout: Duration,
-    ) -> Result<(StatusCode, String), ClientError> {
+    ) -> Result<Request<Body>, ClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -62,17 +61,28 @@ impl BrokerClient {
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        let req = req
-            .body(Body::from(body.unwrap_or_default()))
-            .map_err(|e| ClientError(e.to_string()))?;
+        req.body(Body::from(body.unwrap_or_default()))
+            .map_err(|e| ClientError(e.to_string()))
+    }
+
+    fn unreachable(&self, e: &dyn std::error::Error) -> ClientError {
+        ClientError(format!(
+            "cannot reach the broker at {}: {}",
+            self.base,
+            error_chain(e)
+        ))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, String), ClientError> {
+        let req = self.request(method, path, body)?;
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                ClientError(format!(
-                    "cannot reach the broker at {}: {}",
-                    self.base,
-                    error_chain(&e)
-                ))
-            })?;
+            let resp = (self.client.request(req).await).map_err(|e| self.unreachable(&e))?;
             let status = resp.status();
             let bytes = resp
                 .into_body()
@@ -162,6 +172,142 @@ impl BrokerClient {
             ))),
         }
     }
+}
+
+impl BrokerClient {
+    /// `GET /v1/status`, as the broker answers it.
+    pub async fn status(&self) -> Result<serde_json::Value, ClientError> {
+        let (status, text) = self
+            .call(Method::GET, "/v1/status", None, Duration::from_secs(10))
+            .await?;
+        if status != StatusCode::OK {
+            return Err(ClientError(format!(
+                "the broker refused its status: {} ({status})",
+                error_text(&text)
+            )));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError(format!("the broker's answer is not JSON: {e}")))
+    }
+
+    /// Loads `consumer` (evicting what the broker must) and keeps it loaded; waits as long as
+    /// the broker's queue lets it.
+    pub async fn load(&self, consumer: &str) -> Result<(), ClientError> {
+        let (status, text) = self
+            .call(
+                Method::POST,
+                &format!("/v1/consumers/{}/load", path_segment(consumer)),
+                None,
+                Duration::from_secs(3600),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => Ok(()),
+            s => Err(ClientError(format!(
+                "{consumer:?} was not loaded: {} ({s})",
+                error_text(&text)
+            ))),
+        }
+    }
+
+    /// Unloads `consumer` and returns what the broker said it did.
+    pub async fn unload(&self, consumer: &str) -> Result<String, ClientError> {
+        let (status, text) = self
+            .call(
+                Method::POST,
+                &format!("/v1/consumers/{}/unload", path_segment(consumer)),
+                None,
+                Duration::from_secs(3600),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(ClientError(format!(
+                "{consumer:?} was not unloaded: {} ({status})",
+                error_text(&text)
+            )));
+        }
+        Ok(serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["result"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "unloaded".into()))
+    }
+}
+
+impl BrokerClient {
+    /// What `consumer`'s process printed, as the broker keeps it.
+    pub async fn logs(&self, consumer: &str) -> Result<String, ClientError> {
+        let path = format!("/v1/consumers/{}/logs", path_segment(consumer));
+        let (status, text) = self
+            .call(Method::GET, &path, None, Duration::from_secs(10))
+            .await?;
+        match status {
+            StatusCode::OK => Ok(text),
+            s => Err(ClientError(format!(
+                "no logs of {consumer:?}: {} ({s})",
+                error_text(&text)
+            ))),
+        }
+    }
+
+    /// Follows `consumer`'s output: `line` gets each line kept and then each new one, until
+    /// the broker ends the stream. `missed` gets how many lines were lost when this reader
+    /// fell behind.
+    pub async fn follow_logs(
+        &self,
+        consumer: &str,
+        mut line: impl FnMut(&str),
+        mut missed: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/consumers/{}/logs?follow=1", path_segment(consumer));
+        let req = self.request(Method::GET, &path, None)?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| {
+                ClientError(format!(
+                    "the broker at {} did not answer in time",
+                    self.base
+                ))
+            })?
+            .map_err(|e| self.unreachable(&e))?;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let text = resp.into_body().collect().await.map(|b| b.to_bytes());
+            let text = String::from_utf8_lossy(&text.unwrap_or_default()).into_owned();
+            return Err(ClientError(format!(
+                "no logs of {consumer:?}: {} ({status})",
+                error_text(&text)
+            )));
+        }
+        let mut body = resp.into_body();
+        let mut events = crate::sse::Events::default();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError(format!("the log stream broke off: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for ev in events.push(&data) {
+                match ev.event.as_deref() {
+                    Some("missed") => missed(&ev.data),
+                    _ => line(&ev.data),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A consumer's name as one path segment: percent-encoded beyond the characters a name may
+/// hold unescaped, so a name can never reach another route.
+fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A ttl as the broker reads it: whole seconds as a number, anything finer in milliseconds

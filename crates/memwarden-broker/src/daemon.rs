@@ -11,6 +11,7 @@ use memwarden_probe::size::format_size;
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
 
 use crate::api::{self, App};
 use crate::config::{Config, ConsumerConfig, PoolKind};
@@ -180,7 +181,9 @@ pub async fn start(cfg: Config, probe: Probe) -> Result<Running, DaemonError> {
     let broker = Broker::new(tx.clone(), Arc::clone(&shared.gates));
     let owner = Owner::new(Arc::clone(&cfg), tx.clone(), Arc::clone(&shared));
     let app = App::new(broker.clone(), Arc::clone(&shared), cfg);
-    let mut background = vec![tokio::spawn(owner.run(rx))];
+    // The owner's log lines are the broker's events (see crate::events).
+    let tee = crate::events::Tee::dispatch(Arc::clone(&shared.events));
+    let mut background = vec![tokio::spawn(owner.run(rx).with_subscriber(tee))];
     background.push(tokio::spawn(sampler(Arc::clone(&app))));
     background.push(tokio::spawn({
         let broker = broker.clone();
@@ -375,6 +378,7 @@ impl Running {
     /// stops the processes the broker started, and ends.
     pub async fn shutdown(mut self) {
         self.retired.push(retire(self.server, self.grace));
+        self.app.end_streams();
         // Queued requests are answered at once rather than left to wait out the grace.
         self.app.broker.send(Msg::Shutdown);
         futures_util::future::join_all(self.retired).await;
@@ -452,7 +456,8 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
         let mut probe = Probe::new(opts.root.clone(), opts.gpu_source);
         probe.set_scrape_config(opts.scrape.clone());
         let mut running = start(cfg, probe).await?;
-        loop {
+        let tee = crate::events::Tee::dispatch(Arc::clone(&running.app.shared.events));
+        async { loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -466,7 +471,9 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<(), DaemonError> {
                     }
                 }
             }
-        }
+        } }
+        .with_subscriber(tee)
+        .await;
         tracing::info!("stopping: finishing requests in flight");
         running.shutdown().await;
         tracing::debug!("shutdown done");

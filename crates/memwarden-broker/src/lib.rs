@@ -9,15 +9,18 @@ pub mod body_budget;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod gate;
 pub mod handle;
 pub mod human;
 pub mod lifecycle;
+pub mod logs;
 pub mod measure;
 pub mod metrics;
 pub mod owner;
 pub mod proxy_path;
 pub mod sleep_check;
+pub mod sse;
 pub mod verify;
 
 pub use config::Config;

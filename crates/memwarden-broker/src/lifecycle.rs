@@ -189,6 +189,32 @@ pub fn start_process(cmd: &[String]) -> Result<Child, String> {
         .map_err(|e| format!("cannot start {prog:?}: {e}"))
 }
 
+/// [`start_process`] with the process's stdout and stderr read into the consumer's log ring
+/// (and the broker's log), instead of mixed unmarked into the broker's own output.
+pub fn start_logged(
+    cmd: &[String],
+    name: &str,
+    ring: std::sync::Arc<crate::logs::LogRing>,
+) -> Result<Child, String> {
+    let (prog, args) = cmd.split_first().ok_or("empty start command")?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| format!("cannot start {prog:?}: {e}"))?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(crate::logs::pump(name.to_string(), out, ring.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(crate::logs::pump(name.to_string(), err, ring));
+    }
+    Ok(child)
+}
+
 /// Stops a process group: the `stop` command if there is one, else SIGTERM; SIGKILL when it
 /// has not exited within `grace`.
 pub async fn stop_process(child: &mut Child, stop: Option<&[String]>, grace: Duration) {

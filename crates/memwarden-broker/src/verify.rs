@@ -39,6 +39,14 @@ pub fn came_back(
     by_processes || had_let_go || (!holders && by_pool)
 }
 
+/// Whether the process group the broker started for a consumer is gone after its stop: then
+/// nothing of it can hold memory, whatever the pool's reading says and however far the
+/// consumer's declared size was from what it really held. `held_now` is what its group holds
+/// (`Some(0)` once no process of it is left).
+pub fn own_group_gone(started_by_broker: bool, held_now: Option<u64>) -> bool {
+    started_by_broker && held_now == Some(0)
+}
+
 /// A loaded consumer's measurement, if it can be believed. A model server that is up holds GPU
 /// memory (its CUDA context at the least), so a GPU figure of nothing says that the processes
 /// found are not the ones holding it (a forwarder not known by name); only a server that
@@ -52,6 +60,17 @@ pub fn trusted(measured: u64, pool: PoolKind, may_hold_nothing: bool) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_group_that_holds_nothing_gave_everything_back() {
+        assert!(own_group_gone(true, Some(0)));
+        // Still a process of it left, or nothing measured: the usual checks decide.
+        assert!(!own_group_gone(true, Some(1)));
+        assert!(!own_group_gone(true, None));
+        // An unload route leaves the server running: its figure of 0 may be the wrong
+        // processes' (see `trusted`).
+        assert!(!own_group_gone(false, Some(0)));
+    }
 
     const MIB: u64 = 1 << 20;
 

@@ -401,32 +401,7 @@ async fn metrics_pass_promtool() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     r.shutdown().await;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "promtool cannot run ({e}): `apt-get install --no-install-recommends prometheus` \
-                 (or `bash .ci/setup`) installs it"
-            )
-        });
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool(&text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,9 @@
 //! `/metrics`' machine part stays bounded: many processes, short-lived or holding GPU memory,
 //! do not grow the series past the documented bound, and the text passes `promtool`.
 
+mod common;
+
+use common::promtool;
 use memwarden_broker::metrics::{DEFAULT_MAX_PROCESSES, render, render_limited, series_bound};
 use memwarden_probe::fakeroot::{FakeCard, FakeProcess, FakeRoot, amdgpu_fdinfo};
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe, Snapshot};
@@ -9,30 +12,6 @@ fn series(text: &str) -> Vec<&str> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .collect()
-}
-
-fn promtool(text: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is needed: apt-get install prometheus (.ci/setup installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A fake host with one APU and `n` processes that each hold some VRAM (pid 1000 + i holds

@@ -14,9 +14,12 @@ use crate::ggml::{self, TypeLayout};
 use crate::gguf;
 use crate::model::{ModelFormat, ModelInfo};
 use crate::safetensors;
+use crate::{compute, kv};
 
 /// Tokens llama.cpp processes per micro-batch by default (`-ub`).
 pub const DEFAULT_UBATCH: u64 = 512;
+/// Tokens llama.cpp takes per logical batch by default (`-b`).
+pub const DEFAULT_BATCH: u64 = 2048;
 /// What a GPU runtime keeps for itself besides the model's buffers (context, allocator slack).
 pub const RUNTIME_RESERVE_BYTES: u64 = 256 << 20;
 
@@ -84,6 +87,41 @@ impl Serialize for KvType {
     }
 }
 
+/// Flash attention (llama.cpp's `-fa on|off|auto`). `auto`, llama.cpp's default, turns it on
+/// where the backend runs it for the model's head sizes, which the CPU and the GPU backends
+/// do for the architectures memwarden models: it is estimated as on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttn {
+    On,
+    Off,
+    #[default]
+    Auto,
+}
+
+impl FlashAttn {
+    /// Whether llama.cpp runs with it.
+    pub fn enabled(self) -> bool {
+        self != FlashAttn::Off
+    }
+}
+
+impl FromStr for FlashAttn {
+    type Err = PlanError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" | "1" | "true" => Ok(FlashAttn::On),
+            "off" | "0" | "false" => Ok(FlashAttn::Off),
+            "auto" => Ok(FlashAttn::Auto),
+            _ => Err(PlanError::BadArgument(format!(
+                "unknown flash attention setting {:?} (expected on, off or auto)",
+                memwarden_probe::sanitize::sanitize(s, 40)
+            ))),
+        }
+    }
+}
+
 /// How the model will be run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EstimateOptions {
@@ -92,15 +130,19 @@ pub struct EstimateOptions {
     pub ctx: Option<u64>,
     /// Parallel sequences (`-np`).
     pub parallel: u32,
+    /// One cache shared by all slots (`-kvu`); without it each slot has its own.
+    pub kv_unified: bool,
     /// The type of both caches (llama.cpp's `-ctk` and `-ctv` together).
     pub kv_type: KvType,
     /// The K cache's type when it differs (`-ctk`).
     pub kv_type_k: Option<KvType>,
     /// The V cache's type when it differs (`-ctv`).
     pub kv_type_v: Option<KvType>,
-    pub flash_attn: bool,
+    pub flash_attn: FlashAttn,
     /// Free VRAM to fit into; `None` skips the fit question.
     pub vram_bytes: Option<u64>,
+    /// Tokens per logical batch (`-b`).
+    pub batch: u64,
     /// Tokens per micro-batch (`-ub`).
     pub ubatch: u64,
 }
@@ -110,11 +152,13 @@ impl Default for EstimateOptions {
         EstimateOptions {
             ctx: None,
             parallel: 1,
+            kv_unified: false,
             kv_type: KvType::F16,
             kv_type_k: None,
             kv_type_v: None,
-            flash_attn: false,
+            flash_attn: FlashAttn::Auto,
             vram_bytes: None,
+            batch: DEFAULT_BATCH,
             ubatch: DEFAULT_UBATCH,
         }
     }
@@ -129,23 +173,29 @@ pub struct Estimate {
     pub layers: u32,
     /// Context in tokens as asked (or trained).
     pub context: u64,
-    /// KV cells allocated: the context padded as llama.cpp pads it.
+    /// KV cells of a full-attention layer over all streams: the context as llama.cpp pads
+    /// and divides it.
     pub kv_size: u64,
-    /// KV cells of a sliding-window layer.
+    /// KV cells of a sliding-window layer over all streams.
     pub kv_size_swa: Option<u64>,
     pub parallel: u32,
+    pub kv_unified: bool,
+    /// Separate caches: 1 when unified, else one per slot.
+    pub kv_streams: u64,
     /// The K cache's type (kept under this name, which says both when they agree).
     pub kv_type: KvType,
     pub kv_type_v: KvType,
+    /// Whether flash attention runs (`auto` resolved).
     pub flash_attn: bool,
-    /// Tokens per micro-batch the compute buffers are sized for (never more than the cells).
+    /// Tokens per logical batch and per micro-batch, as llama.cpp clamps them.
+    pub batch: u64,
     pub ubatch: u64,
     pub weights_bytes: u64,
     pub kv_cache_bytes: u64,
     pub kv_k_bytes: u64,
     pub kv_v_bytes: u64,
     pub recurrent_state_bytes: u64,
-    /// Compute buffers (activations, attention scores, logits): an estimate.
+    /// The compute buffer (the worst-case graph of one micro-batch): an estimate.
     pub compute_bytes: u64,
     /// Runtime reserve: an estimate.
     pub runtime_bytes: u64,
@@ -206,42 +256,31 @@ pub fn read_model(path: &Path) -> Result<ModelInfo, PlanError> {
     })
 }
 
-fn pad(n: u64, to: u64) -> Option<u64> {
-    n.checked_next_multiple_of(to)
-}
-
-fn too_large() -> String {
-    "the figures overflow 64 bits (is the context length sane?)".into()
-}
-
 /// The estimate for a model already read.
 pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, String> {
-    if opts.ubatch == 0 {
-        return Err("the micro-batch must be at least 1 token".into());
+    if opts.ubatch == 0 || opts.batch == 0 {
+        return Err("the batch and the micro-batch must be at least 1 token".into());
     }
     if opts.parallel == 0 {
         return Err("--parallel must be at least 1".into());
     }
-    let type_k = opts.kv_type_k.unwrap_or(opts.kv_type);
-    let type_v = opts.kv_type_v.unwrap_or(opts.kv_type);
-    let (kl, vl) = (type_k.layout(), type_v.layout());
-    if type_v.is_quantized() && !opts.flash_attn {
+    if info.format == ModelFormat::Gguf && !kv::MODELLED.contains(&info.architecture.as_str()) {
         return Err(format!(
-            "a quantised V cache ({}) needs flash attention: add --flash-attn, or keep V in f16",
-            vl.name
+            "memwarden does not model how llama.cpp allocates memory for the {} architecture \
+             (modelled: {})",
+            info.architecture,
+            kv::MODELLED.join(", ")
         ));
     }
+    let type_k = opts.kv_type_k.unwrap_or(opts.kv_type);
+    let type_v = opts.kv_type_v.unwrap_or(opts.kv_type);
+    let flash_attn = opts.flash_attn.enabled();
+    kv::check_types(info, type_k, type_v, flash_attn)?;
     let context = match opts.ctx.or(info.context_length) {
         Some(0) => return Err("the context must be at least 1 token".into()),
         Some(c) => c,
         None => return Err("the model does not say its context length: pass --ctx".into()),
     };
-    if context < opts.parallel as u64 {
-        return Err(format!(
-            "a context of {context} tokens cannot be shared by {} slots",
-            opts.parallel
-        ));
-    }
     let mut notes = info.notes.clone();
     if let Some(trained) = info.context_length.filter(|&t| context > t) {
         notes.push(format!(
@@ -249,61 +288,23 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
              may suffer unless the runtime scales RoPE"
         ));
     }
-    let padding = if opts.flash_attn { 256 } else { 32 };
-    let kv_size = pad(context, padding).ok_or_else(too_large)?;
-    let swa_size = match info.sliding_window {
-        Some(w) if info.swa_layers.iter().any(|&s| s) => {
-            let cells = w
-                .checked_mul(opts.parallel as u64)
-                .and_then(|c| c.checked_add(opts.ubatch))
-                .and_then(|c| pad(c, padding))
-                .ok_or_else(too_large)?;
-            Some(cells.min(kv_size))
-        }
-        _ => None,
-    };
-    let mut layer_kv = vec![0u64; info.block_count as usize];
-    let (mut k_total, mut v_total) = (0u64, 0u64);
-    for (l, &n_kv) in info.head_count_kv.iter().enumerate() {
-        if n_kv == 0 {
-            continue;
-        }
-        let cells = match (swa_size, info.swa_layers.get(l)) {
-            (Some(s), Some(true)) => s,
-            _ => kv_size,
-        };
-        let row = |len: u64, layout: TypeLayout| {
-            len.checked_mul(n_kv)
-                .and_then(|e| layout.row_bytes(e))
-                .and_then(|r| r.checked_mul(cells))
-        };
-        let k = row(info.key_length, kl).ok_or_else(too_large)?;
-        let v = row(info.value_length, vl).ok_or_else(too_large)?;
-        k_total = k_total.checked_add(k).ok_or_else(too_large)?;
-        v_total = v_total.checked_add(v).ok_or_else(too_large)?;
-        if let Some(slot) = layer_kv.get_mut(l) {
-            *slot = k + v;
-        }
-    }
-    let kv_cache_bytes = k_total.checked_add(v_total).ok_or_else(too_large)?;
-    let mut recurrent = 0u64;
-    if let Some(r) = info.recurrent {
-        // Per sequence, f32 (llama.cpp's r and s tensors).
-        let per_layer = r
-            .r_elems
-            .saturating_add(r.s_elems)
-            .saturating_mul(4)
-            .saturating_mul(opts.parallel as u64);
-        for (l, &n_kv) in info.head_count_kv.iter().enumerate() {
-            if n_kv == 0 {
-                recurrent = recurrent.saturating_add(per_layer);
-                if let Some(slot) = layer_kv.get_mut(l) {
-                    *slot += per_layer;
-                }
-            }
-        }
-    }
-    let compute = compute_bytes(info, opts, kv_size);
+    let window = info
+        .sliding_window
+        .filter(|_| info.swa_layers.iter().any(|&s| s));
+    let g = kv::geometry(
+        context,
+        opts.parallel,
+        opts.kv_unified,
+        opts.batch,
+        opts.ubatch,
+        window,
+    )?;
+    let mut kv = kv::kv_bytes(info, &g, type_k, type_v, flash_attn)?;
+    let kv_cache_bytes =
+        kv.k.checked_add(kv.v)
+            .ok_or("the KV cache overflows 64 bits")?;
+    let recurrent = kv::recurrent_bytes(info, opts.parallel, &mut kv.per_layer);
+    let compute = compute::compute_bytes(info, &g, type_k, flash_attn);
     if info.vocab_size.is_none() || info.embedding_length.is_none() {
         notes.push(
             "the vocabulary or embedding size is unknown: the compute estimate is low".into(),
@@ -318,26 +319,9 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         .saturating_add(overhead);
     let fits = opts.vram_bytes.map(|v| total <= v);
     let gpu_layers = match (opts.vram_bytes, info.format) {
-        (Some(vram), ModelFormat::Gguf) if !info.layer_weights.is_empty() => {
-            if total <= vram {
-                Some(info.block_count)
-            } else {
-                // llama.cpp offloads the last N repeating layers; each brings its weights and its
-                // share of the cache. Compute buffers and the runtime come first.
-                let mut budget = vram.saturating_sub(overhead);
-                let mut n = 0;
-                for l in (0..info.block_count as usize).rev() {
-                    let weights = info.layer_weights.get(l).copied().unwrap_or(0);
-                    let cost = weights.saturating_add(layer_kv.get(l).copied().unwrap_or(0));
-                    if cost > budget {
-                        break;
-                    }
-                    budget -= cost;
-                    n += 1;
-                }
-                Some(n)
-            }
-        }
+        (Some(vram), ModelFormat::Gguf) if !info.layer_weights.is_empty() => Some(
+            offloadable_layers(info, &kv.per_layer, vram, total, overhead),
+        ),
         _ => None,
     };
     Ok(Estimate {
@@ -345,17 +329,20 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
         architecture: info.architecture.clone(),
         layers: info.block_count,
         context,
-        kv_size,
-        kv_size_swa: swa_size,
+        kv_size: g.n_ctx(),
+        kv_size_swa: g.swa_cells.map(|c| c * g.streams),
         parallel: opts.parallel,
+        kv_unified: opts.kv_unified,
+        kv_streams: g.streams,
         kv_type: type_k,
         kv_type_v: type_v,
-        flash_attn: opts.flash_attn,
-        ubatch: opts.ubatch.min(kv_size),
+        flash_attn,
+        batch: g.n_batch,
+        ubatch: g.n_ubatch.min(g.n_ctx()),
         weights_bytes: info.weights_bytes,
         kv_cache_bytes,
-        kv_k_bytes: k_total,
-        kv_v_bytes: v_total,
+        kv_k_bytes: kv.k,
+        kv_v_bytes: kv.v,
         recurrent_state_bytes: recurrent,
         compute_bytes: compute,
         runtime_bytes: runtime,
@@ -369,28 +356,31 @@ pub fn estimate(info: &ModelInfo, opts: &EstimateOptions) -> Result<Estimate, St
     })
 }
 
-/// The compute buffers of one micro-batch, f32 throughout: the logits (vocabulary × batch),
-/// the widest activations (embedding and feed-forward), and without flash attention the
-/// attention scores (cells × batch × heads), which is what grows with the context.
-fn compute_bytes(info: &ModelInfo, opts: &EstimateOptions, kv_size: u64) -> u64 {
-    let ub = opts.ubatch.min(kv_size);
-    let vocab = info.vocab_size.unwrap_or(0);
-    let embd = info.embedding_length.unwrap_or(0);
-    let ff = info.feed_forward_length.unwrap_or(embd.saturating_mul(4));
-    let heads = info.head_count.iter().copied().max().unwrap_or(0);
-    let logits = vocab.saturating_mul(ub).saturating_mul(4);
-    let activations = ub
-        .saturating_mul(embd.saturating_mul(4).saturating_add(ff.saturating_mul(3)))
-        .saturating_mul(4);
-    let scores = if opts.flash_attn {
-        0
-    } else {
-        kv_size
-            .saturating_mul(ub)
-            .saturating_mul(heads)
-            .saturating_mul(4)
-    };
-    logits.saturating_add(activations).saturating_add(scores)
+/// How many repeating layers fit in `vram` (llama.cpp `-ngl`): all when the whole does, else
+/// the last ones, each with its weights and its share of the cache, after the compute buffer
+/// and the runtime.
+fn offloadable_layers(
+    info: &ModelInfo,
+    layer_kv: &[u64],
+    vram: u64,
+    total: u64,
+    overhead: u64,
+) -> u32 {
+    if total <= vram {
+        return info.block_count;
+    }
+    let mut budget = vram.saturating_sub(overhead);
+    let mut n = 0;
+    for l in (0..info.block_count as usize).rev() {
+        let weights = info.layer_weights.get(l).copied().unwrap_or(0);
+        let cost = weights.saturating_add(layer_kv.get(l).copied().unwrap_or(0));
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -407,9 +397,11 @@ mod tests {
     }
 
     #[test]
-    fn padding() {
-        assert_eq!(pad(4000, 32), Some(4000));
-        assert_eq!(pad(4001, 256), Some(4096));
-        assert_eq!(pad(u64::MAX, 256), None);
+    fn flash_attention_settings() {
+        assert_eq!("auto".parse::<FlashAttn>().unwrap(), FlashAttn::Auto);
+        assert_eq!("OFF".parse::<FlashAttn>().unwrap(), FlashAttn::Off);
+        assert!("maybe".parse::<FlashAttn>().is_err());
+        assert!(FlashAttn::Auto.enabled());
+        assert!(FlashAttn::default().enabled());
     }
 }

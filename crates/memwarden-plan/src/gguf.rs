@@ -99,6 +99,10 @@ pub struct Header {
     pub tensors: Vec<TensorInfo>,
     /// Where the tensor data begins.
     pub data_offset: u64,
+    /// The bytes from the first tensor's data to the end of the last one's: the tensors and
+    /// the alignment padding between them, which is what llama.cpp maps (for a split model,
+    /// the sum over its shards).
+    pub mapped_bytes: u64,
 }
 
 impl Header {
@@ -109,6 +113,11 @@ impl Header {
     /// The sum of every tensor's bytes.
     pub fn weights_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.bytes).sum()
+    }
+
+    /// The weights as llama.cpp holds them: every tensor with the padding between them.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.mapped_bytes.max(self.weights_bytes())
     }
 }
 
@@ -170,6 +179,7 @@ pub fn read_split(path: &Path) -> Result<Header, PlanError> {
         }
         let h = read_header(&shard)?;
         header.tensors.extend(h.tensors);
+        header.mapped_bytes = header.mapped_bytes.saturating_add(h.mapped_bytes);
         header.file_bytes = header.file_bytes.saturating_add(h.file_bytes);
     }
     Ok(header)
@@ -298,12 +308,16 @@ pub fn parse<R: Read + Seek>(inner: R, len: u64) -> Result<Header, Why> {
             )));
         }
     }
+    let first = offsets.iter().map(|&(o, _)| o).min().unwrap_or(0);
+    // Each end was checked above to lie inside the file.
+    let last = offsets.iter().map(|&(o, b)| o + b).max().unwrap_or(0);
     Ok(Header {
         version,
         file_bytes: len,
         metadata,
         tensors,
         data_offset,
+        mapped_bytes: last - first,
     })
 }
 

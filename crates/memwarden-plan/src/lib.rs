@@ -3,11 +3,13 @@
 //! and safetensors headers only) and where it should run ([`place`], NUMA placement).
 //! Pure arithmetic is kept apart from the readers so that it can be tested without a machine.
 
+pub mod compute;
 pub mod error;
 pub mod estimate;
 pub mod fit;
 pub mod ggml;
 pub mod gguf;
+pub mod kv;
 pub mod model;
 pub mod ollama;
 pub mod place;
@@ -15,4 +17,4 @@ pub mod safetensors;
 pub mod topology;
 
 pub use error::PlanError;
-pub use estimate::{Estimate, EstimateOptions, KvType, estimate_file};
+pub use estimate::{Estimate, EstimateOptions, FlashAttn, KvType, estimate_file};

@@ -17,6 +17,19 @@ pub enum ModelFormat {
 pub struct RecurrentState {
     pub r_elems: u64,
     pub s_elems: u64,
+    /// The width the layer computes in per token: the SSM's inner size, else the embedding.
+    pub width: u64,
+}
+
+/// The experts of a mixture-of-experts model: what its feed-forward phase computes per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Experts {
+    pub count: u64,
+    pub used: u64,
+    /// Feed-forward width of one expert.
+    pub feed_forward_length: u64,
+    /// Feed-forward width of the shared experts together (0 without).
+    pub shared_length: u64,
 }
 
 /// A model's memory-relevant shape.
@@ -44,6 +57,11 @@ pub struct ModelInfo {
     pub recurrent: Option<RecurrentState>,
     /// Weight bytes of each repeating layer (`blk.N.*`); empty when the format does not say.
     pub layer_weights: Vec<u64>,
+    /// Multi-head latent attention as llama.cpp runs it (`attention.key_length_mla` given): the
+    /// cache holds one compressed K row per token (`key_length` = kv_lora_rank + rope dims)
+    /// and no V.
+    pub mla: bool,
+    pub experts: Option<Experts>,
     pub notes: Vec<String>,
 }
 
@@ -162,21 +180,25 @@ impl ModelInfo {
             Some(RecurrentState {
                 r_elems: num("token_shift_count").unwrap_or(2).saturating_mul(embd),
                 s_elems: embd.saturating_mul(head),
+                width: embd,
             })
         } else if let Some(l_cache) = num("shortconv.l_cache") {
             // Short-convolution layers (LFM2): a window and no state.
             Some(RecurrentState {
                 r_elems: embd.saturating_mul(l_cache.saturating_sub(1)),
                 s_elems: 0,
+                width: embd,
             })
         } else if let (Some(conv), Some(inner), Some(state)) = ssm {
             // Mamba: the conv window over x, B and C, and the SSM state.
-            let groups = num("ssm.group_count").unwrap_or(1).max(1);
+            // Mamba-1 has no groups (llama.cpp's ssm_n_group is 0 then).
+            let groups = num("ssm.group_count").unwrap_or(0);
             Some(RecurrentState {
                 r_elems: conv.saturating_sub(1).saturating_mul(
                     inner.saturating_add(2u64.saturating_mul(groups).saturating_mul(state)),
                 ),
                 s_elems: state.saturating_mul(inner),
+                width: inner,
             })
         } else {
             None
@@ -200,12 +222,24 @@ impl ModelInfo {
         } else {
             head_count_kv
         };
-        if num("attention.kv_lora_rank").is_some() {
-            notes.push(format!(
-                "{arch} compresses its KV cache (multi-head latent attention): the KV figure \
-                 follows the metadata's head shape and may be above what the runtime allocates"
-            ));
-        }
+        let mla = num("attention.key_length_mla").is_some()
+            && num("attention.value_length_mla").is_some();
+        let experts = match (num("expert_count"), num("expert_used_count")) {
+            (Some(count), Some(used)) if count > 0 && used > 0 => {
+                let ff = num("expert_feed_forward_length")
+                    .or(num("feed_forward_length"))
+                    .unwrap_or(0);
+                let shared = num("expert_shared_feed_forward_length")
+                    .unwrap_or_else(|| num("expert_shared_count").unwrap_or(0).saturating_mul(ff));
+                Some(Experts {
+                    count,
+                    used,
+                    feed_forward_length: ff,
+                    shared_length: shared,
+                })
+            }
+            _ => None,
+        };
         let mut layer_weights = vec![0u64; block_count as usize];
         for t in &h.tensors {
             if let Some(w) = t.layer.and_then(|l| layer_weights.get_mut(l as usize)) {
@@ -219,7 +253,7 @@ impl ModelInfo {
         Ok(ModelInfo {
             format: ModelFormat::Gguf,
             architecture: arch,
-            weights_bytes: h.weights_bytes(),
+            weights_bytes: h.mapped_bytes(),
             tensor_count: h.tensors.len() as u64,
             block_count,
             context_length: num("context_length"),
@@ -234,6 +268,8 @@ impl ModelInfo {
             swa_layers,
             recurrent,
             layer_weights,
+            mla,
+            experts,
             notes,
         })
     }

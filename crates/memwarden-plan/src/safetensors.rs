@@ -321,6 +321,8 @@ pub fn from_config(root: &Value) -> Result<ModelInfo, String> {
         swa_layers: swa,
         recurrent: None,
         layer_weights: Vec::new(),
+        mla: false,
+        experts: None,
         notes,
     })
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::gguf_writer::{Gguf, Meta, llama, weights_of};
 use memwarden_plan::PlanError;
-use memwarden_plan::estimate::{EstimateOptions, KvType, estimate_file};
+use memwarden_plan::estimate::{EstimateOptions, FlashAttn, KvType, estimate_file};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -36,7 +36,7 @@ fn llama_7b_shape_kv_is_exact() {
 
     let q8 = EstimateOptions {
         kv_type: KvType::Q8_0,
-        flash_attn: true,
+        flash_attn: FlashAttn::On,
         ..opts(4096)
     };
     assert_eq!(
@@ -45,7 +45,7 @@ fn llama_7b_shape_kv_is_exact() {
     );
     let q4 = EstimateOptions {
         kv_type: KvType::Q4_0,
-        flash_attn: true,
+        flash_attn: FlashAttn::On,
         ..opts(4096)
     };
     assert_eq!(estimate_file(&path, &q4).unwrap().kv_cache_bytes, 576 * MIB);
@@ -80,12 +80,19 @@ fn quantised_v_cache_needs_flash_attention() {
         &path,
         &EstimateOptions {
             kv_type: KvType::Q8_0,
+            flash_attn: FlashAttn::Off,
             ..opts(512)
         },
     )
     .unwrap_err()
     .to_string();
     assert!(e.contains("flash attention"), "{e}");
+    // llama.cpp's default, auto, turns it on.
+    let auto = EstimateOptions {
+        kv_type: KvType::Q8_0,
+        ..opts(512)
+    };
+    assert!(estimate_file(&path, &auto).unwrap().flash_attn);
 }
 
 #[test]
@@ -95,31 +102,40 @@ fn context_padding_follows_llama_cpp() {
     // 4 layers, 8 KV heads of 64 = 512 elements per token per layer, f16 = 1 KiB each for K and V.
     llama(4, 512, 8, 8, 8192, 1).write(&path);
     let per_cell = 4 * 2 * 512 * 2;
-    let plain = estimate_file(&path, &opts(4000)).unwrap();
-    assert_eq!(plain.kv_size, 4000);
-    assert_eq!(plain.kv_cache_bytes, 4000 * per_cell);
-    let fa = estimate_file(
-        &path,
-        &EstimateOptions {
-            flash_attn: true,
-            ..opts(4000)
-        },
-    )
-    .unwrap();
-    assert_eq!(fa.kv_size, 4096);
-    assert_eq!(fa.kv_cache_bytes, 4096 * per_cell);
-    let odd = estimate_file(&path, &opts(4001)).unwrap();
-    assert_eq!(odd.kv_size, 4032);
-    // Parallel slots share the context (llama.cpp's -c is the total).
-    let par = estimate_file(
-        &path,
-        &EstimateOptions {
-            parallel: 4,
-            ..opts(4000)
-        },
-    )
-    .unwrap();
-    assert_eq!(par.kv_cache_bytes, plain.kv_cache_bytes);
+    // 4000 tokens are 4096 cells, with flash attention or without.
+    for fa in [FlashAttn::On, FlashAttn::Off] {
+        let e = estimate_file(
+            &path,
+            &EstimateOptions {
+                flash_attn: fa,
+                ..opts(4000)
+            },
+        )
+        .unwrap();
+        assert_eq!(e.kv_size, 4096);
+        assert_eq!(e.kv_cache_bytes, 4096 * per_cell);
+    }
+    let slots = |ctx, parallel, kv_unified| {
+        estimate_file(
+            &path,
+            &EstimateOptions {
+                parallel,
+                kv_unified,
+                ..opts(ctx)
+            },
+        )
+        .unwrap()
+    };
+    // Four slots of 1000 tokens: a cache of 1024 cells each, the same in all.
+    let par = slots(4000, 4, false);
+    assert_eq!((par.kv_streams, par.kv_size), (4, 4096));
+    // Four slots of 128 tokens: each slot's cache is at least 256 cells, twice the context.
+    let small = slots(512, 4, false);
+    assert_eq!((small.kv_streams, small.kv_size), (4, 1024));
+    assert_eq!(small.kv_cache_bytes, 1024 * per_cell);
+    // A unified cache holds the context once.
+    let unified = slots(512, 4, true);
+    assert_eq!((unified.kv_streams, unified.kv_size), (1, 512));
     let long = estimate_file(&path, &opts(16384)).unwrap();
     assert!(
         long.notes.iter().any(|n| n.contains("beyond the trained")),
@@ -129,13 +145,29 @@ fn context_padding_follows_llama_cpp() {
     let e = estimate_file(
         &path,
         &EstimateOptions {
-            parallel: 8,
-            ..opts(4)
+            parallel: 300,
+            ..opts(4096)
         },
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("cannot be shared by 8 slots"), "{e}");
+    assert!(e.contains("at most 256 parallel sequences"), "{e}");
+}
+
+#[test]
+fn unmodelled_architectures_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bert.gguf");
+    Gguf::new()
+        .kv("general.architecture", Meta::Str("bert".into()))
+        .kv("bert.block_count", Meta::U32(2))
+        .kv("bert.context_length", Meta::U32(512))
+        .kv("bert.embedding_length", Meta::U32(256))
+        .kv("bert.attention.head_count", Meta::U32(4))
+        .tensor("token_embd.weight", &[64, 2], 0)
+        .write(&path);
+    let e = estimate_file(&path, &opts(512)).unwrap_err().to_string();
+    assert!(e.contains("does not model") && e.contains("bert"), "{e}");
 }
 
 #[test]
@@ -219,14 +251,14 @@ fn sliding_window_layers_hold_the_window() {
     // An explicit pattern wins over the architecture's default.
     let path2 = dir.path().join("pattern.gguf");
     Gguf::new()
-        .kv("general.architecture", Meta::Str("custom".into()))
-        .kv("custom.block_count", Meta::U32(3))
-        .kv("custom.context_length", Meta::U32(8192))
-        .kv("custom.embedding_length", Meta::U32(1024))
-        .kv("custom.attention.head_count", Meta::U32(4))
-        .kv("custom.attention.sliding_window", Meta::U32(1024))
+        .kv("general.architecture", Meta::Str("gemma3".into()))
+        .kv("gemma3.block_count", Meta::U32(3))
+        .kv("gemma3.context_length", Meta::U32(8192))
+        .kv("gemma3.embedding_length", Meta::U32(1024))
+        .kv("gemma3.attention.head_count", Meta::U32(4))
+        .kv("gemma3.attention.sliding_window", Meta::U32(1024))
         .kv(
-            "custom.attention.sliding_window_pattern",
+            "gemma3.attention.sliding_window_pattern",
             Meta::bools(&[true, true, false]),
         )
         .tensor("token_embd.weight", &[64, 2], 0)

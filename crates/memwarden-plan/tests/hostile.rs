@@ -6,7 +6,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Cursor;
 
-use common::gguf_writer::{Gguf, Meta, llama, put_str};
+use common::gguf_writer::{
+    Gguf, Meta, header_prefix as prefix, llama, put_str, sparse_10_gib as sparse,
+};
 use memwarden_plan::gguf;
 use proptest::prelude::*;
 
@@ -56,14 +58,6 @@ fn parse(bytes: &[u8]) -> Result<gguf::Header, String> {
         bytes.len()
     );
     r
-}
-
-fn prefix(tensors: u64, kvs: u64) -> Vec<u8> {
-    let mut b = b"GGUF".to_vec();
-    b.extend(3u32.to_le_bytes());
-    b.extend(tensors.to_le_bytes());
-    b.extend(kvs.to_le_bytes());
-    b
 }
 
 #[test]
@@ -261,19 +255,6 @@ proptest! {
         let opts = memwarden_plan::EstimateOptions { ctx: Some(8), ..Default::default() };
         let _ = memwarden_plan::estimate_file(&f, &opts);
     }
-}
-
-/// A 10 GiB sparse file (no disk used) that starts with `head`.
-fn sparse(dir: &std::path::Path, head: &[u8]) -> std::path::PathBuf {
-    let p = dir.join("sparse.gguf");
-    std::fs::write(&p, head).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(10 << 30)
-        .unwrap();
-    p
 }
 
 /// Reads the header at `path`, holding the largest single allocation to `bound` bytes.

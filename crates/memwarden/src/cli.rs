@@ -107,6 +107,18 @@ pub enum Command {
     /// What memwarden can and cannot see on this machine, and how to fix each gap
     #[command(after_help = help::DOCTOR)]
     Doctor(cmd::doctor::DoctorArgs),
+    /// The broker's pools and consumers as tables (or --json)
+    #[command(after_help = help::STATUS)]
+    Status(cmd::ctl::StatusArgs),
+    /// Load a consumer now (evicting what the broker must) and keep it loaded
+    #[command(after_help = help::LOAD)]
+    Load(cmd::ctl::ConsumerArgs),
+    /// Unload a consumer now
+    #[command(after_help = help::UNLOAD)]
+    Unload(cmd::ctl::ConsumerArgs),
+    /// What a consumer's process printed, as the broker keeps it (-f to follow)
+    #[command(after_help = help::LOGS)]
+    Logs(cmd::ctl::LogsArgs),
 }
 
 /// Global options that a subcommand does not use, hidden from its `--help` (still accepted,
@@ -121,6 +133,15 @@ const UNUSED_GLOBALS: &[(&str, &[&str])] = &[
     ("fit", &["no_scrape", "scrape_host"]),
     ("place", &["no_scrape", "scrape_host"]),
     ("doctor", &["no_scrape", "scrape_host"]),
+    (
+        "status",
+        &["root", "gpu_source", "no_scrape", "scrape_host"],
+    ),
+    ("load", &["root", "gpu_source", "no_scrape", "scrape_host"]),
+    (
+        "unload",
+        &["root", "gpu_source", "no_scrape", "scrape_host"],
+    ),
 ];
 
 /// The command line's definition, with the global options shown only where they matter.
@@ -178,6 +199,7 @@ mod tests {
         "config",
         "consumer",
         "csv",
+        "flash-attn",
         "format",
         "kv-type",
         "kv-type-k",

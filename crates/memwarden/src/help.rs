@@ -27,6 +27,7 @@ pub const ESTIMATE: &str = "\
 Examples:
   memwarden estimate qwen3-32b-q4_k_m.gguf --ctx 32768 --kv-type q8_0 --flash-attn --gpu 0
   memwarden estimate llama3.1:8b --json
+  memwarden estimate model.gguf --ctx 16384 --parallel 4 --kv-unified --flash-attn off
   memwarden estimate model.gguf --gpu 0 --fits && echo fits
 
 Exit codes: 0 success (with --fits: it fits), 1 with --fits: it does not fit, 2 bad input.";
@@ -63,3 +64,31 @@ pub const DOCTOR: &str = "\
 Examples:
   memwarden doctor
   memwarden doctor --json | jq '.checks[] | select(.status != \"ok\")'";
+
+pub const STATUS: &str = "\
+Examples:
+  memwarden status
+  MEMWARDEN_BROKER=http://gpu-box:7077 memwarden status
+  memwarden status --json | jq '.consumers[] | {name, state}'
+
+Exit codes: 0, 2 when the broker does not answer or refuses.";
+
+pub const LOAD: &str = "\
+Examples:
+  memwarden load llama-8b
+  memwarden load --broker http://127.0.0.1:7077 --token \"$TOKEN\" comfyui
+
+Exit codes: 0 once loaded, 2 when the broker refused (with its reason) or did not answer.";
+
+pub const UNLOAD: &str = "\
+Examples:
+  memwarden unload llama-8b
+
+Exit codes: 0 once unloaded, 2 when the broker refused (with its reason) or did not answer.";
+
+pub const LOGS: &str = "\
+Examples:
+  memwarden logs llama-8b
+  memwarden logs -f llama-8b
+
+Exit codes: 0, 2 when the broker does not answer or does not know the consumer.";

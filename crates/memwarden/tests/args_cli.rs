@@ -160,7 +160,7 @@ fn help_ends_with_examples_and_shows_global_options_only_where_they_matter() {
     };
     for sub in [
         "snapshot", "top", "record", "analyze", "estimate", "fit", "place", "serve", "run",
-        "doctor",
+        "doctor", "status", "load", "unload", "logs",
     ] {
         let text = help(sub);
         assert!(

@@ -62,9 +62,29 @@ fn estimate_json_carries_every_figure() {
         stdout(&o)
     );
     assert_bad_input(
-        &memwarden(&["estimate", &m, "--kv-type-v", "q4_0"]),
+        &memwarden(&["estimate", &m, "--kv-type-v", "q4_0", "--flash-attn", "off"]),
         "flash attention",
     );
+    // llama.cpp's defaults: flash attention auto (on), one cache per slot of at least 256 cells.
+    let auto = json(&memwarden(&[
+        "estimate",
+        &m,
+        "--kv-type-v",
+        "q4_0",
+        "--json",
+    ]));
+    assert_eq!(auto["flash_attn"], true);
+    // 4 slots of 128 tokens: 4 caches of 256 cells; with --kv-unified one of 512.
+    for (extra, cells, streams) in [(None, 1024, 4), (Some("--kv-unified"), 512, 1)] {
+        let mut args = vec!["estimate", &m, "--ctx", "512", "--parallel", "4", "--json"];
+        args.extend(extra);
+        let v = json(&memwarden(&args));
+        assert_eq!(
+            (v["kv_size"].as_u64(), v["kv_streams"].as_u64()),
+            (Some(cells), Some(streams)),
+            "{args:?}"
+        );
+    }
 
     // A bigger micro-batch needs bigger compute buffers; the KV cache does not change.
     let small = json(&memwarden(&["estimate", &m, "--json"]));
@@ -118,8 +138,12 @@ fn estimate_bad_input_is_one_line_and_exit_2() {
         "unknown KV cache type",
     );
     assert_bad_input(
-        &memwarden(&["estimate", &m, "--kv-type", "q8_0"]),
+        &memwarden(&["estimate", &m, "--kv-type", "q8_0", "--flash-attn", "off"]),
         "flash attention",
+    );
+    assert_bad_input(
+        &memwarden(&["estimate", &m, "--flash-attn", "maybe"]),
+        "on, off or auto",
     );
     assert_bad_input(&memwarden(&["estimate", &m, "--fits"]), "--fits needs");
     assert_bad_input(
@@ -724,19 +748,8 @@ fn estimate_an_ollama_model_by_name() {
 
 /// A 10 GiB sparse file whose header claims as many tensors as the file has room for.
 fn lying_sparse(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("sparse.gguf");
-    let mut b = b"GGUF".to_vec();
-    b.extend(3u32.to_le_bytes());
-    b.extend((((10u64 << 30) - 24) / 24).to_le_bytes());
-    b.extend(0u64.to_le_bytes());
-    std::fs::write(&p, &b).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(10 << 30)
-        .unwrap();
-    p
+    let room = ((10u64 << 30) - 24) / 24;
+    gguf_writer::sparse_10_gib(dir, &gguf_writer::header_prefix(room, 0))
 }
 
 #[test]

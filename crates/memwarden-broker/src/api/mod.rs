@@ -2,7 +2,9 @@
 //! scheduler's liveness check.
 
 mod leases;
+mod page;
 mod proxy;
+mod streams;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,6 +29,7 @@ use crate::handle::{Broker, Permit};
 use crate::owner::{AdmitError, Shared};
 use leases::{create_lease, delete_lease, list_leases, renew_lease};
 use proxy::{by_model, forward, models};
+use streams::{consumer_logs, events};
 
 use crate::body_budget::BodyBudget;
 
@@ -42,6 +45,9 @@ pub struct App {
     clock: tokio::sync::watch::Sender<()>,
     /// What the bodies held whole by [`by_model`] may take together.
     bodies: Arc<BodyBudget>,
+    /// Set once the broker shuts down: streams that would never end by themselves (a followed
+    /// log) end then, rather than hold the shutdown for its whole grace.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct Lease {
@@ -62,7 +68,21 @@ impl App {
             snapshot: tokio::sync::Mutex::new(None),
             clock: tokio::sync::watch::Sender::new(()),
             bodies: BodyBudget::new(crate::body_budget::TOTAL_BUFFERED),
+            closing: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every endless stream (see [`App::closing`]).
+    pub fn end_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`App::end_streams`] has been called.
+    fn streams_end(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|&closing| closing).await;
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -149,12 +169,16 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/leases/{id}/renew", post(renew_lease))
         .route("/v1/consumers/{name}/load", post(admin_load))
         .route("/v1/consumers/{name}/unload", post(admin_unload))
+        .route("/v1/consumers/{name}/logs", get(consumer_logs))
+        .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/{*openai}", post(by_model))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(page::page))
+        .route("/ui", get(page::page))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
         .with_state(app)

@@ -9,7 +9,7 @@ use crate::admission::{self, Phase, Wait};
 use crate::config::{Config, ConsumerConfig, MAX_STUCK_RETRY, PoolConfig, Unload};
 use crate::lifecycle;
 use crate::measure::Target;
-use crate::verify::{came_back, expected_back, trusted};
+use crate::verify::{came_back, expected_back, own_group_gone, trusted};
 
 impl Owner {
     /// An unload asked for by an operator. A stuck consumer's unload is retried for real (its
@@ -256,7 +256,7 @@ impl Owner {
 async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
     let deadline = Instant::now() + c.load_timeout;
     if let Some(cmd) = &c.start {
-        let mut child = lifecycle::start_process(cmd)?;
+        let mut child = lifecycle::start_logged(cmd, &c.name, shared.logs.ring(&c.name))?;
         let ready = lifecycle::wait_ready(&shared.client, c, deadline, Some(&mut child)).await;
         if let Ok(mut m) = shared.children.lock() {
             m.insert(c.name.clone(), child);
@@ -344,7 +344,9 @@ pub(super) async fn give_back(
     let deadline = started + pool.verify_timeout;
     loop {
         let (held, free) = measure_one(shared, cfg, &target).await;
-        if came_back(expected, c.need, (held0, held), (free0, free)) {
+        if came_back(expected, c.need, (held0, held), (free0, free))
+            || own_group_gone(c.start.is_some(), held)
+        {
             return UnloadOutcome::Freed {
                 remaining: held,
                 took: started.elapsed(),

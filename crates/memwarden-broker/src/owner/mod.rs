@@ -151,6 +151,10 @@ pub struct Shared {
     pub children: Mutex<HashMap<String, Child>>,
     /// The fast path's gates, which the owner opens and closes.
     pub gates: Arc<Gates>,
+    /// What the processes the broker started have printed, per consumer.
+    pub logs: crate::logs::Logs,
+    /// What the broker did, for `/v1/events`.
+    pub events: Arc<crate::events::EventHub>,
 }
 
 impl Shared {
@@ -161,6 +165,8 @@ impl Shared {
             client: lifecycle::http_client(),
             children: Mutex::new(HashMap::new()),
             gates: Arc::default(),
+            logs: crate::logs::Logs::default(),
+            events: Arc::default(),
         })
     }
 

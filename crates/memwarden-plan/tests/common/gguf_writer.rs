@@ -221,3 +221,26 @@ pub fn llama(layers: u32, embd: u64, heads: u32, kv_heads: u32, ctx: u32, wtype:
 pub fn weights_of(g: &Gguf) -> u64 {
     g.tensors.iter().map(tensor_bytes).sum()
 }
+
+/// The start of a GGUF v3 header claiming `tensors` tensors and `kvs` metadata pairs.
+pub fn header_prefix(tensors: u64, kvs: u64) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(tensors.to_le_bytes());
+    b.extend(kvs.to_le_bytes());
+    b
+}
+
+/// A 10 GiB sparse file (no disk used) at `dir/sparse.gguf` that starts with `head`: room for
+/// any count a lying header claims "bounded by the file's size".
+pub fn sparse_10_gib(dir: &Path, head: &[u8]) -> std::path::PathBuf {
+    let p = dir.join("sparse.gguf");
+    std::fs::write(&p, head).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(10 << 30)
+        .unwrap();
+    p
+}

@@ -29,7 +29,7 @@ pub struct DoctorArgs {
     /// The broker to ask
     #[arg(
         long,
-        default_value = "http://127.0.0.1:7077",
+        default_value = crate::cmd::ctl::DEFAULT_BROKER,
         env = "MEMWARDEN_BROKER",
         value_name = "URL"
     )]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use memwarden_plan::estimate::{Estimate, EstimateOptions, KvType, estimate_file};
+use memwarden_plan::estimate::{Estimate, EstimateOptions, FlashAttn, KvType, estimate_file};
 use memwarden_plan::ollama;
 use memwarden_plan::topology::find_gpu;
 use memwarden_probe::size::{format_size, parse_size};
@@ -32,6 +32,10 @@ pub struct EstimateArgs {
         allow_negative_numbers = true
     )]
     pub parallel: u32,
+    /// One KV cache shared by all slots (llama.cpp's -kvu); without it each slot gets its own
+    /// share of the context, at least 256 cells
+    #[arg(long)]
+    pub kv_unified: bool,
     /// Type of the K and V cache: f16, q8_0, q4_0 (also f32, bf16, q4_1, q5_0, q5_1, iq4_nl)
     #[arg(long, default_value = "f16", value_name = "TYPE")]
     pub kv_type: String,
@@ -41,9 +45,24 @@ pub struct EstimateArgs {
     /// Type of the V cache only (llama.cpp's -ctv); a quantised V needs --flash-attn
     #[arg(long, value_name = "TYPE")]
     pub kv_type_v: Option<String>,
-    /// Flash attention on (needed for a quantised V cache; pads the cache to 256 cells)
-    #[arg(long)]
-    pub flash_attn: bool,
+    /// Flash attention: on, off or auto (llama.cpp's -fa; auto, the default, runs it where the
+    /// backend can, which is estimated as on; a quantised V cache needs it)
+    #[arg(
+        long,
+        value_name = "on|off|auto",
+        num_args = 0..=1,
+        default_value = "auto",
+        default_missing_value = "on"
+    )]
+    pub flash_attn: String,
+    /// Tokens per logical batch (llama.cpp's -b)
+    #[arg(
+        long,
+        default_value_t = memwarden_plan::estimate::DEFAULT_BATCH,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub batch: u64,
     /// Tokens per micro-batch (llama.cpp's -ub): sizes the compute buffers
     #[arg(
         long,
@@ -96,6 +115,7 @@ fn ollama_blob(name: &std::path::Path) -> Result<Option<PathBuf>> {
 
 pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
     let kv_type: KvType = args.kv_type.parse()?;
+    let flash_attn: FlashAttn = args.flash_attn.parse()?;
     let kv_type_k = args
         .kv_type_k
         .as_deref()
@@ -133,11 +153,13 @@ pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
     let opts = EstimateOptions {
         ctx: args.ctx,
         parallel: args.parallel,
+        kv_unified: args.kv_unified,
         kv_type,
         kv_type_k,
         kv_type_v,
-        flash_attn: args.flash_attn,
+        flash_attn,
         vram_bytes: vram,
+        batch: args.batch,
         ubatch: args.ubatch,
     };
     let e = estimate_file(&model, &opts)?;
@@ -160,14 +182,10 @@ fn render(e: &Estimate, gpu: Option<&str>) -> String {
         memwarden_plan::model::ModelFormat::Gguf => "GGUF",
         memwarden_plan::model::ModelFormat::Safetensors => "safetensors",
     };
-    let slots = if e.parallel > 1 {
-        format!(
-            " ({} slots of {})",
-            e.parallel,
-            e.context / e.parallel as u64
-        )
-    } else {
-        String::new()
+    let slots = match (e.parallel, e.kv_streams) {
+        (1, _) => String::new(),
+        (n, 1) => format!(" ({n} slots sharing one cache)"),
+        (n, s) => format!(" ({n} slots, a cache of {} cells each)", e.kv_size / s),
     };
     let _ = writeln!(
         out,
@@ -220,13 +238,9 @@ fn render(e: &Estimate, gpu: Option<&str>) -> String {
     }
     line(
         &mut out,
-        "compute buffers",
+        "compute buffer",
         e.compute_bytes,
-        if e.flash_attn {
-            format!("estimate: logits and activations of one {ub}-token batch")
-        } else {
-            format!("estimate: logits, activations and attention scores of one {ub}-token batch")
-        },
+        format!("estimate: the largest step of one {ub}-token micro-batch"),
     );
     line(
         &mut out,

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its arguments into library calls and output.
 
 pub mod analyze;
+pub mod ctl;
 pub mod doctor;
 pub mod estimate;
 pub mod fit;
@@ -33,6 +34,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => run::run(g, a),
         Command::Top(a) => top::run(g, a),
         Command::Doctor(a) => doctor::run(g, a),
+        Command::Status(a) => ctl::status(g, a),
+        Command::Load(a) => ctl::load(g, a),
+        Command::Unload(a) => ctl::unload(g, a),
+        Command::Logs(a) => ctl::logs(g, a),
     }
 }
 

@@ -10,28 +10,15 @@ use memwarden_broker::client::{BrokerClient, RenewError};
 use memwarden_probe::sanitize::sanitize;
 
 use crate::cli::Global;
+use crate::cmd::ctl::BrokerArgs;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The consumer (from the broker's configuration) the command runs as
     #[arg(long, value_name = "NAME")]
     pub consumer: String,
-    /// The broker's URL
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:7077",
-        env = "MEMWARDEN_BROKER",
-        value_name = "URL"
-    )]
-    pub broker: String,
-    /// The broker's bearer token
-    #[arg(
-        long,
-        env = "MEMWARDEN_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Longest the lease may be held; the broker takes it back after this
     #[arg(
         long,
@@ -58,7 +45,7 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
     let Some((prog, rest)) = args.command.split_first() else {
         bail!("no command given after --");
     };
-    let client = BrokerClient::new(&args.broker, args.token.clone())?;
+    let client = BrokerClient::new(&args.broker.broker, args.broker.token.clone())?;
     // One worker: the lease is renewed there while this thread waits for the command.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
