@@ -17,7 +17,7 @@ use crate::api::{self, App};
 use crate::config::{Config, ConsumerConfig, PoolKind};
 use crate::handle::Broker;
 use crate::lifecycle;
-use crate::measure::{self, Measurer, PoolReading, Sample, Target};
+use crate::measure::{Measurer, PoolReading, Sample, Target};
 use crate::owner::{Msg, Owner, Shared};
 
 /// How often pools are read, and how many pool readings go by between measurements of the
@@ -88,7 +88,7 @@ fn describe_consumers(
             let found = m.found(probe, &scan, &t.locator);
             let sleep = c.sleep.as_ref().and_then(|s| {
                 let pids: Vec<u32> = found.iter().flatten().map(|(pid, _)| *pid).collect();
-                crate::sleep_check::describe(s, probe.root(), &pids)
+                crate::sleep::describe(s, probe.root(), &pids)
             });
             let line = match found {
                 Ok(procs) => {
@@ -284,8 +284,8 @@ async fn sampler(app: Arc<App>) {
         round += 1;
         let shared = Arc::clone(&app.shared);
         let pools = cfg.pools.clone();
-        let host = measure::host_targets(&cfg, &targets);
-        let reads_host = measure::reads_host(&cfg);
+        let host = crate::sleep::host_targets(&cfg, &targets);
+        let reads_host = crate::sleep::reads_host(&cfg);
         let sample = tokio::task::spawn_blocking(move || {
             let began = Instant::now();
             let mut probe = shared.probe.lock().ok()?;
@@ -304,7 +304,9 @@ async fn sampler(app: Arc<App>) {
             let host = if n == 0 {
                 Vec::new()
             } else {
-                host.iter().map(|t| t.as_ref().and_then(|_| rest.next().flatten())).collect()
+                host.iter()
+                    .map(|t| t.as_ref().and_then(|_| rest.next().flatten()))
+                    .collect()
             };
             let host_available = reads_host
                 .then(|| probe.host_memory().ok().map(|h| h.mem_available_bytes))

@@ -19,7 +19,7 @@ pub mod measure;
 pub mod metrics;
 pub mod owner;
 pub mod proxy_path;
-pub mod sleep_check;
+pub mod sleep;
 pub mod sse;
 pub mod verify;
 

@@ -392,27 +392,6 @@ pub struct Sample {
     pub host_available: Option<u64>,
 }
 
-/// The host-RAM side of a reading: for each consumer that can sleep, the same processes as
-/// its pool's target, read as a `ram` pool's (its weights while asleep).
-pub fn host_targets(cfg: &Config, targets: &[Target]) -> Vec<Option<Target>> {
-    (cfg.consumers.iter().zip(targets))
-        .map(|(c, t)| {
-            c.sleep.as_ref().map(|_| Target {
-                kind: PoolKind::Ram,
-                gpu: None,
-                ..t.clone()
-            })
-        })
-        .collect()
-}
-
-/// Whether host RAM is read apart from the pools: a consumer can sleep and no `ram` pool
-/// counts what it holds there.
-pub fn reads_host(cfg: &Config) -> bool {
-    cfg.consumers.iter().any(|c| c.sleep.is_some())
-        && !cfg.pools.iter().any(|p| p.kind == PoolKind::Ram)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -290,9 +290,21 @@ fn broker(o: &mut Out, s: &Status) {
     }
     type ConsCount = fn(&crate::owner::ConsumerStatus) -> u64;
     let cons_counts: [(&str, &str, ConsCount); 3] = [
-        ("memwarden_consumer_loads_total", "Loads of the consumer", |c| c.loads),
-        ("memwarden_consumer_sleeps_total", "Times the consumer was put to sleep", |c| c.sleeps),
-        ("memwarden_consumer_wakes_total", "Wakes of the consumer from sleep", |c| c.wakes),
+        (
+            "memwarden_consumer_loads_total",
+            "Loads of the consumer",
+            |c| c.loads,
+        ),
+        (
+            "memwarden_consumer_sleeps_total",
+            "Times the consumer was put to sleep",
+            |c| c.sleeps,
+        ),
+        (
+            "memwarden_consumer_wakes_total",
+            "Wakes of the consumer from sleep",
+            |c| c.wakes,
+        ),
     ];
     for (name, help, f) in cons_counts {
         o.family(name, "counter", help);

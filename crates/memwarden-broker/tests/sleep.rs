@@ -105,7 +105,10 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
     // Its GPU memory came back (the context stays), and host RAM counts its weights.
     assert!(u64_of(&sa["resident_bytes"]) <= 2 * MIB, "{sa}");
     let ram = &st["pools"][1];
-    assert!(u64_of(&ram["available_bytes"]) <= 200 * MIB - 8 * MIB - 60 * MIB, "{ram}");
+    assert!(
+        u64_of(&ram["available_bytes"]) <= 200 * MIB - 8 * MIB - 60 * MIB,
+        "{ram}"
+    );
     assert_eq!(st["counters"]["sleeps"], 1);
     assert_eq!(st["counters"]["loads"], 2);
 
@@ -119,12 +122,18 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
     .await;
     let sa = consumer(&st, "a");
     assert_eq!(sa["state"], "loaded");
-    assert_eq!((sa["loads"].clone(), sa["wakes"].clone()), (1.into(), 1.into()));
+    assert_eq!(
+        (sa["loads"].clone(), sa["wakes"].clone()),
+        (1.into(), 1.into())
+    );
     let (wake, load) = (
         f64_of(&sa["last_wake_seconds"]),
         f64_of(&sa["last_load_seconds"]),
     );
-    assert!(wake < load / 2.0, "a woke in {wake} s and loaded in {load} s");
+    assert!(
+        wake < load / 2.0,
+        "a woke in {wake} s and loaded in {load} s"
+    );
     assert!(load >= 0.8, "{load}");
     assert_eq!(st["counters"]["sleeps"], 2);
     assert_eq!(st["counters"]["wakes"], 1);
@@ -135,7 +144,10 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
         a.rss()
     );
     let metrics = http("GET", format!("{base}/metrics"), "").await.1;
-    assert!(metrics.contains("memwarden_broker_wakes_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("memwarden_broker_wakes_total 1\n"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(
             "memwarden_consumer_state{consumer=\"b\",pool=\"gpu\",state=\"sleeping\"} 1\n"
@@ -170,7 +182,10 @@ async fn without_room_in_host_ram_weights_are_dropped_or_the_server_unloaded() {
     })
     .await;
     let sa = consumer(&st, "a");
-    assert_eq!((sa["state"].clone(), sa["sleep_level"].clone()), ("sleeping".into(), 2.into()));
+    assert_eq!(
+        (sa["state"].clone(), sa["sleep_level"].clone()),
+        ("sleeping".into(), 2.into())
+    );
     assert!(a.rss() < rss_awake + 20 * MIB, "{}", a.rss());
     // SGLang has no level 2: it is unloaded.
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
@@ -179,7 +194,10 @@ async fn without_room_in_host_ram_weights_are_dropped_or_the_server_unloaded() {
     })
     .await;
     let sa = consumer(&st, "a");
-    assert_eq!((sa["state"].clone(), sa["wakes"].clone()), ("loaded".into(), 1.into()));
+    assert_eq!(
+        (sa["state"].clone(), sa["wakes"].clone()),
+        ("loaded".into(), 1.into())
+    );
     assert_eq!(st["counters"]["sleeps"], 1);
     assert_eq!(st["counters"]["evictions"], 2);
     r.shutdown().await;
@@ -203,7 +221,10 @@ async fn without_a_ram_pool_host_ram_is_what_the_machine_has_free() {
     })
     .await;
     let sa = consumer(&st, "a");
-    assert_eq!((sa["state"].clone(), sa["sleep_level"].clone()), ("sleeping".into(), 1.into()));
+    assert_eq!(
+        (sa["state"].clone(), sa["sleep_level"].clone()),
+        ("sleeping".into(), 1.into())
+    );
     assert!(u64_of(&sa["sleep_host_bytes"]) >= 60 * MIB, "{sa}");
     r.shutdown().await;
 }
@@ -226,7 +247,10 @@ async fn a_server_that_answers_its_sleep_and_keeps_its_memory_is_stuck() {
     // a answers its sleep with 200 and keeps its GPU memory: b cannot have the room.
     let (code, body) = http("GET", format!("{base}/c/b/work"), "").await;
     assert_eq!(code, 503, "{body} {:#}", status(&r).await);
-    assert!(body.contains("stuck") && body.contains("\\\"a\\\" holds"), "{body}");
+    assert!(
+        body.contains("stuck") && body.contains("\\\"a\\\" holds"),
+        "{body}"
+    );
     let st = status(&r).await;
     let sa = consumer(&st, "a");
     assert_eq!(sa["state"], "stuck");
@@ -280,8 +304,10 @@ async fn an_idle_server_that_can_sleep_sleeps_after_its_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let (a, fa) = gpu_consumer(&dir, "a", "normal", 0);
     let m = machine(&[(&a, &fa)]);
-    let toml = config(Some("200MiB"), &[("a", a.port, "vllm")], "")
-        .replace("sleep = \"vllm\"\n", "sleep = \"vllm\"\nidle_ttl = \"300ms\"\n");
+    let toml = config(Some("200MiB"), &[("a", a.port, "vllm")], "").replace(
+        "sleep = \"vllm\"\n",
+        "sleep = \"vllm\"\nidle_ttl = \"300ms\"\n",
+    );
     let r = start_on(&toml, m.probe()).await;
     let base = format!("http://{}", r.addr());
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
@@ -295,6 +321,12 @@ async fn an_idle_server_that_can_sleep_sleeps_after_its_ttl() {
     // The next request wakes it.
     assert_eq!(http("GET", format!("{base}/c/a/work"), "").await.0, 200);
     let st = status(&r).await;
-    assert_eq!((st["counters"]["wakes"].clone(), st["counters"]["loads"].clone()), (1.into(), 1.into()));
+    assert_eq!(
+        (
+            st["counters"]["wakes"].clone(),
+            st["counters"]["loads"].clone()
+        ),
+        (1.into(), 1.into())
+    );
     r.shutdown().await;
 }

@@ -72,15 +72,18 @@ fn serve_check_says_whether_vllm_can_sleep() {
             .to_string()
     };
     assert!(
-        line("dev").ends_with("; sleeps through vLLM's development routes: VLLM_SERVER_DEV_MODE=1 is set"),
+        line("dev")
+            .ends_with("; sleeps through vLLM's development routes: VLLM_SERVER_DEV_MODE=1 is set"),
         "{said}"
     );
     assert!(
-        line("plain").contains("VLLM_SERVER_DEV_MODE=1 is not in its environment: /sleep will answer 404"),
+        line("plain")
+            .contains("VLLM_SERVER_DEV_MODE=1 is not in its environment: /sleep will answer 404"),
         "{said}"
     );
     assert!(
-        line("down").contains("the server must run with VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode"),
+        line("down")
+            .contains("the server must run with VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode"),
         "{said}"
     );
     assert!(line("sg").contains("--enable-memory-saver"), "{said}");

@@ -43,7 +43,10 @@ pub fn eviction(
 /// The sleepers to drop from host RAM (fully unloaded) so that `short_by` more bytes fit
 /// there: least recently used first, each with what it holds there, until enough is freed.
 /// `None` when all of them would not free enough.
-pub fn sleepers_to_drop(sleepers: &[(usize, Option<u64>, u64)], short_by: u64) -> Option<Vec<usize>> {
+pub fn sleepers_to_drop(
+    sleepers: &[(usize, Option<u64>, u64)],
+    short_by: u64,
+) -> Option<Vec<usize>> {
     let mut order: Vec<&(usize, Option<u64>, u64)> = sleepers.iter().collect();
     order.sort_by_key(|&&(i, last_used, _)| (last_used, i));
     let mut freed = 0u64;
@@ -94,12 +97,19 @@ mod tests {
             Eviction::DeepSleep
         );
         // A server that cannot sleep is unloaded.
-        assert_eq!(eviction(None, Some(100 * GIB), true, true), Eviction::Unload);
+        assert_eq!(
+            eviction(None, Some(100 * GIB), true, true),
+            Eviction::Unload
+        );
     }
 
     #[test]
     fn the_least_recently_used_sleepers_leave_host_ram_first() {
-        let s = [(0, Some(50), 4 * GIB), (1, Some(10), 2 * GIB), (2, None, GIB)];
+        let s = [
+            (0, Some(50), 4 * GIB),
+            (1, Some(10), 2 * GIB),
+            (2, None, GIB),
+        ];
         assert_eq!(sleepers_to_drop(&s, GIB), Some(vec![2]));
         assert_eq!(sleepers_to_drop(&s, 3 * GIB), Some(vec![2, 1]));
         assert_eq!(sleepers_to_drop(&s, 7 * GIB), Some(vec![2, 1, 0]));

@@ -146,7 +146,13 @@ pub(super) fn sleep(
                 ));
             };
             let deep = c.deep_sleep.as_ref().map(|d| route(src, d)).transpose()?;
-            (SleepEngine::Routes, route(src, s)?, deep, route(src, w)?, Vec::new())
+            (
+                SleepEngine::Routes,
+                route(src, s)?,
+                deep,
+                route(src, w)?,
+                Vec::new(),
+            )
         }
     };
     let ram = match &c.sleep_ram {
@@ -176,7 +182,6 @@ pub(super) fn sleep(
     }))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::{Config, SleepEngine};
@@ -195,26 +200,37 @@ mod tests {
         let cfg = parse("sleep = \"vllm\"\nsleep_ram = \"8GiB\"\n").unwrap();
         let s = cfg.consumers[0].sleep.clone().unwrap();
         assert_eq!(s.engine, SleepEngine::Vllm);
-        assert_eq!((s.sleep.method.as_str(), s.sleep.path.as_str()), ("POST", "/sleep?level=1"));
+        assert_eq!(
+            (s.sleep.method.as_str(), s.sleep.path.as_str()),
+            ("POST", "/sleep?level=1")
+        );
         assert_eq!(s.deep.as_ref().unwrap().path, "/sleep?level=2");
         assert_eq!(s.wake.path, "/wake_up");
         assert_eq!(s.reload[0].path, "/collective_rpc");
         assert_eq!(s.ram, 8 << 30);
         assert!(cfg.consumers[0].can_evict() && !cfg.consumers[0].can_unload());
         assert!(s.note().unwrap().contains("VLLM_SERVER_DEV_MODE=1"));
-        let s = parse("sleep = \"sglang\"\n").unwrap().consumers[0].sleep.clone().unwrap();
+        let s = parse("sleep = \"sglang\"\n").unwrap().consumers[0]
+            .sleep
+            .clone()
+            .unwrap();
         assert_eq!(s.engine, SleepEngine::Sglang);
         assert_eq!(s.sleep.path, "/release_memory_occupation");
         assert_eq!(s.wake.path, "/resume_memory_occupation");
         assert_eq!((s.deep, s.ram), (None, 20 << 30));
         // Routes of its own, with a level 2.
-        let s = parse("sleep = \"POST /nap\"\nwake = \"POST /up\"\ndeep_sleep = \"POST /nap?deep=1\"\n")
-            .unwrap()
-            .consumers[0]
+        let s = parse(
+            "sleep = \"POST /nap\"\nwake = \"POST /up\"\ndeep_sleep = \"POST /nap?deep=1\"\n",
+        )
+        .unwrap()
+        .consumers[0]
             .sleep
             .clone()
             .unwrap();
-        assert_eq!((s.engine, s.wake.path.as_str()), (SleepEngine::Routes, "/up"));
+        assert_eq!(
+            (s.engine, s.wake.path.as_str()),
+            (SleepEngine::Routes, "/up")
+        );
         assert_eq!(s.deep.unwrap().path, "/nap?deep=1");
     }
 

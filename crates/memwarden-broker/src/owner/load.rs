@@ -388,7 +388,11 @@ pub(super) async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), S
 }
 
 /// One consumer's holding and its pool's live free reading.
-pub(super) async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<u64>, Option<u64>) {
+pub(super) async fn measure_one(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    t: &Target,
+) -> (Option<u64>, Option<u64>) {
     let shared = Arc::clone(shared);
     let t = t.clone();
     let pool = cfg

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::load::{give_back, measure_one, release};
 use super::{Msg, Owner, Promise, Shared, UnloadOutcome};
-use crate::admission::sleep::{Eviction, eviction};
 use crate::admission::sleep::sleepers_to_drop;
+use crate::admission::sleep::{Eviction, eviction};
 use crate::admission::{self, Phase, Wait};
 use crate::config::{ConsumerConfig, HOST_CUSHION, PoolKind, Route};
 use crate::lifecycle;

@@ -73,7 +73,9 @@ impl GpuMachine {
             let p = proc.join(pid.to_string());
             std::fs::create_dir_all(p.join("fd")).unwrap();
             std::fs::create_dir_all(p.join("fdinfo")).unwrap();
-            for f in ["stat", "status", "cmdline", "comm", "cgroup", "net", "environ"] {
+            for f in [
+                "stat", "status", "cmdline", "comm", "cgroup", "net", "environ",
+            ] {
                 std::os::unix::fs::symlink(format!("/proc/{pid}/{f}"), p.join(f)).unwrap();
             }
             std::os::unix::fs::symlink("/dev/dri/renderD128", p.join(format!("fd/{DRM_FD}")))

@@ -1,11 +1,34 @@
-//! What `serve --check` and the start-up log say of a consumer that sleeps: the engine's
-//! requirement, and for vLLM whether its processes' environment meets it.
+//! Servers that sleep, outside the state owner: what the sampler reads of them in host RAM,
+//! and what `serve --check` and the start-up log say of them (the engine's requirement, and
+//! for vLLM whether its processes' environment meets it).
 
 use std::io::Read;
 
 use memwarden_probe::HostRoot;
 
-use crate::config::{Sleep, SleepEngine};
+use crate::config::{Config, PoolKind, Sleep, SleepEngine};
+use crate::measure::Target;
+
+/// The host-RAM side of a reading: for each consumer that can sleep, the same processes as
+/// its pool's target, read as a `ram` pool's (its weights while asleep).
+pub fn host_targets(cfg: &Config, targets: &[Target]) -> Vec<Option<Target>> {
+    (cfg.consumers.iter().zip(targets))
+        .map(|(c, t)| {
+            c.sleep.as_ref().map(|_| Target {
+                kind: PoolKind::Ram,
+                gpu: None,
+                ..t.clone()
+            })
+        })
+        .collect()
+}
+
+/// Whether host RAM is read apart from the pools: a consumer can sleep and no `ram` pool
+/// counts what it holds there.
+pub fn reads_host(cfg: &Config) -> bool {
+    cfg.consumers.iter().any(|c| c.sleep.is_some())
+        && !cfg.pools.iter().any(|p| p.kind == PoolKind::Ram)
+}
 
 /// The most of a process's environment read: more than any real one, less than a file could be.
 const ENVIRON_MAX: u64 = 1 << 20;
