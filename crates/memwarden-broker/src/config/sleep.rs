@@ -66,9 +66,10 @@ fn post(path: &str, body: Option<&str>) -> Route {
     }
 }
 
-fn preset(line: &str) -> Option<(SleepEngine, Route, Option<Route>, Route, Vec<Route>)> {
-    match line.trim() {
-        "vllm" => Some((
+/// The routes of an engine's preset (its `ram` set by the caller).
+fn preset(line: &str) -> Option<Sleep> {
+    let (engine, sleep, deep, wake, reload) = match line.trim() {
+        "vllm" => (
             SleepEngine::Vllm,
             post("/sleep?level=1", None),
             Some(post("/sleep?level=2", None)),
@@ -77,16 +78,24 @@ fn preset(line: &str) -> Option<(SleepEngine, Route, Option<Route>, Route, Vec<R
                 "/collective_rpc",
                 Some(r#"{"method":"reload_weights"}"#),
             )],
-        )),
-        "sglang" => Some((
+        ),
+        "sglang" => (
             SleepEngine::Sglang,
             post("/release_memory_occupation", Some("{}")),
             None,
             post("/resume_memory_occupation", Some("{}")),
             Vec::new(),
-        )),
-        _ => None,
-    }
+        ),
+        _ => return None,
+    };
+    Some(Sleep {
+        engine,
+        sleep,
+        deep,
+        wake,
+        reload,
+        ram: 0,
+    })
 }
 
 /// The consumer's sleep, checked: a preset or routes, on a GPU pool, with an upstream.
@@ -99,7 +108,7 @@ pub(super) fn sleep(
     pool_kind: PoolKind,
 ) -> Result<Option<Sleep>, ConfigError> {
     let Some(s) = &c.sleep else {
-        for k in [&c.deep_sleep, &c.wake].into_iter().flatten() {
+        if let Some(k) = c.deep_sleep.as_ref().or(c.wake.as_ref()) {
             return Err(src.err(k, format!("consumer {name:?}: this key needs `sleep`")));
         }
         if let Some(r) = &c.sleep_ram {
@@ -123,7 +132,8 @@ pub(super) fn sleep(
         RawRoute::Line(l) => preset(l),
         RawRoute::Table(_) => None,
     };
-    let (engine, sleep, deep, wake, reload) = match named {
+    let deep = c.deep_sleep.as_ref().map(|d| route(src, d)).transpose()?;
+    let mut sleep = match named {
         Some(p) => {
             if let Some(w) = &c.wake {
                 return Err(src.err(
@@ -131,9 +141,10 @@ pub(super) fn sleep(
                     format!("consumer {name:?}: the sleep preset has its own wake route"),
                 ));
             }
-            let (engine, sleep, preset_deep, wake, reload) = p;
-            let deep = c.deep_sleep.as_ref().map(|d| route(src, d)).transpose()?;
-            (engine, sleep, deep.or(preset_deep), wake, reload)
+            Sleep {
+                deep: deep.or(p.deep.clone()),
+                ..p
+            }
         }
         None => {
             let Some(w) = &c.wake else {
@@ -145,14 +156,14 @@ pub(super) fn sleep(
                     ),
                 ));
             };
-            let deep = c.deep_sleep.as_ref().map(|d| route(src, d)).transpose()?;
-            (
-                SleepEngine::Routes,
-                route(src, s)?,
+            Sleep {
+                engine: SleepEngine::Routes,
+                sleep: route(src, s)?,
                 deep,
-                route(src, w)?,
-                Vec::new(),
-            )
+                wake: route(src, w)?,
+                reload: Vec::new(),
+                ram: 0,
+            }
         }
     };
     let ram = match &c.sleep_ram {
@@ -172,14 +183,8 @@ pub(super) fn sleep(
         }
         None => need,
     };
-    Ok(Some(Sleep {
-        engine,
-        sleep,
-        deep,
-        wake,
-        reload,
-        ram,
-    }))
+    sleep.ram = ram;
+    Ok(Some(sleep))
 }
 
 #[cfg(test)]
