@@ -52,16 +52,7 @@ impl Owner {
             return self.start_wake(c);
         }
         let cfg = self.cfg.consumers[c].clone();
-        let p = cfg.pool;
-        self.cons[c].phase = Phase::Loading;
-        self.rt[c].generation += 1;
-        let generation = self.rt[c].generation;
-        self.pools[p].ledger.push(Promise {
-            consumer: c,
-            bytes: cfg.need,
-            settled_at: None,
-        });
-        self.pools[p].update_promised();
+        let generation = self.begin_load(c);
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         tracing::info!(consumer = %cfg.name, "loading");
@@ -74,6 +65,21 @@ impl Owner {
                 result,
             });
         });
+    }
+
+    /// Marks `c` loading (or waking) and promises its need in the ledger; returns the
+    /// generation its report must carry.
+    pub(super) fn begin_load(&mut self, c: usize) -> u64 {
+        let (p, need) = (self.cons[c].pool, self.cfg.consumers[c].need);
+        self.cons[c].phase = Phase::Loading;
+        self.rt[c].generation += 1;
+        self.pools[p].ledger.push(Promise {
+            consumer: c,
+            bytes: need,
+            settled_at: None,
+        });
+        self.pools[p].update_promised();
+        self.rt[c].generation
     }
 
     pub(super) fn start_unload(&mut self, c: usize, eviction: bool) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::load::{give_back, measure_one, release};
-use super::{Msg, Owner, Promise, Shared, UnloadOutcome};
+use super::{Msg, Owner, Shared, UnloadOutcome};
 use crate::admission::sleep::sleepers_to_drop;
 use crate::admission::sleep::{Eviction, eviction};
 use crate::admission::{self, Phase, Wait};
@@ -324,17 +324,8 @@ impl Owner {
             self.rt[c].sleep = self.rt[c].sleep.awake();
             return self.start_load(c);
         };
-        let p = cfg.pool;
-        self.cons[c].phase = Phase::Loading;
-        self.rt[c].generation += 1;
+        let generation = self.begin_load(c);
         self.rt[c].sleep.waking = true;
-        let generation = self.rt[c].generation;
-        self.pools[p].ledger.push(Promise {
-            consumer: c,
-            bytes: cfg.need,
-            settled_at: None,
-        });
-        self.pools[p].update_promised();
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         let level = self.rt[c].sleep.level;

@@ -6,31 +6,21 @@
 //! is `ram_total` less what they hold, as in [`super::Machine`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use memwarden_probe::fakeroot::{FakeCard, FakeRoot, amdgpu_fdinfo};
 use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
-use super::rss_of;
+use super::{Updater, meminfo, put, rss_of};
 
+/// The bus id of [`FakeCard::apu`], which the fdinfo's `drm-pdev` must name.
+const BUS_OF_APU: &str = "0000:c3:00.0";
 /// The fd number the fake render node is open on in each consumer's fake `/proc/PID/fd`.
 const DRM_FD: u32 = 900;
 
 pub struct GpuMachine {
+    // Stopped before the root it writes is removed.
+    _updater: Updater,
     dir: tempfile::TempDir,
-    stop: Arc<AtomicBool>,
-    updater: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Writes a file whole: the probe must never read half of it. A write that fails (a full
-/// disk) leaves the last one, and the next round tries again.
-fn put(path: &Path, text: &str) {
-    let tmp = path.with_extension("new");
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    }
 }
 
 /// What a consumer says it holds on the stand-in GPU (0 before it first says).
@@ -81,17 +71,16 @@ impl GpuMachine {
             std::os::unix::fs::symlink("/dev/dri/renderD128", p.join(format!("fd/{DRM_FD}")))
                 .unwrap();
         }
-        let card = |used: u64| FakeCard {
+        root.card(&FakeCard {
             vram_total: Some(vram_total),
-            vram_used: Some(used),
             ..FakeCard::apu(0, 1 << 30, 0)
-        };
-        root.card(&card(0)).unwrap();
+        })
+        .unwrap();
         let used_file = dir
             .path()
             .join("sys/class/drm/card0/device/mem_info_vram_used");
         let consumers = consumers.to_vec();
-        let write = move || {
+        let _updater = Updater::spawn(move || {
             let mut vram_used = 0;
             let mut rss = 0;
             for (pid, file) in &consumers {
@@ -105,31 +94,9 @@ impl GpuMachine {
                 put(&p.join(format!("fdinfo/{DRM_FD}")), &info);
             }
             put(&used_file, &format!("{vram_used}\n"));
-            let avail = ram_total.saturating_sub(rss) >> 10;
-            put(
-                &proc.join("meminfo"),
-                &format!(
-                    "MemTotal:       {} kB\nMemFree:        {avail} kB\nMemAvailable:   {avail} kB\n",
-                    ram_total >> 10
-                ),
-            );
-        };
-        write();
-        let stop = Arc::new(AtomicBool::new(false));
-        let updater = std::thread::spawn({
-            let stop = Arc::clone(&stop);
-            move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                    write();
-                }
-            }
+            put(&proc.join("meminfo"), &meminfo(ram_total, rss));
         });
-        GpuMachine {
-            dir,
-            stop,
-            updater: Some(updater),
-        }
+        GpuMachine { _updater, dir }
     }
 
     pub fn probe(&self) -> Probe {
@@ -137,17 +104,5 @@ impl GpuMachine {
             HostRoot::new(self.dir.path()).expect("the root"),
             GpuSourceKind::Drm,
         )
-    }
-}
-
-/// The bus id of [`FakeCard::apu`], which the fdinfo's `drm-pdev` must name.
-const BUS_OF_APU: &str = "0000:c3:00.0";
-
-impl Drop for GpuMachine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.updater.take() {
-            let _ = t.join();
-        }
     }
 }
