@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use memwarden_probe::snapshot::{Gpu, ProcessId, Snapshot};
 
 use crate::oom::{OomConfig, OomPrediction, OomPredictor};
-use crate::phase::{PhaseConfig, PhaseDetector, PhaseState};
+use crate::phase::{Phase, PhaseConfig, PhaseDetector, PhaseState};
 use crate::series::{Sample, Series};
 use crate::survival::{Framework, Survival, SurvivalConfig, SurvivalInput, assess_gpu};
 use crate::{MIB, mib};
@@ -71,6 +71,14 @@ pub struct Track {
 }
 
 impl Track {
+    /// The phase to show beside the rate shown (`phase.rate_mib_s`), agreeing with it.
+    pub fn shown_phase(&self) -> Phase {
+        (self.phase.phase).agreeing_with(
+            self.phase.rate_mib_s,
+            self.detector.config().noise_floor_mib_s,
+        )
+    }
+
     fn new(cfg: &HistoryConfig) -> Track {
         Track::with_capacity(cfg, cfg.capacity)
     }

@@ -35,6 +35,22 @@ impl Phase {
         }
     }
 
+    /// The label to show beside `rate_mib_s`, so that the two never contradict each other: a
+    /// direction is claimed only where the rate bears it out. The detector labels by a window
+    /// of smoothed rates, so a stretch it calls growing can net flat or falling (the growth
+    /// ended inside it), and one it calls stable can net a rise; shown beside its own rate, such
+    /// a stretch takes the rate's direction: above the noise floor growing, below minus the floor
+    /// shrinking, in between stable. Volatile claims no direction and stays.
+    pub fn agreeing_with(self, rate_mib_s: f64, noise_floor_mib_s: f64) -> Phase {
+        let floor = noise_floor_mib_s.abs();
+        match self {
+            Phase::Volatile => Phase::Volatile,
+            _ if rate_mib_s > floor => Phase::Growing,
+            _ if rate_mib_s < -floor => Phase::Shrinking,
+            _ => Phase::Stable,
+        }
+    }
+
     /// A one-character badge that carries the meaning without colour.
     pub fn symbol(self) -> char {
         match self {
@@ -288,5 +304,25 @@ impl PhaseDetector {
 impl Default for PhaseDetector {
     fn default() -> Self {
         PhaseDetector::new(PhaseConfig::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_takes_the_direction_of_its_rate() {
+        let floor = 1.0;
+        assert_eq!(Phase::Growing.agreeing_with(64.0, floor), Phase::Growing);
+        // Growing at a flat or falling rate: the growth ended inside the stretch.
+        assert_eq!(Phase::Growing.agreeing_with(0.0, floor), Phase::Stable);
+        assert_eq!(Phase::Growing.agreeing_with(-6.0, floor), Phase::Shrinking);
+        assert_eq!(Phase::Shrinking.agreeing_with(0.5, floor), Phase::Stable);
+        // Stable beside +68 MiB/s is growing.
+        assert_eq!(Phase::Stable.agreeing_with(68.0, floor), Phase::Growing);
+        assert_eq!(Phase::Stable.agreeing_with(-1.0, floor), Phase::Stable);
+        assert_eq!(Phase::Volatile.agreeing_with(-68.0, floor), Phase::Volatile);
+        assert_eq!(Phase::Growing.agreeing_with(f64::NAN, floor), Phase::Stable);
     }
 }

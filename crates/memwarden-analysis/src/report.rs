@@ -60,9 +60,10 @@ pub struct PhaseSpan {
     pub phase: Phase,
     pub start_ms: u64,
     pub end_ms: u64,
+    /// Samples after `start_ms` up to `end_ms` (the first span counts its first sample too).
     pub samples: u32,
-    /// Net rate over the span: the change from its first labelled sample to its last, per
-    /// second (MiB/s); 0 for a span of one sample.
+    /// Net rate over the span, from `start_ms` to `end_ms` (MiB/s). The phase always agrees
+    /// with it ([`Phase::agreeing_with`]).
     pub rate_mib_s: f64,
     /// Confidence at the end of the span.
     pub confidence: f64,
@@ -239,44 +240,36 @@ fn analyze_series(
         )
     };
 
-    let mut det = PhaseDetector::new(match kind {
-        SeriesKind::Host => params.host_phase.clone(),
-        _ => params.phase.clone(),
-    });
-    let mut phases: Vec<PhaseSpan> = Vec::new();
-    let mut span_first = 0usize;
-    let mut ooms: Vec<OomEvent> = Vec::new();
-    let net_rate = |a: usize, b: usize| {
-        let dt = g.times[b].saturating_sub(g.times[a]) as f64 / 1000.0;
-        if dt > 0.0 {
-            (g.values[b] - g.values[a]) / dt
-        } else {
-            0.0
-        }
+    let phase_config = match kind {
+        SeriesKind::Host => &params.host_phase,
+        _ => &params.phase,
     };
+    let mut det = PhaseDetector::new(phase_config.clone());
+    let mut detected: Vec<Detected> = Vec::new();
+    let mut ooms: Vec<OomEvent> = Vec::new();
     for i in 0..n {
         let st = det.update(Sample {
             t_ms: g.times[i],
             mib: g.values[i],
         });
-        match phases.last_mut() {
-            Some(last) if last.phase == st.phase && last.start_ms == st.since_ms => {
-                last.end_ms = g.times[i];
-                last.samples = st.duration_samples;
-                last.rate_mib_s = net_rate(span_first, i);
+        match detected.last_mut() {
+            Some(last) if last.phase == st.phase && last.since_ms == st.since_ms => {
+                last.end = i;
                 last.confidence = st.confidence;
             }
             _ => {
-                if let Some(last) = phases.last_mut() {
-                    last.end_ms = last.end_ms.max(st.since_ms);
-                }
-                span_first = i;
-                phases.push(PhaseSpan {
+                let start = match detected.last_mut() {
+                    None => 0,
+                    Some(last) => {
+                        last.end = phase_start(&g.times, &g.values, i, last.start, phase_config);
+                        last.end
+                    }
+                };
+                detected.push(Detected {
                     phase: st.phase,
-                    start_ms: st.since_ms,
-                    end_ms: g.times[i],
-                    samples: st.duration_samples,
-                    rate_mib_s: 0.0,
+                    since_ms: st.since_ms,
+                    start,
+                    end: i,
                     confidence: st.confidence,
                 });
             }
@@ -319,9 +312,97 @@ fn analyze_series(
         changepoints,
         changepoint_error,
         segments,
-        phases,
+        phases: phase_spans(
+            &detected,
+            &g.times,
+            &g.values,
+            phase_config.noise_floor_mib_s,
+        ),
         oom_predictions: ooms,
     }
+}
+
+/// Where a phase that the detector announces at sample `won` began: its candidate's first
+/// step came `hysteresis` samples earlier, and the run of steps like that one (up, down or
+/// flat, by the noise floor) that led to it is part of it too, back to the sample after
+/// `prev_start`, where the phase before began. Rates are between samples, so the answer is the
+/// sample before the first step: the boundary the two phases share.
+fn phase_start(
+    times: &[u64],
+    values: &[f64],
+    won: usize,
+    prev_start: usize,
+    c: &PhaseConfig,
+) -> usize {
+    let floor = c.noise_floor_mib_s.abs();
+    let class = |j: usize| {
+        let dt = times[j].saturating_sub(times[j - 1]) as f64 / 1000.0;
+        let r = if dt > 0.0 {
+            (values[j] - values[j - 1]) / dt
+        } else {
+            0.0
+        };
+        (r > floor) as i8 - (r < -floor) as i8
+    };
+    let lowest = prev_start + 1;
+    let first = (won + 1).saturating_sub(c.hysteresis.max(1)).max(lowest);
+    let mut b = first - 1;
+    while b > lowest && class(b) == class(first) {
+        b -= 1;
+    }
+    b.max(lowest).min(won)
+}
+
+/// A phase as the detector found it: samples `start..=end` (`start` shared with the one before).
+struct Detected {
+    phase: Phase,
+    since_ms: u64,
+    start: usize,
+    end: usize,
+    confidence: f64,
+}
+
+/// The detected phases as spans of the series, each labelled by [`Phase::agreeing_with`] its
+/// net rate, and neighbours that end up with one label joined. Spans share their boundary
+/// samples, so the rate of two joined is a time-weighted mean of theirs and keeps their label.
+fn phase_spans(detected: &[Detected], times: &[u64], values: &[f64], floor: f64) -> Vec<PhaseSpan> {
+    let net_rate = |a: usize, b: usize| {
+        let dt = times[b].saturating_sub(times[a]) as f64 / 1000.0;
+        let r = if dt > 0.0 {
+            (values[b] - values[a]) / dt
+        } else {
+            0.0
+        };
+        if r.is_finite() { r } else { 0.0 }
+    };
+    let mut spans: Vec<(PhaseSpan, usize)> = Vec::new();
+    for d in detected {
+        // The boundary sample belongs to the span before.
+        let samples = (d.end - d.start + usize::from(d.start == 0 && spans.is_empty())) as u32;
+        let rate = net_rate(d.start, d.end);
+        let phase = d.phase.agreeing_with(rate, floor);
+        match spans.last_mut() {
+            Some((last, first)) if last.phase == phase => {
+                last.end_ms = times[d.end];
+                last.samples += samples;
+                last.rate_mib_s = net_rate(*first, d.end);
+                last.phase = phase.agreeing_with(last.rate_mib_s, floor);
+                last.confidence = d.confidence;
+            }
+            _ => spans.push((
+                PhaseSpan {
+                    phase,
+                    start_ms: times[d.start],
+                    end_ms: times[d.end],
+                    samples,
+                    rate_mib_s: rate,
+                    confidence: d.confidence,
+                },
+                d.start,
+            )),
+        }
+    }
+    spans.into_iter().map(|(s, _)| s).collect()
 }
 
 /// The default penalty for a series, MiB²: `2 σ² ln n` (a BIC-like choice) with σ, the noise,

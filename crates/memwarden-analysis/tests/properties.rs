@@ -192,6 +192,36 @@ mod history {
             let report = memwarden_analysis::analyze(&snaps, &Default::default());
             prop_assert!(report.series.iter().all(|s| s.peak_mib.is_finite()));
         }
+
+        /// The phase spans of every series cover it once, end to end, and each label agrees
+        /// with the rate beside it: a span is never called growing at a flat or falling rate.
+        #[test]
+        fn phase_spans_tile_each_series_and_agree_with_their_rates(
+            mut snaps in prop::collection::vec(snapshot(), 0..60),
+            gaps in prop::collection::vec(1u64..4, 60),
+        ) {
+            let mut t = 0;
+            for (s, gap) in snaps.iter_mut().zip(&gaps) {
+                t += gap * 1000;
+                s.taken_at_ms = t;
+            }
+            let params = memwarden_analysis::AnalyzeParams::default();
+            for s in memwarden_analysis::analyze(&snaps, &params).series {
+                let floor = match s.kind {
+                    memwarden_analysis::SeriesKind::Host => params.host_phase.noise_floor_mib_s,
+                    _ => params.phase.noise_floor_mib_s,
+                };
+                let covered: u32 = s.phases.iter().map(|p| p.samples).sum();
+                prop_assert_eq!(covered as usize, s.samples, "{}", s.key);
+                for w in s.phases.windows(2) {
+                    prop_assert_eq!(w[0].end_ms, w[1].start_ms);
+                    prop_assert_ne!(w[0].phase, w[1].phase);
+                }
+                for p in &s.phases {
+                    prop_assert_eq!(p.phase, p.phase.agreeing_with(p.rate_mib_s, floor), "{:?}", p);
+                }
+            }
+        }
     }
 }
 

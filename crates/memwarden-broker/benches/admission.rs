@@ -20,6 +20,7 @@ fn state() -> (PoolState, Vec<ConsumerState>) {
             last_used: Some((i * 7919) % 1000),
             last_started: None,
             evictable: i % 11 != 0,
+            ephemeral: false,
             coexist_with: if i % 5 == 0 { vec![49] } else { Vec::new() },
         })
         .collect();

@@ -2,7 +2,7 @@
 //! server, started together and stopped in order.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -412,7 +412,8 @@ impl Running {
 }
 
 /// The model-file estimator, owned: see [`crate::config::Estimator`].
-pub type BoxedEstimator = Box<dyn Fn(&Path, u64) -> Result<u64, String> + Send + Sync>;
+pub type BoxedEstimator =
+    Box<dyn Fn(&crate::config::EstimateRequest<'_>) -> Result<u64, String> + Send + Sync>;
 
 /// What `memwarden serve` needs to run.
 pub struct ServeOptions {

@@ -567,6 +567,13 @@ async fn consumers_added_by_a_reload_start_as_they_would_at_startup() {
         .await
         .unwrap();
     let fresh = start(&second).await;
+    // Each is asked whether its server is up when added: that answer takes a moment.
+    let up = |st: &serde_json::Value| {
+        ["up", "sm"]
+            .iter()
+            .all(|n| consumer(st, n)["state"] == "loaded")
+    };
+    wait_for(&reloaded, Duration::from_secs(5), up).await;
     let (after_reload, at_start) = (status(&reloaded).await, status(&fresh).await);
     for name in ["up", "sm", "a"] {
         let (r, f) = (consumer(&after_reload, name), consumer(&at_start, name));
@@ -583,15 +590,6 @@ async fn consumers_added_by_a_reload_start_as_they_would_at_startup() {
     assert!(consumer(&after_reload, "sm")["resident_bytes"].as_u64() > Some(0));
     reloaded.shutdown().await;
     fresh.shutdown().await;
-}
-
-/// A port nothing listens on (taken from the OS and let go).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

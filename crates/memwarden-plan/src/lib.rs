@@ -4,6 +4,7 @@
 //! Pure arithmetic is kept apart from the readers so that it can be tested without a machine.
 
 pub mod compute;
+pub mod engine;
 pub mod error;
 pub mod estimate;
 pub mod fit;

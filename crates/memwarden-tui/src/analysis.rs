@@ -193,7 +193,7 @@ fn view(track: &Track, with_values: bool) -> SeriesView {
     let known = ph.confidence > 0.0;
     SeriesView {
         values,
-        phase: known.then(|| badge(ph.phase)),
+        phase: known.then(|| badge(track.shown_phase())),
         confidence: ph.confidence.clamp(0.0, 1.0),
         rate_bytes_per_s: known
             .then_some(ph.rate_mib_s * MIB)
@@ -278,6 +278,21 @@ mod tests {
         assert!(!p.segments.is_empty());
         // Changepoints only for the focused row.
         assert!(ins.gpus[&0].segments.is_empty());
+    }
+
+    #[test]
+    fn the_badge_agrees_with_the_rate_shown_beside_it() {
+        let mut a = Analyst::new(600);
+        // A ramp of 1 GiB a second, then a drop of 3 GiB: the detector's window is still mostly
+        // rising (growing), but the rate shown is 0.7 × 1024 − 0.3 × 3072 = −204.8 MiB/s.
+        for i in 0..30u64 {
+            a.observe(&snap(i * 1000, 10 + i));
+        }
+        a.observe(&snap(30_000, 36));
+        let g = &a.insights(&snap(30_000, 36), None).gpus[&0];
+        let rate = g.rate_bytes_per_s.unwrap();
+        assert!((rate / MIB + 204.8).abs() < 1e-6, "{rate}");
+        assert_eq!(g.phase, Some(PhaseBadge::Shrinking));
     }
 
     #[test]

@@ -29,6 +29,7 @@ Examples:
   memwarden estimate llama3.1:8b --json
   memwarden estimate model.gguf --ctx 16384 --parallel 4 --kv-unified --flash-attn off
   memwarden estimate model.gguf --gpu 0 --fits && echo fits
+  memwarden estimate ./Qwen3-8B --engine vllm --ctx 32768 --vram 24GiB
 
 Exit codes: 0 success (with --fits: it fits), 1 with --fits: it does not fit, 2 bad input.";
 

@@ -511,6 +511,60 @@ fn a_short_noisy_piece_shows_where_it_lay_not_only_its_mean() {
     );
 }
 
+/// A rise of 20 MiB/s for 8 s, then a fall of 6 MiB/s for 10 s. The detector's window still
+/// says growing well after the rise ends; no span may be labelled growing at a flat or falling
+/// rate (it was: "growing" from 21 s to 28 s at −6 MiB/s), and the spans start where the moves
+/// did.
+#[test]
+fn json_phase_labels_agree_with_their_rates() {
+    let mut mib = vec![10_000u64; 15];
+    for _ in 0..8 {
+        mib.push(mib.last().unwrap() + 20);
+    }
+    for _ in 0..10 {
+        mib.push(mib.last().unwrap() - 6);
+    }
+    mib.extend([mib.last().copied().unwrap(); 15]);
+    let start = 1_700_000_000_000u64;
+    let mut text = String::new();
+    for (i, m) in mib.iter().enumerate() {
+        let mut s = snapshot(0);
+        s.taken_at_ms = start + i as u64 * 1000;
+        s.gpus[0].vram_used_bytes = Some(m * MIB);
+        text.push_str(&serde_json::to_string(&s).unwrap());
+        text.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rise-and-fall.jsonl");
+    std::fs::write(&path, text).unwrap();
+    let (report, _) = json_report(&path, &[]);
+    let phases = series(&report, "gpu:0")["phases"].as_array().unwrap();
+    let floor = 1.0; // the GPU detector's noise floor, MiB/s
+    for p in phases {
+        let rate = p["rate_mib_s"].as_f64().unwrap();
+        match p["phase"].as_str().unwrap() {
+            "growing" => assert!(rate > floor, "{p}"),
+            "shrinking" => assert!(rate < -floor, "{p}"),
+            "stable" => assert!(rate.abs() <= floor, "{p}"),
+            _ => {}
+        }
+    }
+    let span = |phase: &str| {
+        let p = phases.iter().find(|p| p["phase"] == phase).unwrap();
+        (
+            (p["start_ms"].as_u64().unwrap() - start) / 1000,
+            (p["end_ms"].as_u64().unwrap() - start) / 1000,
+            p["rate_mib_s"].as_f64().unwrap(),
+        )
+    };
+    // The rise reaches sample 15 first and ends at 22; the fall, whose first step (22–23) is a
+    // span of its own (volatile), runs to 32.
+    assert_eq!(span("growing"), (15, 22, 20.0), "{phases:?}");
+    assert_eq!(span("shrinking"), (23, 32, -6.0), "{phases:?}");
+    assert_eq!(phases[0]["phase"], "stable");
+    assert_eq!(phases.last().unwrap()["phase"], "stable");
+}
+
 #[test]
 fn a_gigabyte_line_of_nul_bytes_is_skipped_in_bounded_memory() {
     use std::io::Write;

@@ -68,6 +68,9 @@ pub struct ConsumerState {
     pub last_started: Option<u64>,
     /// Neither `pinned` nor `self_managed`, and the broker has a way to unload it.
     pub evictable: bool,
+    /// It holds its memory only while it has work (a job under a lease): it lets go when
+    /// that work ends, whatever the broker does.
+    pub ephemeral: bool,
     /// Consumers it may share the pool with (both ways already).
     pub coexist_with: Vec<usize>,
 }
@@ -180,86 +183,6 @@ pub fn conflict(consumers: &[ConsumerState], a: usize, b: usize) -> bool {
         && !consumers[b].may_coexist(a)
 }
 
-/// The decision for one request for consumer `target`.
-pub fn decide(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> Decision {
-    let c = &consumers[target];
-    match c.phase {
-        Phase::Loading => return Decision::Wait(Wait::Joining),
-        Phase::Unloading => return Decision::Wait(Wait::Unloading),
-        Phase::Loaded => return run_or_wait(consumers, target),
-        // Its unload left its memory, and its server, where they were.
-        Phase::Unloaded if c.stuck => return run_or_wait(consumers, target),
-        Phase::Unloaded | Phase::Sleeping => {}
-    }
-    let avail = available(pool, c.pool, consumers);
-    if c.need <= avail {
-        return Decision::Load;
-    }
-    let room = best_room(pool, consumers, target);
-    if c.need > room {
-        return Decision::Never { need: c.need, room };
-    }
-    // Memory already on its way back is counted before anything else is evicted.
-    if consumers
-        .iter()
-        .any(|o| o.pool == c.pool && o.phase == Phase::Unloading)
-    {
-        return Decision::Wait(Wait::Reclaiming);
-    }
-    let short_by = c.need - avail;
-    match pick_victims(consumers, target, short_by) {
-        Some(v) => Decision::Evict(v),
-        None if stuck_in_the_way(consumers, target).next().is_some() => {
-            Decision::Wait(Wait::Stuck { short_by })
-        }
-        None => Decision::Wait(Wait::NoRoom { short_by }),
-    }
-}
-
-/// A consumer that holds its memory: it runs the request unless it is at its bound or
-/// something that may not run beside it is running.
-fn run_or_wait(consumers: &[ConsumerState], target: usize) -> Decision {
-    if consumers[target].in_flight >= consumers[target].max_concurrent {
-        return Decision::Wait(Wait::Concurrency);
-    }
-    if let Some(with) = running_conflict(consumers, target) {
-        return Decision::Wait(Wait::Busy { with });
-    }
-    Decision::Run
-}
-
-/// The stuck consumers whose memory `target` may need: in its pool, and not sharing it.
-pub fn stuck_in_the_way(
-    consumers: &[ConsumerState],
-    target: usize,
-) -> impl Iterator<Item = usize> + '_ {
-    (0..consumers.len()).filter(move |&o| consumers[o].stuck && conflict(consumers, target, o))
-}
-
-/// A consumer running work now that `target` may not run beside.
-fn running_conflict(consumers: &[ConsumerState], target: usize) -> Option<usize> {
-    (0..consumers.len()).find(|&o| consumers[o].in_flight > 0 && conflict(consumers, target, o))
-}
-
-/// The most `target` could ever get: the pool's total less the cushion and less what stays
-/// whatever we do (pinned, self-managed, coexisting and unloadable consumers). A stuck
-/// consumer is not among them: its memory may still come back.
-pub fn best_room(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> u64 {
-    let c = &consumers[target];
-    let Some(total) = pool.capacity.or(pool.live_total) else {
-        return 0;
-    };
-    let stays: u64 = consumers
-        .iter()
-        .enumerate()
-        .filter(|&(i, o)| {
-            i != target && o.pool == c.pool && (!conflict(consumers, target, i) || !o.evictable)
-        })
-        .map(|(_, o)| o.held())
-        .sum();
-    total.saturating_sub(stays).saturating_sub(pool.cushion)
-}
-
 /// Victims that free at least `short_by`: least recently used first, then the set is thinned
 /// so that no victim is unloaded that the others make unnecessary. `None` when the consumers
 /// that may be evicted now do not free enough.
@@ -367,6 +290,10 @@ pub fn queue_order(
     now.extend(parked);
     now
 }
+
+mod verdict;
+
+pub use verdict::*;
 
 #[cfg(test)]
 mod tests;

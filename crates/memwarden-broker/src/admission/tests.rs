@@ -1,8 +1,8 @@
 use super::*;
 
-const MIB: u64 = 1 << 20;
+pub(super) const MIB: u64 = 1 << 20;
 
-fn consumer(need_mib: u64) -> ConsumerState {
+pub(super) fn consumer(need_mib: u64) -> ConsumerState {
     ConsumerState {
         pool: 0,
         phase: Phase::Unloaded,
@@ -14,6 +14,7 @@ fn consumer(need_mib: u64) -> ConsumerState {
         last_used: None,
         last_started: None,
         evictable: true,
+        ephemeral: false,
         coexist_with: Vec::new(),
     }
 }
@@ -217,11 +218,11 @@ fn a_stuck_victim_is_not_trusted_and_those_that_need_its_room_wait() {
     // More than the whole pool is still never.
     cs[1].need = 1100 * MIB;
     assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
-    // A stuck consumer that may share the pool is not in the way: it stays, and only
-    // room beside it counts.
+    // A stuck consumer that may share the pool is not evicted for it, but its memory may
+    // still come back: the newcomer waits for that rather than being told never.
     cs[1].need = 600 * MIB;
     cs[1].coexist_with = vec![0];
-    assert!(matches!(decide(&pool(), &cs, 1), Decision::Never { .. }));
+    assert!(matches!(decide(&pool(), &cs, 1), Decision::Wait(_)));
     assert_eq!(stuck_in_the_way(&cs, 1).count(), 0);
 }
 

@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawConsumer, RawPool, RawRoute, RawServer, Source, duration, size};
 use super::{
-    Config, ConfigError, ConsumerConfig, DEFAULT_CUSHION, Estimator, NeedSource, PoolConfig,
-    PoolKind, Route, ServerConfig, Unload, Upstream,
+    Config, ConfigError, ConsumerConfig, DEFAULT_CUSHION, EstimateRequest, Estimator, NeedSource,
+    PoolConfig, PoolKind, Route, ServerConfig, Unload, Upstream,
 };
 
 impl Config {
@@ -83,7 +83,15 @@ impl Config {
             }
         }
         for c in raw.consumer {
-            consumers.push(consumer(&src, c, &pool_index, &names, base, estimator)?);
+            consumers.push(consumer(
+                &src,
+                c,
+                &pools,
+                &pool_index,
+                &names,
+                base,
+                estimator,
+            )?);
         }
         // Coexistence is symmetric: saying it on either side is enough.
         for i in 0..consumers.len() {
@@ -311,6 +319,7 @@ fn upstream(src: &Source<'_>, u: &Spanned<String>) -> Result<Upstream, ConfigErr
 fn consumer(
     src: &Source<'_>,
     c: RawConsumer,
+    pool_cfgs: &[PoolConfig],
     pools: &HashMap<String, (usize, PoolKind)>,
     names: &HashMap<String, usize>,
     base: &Path,
@@ -348,7 +357,15 @@ fn consumer(
                     format!("consumer {name:?}: model estimates are not available in this build; give `resident` instead"),
                 ));
             };
-            let bytes = estimate(&model, est.ctx).map_err(|why| {
+            let request = EstimateRequest {
+                model: &model,
+                ctx: est.ctx,
+                engine: est.engine.as_deref(),
+                gpu_memory_utilization: est.gpu_memory_utilization,
+                mem_fraction_static: est.mem_fraction_static,
+                pool: &pool_cfgs[pool],
+            };
+            let bytes = estimate(&request).map_err(|why| {
                 src.err(
                     e,
                     format!(
@@ -362,6 +379,7 @@ fn consumer(
                 NeedSource::Estimate {
                     model,
                     ctx: est.ctx,
+                    engine: est.engine.clone(),
                 },
             )
         }

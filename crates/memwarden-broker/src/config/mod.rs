@@ -25,10 +25,23 @@ pub const DEFAULT_CONFIG: &str = "[server]\nlisten = \"127.0.0.1:7077\"\n";
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Turns a model file and a context length into bytes: the memory estimate behind
-/// `estimate = { model, ctx }`. Supplied by the caller so the broker does not depend on how
-/// models are read.
-pub type Estimator<'a> = &'a dyn Fn(&Path, u64) -> Result<u64, String>;
+/// What `estimate = { model, ctx, engine, … }` asks: the model file, the context, and for an
+/// engine that preallocates (`engine = "vllm"` or `"sglang"`) its fraction of the card and the
+/// pool whose card it is.
+#[derive(Debug, Clone, Copy)]
+pub struct EstimateRequest<'a> {
+    pub model: &'a Path,
+    pub ctx: u64,
+    /// `None`: llama.cpp's sizing.
+    pub engine: Option<&'a str>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub mem_fraction_static: Option<f64>,
+    pub pool: &'a PoolConfig,
+}
+
+/// Turns an [`EstimateRequest`] into bytes: the memory estimate behind `estimate = { … }`.
+/// Supplied by the caller so the broker does not depend on how models are read.
+pub type Estimator<'a> = &'a dyn Fn(&EstimateRequest<'_>) -> Result<u64, String>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -162,7 +175,11 @@ pub struct ConsumerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NeedSource {
     Resident,
-    Estimate { model: PathBuf, ctx: u64 },
+    Estimate {
+        model: PathBuf,
+        ctx: u64,
+        engine: Option<String>,
+    },
 }
 
 impl ConsumerConfig {

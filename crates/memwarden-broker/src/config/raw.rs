@@ -110,6 +110,9 @@ pub(super) struct RawRouteTable {
 pub(super) struct RawEstimate {
     pub(super) model: PathBuf,
     pub(super) ctx: u64,
+    pub(super) engine: Option<String>,
+    pub(super) gpu_memory_utilization: Option<f64>,
+    pub(super) mem_fraction_static: Option<f64>,
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,3 @@
-use std::path::Path;
-
 use super::*;
 
 const GOOD: &str = r#"
@@ -265,7 +263,40 @@ fn token_file_must_be_private() {
 fn estimates_use_the_estimator() {
     let text = "[[pool]]\nname=\"p\"\nkind=\"ram\"\n[[consumer]]\nname=\"a\"\npool=\"p\"\nestimate={ model=\"m.gguf\", ctx=4096 }\n";
     assert!(err(text).contains("not available"));
-    let est = |_: &Path, ctx: u64| Ok(ctx * 1000);
+    let est = |r: &EstimateRequest<'_>| Ok(r.ctx * 1000);
     let c = Config::parse(text, "t.toml", Some(&est)).unwrap();
     assert_eq!(c.consumers[0].need, 4_096_000);
+}
+
+#[test]
+fn an_engine_estimate_is_asked_for_the_pools_card() {
+    let text = "[[pool]]\nname=\"gpu\"\nkind=\"vram\"\ngpu=1\ncapacity=\"24GiB\"\n\
+                [[consumer]]\nname=\"v\"\npool=\"gpu\"\n\
+                estimate={ model=\"m\", ctx=8192, engine=\"vllm\", gpu_memory_utilization=0.5 }\n";
+    // A stand-in for the engine's arithmetic: its fraction of the pool's card.
+    let est = |r: &EstimateRequest<'_>| {
+        assert_eq!((r.engine, r.ctx, r.pool.gpu), (Some("vllm"), 8192, Some(1)));
+        assert_eq!(r.mem_fraction_static, None);
+        let f = r.gpu_memory_utilization.ok_or("no fraction")?;
+        Ok((r.pool.capacity.ok_or("no card")? as f64 * f) as u64)
+    };
+    let c = Config::parse(text, "t.toml", Some(&est)).unwrap();
+    assert_eq!(c.consumers[0].need, 12 << 30);
+    assert!(matches!(
+        &c.consumers[0].need_source,
+        NeedSource::Estimate { engine: Some(e), ctx: 8192, .. } if e == "vllm"
+    ));
+    // The estimator's refusal names the consumer and the line.
+    let refuse = |_: &EstimateRequest<'_>| Err("the weights exceed vllm's share".to_string());
+    let e = Config::parse(text, "t.toml", Some(&refuse)).unwrap_err().0;
+    assert!(
+        e.starts_with("t.toml:9:") && e.contains("consumer \"v\"") && e.contains("exceed"),
+        "{e}"
+    );
+    let typo = text.replace("gpu_memory_utilization", "gpu_mem_util");
+    assert!(
+        err(&typo).contains("unknown field `gpu_mem_util`"),
+        "{}",
+        err(&typo)
+    );
 }

@@ -51,7 +51,12 @@ impl Owner {
         if self.wakes_instead(c) {
             return self.start_wake(c);
         }
-        let cfg = self.cfg.consumers[c].clone();
+        let mut cfg = self.cfg.consumers[c].clone();
+        if self.rt[c].down && cfg.start.is_none() && cfg.load.is_none() {
+            // Nothing of ours brings its server up: asked once, a server that is down is a
+            // 502 now rather than at its load_timeout.
+            cfg.load_timeout = Duration::ZERO;
+        }
         let generation = self.begin_load(c);
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
@@ -121,6 +126,7 @@ impl Owner {
                 tracing::info!(consumer = %name, seconds = crate::human::seconds(took), "loaded");
                 self.cons[c].phase = Phase::Loaded;
                 self.cons[c].stuck = false;
+                self.rt[c].down = false;
                 self.cons[c].measured = None;
                 self.rt[c].loaded_at = Some(Instant::now());
                 self.count_load(c, took);

@@ -3,6 +3,7 @@
 //! unloads and readings run as tasks of their own and report back.
 
 mod gates;
+mod holders;
 mod load;
 mod queue;
 mod sleep;
@@ -33,8 +34,14 @@ pub use status::{ConsumerStatus, Counters, PoolStatus, Status};
 pub enum AdmitError {
     #[error("unknown consumer {name:?} (consumers: {known})")]
     Unknown { name: String, known: String },
-    #[error("the queue of pool {pool:?} is full ({max} waiting)")]
-    QueueFull { pool: String, max: usize },
+    #[error(
+        "the queue of pool {pool:?} is full ({max} waiting), and this request would wait too: {why}"
+    )]
+    QueueFull {
+        pool: String,
+        max: usize,
+        why: String,
+    },
     #[error("waited {} for {consumer:?} without a turn: {reason}", crate::human::duration(*.waited))]
     Timeout {
         consumer: String,
@@ -113,6 +120,12 @@ pub enum Msg {
     },
     HealthChecked {
         consumer: String,
+        alive: bool,
+    },
+    /// Whether a server the broker does not load was up when first seen.
+    Probed {
+        consumer: String,
+        generation: u64,
         alive: bool,
     },
     Status(oneshot::Sender<Status>),
@@ -231,6 +244,10 @@ struct ConsumerRt {
     retry_at: Option<Instant>,
     retry_every: Duration,
     sleep: sleep::SleepRt,
+    /// Its server was found not answering: it holds nothing until it answers again.
+    down: bool,
+    /// When its server was last asked whether it is up, while idle.
+    checked_at: Option<Instant>,
 }
 
 pub struct Owner {
@@ -256,21 +273,12 @@ pub struct Owner {
     stopping: bool,
 }
 
-/// A consumer the broker does not start and cannot load is up whenever its server is: it
-/// starts out loaded so that its memory counts from the first decision, whether it came with
-/// the first configuration or with a reload.
-fn initial_phase(c: &ConsumerConfig) -> Phase {
-    if c.start.is_none() && c.load.is_none() && c.upstream.is_some() {
-        Phase::Loaded
-    } else {
-        Phase::Unloaded
-    }
-}
-
 fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
     ConsumerState {
         pool: c.pool,
-        phase: initial_phase(c),
+        // One that is up whenever its server is starts as what its server is found to be
+        // ([`Owner::probe`]).
+        phase: Phase::Unloaded,
         stuck: false,
         need: c.need,
         measured: None,
@@ -279,6 +287,7 @@ fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
         last_used: None,
         last_started: None,
         evictable: !c.pinned && !c.self_managed && c.can_evict(),
+        ephemeral: c.is_ephemeral(),
         coexist_with: c.coexist_with.clone(),
     }
 }
@@ -323,6 +332,9 @@ impl Owner {
 
     /// Runs until a shutdown message, then fails whatever still waits.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        for c in 0..self.cons.len() {
+            self.probe(c);
+        }
         while let Some(msg) = rx.recv().await {
             if matches!(msg, Msg::Shutdown) {
                 self.stopping = true;
@@ -402,20 +414,12 @@ impl Owner {
                 host,
             } => self.sleep_done(&consumer, generation, outcome, host),
             Msg::UpstreamFailed { consumer } => self.upstream_failed(&consumer),
-            Msg::HealthChecked { consumer, alive } => {
-                if let Some(i) = self.index(&consumer)
-                    && !alive
-                    && self.cons[i].phase == Phase::Loaded
-                {
-                    self.close_gate(i);
-                    tracing::warn!(consumer = %consumer, "upstream is gone: counted as unloaded");
-                    self.cons[i].phase = Phase::Unloaded;
-                    self.cons[i].measured = None;
-                    if let Ok(mut m) = self.shared.children.lock() {
-                        m.remove(&consumer);
-                    }
-                }
-            }
+            Msg::HealthChecked { consumer, alive } => self.health_checked(&consumer, alive),
+            Msg::Probed {
+                consumer,
+                generation,
+                alive,
+            } => self.probed(&consumer, generation, alive),
             Msg::Status(reply) => {
                 let _ = reply.send(self.status());
             }

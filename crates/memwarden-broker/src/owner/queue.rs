@@ -23,16 +23,7 @@ impl Owner {
         let p = self.cons[c].pool;
         // From here the pool's decisions need every count exact: no work passes its gates.
         self.close_pool_gates(p);
-        let pool = &self.cfg.pools[p];
-        if self.pools[p].queue.len() >= pool.max_queue {
-            self.counters.rejected += 1;
-            self.counters.rejected_queue_full += 1;
-            let _ = reply.send(Err(AdmitError::QueueFull {
-                pool: pool.name.clone(),
-                max: pool.max_queue,
-            }));
-            return;
-        }
+        let full = self.pools[p].queue.len() >= self.cfg.pools[p].max_queue;
         self.pools[p].queue.push_back(Waiter {
             id,
             consumer: c,
@@ -40,6 +31,45 @@ impl Owner {
             reply,
             last_wait: None,
         });
+        if !full {
+            return;
+        }
+        // `max_queue` bounds the requests that wait: one that may run now is granted here,
+        // full queue or not, and one that can never fit is told so.
+        let last = self.pools[p].queue.len() - 1;
+        match admission::decide(self.pool_view(p), &self.cons, c) {
+            Decision::Run if self.has_its_turn(p, last) => {
+                self.grant(p, last);
+                return;
+            }
+            Decision::Never { .. } => {
+                self.step(p, last);
+                return;
+            }
+            _ => {}
+        }
+        let w = self.pools[p].queue.pop_back().expect("just queued");
+        let pool = &self.cfg.pools[p];
+        self.counters.rejected += 1;
+        self.counters.rejected_queue_full += 1;
+        let err = AdmitError::QueueFull {
+            pool: pool.name.clone(),
+            max: pool.max_queue,
+            why: self.would_wait(p, c),
+        };
+        tracing::debug!(consumer = name, "refused: {err}");
+        let _ = w.reply.send(Err(err));
+    }
+
+    /// Whether no request that has waited its turn holds back the waiter at `i`.
+    fn has_its_turn(&self, p: usize, i: usize) -> bool {
+        let now = Instant::now();
+        let waiting: Vec<(usize, Duration)> = (self.pools[p].queue.iter())
+            .map(|w| (w.consumer, now - w.since))
+            .collect();
+        let parked =
+            |j: usize| matches!(self.pools[p].queue[j].last_wait, Some(Wait::Stuck { .. }));
+        admission::queue_order(&waiting, self.cfg.pools[p].max_wait, |_| true, parked).contains(&i)
     }
 
     pub(super) fn release(&mut self, id: u64) {
@@ -162,22 +192,30 @@ impl Owner {
     pub(super) fn never_message(&self, c: usize, need: u64, room: u64) -> String {
         use memwarden_probe::size::format_size;
         let cfg = &self.cfg;
-        let pool = &cfg.pools[cfg.consumers[c].pool];
-        let mut msg = format!(
-            "{:?} needs {} but pool {:?} can offer at most {} even with every consumer it may evict gone: {} short",
+        let p = cfg.consumers[c].pool;
+        let size = admission::pool_total(self.pool_view(p)).map_or_else(
+            || "its size unreadable".to_string(),
+            |t| {
+                format!(
+                    "{}, cushion {}",
+                    format_size(t),
+                    format_size(cfg.pools[p].cushion)
+                )
+            },
+        );
+        let held = match self.holders_text(c, true) {
+            Some(h) => format!("held by what never makes room for it: {h}"),
+            None => "nothing else holds any of it: the pool is too small".into(),
+        };
+        format!(
+            "{:?} needs {} but pool {:?} ({size}) can offer it at most {} even with everything \
+             that can make room gone: {} short; {held}",
             cfg.consumers[c].name,
             format_size(need),
-            pool.name,
+            cfg.pools[p].name,
             format_size(room),
             format_size(need - room),
-        );
-        let pool = cfg.consumers[c].pool;
-        let stuck = (0..self.cons.len()).filter(|&o| o != c && self.cons[o].pool == pool);
-        let stuck = self.stuck_holders(stuck.filter(|&o| self.cons[o].stuck));
-        if !stuck.is_empty() {
-            msg.push_str(&format!(" (stuck after their unload: {stuck})"));
-        }
-        msg
+        )
     }
 
     pub(super) fn grant(&mut self, p: usize, i: usize) {
@@ -211,8 +249,10 @@ impl Owner {
             ),
             Some(Wait::Reclaiming) => "memory from an eviction was still coming back".into(),
             Some(Wait::NoRoom { short_by }) => format!(
-                "{} short, and the consumers that could make room were busy",
-                memwarden_probe::size::format_size(*short_by)
+                "{} short; the room is held by {}",
+                memwarden_probe::size::format_size(*short_by),
+                self.holders_text(c, false)
+                    .unwrap_or_else(|| "programs outside the broker".into())
             ),
             Some(Wait::Stuck { short_by }) => format!(
                 "{} short, and the room is held by stuck consumers (their unload did not free \

@@ -247,6 +247,9 @@ impl Owner {
         self.pools = pools;
         self.cons = cons;
         self.rt = rt;
+        for c in (0..self.cons.len()).filter(|&c| !map.contains(&Some(c))) {
+            self.probe(c);
+        }
         tracing::info!("configuration reloaded");
     }
 }

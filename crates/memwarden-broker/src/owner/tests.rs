@@ -5,9 +5,10 @@ use memwarden_probe::Probe;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AdmitError, Msg, Owner, Shared};
+use crate::admission::Phase;
 use crate::config::Config;
 
-/// Two upstream-only consumers (loaded from the start) that may not run at once.
+/// Two upstream-only consumers, found up at start, that may not run at once.
 fn two_rivals() -> (Owner, mpsc::UnboundedReceiver<Msg>) {
     let toml = "[[pool]]\nname = \"ram\"\nkind = \"ram\"\ncapacity = \"1GiB\"\n\
                 [[consumer]]\nname = \"a\"\npool = \"ram\"\nresident = \"1MiB\"\nupstream = \"http://127.0.0.1:9\"\n\
@@ -18,7 +19,14 @@ fn two_rivals() -> (Owner, mpsc::UnboundedReceiver<Msg>) {
         memwarden_probe::GpuSourceKind::None,
     );
     let (tx, rx) = mpsc::unbounded_channel();
-    (Owner::new(cfg, tx, Shared::new(probe)), rx)
+    let mut o = Owner::new(cfg, tx, Shared::new(probe));
+    for (c, name) in ["a", "b"].into_iter().enumerate() {
+        o.probe(c);
+        assert_eq!(o.cons[c].phase, Phase::Loading);
+        o.probed(name, o.rt[c].generation, true);
+        assert_eq!(o.cons[c].phase, Phase::Loaded);
+    }
+    (o, rx)
 }
 
 fn acquire(o: &mut Owner, id: u64, name: &str) -> oneshot::Receiver<Result<(), AdmitError>> {

@@ -4,11 +4,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AdmitError, Msg, Owner};
+use super::{AdmitError, Msg, Owner, Promise};
 use crate::admission::Phase;
+use crate::config::ConsumerConfig;
 use crate::lifecycle;
 use crate::measure::Sample;
 use crate::verify::trusted;
+
+/// How often a server the broker does not load is asked, while idle, whether it is up.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// A consumer with a server and nothing the broker loads it by is up whenever its server is
+/// (it cold-starts on its first request, as Ollama does).
+fn up_when_its_server_is(c: &ConsumerConfig) -> bool {
+    c.upstream.is_some() && c.start.is_none() && c.load.is_none()
+}
 
 impl Owner {
     pub(super) fn reading(&mut self, s: Sample) {
@@ -65,19 +75,128 @@ impl Owner {
         if self.cons[c].phase != Phase::Loaded {
             return;
         }
+        self.check_up(c, Duration::from_secs(2), |consumer, alive| {
+            Msg::HealthChecked { consumer, alive }
+        });
+    }
+
+    /// Asks consumer `c`'s server whether it is up (its health route, or its port), for at
+    /// most `within` (one try when zero), and reports the answer as `msg` says.
+    fn check_up(
+        &self,
+        c: usize,
+        within: Duration,
+        msg: impl FnOnce(String, bool) -> Msg + Send + 'static,
+    ) {
         let cfg = self.cfg.consumers[c].clone();
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(2);
+            let deadline = Instant::now() + within;
             let alive = lifecycle::wait_ready(&shared.client, &cfg, deadline, None)
                 .await
                 .is_ok();
-            let _ = tx.send(Msg::HealthChecked {
-                consumer: cfg.name,
+            let _ = tx.send(msg(cfg.name, alive));
+        });
+    }
+
+    /// What the server of a consumer the broker does not load is found to be, at start or
+    /// when a reload adds it: until the answer comes, it is as loading (its declared size
+    /// promised), so nothing is granted into memory it may hold, and nothing is refused
+    /// because of it either.
+    pub(super) fn probe(&mut self, c: usize) {
+        if !up_when_its_server_is(&self.cfg.consumers[c]) {
+            return;
+        }
+        let p = self.cons[c].pool;
+        self.cons[c].phase = Phase::Loading;
+        self.rt[c].generation += 1;
+        self.rt[c].checked_at = Some(Instant::now());
+        self.pools[p].ledger.push(Promise {
+            consumer: c,
+            bytes: self.cons[c].need,
+            settled_at: None,
+        });
+        self.pools[p].update_promised();
+        let generation = self.rt[c].generation;
+        self.check_up(c, Duration::ZERO, move |consumer, alive| Msg::Probed {
+            consumer,
+            generation,
+            alive,
+        });
+    }
+
+    pub(super) fn probed(&mut self, name: &str, generation: u64, alive: bool) {
+        let Some(c) = self.index(name) else { return };
+        if self.rt[c].generation != generation || self.cons[c].phase != Phase::Loading {
+            return;
+        }
+        let p = self.cons[c].pool;
+        let now = Instant::now();
+        if alive {
+            // Counted at its declared size until its processes are measured.
+            self.cons[c].phase = Phase::Loaded;
+            self.rt[c].loaded_at = Some(now);
+            for l in &mut self.pools[p].ledger {
+                if l.consumer == c && l.settled_at.is_none() {
+                    l.settled_at = Some(now);
+                }
+            }
+        } else {
+            tracing::warn!(consumer = %name, "its server does not answer: counted as holding nothing until it does");
+            self.cons[c].phase = Phase::Unloaded;
+            self.rt[c].down = true;
+            self.pools[p].ledger.retain(|l| l.consumer != c);
+        }
+        self.pools[p].update_promised();
+    }
+
+    pub(super) fn health_checked(&mut self, name: &str, alive: bool) {
+        let Some(i) = self.index(name) else { return };
+        let cs = &self.cons[i];
+        if alive && cs.phase == Phase::Unloaded && !cs.stuck && self.rt[i].down {
+            tracing::info!(consumer = %name, "its server answers again: counted as loaded");
+            self.cons[i].phase = Phase::Loaded;
+            self.cons[i].measured = None;
+            self.rt[i].down = false;
+            self.rt[i].loaded_at = Some(Instant::now());
+        } else if !alive && cs.phase == Phase::Loaded {
+            self.close_gate(i);
+            tracing::warn!(consumer = %name, "upstream is gone: counted as unloaded");
+            self.cons[i].phase = Phase::Unloaded;
+            self.cons[i].measured = None;
+            self.rt[i].down = true;
+            if let Ok(mut m) = self.shared.children.lock() {
+                m.remove(name);
+            }
+        }
+    }
+
+    /// Asks the servers the broker does not load, while they are idle, whether they are
+    /// still up (or up again): one that went away holds nothing, one that came up holds what
+    /// it is measured to hold.
+    fn recheck_idle(&mut self, now: Instant) {
+        for c in 0..self.cons.len() {
+            let cs = &self.cons[c];
+            let idle = match cs.phase {
+                Phase::Loaded => !cs.stuck,
+                Phase::Unloaded => self.rt[c].down && !cs.stuck,
+                _ => false,
+            };
+            let due = (self.rt[c].checked_at).is_none_or(|t| now - t >= RECHECK_EVERY);
+            if !idle || !due || !up_when_its_server_is(&self.cfg.consumers[c]) {
+                continue;
+            }
+            if self.in_flight(c).0 > 0 || self.pools[cs.pool].queue.iter().any(|w| w.consumer == c)
+            {
+                continue;
+            }
+            self.rt[c].checked_at = Some(now);
+            self.check_up(c, Duration::ZERO, |consumer, alive| Msg::HealthChecked {
+                consumer,
                 alive,
             });
-        });
+        }
     }
 
     pub(super) fn tick(&mut self) {
@@ -91,11 +210,13 @@ impl Owner {
                     self.counters.rejected += 1;
                     self.counters.rejected_timeout += 1;
                     let reason = self.wait_reason(w.consumer, w.last_wait.as_ref());
-                    let _ = w.reply.send(Err(AdmitError::Timeout {
+                    let err = AdmitError::Timeout {
                         consumer: self.cfg.consumers[w.consumer].name.clone(),
                         waited: now - w.since,
                         reason,
-                    }));
+                    };
+                    tracing::warn!("refused: {err}");
+                    let _ = w.reply.send(Err(err));
                 } else {
                     self.pools[p].queue.push_back(w);
                 }
@@ -126,6 +247,7 @@ impl Owner {
             }
         }
         self.retry_stuck(now);
+        self.recheck_idle(now);
         // A process of ours that exited holds nothing.
         let mut exited = Vec::new();
         if let Ok(mut m) = self.shared.children.lock() {

@@ -44,25 +44,32 @@ impl TestConsumer {
 
     /// One with further arguments (`--vram-file PATH`, `--load-ms N`).
     pub fn spawn_with(name: &str, size: &str, mode: &str, extra: &[&str]) -> TestConsumer {
-        TestConsumer::spawn_from_with(std::path::Path::new(BIN), name, size, mode, extra)
+        let mut args = vec![
+            "--size", size, "--mode", mode, "--name", name, "--port", "0",
+        ];
+        args.extend_from_slice(extra);
+        TestConsumer::spawn_args(std::path::Path::new(BIN), &args)
+    }
+
+    /// One on `port`, as a server that comes up where the broker was told to find it;
+    /// `extra` arguments such as `--loaded` (holding its memory from the start).
+    pub fn spawn_on(port: u16, name: &str, size: &str, extra: &[&str]) -> TestConsumer {
+        let port = port.to_string();
+        let mut args = vec!["--size", size, "--name", name, "--port", &port];
+        args.extend_from_slice(extra);
+        TestConsumer::spawn_args(std::path::Path::new(BIN), &args)
     }
 
     fn spawn_from(exe: &std::path::Path, name: &str, size: &str, mode: &str) -> TestConsumer {
-        TestConsumer::spawn_from_with(exe, name, size, mode, &[])
+        let args = [
+            "--size", size, "--mode", mode, "--name", name, "--port", "0",
+        ];
+        TestConsumer::spawn_args(exe, &args)
     }
 
-    fn spawn_from_with(
-        exe: &std::path::Path,
-        name: &str,
-        size: &str,
-        mode: &str,
-        extra: &[&str],
-    ) -> TestConsumer {
+    fn spawn_args(exe: &std::path::Path, args: &[&str]) -> TestConsumer {
         let mut child = Command::new(exe)
-            .args([
-                "--size", size, "--mode", mode, "--name", name, "--port", "0",
-            ])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -233,6 +240,15 @@ fn read_port(child: &mut Child) -> u16 {
         .strip_prefix("listening on ")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+}
+
+/// A port nothing listens on (taken from the OS and let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The consumer block of a config for a test consumer on `port` with routes.

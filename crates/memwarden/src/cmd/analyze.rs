@@ -324,14 +324,9 @@ fn render_series(out: &mut String, s: &SeriesReport, start: u64) {
             .phases
             .iter()
             .map(|p| {
-                // A rate is shown only where it bears the label out: a span labelled by the
-                // detector's smoothed rates can net the other way over a short or noisy stretch.
-                let agrees = match p.phase {
-                    Phase::Growing => p.rate_mib_s > 0.0,
-                    Phase::Shrinking => p.rate_mib_s < 0.0,
-                    Phase::Stable | Phase::Volatile => false,
-                };
-                let rate = if agrees {
+                // The label agrees with the rate by construction (`Phase::agreeing_with`); a
+                // rate is shown where the label claims a direction.
+                let rate = if matches!(p.phase, Phase::Growing | Phase::Shrinking) {
                     format!(" {:+.1} MiB/s", p.rate_mib_s)
                 } else {
                     String::new()

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use memwarden_plan::engine::Engine;
 use memwarden_plan::estimate::{Estimate, EstimateOptions, FlashAttn, KvType, estimate_file};
 use memwarden_plan::ollama;
 use memwarden_plan::topology::find_gpu;
@@ -88,6 +89,20 @@ pub struct EstimateArgs {
     /// Print every figure as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Who runs it: llamacpp (the default), or vllm / sglang, which take a fraction of the
+    /// card at start: then --vram is the card's total memory and --gpu reads that GPU's total
+    /// (default: the first GPU seen), and the answer is the context the KV share holds
+    #[arg(long, default_value = "llamacpp", value_name = "ENGINE")]
+    pub engine: String,
+    /// vLLM's fraction of the card (default 0.9)
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    pub gpu_memory_utilization: Option<f64>,
+    /// SGLang's fraction of the card for weights and KV pool (default: SGLang's, by card size)
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
+    pub mem_fraction_static: Option<f64>,
+    /// vLLM/SGLang KV cache dtype: auto (16-bit), fp8, fp8_e4m3, fp8_e5m2
+    #[arg(long, default_value = "auto", value_name = "DTYPE")]
+    pub kv_cache_dtype: String,
 }
 
 /// The free memory a model could use on a GPU; on a unified-memory GPU that is its GTT too.
@@ -114,6 +129,14 @@ fn ollama_blob(name: &std::path::Path) -> Result<Option<PathBuf>> {
 }
 
 pub fn run(g: &Global, args: EstimateArgs) -> Result<ExitCode> {
+    let engine: Engine = args.engine.parse()?;
+    if engine.preallocates() {
+        return super::estimate_engine::run(g, &args, engine);
+    }
+    engine.fraction(args.gpu_memory_utilization, args.mem_fraction_static)?;
+    if args.kv_cache_dtype != "auto" {
+        bail!("--kv-cache-dtype is for --engine vllm or sglang: llama.cpp's is --kv-type");
+    }
     let kv_type: KvType = args.kv_type.parse()?;
     let flash_attn: FlashAttn = args.flash_attn.parse()?;
     let kv_type_k = args

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod ctl;
 pub mod doctor;
 pub mod estimate;
+mod estimate_engine;
 pub mod fit;
 pub mod place;
 pub mod record;

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use memwarden_broker::ServeOptions;
+use memwarden_broker::config::{EstimateRequest, PoolKind};
+use memwarden_broker::daemon::BoxedEstimator;
+use memwarden_plan::engine::{self, Engine, EngineOptions};
 use memwarden_plan::estimate::{EstimateOptions, estimate_file};
-use memwarden_probe::{HostRoot, Probe};
+use memwarden_probe::{GpuSourceKind, HostRoot, Probe};
 
 use crate::cli::Global;
 
@@ -52,18 +55,72 @@ fn options(
     Ok(ServeOptions {
         scrape,
         config,
-        root,
         gpu_source: source,
         listen,
-        estimator: Some(Box::new(|path, ctx| {
+        estimator: Some(estimator(root.clone(), source)),
+        root,
+    })
+}
+
+/// The need behind `estimate = { … }`: llama.cpp's estimate for the context, or for an engine
+/// that preallocates, its share of the pool's card (the pool's `capacity`, else its GPU's total
+/// memory read now).
+fn estimator(root: HostRoot, source: GpuSourceKind) -> BoxedEstimator {
+    Box::new(move |r: &EstimateRequest<'_>| {
+        let engine: Engine = r
+            .engine
+            .unwrap_or("llamacpp")
+            .parse()
+            .map_err(|e: memwarden_plan::PlanError| e.to_string())?;
+        let fraction = (engine.fraction(r.gpu_memory_utilization, r.mem_fraction_static))
+            .map_err(|e| e.to_string())?;
+        if !engine.preallocates() {
             let opts = EstimateOptions {
-                ctx: Some(ctx),
+                ctx: Some(r.ctx),
                 ..EstimateOptions::default()
             };
-            estimate_file(path, &opts)
+            return (estimate_file(r.model, &opts))
                 .map(|e| e.total_bytes)
-                .map_err(|e| e.to_string())
-        })),
+                .map_err(|e| e.to_string());
+        }
+        let pool = r.pool;
+        let card = match (pool.capacity, pool.kind) {
+            (Some(c), _) => c,
+            (None, PoolKind::Vram) => {
+                let idx = pool.gpu.unwrap_or(0);
+                let gpus = Probe::new(root.clone(), source).gpus();
+                (gpus.iter().find(|g| g.index == idx))
+                    .and_then(|g| g.vram_total_bytes)
+                    .ok_or_else(|| {
+                        format!(
+                            "{engine} takes a fraction of GPU {idx}'s memory, whose size cannot \
+                             be read: give pool {:?} a capacity",
+                            pool.name
+                        )
+                    })?
+            }
+            (None, kind) => {
+                return Err(format!(
+                    "{engine} takes a fraction of a GPU's memory: its pool {:?} is a {} pool \
+                     without a capacity",
+                    pool.name,
+                    kind.as_str()
+                ));
+            }
+        };
+        let opts = EngineOptions {
+            engine,
+            fraction,
+            card_bytes: card,
+            free_bytes: None,
+            ctx: Some(r.ctx),
+            // The need does not depend on it; a 16-bit cache is the engines' default and the
+            // larger, so the check that one sequence of `ctx` fits errs on the safe side.
+            kv_dtype_bytes: 2,
+        };
+        (engine::plan_file(r.model, &opts))
+            .map(|p| p.need_bytes)
+            .map_err(|e| e.to_string())
     })
 }
 
