@@ -36,6 +36,7 @@ fn state() -> (PoolState, Vec<ConsumerState>) {
         cushion: 256 * MIB,
         promised: 0,
         settled: 0,
+        asleep: 0,
     };
     (pool, cs)
 }

@@ -88,7 +88,12 @@ fn describe_consumers(
     let lines = (cfg.consumers.iter().zip(&targets).zip(held))
         .map(|((c, t), held)| {
             let declared = format_size(c.need);
-            match m.found(probe, &scan, &t.locator) {
+            let found = m.found(probe, &scan, &t.locator);
+            let sleep = c.sleep.as_ref().and_then(|s| {
+                let pids: Vec<u32> = found.iter().flatten().map(|(pid, _)| *pid).collect();
+                crate::sleep::describe(s, probe.root(), &pids)
+            });
+            let line = match found {
                 Ok(procs) => {
                     let mut who: Vec<String> = (procs.iter().take(3))
                         .map(|(pid, n)| format!("{n} ({pid})"))
@@ -117,6 +122,10 @@ fn describe_consumers(
                     c.name
                 ),
                 Err(why) => format!("{}: its declared {declared} stands: {why}", c.name),
+            };
+            match sleep {
+                Some(s) => format!("{line}; {s}"),
+                None => line,
             }
         })
         .collect();
@@ -274,20 +283,39 @@ async fn sampler(app: Arc<App>) {
         round += 1;
         let shared = Arc::clone(&app.shared);
         let pools = cfg.pools.clone();
+        let host = crate::sleep::host_targets(&cfg, &targets);
+        let reads_host = crate::sleep::reads_host(&cfg);
         let sample = tokio::task::spawn_blocking(move || {
             let began = Instant::now();
             let mut probe = shared.probe.lock().ok()?;
             let mut m = shared.measurer.lock().ok()?;
             let pools = m.pools(&mut probe, &pools);
-            let consumers = if targets.is_empty() {
+            let n = targets.len();
+            // One scan for both sides: the pools' and, for servers that can sleep, host RAM.
+            let mut all = targets;
+            all.extend(host.iter().flatten().cloned());
+            let mut held = if all.is_empty() {
                 Vec::new()
             } else {
-                m.consumers(&mut probe, &targets)
+                m.consumers(&mut probe, &all)
             };
+            let mut rest = held.split_off(n.min(held.len())).into_iter();
+            let host = if n == 0 {
+                Vec::new()
+            } else {
+                host.iter()
+                    .map(|t| t.as_ref().and_then(|_| rest.next().flatten()))
+                    .collect()
+            };
+            let host_available = reads_host
+                .then(|| probe.host_memory().ok().map(|h| h.mem_available_bytes))
+                .flatten();
             Some(Sample {
                 began,
                 pools,
-                consumers,
+                consumers: held,
+                host,
+                host_available,
             })
         })
         .await;

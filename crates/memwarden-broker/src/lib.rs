@@ -20,6 +20,7 @@ pub mod measure;
 pub mod metrics;
 pub mod owner;
 pub mod proxy_path;
+pub mod sleep;
 pub mod sse;
 pub mod verify;
 

@@ -421,6 +421,12 @@ pub struct Sample {
     pub pools: Vec<PoolReading>,
     /// Per consumer, in config order; empty when consumers were not measured this time.
     pub consumers: Vec<Option<u64>>,
+    /// What the processes of each consumer that can sleep hold in host RAM (`None` for the
+    /// others), in config order; empty when consumers were not measured this time.
+    pub host: Vec<Option<u64>>,
+    /// The machine's `MemAvailable`, read only when a consumer can sleep and no `ram` pool is
+    /// configured (then it is what host RAM can take).
+    pub host_available: Option<u64>,
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ pub fn render_limited(
 
 fn broker(o: &mut Out, s: &Status) {
     let c = &s.counters;
-    let counters: [(&str, &str, f64); 10] = [
+    let counters: [(&str, &str, f64); 13] = [
         (
             "memwarden_broker_evictions_total",
             "Consumers unloaded to make room, memory verified back",
@@ -105,6 +105,21 @@ fn broker(o: &mut Out, s: &Status) {
             "memwarden_broker_load_seconds_total",
             "Time spent loading consumers",
             c.load_seconds_total,
+        ),
+        (
+            "memwarden_broker_sleeps_total",
+            "Servers put to sleep to make room, memory verified back",
+            c.sleeps as f64,
+        ),
+        (
+            "memwarden_broker_wakes_total",
+            "Sleeping servers woken",
+            c.wakes as f64,
+        ),
+        (
+            "memwarden_broker_wake_seconds_total",
+            "Time spent waking servers",
+            c.wake_seconds_total,
         ),
         (
             "memwarden_broker_unload_failures_total",
@@ -198,7 +213,14 @@ fn broker(o: &mut Out, s: &Status) {
     let name = "memwarden_consumer_state";
     o.family(name, "gauge", "1 for the consumer's current state");
     for cs in &s.consumers {
-        for st in ["loaded", "loading", "unloaded", "unloading", "stuck"] {
+        for st in [
+            "loaded",
+            "loading",
+            "unloaded",
+            "unloading",
+            "sleeping",
+            "stuck",
+        ] {
             let v = if cs.state == st { 1.0 } else { 0.0 };
             o.sample(
                 name,
@@ -208,7 +230,7 @@ fn broker(o: &mut Out, s: &Status) {
         }
     }
     type ConsFig = fn(&crate::owner::ConsumerStatus) -> Option<f64>;
-    let cons_figs: [(&str, &str, &str, ConsFig); 6] = [
+    let cons_figs: [(&str, &str, &str, ConsFig); 8] = [
         (
             "memwarden_consumer_resident_bytes",
             "gauge",
@@ -245,6 +267,18 @@ fn broker(o: &mut Out, s: &Status) {
             "How long the consumer's last load took",
             |c| c.last_load_seconds,
         ),
+        (
+            "memwarden_consumer_last_wake_seconds",
+            "gauge",
+            "How long the consumer's last wake from sleep took",
+            |c| c.last_wake_seconds,
+        ),
+        (
+            "memwarden_consumer_sleep_host_bytes",
+            "gauge",
+            "What a sleeping consumer's processes hold in host RAM",
+            |c| c.sleep_host_bytes.map(|v| v as f64),
+        ),
     ];
     for (name, kind, help, f) in cons_figs {
         o.family(name, kind, help);
@@ -254,14 +288,33 @@ fn broker(o: &mut Out, s: &Status) {
             }
         }
     }
-    let name = "memwarden_consumer_loads_total";
-    o.family(name, "counter", "Loads of the consumer");
-    for cs in &s.consumers {
-        o.sample(
-            name,
-            &[("consumer", &cs.name), ("pool", &cs.pool)],
-            cs.loads as f64,
-        );
+    type ConsCount = fn(&crate::owner::ConsumerStatus) -> u64;
+    let cons_counts: [(&str, &str, ConsCount); 3] = [
+        (
+            "memwarden_consumer_loads_total",
+            "Loads of the consumer",
+            |c| c.loads,
+        ),
+        (
+            "memwarden_consumer_sleeps_total",
+            "Times the consumer was put to sleep",
+            |c| c.sleeps,
+        ),
+        (
+            "memwarden_consumer_wakes_total",
+            "Wakes of the consumer from sleep",
+            |c| c.wakes,
+        ),
+    ];
+    for (name, help, f) in cons_counts {
+        o.family(name, "counter", help);
+        for cs in &s.consumers {
+            o.sample(
+                name,
+                &[("consumer", &cs.name), ("pool", &cs.pool)],
+                f(cs) as f64,
+            );
+        }
     }
 }
 

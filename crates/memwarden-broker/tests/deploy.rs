@@ -20,6 +20,11 @@ fn the_example_configuration_parses() {
     let cfg = Config::parse(&deploy("memwarden.toml"), "memwarden.toml", None).unwrap();
     assert_eq!(cfg.consumers.len(), 3);
     assert!(cfg.consumers[0].self_managed);
+    let vllm = cfg.consumers[2]
+        .sleep
+        .as_ref()
+        .expect("the vLLM server sleeps");
+    assert_eq!(vllm.engine, memwarden_broker::config::SleepEngine::Vllm);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

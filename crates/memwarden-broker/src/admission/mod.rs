@@ -5,6 +5,7 @@ use std::time::Duration;
 
 pub mod demand;
 pub mod sim;
+pub mod sleep;
 
 pub use demand::{Demand, DemandState};
 
@@ -15,6 +16,9 @@ pub enum Phase {
     Loading,
     Loaded,
     Unloading,
+    /// Its server gave its memory in the pool back but runs on, its weights in host RAM (or
+    /// dropped): a wake brings it back.
+    Sleeping,
 }
 
 impl Phase {
@@ -24,6 +28,7 @@ impl Phase {
             Phase::Loading => "loading",
             Phase::Loaded => "loaded",
             Phase::Unloading => "unloading",
+            Phase::Sleeping => "sleeping",
         }
     }
 }
@@ -43,6 +48,8 @@ pub struct PoolState {
     /// The part of `promised` whose loads have finished: kept until a live reading shows
     /// them, but already counted, within a `capacity`, as what their consumers hold.
     pub settled: u64,
+    /// What sleeping servers of other pools hold here (their weights in host RAM).
+    pub asleep: u64,
 }
 
 /// What the decisions need to know of one consumer.
@@ -83,6 +90,8 @@ impl ConsumerState {
         match self.phase {
             Phase::Loaded | Phase::Unloading => self.measured.unwrap_or(self.need),
             Phase::Unloaded if self.stuck => self.measured.unwrap_or(self.need),
+            // What its server keeps there asleep (its runtime's context), once measured.
+            Phase::Sleeping => self.measured.unwrap_or(0),
             Phase::Unloaded | Phase::Loading => 0,
         }
     }
@@ -157,7 +166,8 @@ fn free_less(
         .iter()
         .filter(|c| c.pool == pool_index)
         .map(|c| c.held())
-        .sum();
+        .sum::<u64>()
+        + pool.asleep;
     let live = pool.live_free.map(|l| l.saturating_sub(live_promised));
     let cap = pool
         .capacity

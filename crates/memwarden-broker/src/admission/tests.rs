@@ -37,6 +37,7 @@ fn pool() -> PoolState {
         cushion: 0,
         promised: 0,
         settled: 0,
+        asleep: 0,
     }
 }
 

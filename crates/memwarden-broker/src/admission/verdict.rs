@@ -128,7 +128,7 @@ pub fn decide(pool: &PoolState, consumers: &[ConsumerState], target: usize) -> D
         Phase::Loaded => return run_or_wait(consumers, target),
         // Its unload left its memory, and its server, where they were.
         Phase::Unloaded if c.stuck => return run_or_wait(consumers, target),
-        Phase::Unloaded => {}
+        Phase::Unloaded | Phase::Sleeping => {}
     }
     let avail = available(pool, c.pool, consumers);
     if c.need <= avail {

@@ -11,6 +11,16 @@
 //! `POST /v1/…` (its name, path and the body it was sent), and Ollama's `GET /api/ps` and
 //! `POST /api/generate` with `keep_alive: 0` (its one model, `NAME:latest`, unloaded).
 //!
+//! With `--vram-file PATH` its size is held on a stand-in GPU instead: the bytes it holds
+//! there (1 MiB of context, and its weights while loaded and awake) are written to PATH, from
+//! which a test's fake `/proc` and sysfs make the driver's figures. It then also speaks the
+//! sleep routes of vLLM (`POST /sleep?level=1|2`, `POST /wake_up`, `GET /is_sleeping`,
+//! `POST /collective_rpc`) and SGLang (`POST /release_memory_occupation`,
+//! `POST /resume_memory_occupation`): a level-1 sleep moves its weights into host RAM (memory
+//! it allocates and touches), a level-2 sleep drops them; a lying consumer answers a sleep
+//! with 200 and keeps them on the GPU. `--load-ms N` makes a load take that long, as reading
+//! a model from disk does.
+//!
 //! `memwarden-test-consumer --forward-to PORT [--port N]` is a plain TCP forwarder to
 //! 127.0.0.1:PORT instead, as docker-proxy stands in front of a container's server: run
 //! through a link named `docker-proxy`, it owns the port under that name.
@@ -98,6 +108,39 @@ struct Consumer {
     held: Mutex<Option<Mapping>>,
     /// What a lying consumer keeps after saying it unloaded.
     kept: Mutex<Vec<Mapping>>,
+    /// The stand-in GPU, when there is one.
+    gpu: Option<Gpu>,
+    load_ms: u64,
+}
+
+/// A stand-in GPU: what the consumer holds there is a number written to a file.
+struct Gpu {
+    file: std::path::PathBuf,
+    state: Mutex<GpuState>,
+}
+
+#[derive(Default)]
+struct GpuState {
+    /// Its weights are on the GPU.
+    loaded: bool,
+    /// 0 awake, else the level it sleeps at.
+    asleep: u8,
+    /// Its weights in host RAM while it sleeps at level 1.
+    host: Option<Mapping>,
+}
+
+/// What a server holds on a GPU whatever it does: its runtime's context.
+const CONTEXT: u64 = 1 << 20;
+
+impl Gpu {
+    /// Writes what it holds now, whole (the reader must never see half a number).
+    fn publish(&self, size: usize, st: &GpuState) {
+        let held = CONTEXT + if st.loaded { size as u64 } else { 0 };
+        let tmp = self.file.with_extension("new");
+        if std::fs::write(&tmp, held.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.file);
+        }
+    }
 }
 
 type App = Arc<Consumer>;
@@ -105,7 +148,7 @@ type App = Arc<Consumer>;
 fn usage(msg: &str) -> ! {
     eprintln!("memwarden-test-consumer: {msg}");
     eprintln!(
-        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow|stubborn] [--port N] [--loaded] [--name NAME]"
+        "usage: memwarden-test-consumer --size SIZE [--mode normal|lying|crash|slow|stubborn] [--port N] [--loaded] [--name NAME] [--vram-file PATH] [--load-ms N]"
     );
     eprintln!("       memwarden-test-consumer --forward-to PORT [--port N]");
     std::process::exit(2);
@@ -119,6 +162,8 @@ async fn main() {
     let mut loaded = false;
     let mut name = String::from("consumer");
     let mut forward_to = None;
+    let mut vram_file = None;
+    let mut load_ms = 0u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -146,6 +191,8 @@ async fn main() {
             "--port" => port = val().parse().unwrap_or_else(|_| usage("bad port")),
             "--name" => name = val(),
             "--loaded" => loaded = true,
+            "--vram-file" => vram_file = Some(std::path::PathBuf::from(val())),
+            "--load-ms" => load_ms = val().parse().unwrap_or_else(|_| usage("bad --load-ms")),
             "--forward-to" => {
                 forward_to = Some(val().parse().unwrap_or_else(|_| usage("bad port")));
             }
@@ -162,7 +209,15 @@ async fn main() {
         name,
         held: Mutex::new(None),
         kept: Mutex::new(Vec::new()),
+        gpu: vram_file.map(|file| Gpu {
+            file,
+            state: Mutex::default(),
+        }),
+        load_ms,
     });
+    if let Some(g) = &app.gpu {
+        g.publish(app.size, &g.state.lock().expect("lock"));
+    }
     if loaded {
         load(State(Arc::clone(&app))).await;
     }
@@ -181,6 +236,12 @@ async fn main() {
         .route("/v1/{*rest}", post(openai))
         .route("/api/ps", get(ollama_ps))
         .route("/api/generate", post(ollama_generate))
+        .route("/sleep", post(vllm_sleep))
+        .route("/wake_up", post(wake))
+        .route("/is_sleeping", get(is_sleeping))
+        .route("/collective_rpc", post(|| async { "{}" }))
+        .route("/release_memory_occupation", post(sglang_release))
+        .route("/resume_memory_occupation", post(wake))
         .route("/upgrade", get(upgrade))
         .route(
             "/forwarded-for",
@@ -236,6 +297,18 @@ async fn forward(port: u16, to: u16) {
 }
 
 async fn load(State(app): State<App>) -> Response {
+    if app.load_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(app.load_ms.min(60_000))).await;
+    }
+    if let Some(g) = &app.gpu {
+        let mut st = g.state.lock().expect("lock");
+        *st = GpuState {
+            loaded: true,
+            ..GpuState::default()
+        };
+        g.publish(app.size, &st);
+        return (StatusCode::OK, "loaded").into_response();
+    }
     let mut held = app.held.lock().expect("lock");
     if held.is_none() {
         match Mapping::new(app.size) {
@@ -247,6 +320,14 @@ async fn load(State(app): State<App>) -> Response {
 }
 
 async fn unload(State(app): State<App>) -> Response {
+    if let Some(g) = &app.gpu {
+        let mut st = g.state.lock().expect("lock");
+        if app.mode != Mode::Lying {
+            *st = GpuState::default();
+        }
+        g.publish(app.size, &st);
+        return (StatusCode::OK, "unloaded").into_response();
+    }
     let taken = app.held.lock().expect("lock").take();
     match (taken, app.mode) {
         (Some(m), Mode::Lying | Mode::Stubborn) => app.kept.lock().expect("lock").push(m),
@@ -294,6 +375,71 @@ async fn ollama_generate(State(app): State<App>, body: Bytes) -> Response {
 }
 
 #[derive(serde::Deserialize)]
+struct SleepQuery {
+    level: Option<u8>,
+}
+
+/// vLLM's `POST /sleep?level=N`.
+async fn vllm_sleep(State(app): State<App>, Query(q): Query<SleepQuery>) -> Response {
+    match q.level.unwrap_or(1) {
+        level @ (1 | 2) => sleep(&app, level),
+        _ => (StatusCode::BAD_REQUEST, "level is 1 or 2").into_response(),
+    }
+}
+
+/// SGLang's memory release, which keeps the weights in host RAM (as with its CPU backup).
+async fn sglang_release(State(app): State<App>) -> Response {
+    sleep(&app, 1)
+}
+
+/// Gives the GPU memory back: the weights go to host RAM (level 1) or are dropped (level 2).
+/// A lying consumer answers as though it did, and keeps them where they are.
+fn sleep(app: &App, level: u8) -> Response {
+    let Some(g) = &app.gpu else {
+        return (StatusCode::NOT_FOUND, "no sleep mode without --vram-file").into_response();
+    };
+    let mut st = g.state.lock().expect("lock");
+    if app.mode != Mode::Lying && st.asleep == 0 {
+        if level == 1 && st.loaded {
+            match Mapping::new(app.size) {
+                Some(m) => st.host = Some(m),
+                None => {
+                    return (StatusCode::INSUFFICIENT_STORAGE, "cannot allocate").into_response();
+                }
+            }
+        }
+        st.loaded = false;
+        st.asleep = level;
+        g.publish(app.size, &st);
+    }
+    (StatusCode::OK, "asleep").into_response()
+}
+
+/// vLLM's `POST /wake_up` and SGLang's resume: the weights back on the GPU, host RAM freed.
+async fn wake(State(app): State<App>) -> Response {
+    let Some(g) = &app.gpu else {
+        return (StatusCode::NOT_FOUND, "no sleep mode without --vram-file").into_response();
+    };
+    let mut st = g.state.lock().expect("lock");
+    if st.asleep > 0 {
+        *st = GpuState {
+            loaded: true,
+            ..GpuState::default()
+        };
+        g.publish(app.size, &st);
+    }
+    (StatusCode::OK, "awake").into_response()
+}
+
+async fn is_sleeping(State(app): State<App>) -> Response {
+    let asleep = app
+        .gpu
+        .as_ref()
+        .is_some_and(|g| g.state.lock().expect("lock").asleep > 0);
+    axum::Json(serde_json::json!({ "is_sleeping": asleep })).into_response()
+}
+
+#[derive(serde::Deserialize)]
 struct WorkQuery {
     ms: Option<u64>,
     n: Option<u32>,
@@ -307,7 +453,10 @@ async fn work(State(app): State<App>, Query(q): Query<WorkQuery>) -> Response {
     if let Some(ms) = q.ms {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
     }
-    let loaded = app.held.lock().expect("lock").is_some();
+    let loaded = match &app.gpu {
+        Some(g) => g.state.lock().expect("lock").loaded,
+        None => app.held.lock().expect("lock").is_some(),
+    };
     format!("{} ok loaded={loaded}\n", app.name).into_response()
 }
 

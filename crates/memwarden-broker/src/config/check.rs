@@ -38,7 +38,10 @@ impl Config {
         for p in raw.pool {
             let name = p.name.get_ref().clone();
             check_name(&src, &p.name, "pool")?;
-            if pool_index.insert(name.clone(), pools.len()).is_some() {
+            if pool_index
+                .insert(name.clone(), (pools.len(), p.kind))
+                .is_some()
+            {
                 return Err(src.err(&p.name, format!("pool {name:?} is defined twice")));
             }
             pools.push(pool(&src, p)?);
@@ -276,7 +279,7 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
     })
 }
 
-fn route(src: &Source<'_>, r: &Spanned<RawRoute>) -> Result<Route, ConfigError> {
+pub(super) fn route(src: &Source<'_>, r: &Spanned<RawRoute>) -> Result<Route, ConfigError> {
     let (method, path, body) = match r.get_ref() {
         RawRoute::Line(line) => {
             let mut parts = line.split_whitespace();
@@ -335,13 +338,13 @@ fn consumer(
     src: &Source<'_>,
     c: RawConsumer,
     pool_cfgs: &[PoolConfig],
-    pools: &HashMap<String, usize>,
+    pools: &HashMap<String, (usize, PoolKind)>,
     names: &HashMap<String, usize>,
     base: &Path,
     estimator: Option<Estimator<'_>>,
 ) -> Result<ConsumerConfig, ConfigError> {
     let name = c.name.get_ref().clone();
-    let pool = *pools.get(c.pool.get_ref()).ok_or_else(|| {
+    let (pool, pool_kind) = *pools.get(c.pool.get_ref()).ok_or_else(|| {
         let mut known: Vec<&String> = pools.keys().collect();
         known.sort();
         src.err(
@@ -498,6 +501,7 @@ fn consumer(
         None => Ok(default),
     };
     let idle_ttl = c.idle_ttl.as_ref().map(|d| duration(src, d)).transpose()?;
+    let sleep = super::sleep::sleep(src, &c, &name, need, upstream.is_some(), pool_kind)?;
     let (min_residency, priority) =
         super::demand::consumer_fields(src, &name, &c.min_residency, &c.priority)?;
     Ok(ConsumerConfig {
@@ -521,6 +525,7 @@ fn consumer(
         load_timeout: dur(&c.load_timeout, Duration::from_secs(120))?,
         response_timeout: dur(&c.response_timeout, Duration::from_secs(600))?,
         stop_timeout: dur(&c.stop_timeout, Duration::from_secs(10))?,
+        sleep,
         min_residency,
         priority,
     })

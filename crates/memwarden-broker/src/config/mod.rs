@@ -4,6 +4,7 @@
 mod check;
 mod demand;
 mod raw;
+mod sleep;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use sleep::{HOST_CUSHION, Sleep, SleepEngine};
 pub use validate::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, reload_drops};
 
 /// What a pool keeps free when its `cushion` is not given.
@@ -187,6 +189,8 @@ pub struct ConsumerConfig {
     /// headers; a streamed body then takes as long as it takes).
     pub response_timeout: Duration,
     pub stop_timeout: Duration,
+    /// How to put its server to sleep and wake it, if it can sleep.
+    pub sleep: Option<Sleep>,
     /// Its own `min_residency`, in place of its pool's.
     pub min_residency: Option<Duration>,
     /// Higher goes first in its pool's queue.
@@ -207,6 +211,12 @@ impl ConsumerConfig {
     /// The broker can take this consumer's memory back: by a route or by stopping its process.
     pub fn can_unload(&self) -> bool {
         self.unload.is_some() || self.start.is_some()
+    }
+
+    /// The broker can make it give its pool's memory back: by unloading it or putting it to
+    /// sleep.
+    pub fn can_evict(&self) -> bool {
+        self.can_unload() || self.sleep.is_some()
     }
 
     /// Whether its server may truly hold no GPU memory while up: one that manages its own

@@ -148,6 +148,11 @@ pub(super) struct RawConsumer {
     pub(super) load_timeout: Option<Spanned<String>>,
     pub(super) response_timeout: Option<Spanned<String>>,
     pub(super) stop_timeout: Option<Spanned<String>>,
+    // Sleep and wake (see `config::sleep`).
+    pub(super) sleep: Option<Spanned<RawRoute>>,
+    pub(super) deep_sleep: Option<Spanned<RawRoute>>,
+    pub(super) wake: Option<Spanned<RawRoute>>,
+    pub(super) sleep_ram: Option<Spanned<RawSize>>,
     pub(super) min_residency: Option<Spanned<String>>,
     pub(super) priority: Option<Spanned<i64>>,
 }

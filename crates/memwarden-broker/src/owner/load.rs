@@ -48,22 +48,16 @@ impl Owner {
     }
 
     pub(super) fn start_load(&mut self, c: usize) {
+        if self.wakes_instead(c) {
+            return self.start_wake(c);
+        }
         let mut cfg = self.cfg.consumers[c].clone();
         if self.rt[c].down && cfg.start.is_none() && cfg.load.is_none() {
             // Nothing of ours brings its server up: asked once, a server that is down is a
             // 502 now rather than at its load_timeout.
             cfg.load_timeout = Duration::ZERO;
         }
-        let p = cfg.pool;
-        self.cons[c].phase = Phase::Loading;
-        self.rt[c].generation += 1;
-        let generation = self.rt[c].generation;
-        self.pools[p].ledger.push(Promise {
-            consumer: c,
-            bytes: cfg.need,
-            settled_at: None,
-        });
-        self.pools[p].update_promised();
+        let generation = self.begin_load(c);
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         tracing::info!(consumer = %cfg.name, "loading");
@@ -76,6 +70,21 @@ impl Owner {
                 result,
             });
         });
+    }
+
+    /// Marks `c` loading (or waking) and promises its need in the ledger; returns the
+    /// generation its report must carry.
+    pub(super) fn begin_load(&mut self, c: usize) -> u64 {
+        let (p, need) = (self.cons[c].pool, self.cfg.consumers[c].need);
+        self.cons[c].phase = Phase::Loading;
+        self.rt[c].generation += 1;
+        self.pools[p].ledger.push(Promise {
+            consumer: c,
+            bytes: need,
+            settled_at: None,
+        });
+        self.pools[p].update_promised();
+        self.rt[c].generation
     }
 
     pub(super) fn start_unload(&mut self, c: usize, eviction: bool) {
@@ -119,11 +128,8 @@ impl Owner {
                 self.cons[c].stuck = false;
                 self.rt[c].down = false;
                 self.cons[c].measured = None;
-                self.rt[c].loads += 1;
-                self.rt[c].last_load = Some(took);
                 self.rt[c].loaded_at = Some(Instant::now());
-                self.counters.loads += 1;
-                self.counters.load_seconds_total += took.as_secs_f64();
+                self.count_load(c, took);
                 let now = Instant::now();
                 for l in &mut self.pools[p].ledger {
                     if l.consumer == c && l.settled_at.is_none() {
@@ -136,6 +142,7 @@ impl Owner {
                 let why = memwarden_probe::sanitize::sanitize(&why, 300);
                 tracing::warn!(consumer = %name, "load failed: {why}");
                 self.cons[c].phase = Phase::Unloaded;
+                self.rt[c].sleep = self.rt[c].sleep.awake();
                 self.counters.load_failures += 1;
                 self.pools[p].ledger.retain(|l| l.consumer != c);
                 self.pools[p].update_promised();
@@ -320,12 +327,29 @@ async fn unload(
     pool: &PoolConfig,
     before: u64,
 ) -> UnloadOutcome {
+    give_back(shared, cfg, c, pool, before, release(shared, c)).await
+}
+
+/// Runs `act` (an unload, a sleep) and verifies that the consumer's memory in `pool` came
+/// back, as [`unload`] says: its own pool's, or host RAM's for a sleeper dropped from there.
+pub(super) async fn give_back(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    c: &ConsumerConfig,
+    pool: &PoolConfig,
+    before: u64,
+    act: impl std::future::Future<Output = Result<(), String>>,
+) -> UnloadOutcome {
     let started = Instant::now();
-    let target = shared.target(cfg, c);
+    let target = Target {
+        kind: pool.kind,
+        gpu: pool.gpu,
+        ..shared.target(cfg, c)
+    };
     // What its processes hold now, and the pool's free reading, to compare against.
     let (held0, free0) = measure_one(shared, cfg, &target).await;
     let held0 = held0.and_then(|h| trusted(h, pool.kind, c.may_hold_nothing()));
-    if let Err(why) = release(shared, c).await {
+    if let Err(why) = act.await {
         return UnloadOutcome::Failed(why);
     }
     let expected = expected_back(before, c.need);
@@ -351,7 +375,7 @@ async fn unload(
 
 /// Asks a consumer to let its memory go: stops the process the broker started for it, or
 /// calls its unload route.
-async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
+pub(super) async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
     if c.start.is_some() {
         let child = shared
             .children
@@ -376,7 +400,11 @@ async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
 }
 
 /// One consumer's holding and its pool's live free reading.
-async fn measure_one(shared: &Arc<Shared>, cfg: &Config, t: &Target) -> (Option<u64>, Option<u64>) {
+pub(super) async fn measure_one(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    t: &Target,
+) -> (Option<u64>, Option<u64>) {
     let shared = Arc::clone(shared);
     let t = t.clone();
     let pool = cfg

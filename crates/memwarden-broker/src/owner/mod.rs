@@ -6,6 +6,7 @@ mod gates;
 mod holders;
 mod load;
 mod queue;
+mod sleep;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -104,6 +105,14 @@ pub enum Msg {
         consumer: String,
         generation: u64,
         outcome: UnloadOutcome,
+    },
+    /// A sleep was answered and verified: the pool's side as an unload's, and what its
+    /// processes hold in host RAM after it.
+    SleepDone {
+        consumer: String,
+        generation: u64,
+        outcome: UnloadOutcome,
+        host: Option<u64>,
     },
     /// The upstream could not be reached or broke off an answer: check whether it is alive.
     UpstreamFailed {
@@ -234,6 +243,7 @@ struct ConsumerRt {
     /// When a stuck consumer's unload is next retried by itself, and the wait before that.
     retry_at: Option<Instant>,
     retry_every: Duration,
+    sleep: sleep::SleepRt,
     /// Its server was found not answering: it holds nothing until it answers again.
     down: bool,
     /// When its server was last asked whether it is up, while idle.
@@ -254,6 +264,8 @@ pub struct Owner {
     next_gate: u64,
     /// Operators waiting for the retried unload of a stuck consumer, by its name.
     retries: HashMap<String, AdminReply>,
+    /// The machine's `MemAvailable`, where no `ram` pool counts what sleepers hold.
+    host_available: Option<u64>,
     counters: Counters,
     tx: mpsc::UnboundedSender<Msg>,
     shared: Arc<Shared>,
@@ -274,7 +286,7 @@ fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
         max_concurrent: c.max_concurrent,
         last_used: None,
         last_started: None,
-        evictable: !c.pinned && !c.self_managed && c.can_unload(),
+        evictable: !c.pinned && !c.self_managed && c.can_evict(),
         ephemeral: c.is_ephemeral(),
         coexist_with: c.coexist_with.clone(),
         demand: Default::default(),
@@ -306,6 +318,7 @@ impl Owner {
             adopted: HashMap::new(),
             next_gate: 0,
             retries: HashMap::new(),
+            host_available: None,
             counters: Counters::default(),
             tx,
             shared,
@@ -344,9 +357,11 @@ impl Owner {
                 }
                 self.handle(m);
             }
+            self.count_sleepers();
             for p in 0..self.pools.len() {
                 self.schedule(p);
             }
+            self.drop_sleepers();
             self.open_gates();
         }
     }
@@ -393,6 +408,12 @@ impl Owner {
                 generation,
                 outcome,
             } => self.unload_done(&consumer, generation, outcome),
+            Msg::SleepDone {
+                consumer,
+                generation,
+                outcome,
+                host,
+            } => self.sleep_done(&consumer, generation, outcome, host),
             Msg::UpstreamFailed { consumer } => self.upstream_failed(&consumer),
             Msg::HealthChecked { consumer, alive } => self.health_checked(&consumer, alive),
             Msg::Probed {

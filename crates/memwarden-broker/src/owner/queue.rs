@@ -194,7 +194,7 @@ impl Owner {
                     return false;
                 }
                 for v in victims {
-                    self.start_unload(v, true);
+                    self.start_evict(v);
                 }
                 false
             }

@@ -36,7 +36,7 @@ pub struct PoolStatus {
 pub struct ConsumerStatus {
     pub name: String,
     pub pool: String,
-    /// loaded, loading, unloaded, unloading or stuck.
+    /// loaded, loading, unloaded, unloading, sleeping or stuck.
     pub state: &'static str,
     pub declared_bytes: u64,
     pub declared_source: &'static str,
@@ -52,6 +52,13 @@ pub struct ConsumerStatus {
     pub last_load_seconds: Option<f64>,
     pub self_managed: bool,
     pub pinned: bool,
+    /// 1 (weights in host RAM) or 2 (weights dropped) while asleep or going to sleep.
+    pub sleep_level: Option<u8>,
+    /// What its processes hold in host RAM while asleep, as measured.
+    pub sleep_host_bytes: Option<u64>,
+    pub sleeps: u64,
+    pub wakes: u64,
+    pub last_wake_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -61,6 +68,9 @@ pub struct Counters {
     pub loads: u64,
     pub load_failures: u64,
     pub load_seconds_total: f64,
+    pub sleeps: u64,
+    pub wakes: u64,
+    pub wake_seconds_total: f64,
     pub unload_failures: u64,
     pub stuck: u64,
     pub served: u64,
@@ -140,6 +150,13 @@ impl Owner {
                     last_load_seconds: self.rt[c].last_load.map(|d| d.as_secs_f64()),
                     self_managed: cfg.self_managed,
                     pinned: cfg.pinned,
+                    sleep_level: self.rt[c].sleep.level(),
+                    sleep_host_bytes: (cs.phase == crate::admission::Phase::Sleeping)
+                        .then(|| self.rt[c].sleep.host())
+                        .flatten(),
+                    sleeps: self.rt[c].sleep.sleeps,
+                    wakes: self.rt[c].sleep.wakes,
+                    last_wake_seconds: self.rt[c].sleep.last_wake.map(|d| d.as_secs_f64()),
                 }
             })
             .collect();

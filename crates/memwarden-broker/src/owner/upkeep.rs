@@ -22,6 +22,7 @@ fn up_when_its_server_is(c: &ConsumerConfig) -> bool {
 
 impl Owner {
     pub(super) fn reading(&mut self, s: Sample) {
+        self.sleep_reading(&s);
         for (p, r) in s.pools.iter().enumerate() {
             if p >= self.pools.len() {
                 break;
@@ -228,7 +229,7 @@ impl Owner {
             // Work passing its gate counts; the gate stays open unless the ttl is up.
             let (in_flight, last_used) = self.in_flight(c);
             let cs = &self.cons[c];
-            if cs.phase != Phase::Loaded || in_flight > 0 || !cfg.can_unload() || cs.stuck {
+            if cs.phase != Phase::Loaded || in_flight > 0 || !cfg.can_evict() || cs.stuck {
                 continue;
             }
             let queued = self.pools[cs.pool].queue.iter().any(|w| w.consumer == c);
@@ -242,7 +243,7 @@ impl Owner {
             self.close_gate(c);
             if self.cons[c].in_flight == 0 {
                 tracing::info!(consumer = %self.cfg.consumers[c].name, "idle for its ttl: unloading");
-                self.start_unload(c, false);
+                self.idle_release(c);
             }
         }
         self.retry_stuck(now);

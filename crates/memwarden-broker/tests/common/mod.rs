@@ -2,6 +2,8 @@
 //! broker on 127.0.0.1:0, and a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod gpu;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,6 +40,15 @@ impl TestConsumer {
         let exe = dir.path().join(comm);
         std::os::unix::fs::symlink(BIN, &exe).expect("link the test consumer");
         TestConsumer::spawn_from(&exe, name, size, mode)
+    }
+
+    /// One with further arguments (`--vram-file PATH`, `--load-ms N`).
+    pub fn spawn_with(name: &str, size: &str, mode: &str, extra: &[&str]) -> TestConsumer {
+        let mut args = vec![
+            "--size", size, "--mode", mode, "--name", name, "--port", "0",
+        ];
+        args.extend_from_slice(extra);
+        TestConsumer::spawn_args(std::path::Path::new(BIN), &args)
     }
 
     /// One on `port`, as a server that comes up where the broker was told to find it;
@@ -89,9 +100,9 @@ pub fn rss_of(pid: u32) -> u64 {
 /// some virtual machines, seconds after memory is freed; this one moves with the consumers
 /// alone, within 20 ms.
 pub struct Machine {
+    // Stopped before the root it writes is removed.
+    _updater: Updater,
     dir: tempfile::TempDir,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    updater: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Machine {
@@ -103,35 +114,12 @@ impl Machine {
         for pid in pids {
             std::os::unix::fs::symlink(format!("/proc/{pid}"), proc.join(pid.to_string())).unwrap();
         }
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pids = pids.to_vec();
-        let write = move || {
+        let _updater = Updater::spawn(move || {
             let used: u64 = pids.iter().map(|&p| rss_of(p)).sum();
-            let avail = total.saturating_sub(used) >> 10;
-            let text = format!(
-                "MemTotal:       {} kB\nMemFree:        {avail} kB\nMemAvailable:   {avail} kB\n",
-                total >> 10
-            );
-            // Whole or not at all: the probe must never read half a file.
-            let tmp = proc.join("meminfo.new");
-            std::fs::write(&tmp, text).unwrap();
-            std::fs::rename(&tmp, proc.join("meminfo")).unwrap();
-        };
-        write();
-        let updater = std::thread::spawn({
-            let stop = std::sync::Arc::clone(&stop);
-            move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                    write();
-                }
-            }
+            put(&proc.join("meminfo"), &meminfo(total, used));
         });
-        Machine {
-            dir,
-            stop,
-            updater: Some(updater),
-        }
+        Machine { _updater, dir }
     }
 
     pub fn probe(&self) -> Probe {
@@ -142,10 +130,54 @@ impl Machine {
     }
 }
 
-impl Drop for Machine {
+/// `/proc/meminfo` of a host of `total` bytes whose processes hold `used`.
+pub fn meminfo(total: u64, used: u64) -> String {
+    let avail = total.saturating_sub(used) >> 10;
+    format!(
+        "MemTotal:       {} kB\nMemFree:        {avail} kB\nMemAvailable:   {avail} kB\n",
+        total >> 10
+    )
+}
+
+/// Writes a file whole: the probe must never read half of it. A write that fails (a full
+/// disk) leaves the last one, and the next round tries again.
+pub fn put(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// Rewrites a fake root's files now and every 20 ms after, until dropped.
+pub struct Updater {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Updater {
+    pub fn spawn(write: impl Fn() + Send + 'static) -> Updater {
+        write();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = std::sync::Arc::clone(&stop);
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    write();
+                }
+            }
+        });
+        Updater {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Updater {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.updater.take() {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }

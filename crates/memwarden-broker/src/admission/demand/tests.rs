@@ -45,9 +45,7 @@ fn pool(cap_mib: u64) -> PoolState {
         live_free: None,
         live_total: None,
         capacity: Some(cap_mib * MIB),
-        cushion: 0,
-        promised: 0,
-        settled: 0,
+        ..PoolState::default()
     }
 }
 

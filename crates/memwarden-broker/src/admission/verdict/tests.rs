@@ -153,6 +153,7 @@ fn pool_of(cs: &[ConsumerState], mode: u8, total: u64, foreign: u64, cushion: u6
         cushion,
         promised,
         settled: 0,
+        asleep: 0,
     }
 }
 
