@@ -1,0 +1,166 @@
+//! A consumer's start and stop commands and its upstream, with the macros a start command may
+//! use (as llama-swap's): `${NAME}` and `${MODEL}`, put in here, and `${PORT}`, a free
+//! loopback port chosen at each start, which is then also the upstream's.
+
+use toml::Spanned;
+
+use super::raw::{RawConsumer, Source};
+use super::{ConfigError, NeedSource, Upstream};
+
+/// The macro left in a start or stop command until a start chooses its port.
+pub const PORT: &str = "${PORT}";
+
+/// What the file says of how to run a consumer and where it answers, checked.
+pub(super) struct Started {
+    pub(super) start: Option<Vec<String>>,
+    pub(super) stop: Option<Vec<String>>,
+    pub(super) upstream: Option<Upstream>,
+}
+
+/// The `${…}` names in `text`, or why one is not closed.
+fn macro_names(text: &str) -> Result<Vec<&str>, String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let tail = &rest[i + 2..];
+        let end = tail
+            .find('}')
+            .ok_or_else(|| format!("an unclosed \"${{\" in {text:?}"))?;
+        names.push(&tail[..end]);
+        rest = &tail[end + 1..];
+    }
+    Ok(names)
+}
+
+pub(super) fn started(
+    src: &Source<'_>,
+    c: &RawConsumer,
+    need_source: &NeedSource,
+) -> Result<Started, ConfigError> {
+    let name = c.name.get_ref();
+    // `${MODEL}`: the file the estimate reads (what `llama-server -m` takes), else the first
+    // name requests ask for it by (what `vllm serve` takes).
+    let model = match need_source {
+        NeedSource::Estimate { model, .. } => Some(model.display().to_string()),
+        NeedSource::Resident => c.models.first().map(|m| m.get_ref().clone()),
+    };
+    let mut port_in_start = false;
+    let mut commands = [None, None];
+    for (i, (out, cmd)) in commands.iter_mut().zip([&c.start, &c.stop]).enumerate() {
+        let Some(cmd) = cmd else { continue };
+        let mut words = Vec::with_capacity(cmd.get_ref().len());
+        for word in cmd.get_ref() {
+            for m in
+                macro_names(word).map_err(|e| src.err(cmd, format!("consumer {name:?}: {e}")))?
+            {
+                match m {
+                    // The start (first) decides; a stop may then name the same port.
+                    "PORT" if i == 0 => port_in_start = true,
+                    "PORT" if port_in_start => {}
+                    "PORT" => {
+                        return Err(src.err(
+                            cmd,
+                            format!("consumer {name:?}: ${{PORT}} in `stop` needs its start command to use it"),
+                        ));
+                    }
+                    "NAME" => {}
+                    "MODEL" if model.is_some() => {}
+                    "MODEL" => {
+                        return Err(src.err(
+                            cmd,
+                            format!(
+                                "consumer {name:?}: ${{MODEL}} needs `models` or `estimate` to say which model"
+                            ),
+                        ));
+                    }
+                    other => {
+                        return Err(src.err(
+                            cmd,
+                            format!(
+                                "consumer {name:?}: unknown macro ${{{}}} (known: ${{PORT}}, ${{MODEL}}, ${{NAME}})",
+                                memwarden_probe::sanitize::sanitize(other, 40)
+                            ),
+                        ));
+                    }
+                }
+            }
+            let word = word.replace("${NAME}", name);
+            words.push(match &model {
+                Some(m) => word.replace("${MODEL}", m),
+                None => word,
+            });
+        }
+        *out = Some(words);
+    }
+    let [start, stop] = commands;
+    let upstream = match &c.upstream {
+        Some(u) => Some(upstream(src, u, name, port_in_start)?),
+        // A start command given its port needs no upstream: it answers there.
+        None if port_in_start => Some(Upstream {
+            host: "127.0.0.1".into(),
+            port: 0,
+            base: String::new(),
+        }),
+        None => None,
+    };
+    if port_in_start && upstream.as_ref().is_some_and(|u| u.port != 0) {
+        let at = c.upstream.as_ref().expect("a fixed port was written");
+        return Err(src.err(
+            at,
+            format!(
+                "consumer {name:?}: its start command is given ${{PORT}}, so its upstream must \
+                 use ${{PORT}} too (or be left out)"
+            ),
+        ));
+    }
+    Ok(Started {
+        start,
+        stop,
+        upstream,
+    })
+}
+
+fn upstream(
+    src: &Source<'_>,
+    u: &Spanned<String>,
+    name: &str,
+    port_in_start: bool,
+) -> Result<Upstream, ConfigError> {
+    let text = u.get_ref();
+    let bad = |why: &str| src.err(u, format!("upstream {text:?}: {why}"));
+    let rest = text
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("must start with http:// (model servers are reached on the host)"))?;
+    let (authority, base) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if !macro_names(base).map_err(|e| bad(&e))?.is_empty() {
+        return Err(bad("only its port may be ${PORT}"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, PORT)) => (h, 0),
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
+        None => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let up = Upstream {
+        host: host.to_string(),
+        port,
+        base: base.to_string(),
+    };
+    if port == 0 && !port_in_start {
+        return Err(src.err(
+            u,
+            format!(
+                "consumer {name:?}: its upstream's port is ${{PORT}}, which its start command must be given"
+            ),
+        ));
+    }
+    if port == 0 && !up.is_local() {
+        return Err(bad("${PORT} is a port on this machine: use 127.0.0.1"));
+    }
+    Ok(up)
+}
