@@ -164,3 +164,91 @@ fn upstream(
     }
     Ok(up)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const POOL: &str = "[[pool]]\nname = \"p\"\nkind = \"ram\"\n[[consumer]]\nname = \"llm\"\npool = \"p\"\nresident = \"1GiB\"\n";
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::parse(&format!("{POOL}{extra}"), "t.toml", None).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn name_and_model_are_put_in_and_port_is_left_for_the_start() {
+        let cfg = parse(
+            "models = [\"qwen3\"]\nstart = [\"srv\", \"--port\", \"${PORT}\", \"--alias\", \"${NAME}-${MODEL}\"]\n\
+             stop = [\"kill-port\", \"${PORT}\"]\n",
+        )
+        .unwrap();
+        let c = &cfg.consumers[0];
+        let start = c.start.as_deref().unwrap();
+        assert_eq!(start, ["srv", "--port", "${PORT}", "--alias", "llm-qwen3"]);
+        assert_eq!(c.stop.as_deref().unwrap(), ["kill-port", "${PORT}"]);
+        // No upstream written: the port the start is given, on loopback.
+        let up = c.upstream.as_ref().unwrap();
+        assert_eq!(
+            (up.host.as_str(), up.port, up.base.as_str()),
+            ("127.0.0.1", 0, "")
+        );
+        let with_base = parse(
+            "upstream = \"http://localhost:${PORT}/v1/\"\nstart = [\"srv\", \"-p\", \"${PORT}\"]\n",
+        )
+        .unwrap();
+        let up = with_base.consumers[0].upstream.clone().unwrap();
+        assert_eq!(
+            (up.host.as_str(), up.port, up.base.as_str()),
+            ("localhost", 0, "/v1")
+        );
+    }
+
+    #[test]
+    fn a_command_without_port_keeps_its_upstream() {
+        let cfg = parse("upstream = \"http://127.0.0.1:8080\"\nstart = [\"srv\", \"${NAME}\"]\n")
+            .unwrap();
+        assert_eq!(cfg.consumers[0].upstream.as_ref().unwrap().port, 8080);
+        assert_eq!(cfg.consumers[0].start.as_deref().unwrap(), ["srv", "llm"]);
+    }
+
+    #[test]
+    fn macros_that_cannot_be_put_in_are_errors_naming_the_line() {
+        let cases = [
+            (
+                "start = [\"srv\", \"${PROT}\"]\n",
+                "t.toml:8:9: consumer \"llm\": unknown macro ${PROT} (known: ${PORT}, ${MODEL}, ${NAME})",
+            ),
+            (
+                "start = [\"srv\", \"${PORT\"]\n",
+                "t.toml:8:9: consumer \"llm\": an unclosed \"${\" in \"${PORT\"",
+            ),
+            (
+                "start = [\"srv\", \"${MODEL}\"]\n",
+                "t.toml:8:9: consumer \"llm\": ${MODEL} needs `models` or `estimate` to say which model",
+            ),
+            (
+                "upstream = \"http://127.0.0.1:8080\"\nstart = [\"srv\", \"${PORT}\"]\n",
+                "t.toml:8:12: consumer \"llm\": its start command is given ${PORT}, so its upstream must use ${PORT} too (or be left out)",
+            ),
+            (
+                "upstream = \"http://127.0.0.1:${PORT}\"\nstart = [\"srv\"]\n",
+                "t.toml:8:12: consumer \"llm\": its upstream's port is ${PORT}, which its start command must be given",
+            ),
+            (
+                "upstream = \"http://10.0.0.2:${PORT}\"\nstart = [\"srv\", \"${PORT}\"]\n",
+                "t.toml:8:12: upstream \"http://10.0.0.2:${PORT}\": ${PORT} is a port on this machine: use 127.0.0.1",
+            ),
+            (
+                "upstream = \"http://127.0.0.1:${PORT}/${NAME}\"\nstart = [\"srv\", \"${PORT}\"]\n",
+                "t.toml:8:12: upstream \"http://127.0.0.1:${PORT}/${NAME}\": only its port may be ${PORT}",
+            ),
+            (
+                "start = [\"srv\"]\nstop = [\"stop\", \"${PORT}\"]\n",
+                "t.toml:9:8: consumer \"llm\": ${PORT} in `stop` needs its start command to use it",
+            ),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(parse(extra).unwrap_err(), want, "{extra}");
+        }
+    }
+}
