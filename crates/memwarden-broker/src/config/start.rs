@@ -135,14 +135,14 @@ fn upstream(
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
-    if !macro_names(base).map_err(|e| bad(&e))?.is_empty() {
-        return Err(bad("only its port may be ${PORT}"));
-    }
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, PORT)) => (h, 0),
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
         None => (authority, 80),
     };
+    if !macro_names(base).map_err(|e| bad(&e))?.is_empty() || host.contains("${") {
+        return Err(bad("only its port may be ${PORT}"));
+    }
     if host.is_empty() {
         return Err(bad("no host"));
     }
@@ -241,6 +241,10 @@ mod tests {
             (
                 "upstream = \"http://127.0.0.1:${PORT}/${NAME}\"\nstart = [\"srv\", \"${PORT}\"]\n",
                 "t.toml:8:12: upstream \"http://127.0.0.1:${PORT}/${NAME}\": only its port may be ${PORT}",
+            ),
+            (
+                "upstream = \"http://${NAME}:${PORT}\"\nstart = [\"srv\", \"${PORT}\"]\n",
+                "t.toml:8:12: upstream \"http://${NAME}:${PORT}\": only its port may be ${PORT}",
             ),
             (
                 "start = [\"srv\"]\nstop = [\"stop\", \"${PORT}\"]\n",
