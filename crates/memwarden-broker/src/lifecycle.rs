@@ -176,6 +176,31 @@ pub async fn wait_ready(
     }
 }
 
+/// A loopback port nothing listens on now, other than those in `taken` (the ports other
+/// consumers' starts were given, which may not be listening yet): for a start command's
+/// `${PORT}`. The server binds it a moment later; another process taking it first in between
+/// fails that load, and the next load chooses again.
+pub fn free_port(taken: &[u16]) -> Result<u16, String> {
+    for _ in 0..64 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot find a free port for ${{PORT}}: {e}"))?
+            .port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err("cannot find a free port for ${PORT}: every one offered was taken".into())
+}
+
+/// A command with `${PORT}` put in.
+pub fn with_port(cmd: &[String], port: u16) -> Vec<String> {
+    let port = port.to_string();
+    cmd.iter()
+        .map(|w| w.replace(crate::config::PORT, &port))
+        .collect()
+}
+
 /// Starts a consumer's process in a process group of its own, so that stopping it reaches
 /// every process it started.
 pub fn start_process(cmd: &[String]) -> Result<Child, String> {

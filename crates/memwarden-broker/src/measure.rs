@@ -45,7 +45,10 @@ impl Target {
         Target {
             locator: Locator {
                 pgid,
-                port: c.upstream.as_ref().filter(|u| u.is_local()).map(|u| u.port),
+                // Port 0 is `${PORT}`: known only once started (see `Shared::target`).
+                port: (c.upstream.as_ref())
+                    .filter(|u| u.is_local() && u.port != 0)
+                    .map(|u| u.port),
                 workload: c.workload.clone(),
             },
             kind: pool.kind,

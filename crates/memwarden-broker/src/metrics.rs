@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use memwarden_probe::Snapshot;
 
+use crate::admission::Phase;
 use crate::owner::Status;
 
 mod machine;
@@ -77,6 +78,22 @@ pub fn render_limited(
     }
     o.0
 }
+
+/// Every phase a consumer's status may report; with "stuck", each is a series of
+/// `memwarden_consumer_state` (1 for the current one), so that a router reads "not loaded" as
+/// a 1, not as a missing series.
+const PHASES: [Phase; 5] = [
+    Phase::Loaded,
+    Phase::Loading,
+    Phase::Unloaded,
+    Phase::Unloading,
+    Phase::Sleeping,
+];
+
+// A phase added without a series above fails to compile here.
+const _: fn(Phase) = |p| match p {
+    Phase::Loaded | Phase::Loading | Phase::Unloaded | Phase::Unloading | Phase::Sleeping => {}
+};
 
 fn broker(o: &mut Out, s: &Status) {
     let c = &s.counters;
@@ -213,14 +230,7 @@ fn broker(o: &mut Out, s: &Status) {
     let name = "memwarden_consumer_state";
     o.family(name, "gauge", "1 for the consumer's current state");
     for cs in &s.consumers {
-        for st in [
-            "loaded",
-            "loading",
-            "unloaded",
-            "unloading",
-            "sleeping",
-            "stuck",
-        ] {
+        for st in PHASES.iter().map(|p| p.as_str()).chain(["stuck"]) {
             let v = if cs.state == st { 1.0 } else { 0.0 };
             o.sample(
                 name,
@@ -250,15 +260,15 @@ fn broker(o: &mut Out, s: &Status) {
             |c| c.measured_bytes.map(|v| v as f64),
         ),
         (
-            "memwarden_consumer_in_flight",
+            "memwarden_consumer_requests_running",
             "gauge",
             "Requests and leases running on the consumer",
             |c| Some(c.in_flight as f64),
         ),
         (
-            "memwarden_consumer_queued",
+            "memwarden_consumer_requests_waiting",
             "gauge",
-            "Requests waiting for the consumer",
+            "Requests waiting for the consumer (its turn or its pool's room)",
             |c| Some(c.queued as f64),
         ),
         (

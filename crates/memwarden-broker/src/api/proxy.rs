@@ -172,16 +172,23 @@ pub(super) async fn forward(
             ),
         );
     };
-    let Some(up) = &cfg.consumers[c].upstream else {
+    if cfg.consumers[c].upstream.is_none() {
         return error(
             StatusCode::NOT_FOUND,
             format!("consumer {consumer:?} has no upstream to proxy to; use a lease"),
         );
-    };
+    }
     // Admitted before anything is sent: from here the consumer counts as in use.
     let permit = match app.broker.acquire(&consumer).await {
         Ok(p) => p,
         Err(e) => return admit_error(&e),
+    };
+    // Only now: an upstream of `${PORT}` is on the port of the start that admitted it.
+    let Some(up) = app.shared.upstream(&cfg.consumers[c]) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("consumer {consumer:?} is not running"),
+        );
     };
     // A protocol upgrade (a WebSocket, as ComfyUI's UI opens) keeps its Upgrade and
     // Connection headers, and the connection is spliced through once the upstream agrees.

@@ -13,7 +13,7 @@ use super::raw::{RawConfig, RawConsumer, RawPool, RawRoute, Source, duration, si
 use super::validate;
 use super::{
     Config, ConfigError, ConsumerConfig, DEFAULT_CUSHION, EstimateRequest, Estimator, NeedSource,
-    PoolConfig, PoolKind, Route, ServerConfig, Unload, Upstream,
+    PoolConfig, PoolKind, Route, ServerConfig, Unload,
 };
 
 impl Config {
@@ -309,31 +309,6 @@ pub(super) fn route(src: &Source<'_>, r: &Spanned<RawRoute>) -> Result<Route, Co
     Ok(Route { method, path, body })
 }
 
-fn upstream(src: &Source<'_>, u: &Spanned<String>) -> Result<Upstream, ConfigError> {
-    let text = u.get_ref();
-    validate::request_text(src, text, u.span().start, "upstream")?;
-    let bad = |why: &str| src.err(u, format!("upstream {text:?}: {why}"));
-    let rest = text
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("must start with http:// (model servers are reached on the host)"))?;
-    let (authority, base) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
-        None => (authority, 80),
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    Ok(Upstream {
-        host: host.to_string(),
-        port,
-        base: base.to_string(),
-    })
-}
-
 fn consumer(
     src: &Source<'_>,
     c: RawConsumer,
@@ -416,7 +391,8 @@ fn consumer(
             ));
         }
     };
-    let upstream = c.upstream.as_ref().map(|u| upstream(src, u)).transpose()?;
+    let started = super::start::started(src, &c, &need_source)?;
+    let upstream = started.upstream;
     let load = c.load.as_ref().map(|r| route(src, r)).transpose()?;
     let unload = match &c.unload {
         Some(r) if matches!(r.get_ref(), RawRoute::Line(l) if l.trim() == "ollama") => {
@@ -513,8 +489,8 @@ fn consumer(
         load,
         unload,
         health,
-        start: c.start.map(|s| s.into_inner()),
-        stop: c.stop.map(|s| s.into_inner()),
+        start: started.start,
+        stop: started.stop,
         workload: c.workload.map(|w| w.into_inner()),
         coexist_with,
         models: c.models.into_iter().map(|m| m.into_inner()).collect(),

@@ -5,6 +5,7 @@ mod check;
 mod demand;
 mod raw;
 mod sleep;
+mod start;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -132,10 +133,13 @@ pub enum Unload {
     Ollama,
 }
 
+pub use start::PORT;
+
 /// Where a consumer answers: `http://host:port` with an optional base path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub host: String,
+    /// 0 for `${PORT}`: the port its start command was given, chosen at each start.
     pub port: u16,
     /// Without a trailing slash; empty for the root.
     pub base: String,

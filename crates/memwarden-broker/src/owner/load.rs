@@ -267,9 +267,10 @@ impl Owner {
 /// ready.
 async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
     let deadline = Instant::now() + c.load_timeout;
-    if let Some(cmd) = &c.start {
-        let mut child = lifecycle::start_logged(cmd, &c.name, shared.logs.ring(&c.name))?;
-        let ready = lifecycle::wait_ready(&shared.client, c, deadline, Some(&mut child)).await;
+    if c.start.is_some() {
+        let (cmd, c) = given_port(shared, c)?;
+        let mut child = lifecycle::start_logged(&cmd, &c.name, shared.logs.ring(&c.name))?;
+        let ready = lifecycle::wait_ready(&shared.client, &c, deadline, Some(&mut child)).await;
         if let Ok(mut m) = shared.children.lock() {
             m.insert(c.name.clone(), child);
         }
@@ -279,6 +280,30 @@ async fn load(shared: &Shared, c: &ConsumerConfig) -> Result<(), String> {
         lifecycle::call_route(&shared.client, up, route, c.load_timeout).await?;
     }
     lifecycle::wait_ready(&shared.client, c, deadline, None).await
+}
+
+/// A start command with its `${PORT}` chosen for this start, and the consumer with its
+/// upstream on that port; the port is kept for the proxy and the measurements.
+fn given_port(
+    shared: &Shared,
+    c: &ConsumerConfig,
+) -> Result<(Vec<String>, ConsumerConfig), String> {
+    let mut c = c.clone();
+    let cmd = c.start.clone().unwrap_or_default();
+    let Some(up) = c.upstream.as_mut().filter(|u| u.port == 0) else {
+        return Ok((cmd, c));
+    };
+    let mut ports = shared
+        .ports
+        .lock()
+        .map_err(|_| "the port table is poisoned")?;
+    let taken: Vec<u16> = (ports.iter())
+        .filter(|(n, _)| **n != c.name)
+        .map(|(_, p)| *p)
+        .collect();
+    up.port = lifecycle::free_port(&taken)?;
+    ports.insert(c.name.clone(), up.port);
+    Ok((lifecycle::with_port(&cmd, up.port), c))
 }
 
 /// How long an unload route may take to answer.
@@ -383,7 +408,13 @@ pub(super) async fn release(shared: &Shared, c: &ConsumerConfig) -> Result<(), S
             .ok()
             .and_then(|mut m| m.remove(&c.name));
         if let Some(mut child) = child {
-            lifecycle::stop_process(&mut child, c.stop.as_deref(), c.stop_timeout).await;
+            let port = shared.upstream(c).map_or(0, |u| u.port);
+            let stop = c.stop.as_deref().map(|s| lifecycle::with_port(s, port));
+            lifecycle::stop_process(&mut child, stop.as_deref(), c.stop_timeout).await;
+        }
+        // Its port may go to anyone now: nothing there is this consumer's to measure.
+        if let Ok(mut ports) = shared.ports.lock() {
+            ports.remove(&c.name);
         }
         return Ok(());
     }

@@ -21,7 +21,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{ConsumerState, Phase, PoolState, Wait};
-use crate::config::{Config, ConsumerConfig, PoolConfig};
+use crate::config::{Config, ConsumerConfig, PoolConfig, Upstream};
 use crate::gate::{Gate, Gates};
 use crate::lifecycle::{self, HttpClient};
 use crate::measure::{Measurer, Sample, Target};
@@ -168,6 +168,8 @@ pub struct Shared {
     pub logs: crate::logs::Logs,
     /// What the broker did, for `/v1/events`.
     pub events: Arc<crate::events::EventHub>,
+    /// The port each consumer's start command was given, where its upstream is `${PORT}`.
+    pub ports: Mutex<HashMap<String, u16>>,
 }
 
 impl Shared {
@@ -180,7 +182,19 @@ impl Shared {
             gates: Arc::default(),
             logs: crate::logs::Logs::default(),
             events: Arc::default(),
+            ports: Mutex::default(),
         })
+    }
+
+    /// Where consumer `c` answers now: an upstream of `${PORT}` on the port of its current
+    /// start (`None` until it has one).
+    pub fn upstream(&self, c: &ConsumerConfig) -> Option<Upstream> {
+        let up = c.upstream.as_ref()?;
+        if up.port != 0 {
+            return Some(up.clone());
+        }
+        let port = *self.ports.lock().ok()?.get(&c.name)?;
+        Some(Upstream { port, ..up.clone() })
     }
 
     /// What to measure for a consumer now: the process group of the process the broker
@@ -192,7 +206,10 @@ impl Shared {
             .ok()
             .and_then(|m| m.get(&c.name).and_then(|ch| ch.id()))
             .map(|p| p as i32);
-        Target::of(cfg, c, pgid)
+        let mut t = Target::of(cfg, c, pgid);
+        // An upstream of `${PORT}`: the port of its current start.
+        t.locator.port = self.upstream(c).filter(Upstream::is_local).map(|u| u.port);
+        t
     }
 }
 

@@ -394,11 +394,12 @@ impl Owner {
 
 /// Calls a consumer's sleep or wake routes in order.
 async fn call(shared: &Shared, c: &ConsumerConfig, routes: &[Route]) -> Result<(), String> {
-    let Some(up) = &c.upstream else {
+    // The port of its current start, where it is given one at each (`${PORT}`).
+    let Some(up) = shared.upstream(c) else {
         return Err("no upstream".into());
     };
     for r in routes {
-        lifecycle::call_route(&shared.client, up, r, SLEEP_ROUTE_TIMEOUT).await?;
+        lifecycle::call_route(&shared.client, &up, r, SLEEP_ROUTE_TIMEOUT).await?;
     }
     Ok(())
 }

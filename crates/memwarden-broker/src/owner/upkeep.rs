@@ -88,7 +88,9 @@ impl Owner {
         within: Duration,
         msg: impl FnOnce(String, bool) -> Msg + Send + 'static,
     ) {
-        let cfg = self.cfg.consumers[c].clone();
+        let mut cfg = self.cfg.consumers[c].clone();
+        // An upstream of `${PORT}` is asked on the port of its current start.
+        cfg.upstream = self.shared.upstream(&cfg).or(cfg.upstream);
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
