@@ -22,6 +22,7 @@ fn state() -> (PoolState, Vec<ConsumerState>) {
             evictable: i % 11 != 0,
             ephemeral: false,
             coexist_with: if i % 5 == 0 { vec![49] } else { Vec::new() },
+            demand: Default::default(),
         })
         .collect();
     cs[49].phase = Phase::Unloaded;

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+pub mod demand;
+pub mod sim;
 pub mod sleep;
+
+pub use demand::{Demand, DemandState};
 
 /// Where a consumer is in its life, as far as the broker knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,8 @@ pub struct ConsumerState {
     pub ephemeral: bool,
     /// Consumers it may share the pool with (both ways already).
     pub coexist_with: Vec<usize>,
+    /// What demand-aware eviction and the queue's order go by.
+    pub demand: DemandState,
 }
 
 impl ConsumerState {
@@ -183,15 +189,15 @@ pub fn conflict(consumers: &[ConsumerState], a: usize, b: usize) -> bool {
         && !consumers[b].may_coexist(a)
 }
 
-/// Victims that free at least `short_by`: least recently used first, then the set is thinned
-/// so that no victim is unloaded that the others make unnecessary. `None` when the consumers
-/// that may be evicted now do not free enough.
+/// Victims that free at least `short_by`: the set that would cost least to bring back
+/// ([`demand::cheapest`]), least recently used first. `None` when the consumers that may be
+/// evicted now do not free enough.
 pub fn pick_victims(
     consumers: &[ConsumerState],
     target: usize,
     short_by: u64,
 ) -> Option<Vec<usize>> {
-    let mut candidates: Vec<usize> = (0..consumers.len())
+    let candidates: Vec<usize> = (0..consumers.len())
         .filter(|&i| {
             let o = &consumers[i];
             conflict(consumers, target, i)
@@ -201,35 +207,11 @@ pub fn pick_victims(
                 && o.in_flight == 0
         })
         .collect();
-    // Never used sorts first (None < Some); ties go to the lower index, so the order is stable.
-    candidates.sort_by_key(|&i| (consumers[i].last_used, i));
-    let mut chosen = Vec::new();
-    let mut freed = 0u64;
-    for i in candidates {
-        if freed >= short_by {
-            break;
-        }
-        freed += consumers[i].held();
-        chosen.push(i);
-    }
-    if freed < short_by {
-        return None;
-    }
-    // Drop the most recently used victims the rest make unnecessary.
-    let mut k = chosen.len();
-    while k > 0 {
-        k -= 1;
-        let h = consumers[chosen[k]].held();
-        if freed - h >= short_by {
-            freed -= h;
-            chosen.remove(k);
-        }
-    }
-    Some(chosen)
+    demand::cheapest(consumers, &candidates, short_by)
 }
 
-/// How long a consumer that is still in demand must have been idle before a request that
-/// queued behind its work may evict it.
+/// How long a consumer that is still in demand must have been idle, at least, before a request
+/// that queued behind its work may evict it (longer where its reload takes longer).
 pub const IN_DEMAND_IDLE_MS: u64 = 1000;
 
 /// How long any consumer is left after its last work ends before it is evicted: its clients'
@@ -239,11 +221,14 @@ pub const SETTLE_MS: u64 = 100;
 /// Of the `victims` an eviction for a request queued at `queued_at` would unload, the first
 /// that is still in demand: it finished work less than [`SETTLE_MS`] before `now`, or it
 /// started work after the request queued (others kept using it meanwhile) and finished its
-/// last less than [`IN_DEMAND_IDLE_MS`] before `now`. Evicting it at the first gap between its
+/// last less than [`IN_DEMAND_IDLE_MS`], or its measured reload time
+/// ([`DemandState::idle_limit`]), before `now`. Evicting it at the first gap between its
 /// requests would have the pool swap back and forth, one load per request, while both sides
 /// have clients; the request waits instead until the consumer goes idle, or until it has
 /// waited long enough to have its turn whatever it needs ([`aged`]). A consumer that nobody
-/// used since the request queued goes after the settling moment at most.
+/// used since the request queued goes after the settling moment at most — unless it was loaded
+/// less than its `min_residency` ago and still has requests queued: then they are served
+/// first, so that two consumers taking turns are served in batches.
 pub fn in_demand(
     consumers: &[ConsumerState],
     victims: &[usize],
@@ -255,8 +240,32 @@ pub fn in_demand(
         let idle = c.last_used.map(|u| now.saturating_sub(u));
         let used_since = c.last_started.is_some_and(|s| s >= queued_at);
         idle.is_some_and(|i| i < SETTLE_MS)
-            || (used_since && idle.is_none_or(|i| i < IN_DEMAND_IDLE_MS))
+            || (used_since && idle.is_none_or(|i| i < c.demand.idle_limit()))
+            || c.demand.resident(now)
     })
+}
+
+/// Of the `victims` an eviction for a request queued at `queued_at` would unload, the first
+/// to hold back for now: one still in demand ([`in_demand`]) while the
+/// request is young; once it has aged, only one loaded less than its `min_residency` ago with
+/// requests still queued, so that a turn forced by age serves a batch too rather than one
+/// round of requests (the residency is at most a quarter of `max_wait`: the config says so).
+pub fn held_back(
+    consumers: &[ConsumerState],
+    victims: &[usize],
+    queued_at: u64,
+    now: u64,
+    max_wait: Duration,
+) -> Option<usize> {
+    let waited = Duration::from_millis(now.saturating_sub(queued_at));
+    if aged(waited, max_wait) {
+        victims
+            .iter()
+            .copied()
+            .find(|&v| consumers[v].demand.resident(now))
+    } else {
+        in_demand(consumers, victims, queued_at, now)
+    }
 }
 
 /// Whether a request that has waited `waited` has its turn next, whatever it needs.
@@ -265,30 +274,35 @@ pub fn aged(waited: Duration, max_wait: Duration) -> bool {
 }
 
 /// The order in which a pool's waiting requests (oldest first, each with its consumer and how
-/// long it has waited) are considered. Requests whose consumer can run now (`runnable`) go
-/// ahead of those that need a load or an eviction, so interleaved traffic does not thrash the
-/// pool; but once the oldest has waited a quarter of `max_wait`, its turn comes next: only it,
-/// and requests for the same consumer, are considered until it leaves the queue. Requests held
-/// up by a stuck consumer (`parked`, by their place in `waiting`) do not age and come last:
+/// long it has waited) are considered. Requests for consumers of a higher `priority` go first;
+/// among equals, requests whose consumer can run now (`runnable`) go ahead of those that need
+/// a load or an eviction, so interleaved traffic does not thrash the pool. But once the oldest
+/// has waited a quarter of `max_wait`, its turn comes next whatever its priority: only it, and
+/// requests for the same consumer, are considered until it leaves the queue. Requests held up
+/// by a stuck consumer (`parked`, by their place in `waiting`) do not age and come last:
 /// holding the others back would not make room for them.
 pub fn queue_order(
     waiting: &[(usize, Duration)],
     max_wait: Duration,
     runnable: impl Fn(usize) -> bool,
     parked: impl Fn(usize) -> bool,
+    priority: impl Fn(usize) -> i32,
 ) -> Vec<usize> {
-    let (live, parked): (Vec<usize>, Vec<usize>) = (0..waiting.len()).partition(|&i| !parked(i));
+    let (mut live, parked): (Vec<usize>, Vec<usize>) =
+        (0..waiting.len()).partition(|&i| !parked(i));
     if let Some(&head) = live.first()
         && aged(waiting[head].1, max_wait)
     {
         let head = waiting[head].0;
         return live.into_iter().filter(|&i| waiting[i].0 == head).collect();
     }
-    let (mut now, later): (Vec<usize>, Vec<usize>) =
-        live.into_iter().partition(|&i| runnable(waiting[i].0));
-    now.extend(later);
-    now.extend(parked);
-    now
+    // Stable: arrival order among equals.
+    live.sort_by_cached_key(|&i| {
+        let c = waiting[i].0;
+        (std::cmp::Reverse(priority(c)), !runnable(c))
+    });
+    live.extend(parked);
+    live
 }
 
 mod verdict;

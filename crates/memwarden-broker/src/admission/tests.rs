@@ -16,6 +16,7 @@ pub(super) fn consumer(need_mib: u64) -> ConsumerState {
         evictable: true,
         ephemeral: false,
         coexist_with: Vec::new(),
+        demand: DemandState::default(),
     }
 }
 
@@ -338,13 +339,16 @@ fn runnable_requests_go_first_until_the_oldest_has_aged() {
     let none = |_: usize| false;
     let queue = [(1, s(10)), (0, s(9)), (1, s(5)), (0, s(1))];
     assert_eq!(
-        queue_order(&queue, max_wait, runnable, none),
+        queue_order(&queue, max_wait, runnable, none, |_| 0),
         vec![1, 3, 0, 2]
     );
     // The oldest has waited 30 s of 120: only it and its consumer's requests go.
     let queue = [(1, s(30)), (0, s(9)), (1, s(5)), (0, s(1))];
-    assert_eq!(queue_order(&queue, max_wait, runnable, none), vec![0, 2]);
-    assert!(queue_order(&[], max_wait, runnable, none).is_empty());
+    assert_eq!(
+        queue_order(&queue, max_wait, runnable, none, |_| 0),
+        vec![0, 2]
+    );
+    assert!(queue_order(&[], max_wait, runnable, none, |_| 0).is_empty());
 }
 
 #[test]
@@ -355,10 +359,13 @@ fn requests_held_up_by_a_stuck_consumer_do_not_age() {
     // The oldest (for 1) waits on a stuck consumer: it holds nothing back, and goes last.
     let queue = [(1, s(60)), (0, s(9)), (2, s(5)), (0, s(1))];
     assert_eq!(
-        queue_order(&queue, max_wait, runnable, |i| i == 0),
+        queue_order(&queue, max_wait, runnable, |i| i == 0, |_| 0),
         vec![1, 3, 2, 0]
     );
     // The next oldest that has aged has its turn as usual.
     let queue = [(1, s(60)), (2, s(40)), (0, s(9))];
-    assert_eq!(queue_order(&queue, max_wait, runnable, |i| i == 0), vec![1]);
+    assert_eq!(
+        queue_order(&queue, max_wait, runnable, |i| i == 0, |_| 0),
+        vec![1]
+    );
 }

@@ -264,6 +264,7 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
         }
         None => Duration::from_secs(30),
     };
+    let min_residency = super::demand::pool_min_residency(src, &name, &p.min_residency, max_wait)?;
     Ok(PoolConfig {
         name,
         kind: p.kind,
@@ -274,6 +275,7 @@ fn pool(src: &Source<'_>, p: RawPool) -> Result<PoolConfig, ConfigError> {
         max_wait,
         verify_timeout,
         stuck_retry,
+        min_residency,
     })
 }
 
@@ -476,6 +478,8 @@ fn consumer(
     };
     let idle_ttl = c.idle_ttl.as_ref().map(|d| duration(src, d)).transpose()?;
     let sleep = super::sleep::sleep(src, &c, &name, need, upstream.is_some(), pool_kind)?;
+    let (min_residency, priority) =
+        super::demand::consumer_fields(src, &name, &c.min_residency, &c.priority)?;
     Ok(ConsumerConfig {
         name,
         pool,
@@ -498,5 +502,7 @@ fn consumer(
         response_timeout: dur(&c.response_timeout, Duration::from_secs(600))?,
         stop_timeout: dur(&c.stop_timeout, Duration::from_secs(10))?,
         sleep,
+        min_residency,
+        priority,
     })
 }

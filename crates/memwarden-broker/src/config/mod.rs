@@ -2,6 +2,7 @@
 //! file, line and column), checked as a whole, and turned into indices the state owner can use.
 
 mod check;
+mod demand;
 mod raw;
 mod sleep;
 mod start;
@@ -108,6 +109,8 @@ pub struct PoolConfig {
     /// How long after a consumer is found stuck its unload is first retried by itself (while a
     /// request waits for its room); each retry that fails doubles it, up to `MAX_STUCK_RETRY`.
     pub stuck_retry: Duration,
+    /// How long a consumer just loaded is kept for the requests it still has queued.
+    pub min_residency: Duration,
 }
 
 /// The longest wait between automatic retries of a stuck consumer's unload.
@@ -192,6 +195,10 @@ pub struct ConsumerConfig {
     pub stop_timeout: Duration,
     /// How to put its server to sleep and wake it, if it can sleep.
     pub sleep: Option<Sleep>,
+    /// Its own `min_residency`, in place of its pool's.
+    pub min_residency: Option<Duration>,
+    /// Higher goes first in its pool's queue.
+    pub priority: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +258,12 @@ impl Config {
         estimator: Option<Estimator<'_>>,
     ) -> Result<Config, ConfigError> {
         Config::parse_in(text, file, Path::new("."), estimator)
+    }
+
+    /// How long consumer `c`, just loaded, is kept for the requests it still has queued.
+    pub fn min_residency(&self, c: usize) -> Duration {
+        let c = &self.consumers[c];
+        c.min_residency.unwrap_or(self.pools[c.pool].min_residency)
     }
 
     pub fn consumer_index(&self, name: &str) -> Option<usize> {

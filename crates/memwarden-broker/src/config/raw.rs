@@ -47,6 +47,7 @@ pub(super) struct RawPool {
     pub(super) max_wait: Option<Spanned<String>>,
     pub(super) verify_timeout: Option<Spanned<String>>,
     pub(super) stuck_retry: Option<Spanned<String>>,
+    pub(super) min_residency: Option<Spanned<String>>,
 }
 
 /// A size as written: a whole number of bytes or a string such as `"24GiB"`.
@@ -152,6 +153,8 @@ pub(super) struct RawConsumer {
     pub(super) deep_sleep: Option<Spanned<RawRoute>>,
     pub(super) wake: Option<Spanned<RawRoute>>,
     pub(super) sleep_ram: Option<Spanned<RawSize>>,
+    pub(super) min_residency: Option<Spanned<String>>,
+    pub(super) priority: Option<Spanned<i64>>,
 }
 
 /// Positions in the text, for messages that say where the problem is.

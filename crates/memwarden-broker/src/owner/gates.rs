@@ -29,7 +29,9 @@ impl Owner {
             last_used,
         } = g.close();
         self.counters.served += admitted;
+        let now = self.now_ms(std::time::Instant::now());
         let cs = &mut self.cons[c];
+        cs.demand.recent.add(now, admitted);
         cs.in_flight += running;
         cs.last_used = cs.last_used.max(last_used);
         if running > 0 {

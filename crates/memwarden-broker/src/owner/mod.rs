@@ -306,6 +306,7 @@ fn consumer_state(c: &ConsumerConfig) -> ConsumerState {
         evictable: !c.pinned && !c.self_managed && c.can_evict(),
         ephemeral: c.is_ephemeral(),
         coexist_with: c.coexist_with.clone(),
+        demand: Default::default(),
     }
 }
 

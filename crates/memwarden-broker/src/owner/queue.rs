@@ -24,13 +24,16 @@ impl Owner {
         // From here the pool's decisions need every count exact: no work passes its gates.
         self.close_pool_gates(p);
         let full = self.pools[p].queue.len() >= self.cfg.pools[p].max_queue;
+        let since = Instant::now();
         self.pools[p].queue.push_back(Waiter {
             id,
             consumer: c,
-            since: Instant::now(),
+            since,
             reply,
             last_wait: None,
         });
+        let now = self.now_ms(since);
+        self.cons[c].demand.recent.add(now, 1);
         if !full {
             return;
         }
@@ -69,7 +72,35 @@ impl Owner {
             .collect();
         let parked =
             |j: usize| matches!(self.pools[p].queue[j].last_wait, Some(Wait::Stuck { .. }));
-        admission::queue_order(&waiting, self.cfg.pools[p].max_wait, |_| true, parked).contains(&i)
+        let priority = |c: usize| self.cfg.consumers[c].priority;
+        admission::queue_order(
+            &waiting,
+            self.cfg.pools[p].max_wait,
+            |_| true,
+            parked,
+            priority,
+        )
+        .contains(&i)
+    }
+
+    /// Fills in what demand-aware decisions read of pool `p`'s consumers: each one's measured
+    /// load time, when it was loaded, its requests queued, its residency and its priority.
+    fn refresh_demand(&mut self, p: usize) {
+        for c in 0..self.cons.len() {
+            if self.cons[c].pool != p {
+                continue;
+            }
+            let loaded_at = self.rt[c].loaded_at.map(|t| self.now_ms(t));
+            let d = &mut self.cons[c].demand;
+            d.reload_ms = self.rt[c].last_load.map(|t| t.as_millis() as u64);
+            d.loaded_at = loaded_at;
+            d.queued = 0;
+            d.min_residency_ms = self.cfg.min_residency(c).as_millis() as u64;
+            d.priority = self.cfg.consumers[c].priority;
+        }
+        for w in &self.pools[p].queue {
+            self.cons[w.consumer].demand.queued += 1;
+        }
     }
 
     pub(super) fn release(&mut self, id: u64) {
@@ -113,6 +144,7 @@ impl Owner {
         if self.pools[p].queue.is_empty() {
             return;
         }
+        self.refresh_demand(p);
         let now = Instant::now();
         let waiting: Vec<(usize, Duration)> = self.pools[p]
             .queue
@@ -129,6 +161,7 @@ impl Owner {
             self.cfg.pools[p].max_wait,
             |c| decision[&c] == Decision::Run,
             |i| matches!(decision[&waiting[i].0], Decision::Wait(Wait::Stuck { .. })),
+            |c| cons[c].demand.priority,
         );
         // Ids, not positions: each step may take a request out of the queue.
         let ids: Vec<u64> = order.iter().map(|&i| self.pools[p].queue[i].id).collect();
@@ -152,18 +185,10 @@ impl Owner {
                 false
             }
             Decision::Evict(victims) => {
-                let now = Instant::now();
-                let w = &self.pools[p].queue[i];
-                let held = (!admission::aged(now - w.since, self.cfg.pools[p].max_wait))
-                    .then(|| {
-                        admission::in_demand(
-                            &self.cons,
-                            &victims,
-                            self.now_ms(w.since),
-                            self.now_ms(now),
-                        )
-                    })
-                    .flatten();
+                let since = self.now_ms(self.pools[p].queue[i].since);
+                let now = self.now_ms(Instant::now());
+                let max_wait = self.cfg.pools[p].max_wait;
+                let held = admission::held_back(&self.cons, &victims, since, now, max_wait);
                 if let Some(victim) = held {
                     self.pools[p].queue[i].last_wait = Some(Wait::InDemand { victim });
                     return false;

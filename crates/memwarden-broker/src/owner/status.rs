@@ -198,6 +198,7 @@ impl Owner {
             n.in_flight = o.in_flight;
             n.last_used = o.last_used;
             n.last_started = o.last_started;
+            n.demand.recent = o.demand.recent;
             rt[new] = self.rt[old].clone();
         }
         for (p, pool) in self.pools.iter_mut().enumerate() {
