@@ -8,8 +8,9 @@ use std::process::Command;
 
 use common::*;
 
-/// The page as Chromium renders it after its scripts ran (a few seconds of virtual time).
-fn rendered(url: &str, extra: &[&str]) -> String {
+/// Headless Chromium with its own profile, a few seconds of virtual time for the page's
+/// scripts, then `args` on `url`; its output, once it succeeded.
+fn headless(url: &str, args: &[String]) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("timeout")
         .arg("60")
@@ -19,11 +20,10 @@ fn rendered(url: &str, extra: &[&str]) -> String {
             "--no-sandbox",
             "--disable-gpu",
             "--disable-dev-shm-usage",
+            "--virtual-time-budget=4000",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--virtual-time-budget=4000")
-        .args(extra)
-        .arg("--dump-dom")
+        .args(args)
         .arg(url)
         .output()
         .unwrap();
@@ -32,6 +32,12 @@ fn rendered(url: &str, extra: &[&str]) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// The page as Chromium renders it after its scripts ran.
+fn rendered(url: &str) -> String {
+    let out = headless(url, &["--dump-dom".to_string()]);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -62,27 +68,13 @@ fn state_of(dom: &str, consumer: &str) -> String {
 }
 
 fn screenshot(url: &str, to: &Path, size: &str) {
-    let profile = tempfile::tempdir().unwrap();
-    let status = Command::new("timeout")
-        .arg("60")
-        .arg(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--virtual-time-budget=4000", "--hide-scrollbars"])
-        .arg(format!("--window-size={size}"))
-        .arg(format!("--screenshot={}", to.display()))
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    headless(
+        url,
+        &[
+            "--hide-scrollbars".to_string(),
+            format!("--window-size={size}"),
+            format!("--screenshot={}", to.display()),
+        ],
     );
     let png = std::fs::read(to).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
@@ -102,7 +94,7 @@ async fn the_page_shows_pools_and_consumers_and_follows_a_load() {
     let url = format!("{base}/");
     let dom = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || rendered(&url, &[])
+        move || rendered(&url)
     })
     .await
     .unwrap();
@@ -117,7 +109,7 @@ async fn the_page_shows_pools_and_consumers_and_follows_a_load() {
     assert_eq!(code, 200);
     let dom = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || rendered(&url, &[])
+        move || rendered(&url)
     })
     .await
     .unwrap();
@@ -158,7 +150,7 @@ async fn with_a_token_the_page_asks_for_it_and_shows_nothing_before() {
     assert!(!html.contains("<td>a</td>") && html.contains("needs its bearer token"));
 
     let url = format!("{base}/");
-    let dom = tokio::task::spawn_blocking(move || rendered(&url, &[]))
+    let dom = tokio::task::spawn_blocking(move || rendered(&url))
         .await
         .unwrap();
     assert!(!dom.contains("data-consumer=\"a\""), "{dom}");
@@ -166,7 +158,7 @@ async fn with_a_token_the_page_asks_for_it_and_shows_nothing_before() {
 
     // Given the token (here in the link's fragment, which never reaches the server), it shows.
     let url = format!("{base}/#token=s3cret");
-    let dom = tokio::task::spawn_blocking(move || rendered(&url, &[]))
+    let dom = tokio::task::spawn_blocking(move || rendered(&url))
         .await
         .unwrap();
     assert_eq!(state_of(&dom, "a"), "unloaded");
