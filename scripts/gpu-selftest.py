@@ -525,7 +525,14 @@ def step_3(mw, device, gib, gpu):
     def measured(n):
         return next((c.get("measured_bytes") or 0 for c in status().get("consumers", []) if c.get("name") == n), 0)
 
-    def ask(n, evictions, gone=None):
+    def loaded(st):
+        return {c.get("name") for c in st.get("consumers", []) if c.get("state") == "loaded"}
+
+    def ask(n, evictions):
+        """Requests work of `n`; whatever the broker chose to evict for it (its choice weighs
+        reload time and demand, so which one is its to make) must have given its memory back,
+        in our own reading, before the request was answered. Returns the victims."""
+        before = loaded(status())
         code, body = http("GET", f"{broker}/c/{n}/work", 60)
         # Until a reading after its load shows what it holds (twice a second) the broker counts
         # what it declared, which leaves out the interpreter's (or CUDA context's) own memory.
@@ -534,18 +541,24 @@ def step_3(mw, device, gib, gpu):
         seen = f"{code}, evictions {st.get('counters', {}).get('evictions')}"
         check(f"3 request for {n}", f"200, evictions {evictions}", seen,
               code == 200 and st.get("counters", {}).get("evictions") == evictions)
-        if gone:  # its memory came back, in our own reading, before the request was answered
-            now = held_now(cons[gone], device) or 0
-            check(f"3 {gone} evicted: memory back", f"<= {size(base[gone] + s // 10)}",
-                  f"{size(now)}, {state(st, gone)}", now <= base[gone] + s // 10 and state(st, gone) == "unloaded")
+        gone = sorted(before - loaded(st) - {"liar"})
+        for g in gone:
+            now = held_now(cons[g], device) or 0
+            check(f"3 {g} evicted: memory back", f"<= {size(base[g] + s // 10)}",
+                  f"{size(now)}, {state(st, g)}", now <= base[g] + s // 10 and state(st, g) == "unloaded")
+        return gone
 
     ask("a", 0)
     ask("b", 0)
-    ask("liar", 1, gone="a")
-    ask("a", 2, gone="b")
-    # b's room is the liar's (least recently used): it answers its unload and keeps its memory,
-    # is found stuck, and a goes instead.
-    ask("b", 3, gone="a")
+    evictions = 1
+    ask("liar", evictions)
+    # Each round asks for the one unloaded to make room; when the broker picks the liar, it
+    # answers its unload and keeps its memory, is found stuck, and another goes instead.
+    for _ in range(6):
+        if state(status(), "liar") == "stuck":
+            break
+        evictions += 1
+        ask(next(n for n in ("a", "b") if state(status(), n) != "loaded"), evictions)
     st = status()
     kept = held_now(cons["liar"], device) or 0
     check("3 the liar ends stuck", "stuck", state(st, "liar"), state(st, "liar") == "stuck")

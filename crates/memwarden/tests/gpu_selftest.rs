@@ -177,8 +177,6 @@ fn its_broker_check_on_host_memory_holds_and_leaves_nothing_behind() {
     let text = table;
     for row in [
         "3 request for liar",
-        "3 a evicted: memory back",
-        "3 b evicted: memory back",
         "3 the liar ends stuck",
         "3 the liar still holds",
         "3 retried unload of the liar",
@@ -190,6 +188,8 @@ fn its_broker_check_on_host_memory_holds_and_leaves_nothing_behind() {
             .unwrap_or_else(|| panic!("no row {row:?} in\n{text}"));
         assert!(line.ends_with(" ok"), "{line}");
     }
+    // Which consumer the broker evicts is its choice; each it evicted gave its memory back.
+    assert!(text.contains(" evicted: memory back "), "{text}");
     // tmux is installed by .ci/setup: no row is left "n/a" either.
     assert!(text.lines().skip(2).all(|l| l.ends_with(" ok")), "{text}");
     // What the broker was given, and that its consumers and it are gone.
