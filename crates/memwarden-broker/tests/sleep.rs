@@ -16,7 +16,8 @@ struct Rig {
     broker: memwarden_broker::Running,
     base: String,
     consumers: Vec<(String, TestConsumer)>,
-    _machine: GpuMachine,
+    toml: String,
+    machine: GpuMachine,
     _dir: tempfile::TempDir,
 }
 
@@ -78,12 +79,24 @@ async fn rig(
         base: format!("http://{}", broker.addr()),
         broker,
         consumers,
-        _machine: machine,
+        toml,
+        machine,
         _dir: dir,
     }
 }
 
 impl Rig {
+    /// The broker stopped and a new one started on the same file; the consumers run on.
+    async fn restarted(self) -> Rig {
+        self.broker.shutdown().await;
+        let broker = start_on(&self.toml, self.machine.probe()).await;
+        Rig {
+            base: format!("http://{}", broker.addr()),
+            broker,
+            ..self
+        }
+    }
+
     /// A request to consumer `name`: its status and body.
     async fn work(&self, name: &str) -> (u16, String) {
         http("GET", format!("{}/c/{name}/work", self.base), "").await
@@ -310,5 +323,36 @@ async fn an_idle_server_that_can_sleep_sleeps_after_its_ttl() {
         (&st["counters"]["wakes"], &st["counters"]["loads"]),
         (&1.into(), &1.into())
     );
+    r.broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vllm_server_left_asleep_is_found_asleep_after_a_restart_and_woken() {
+    let _one = one_at_a_time().await;
+    let on_gpu = [("a", "normal", "vllm", 800)];
+    let r = rig(Some("200MiB"), &on_gpu, "", "idle_ttl = \"300ms\"\n", None).await;
+    assert_eq!(r.work("a").await.0, 200);
+    r.wait_for(|st| consumer(st, "a")["state"] == "sleeping")
+        .await;
+    let r = r.restarted().await;
+    // The new broker asks it, and counts its weights in host RAM.
+    let st = r
+        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
+        .await;
+    let sa = consumer(&st, "a");
+    assert_eq!(sa["state"], "sleeping", "{sa}");
+    assert!(u64_of(&sa["sleep_host_bytes"]) >= 60 * MIB, "{sa}");
+    // The level it was put to sleep at is not known to this broker.
+    assert!(sa["sleep_level"].is_null(), "{sa}");
+    let ram = &st["pools"][1];
+    assert!(
+        u64_of(&ram["available_bytes"]) <= (200 - 8 - 60) * MIB,
+        "{ram}"
+    );
+    // A request wakes it: no load.
+    assert_eq!(r.work("a").await, (200, "a ok loaded=true\n".into()));
+    let st = r.status().await;
+    let c = &st["counters"];
+    assert_eq!((&c["wakes"], &c["loads"]), (&1.into(), &0.into()), "{c}");
     r.broker.shutdown().await;
 }
