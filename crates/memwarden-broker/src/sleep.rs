@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn vllms_answer_says_whether_it_sleeps() {
         assert_eq!(parse_is_sleeping(br#"{"is_sleeping": true}"#), Ok(true));
-        assert_eq!(parse_is_sleeping(br#"{"is_sleeping":false,"x":1}"#), Ok(false));
+        assert_eq!(
+            parse_is_sleeping(br#"{"is_sleeping":false,"x":1}"#),
+            Ok(false)
+        );
         assert!(parse_is_sleeping(b"ok").is_err());
         assert!(parse_is_sleeping(br#"{"sleeping": true}"#).is_err());
     }

@@ -356,3 +356,44 @@ async fn a_vllm_server_left_asleep_is_found_asleep_after_a_restart_and_woken() {
     assert_eq!((&c["wakes"], &c["loads"]), (&1.into(), &0.into()), "{c}");
     r.broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ram_consumer_is_evicted_so_that_a_server_sleeps_rather_than_unloads() {
+    let _one = one_at_a_time().await;
+    // Host RAM has 92 MiB beside its cushion; r holds 40 of them, so a's 60 MiB of weights fit
+    // only once r is gone. a takes 800 ms to load and is asked for twice; r loads at once.
+    let on_gpu = [("a", "normal", "vllm", 800), ("b", "normal", "vllm", 0)];
+    let r = rig(Some("100MiB"), &on_gpu, "", "", Some(("r", "40MiB"))).await;
+    assert_eq!(r.work("r").await.0, 200);
+    assert_eq!(r.work("a").await.0, 200);
+    assert_eq!(r.work("a").await.0, 200);
+    assert_eq!(r.work("b").await, (200, "b ok loaded=true\n".into()));
+    let st = r
+        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
+        .await;
+    let sa = consumer(&st, "a");
+    assert_eq!(
+        (&sa["state"], &sa["sleep_level"]),
+        (&"sleeping".into(), &1.into()),
+        "{st:#}"
+    );
+    assert_eq!(consumer(&st, "r")["state"], "unloaded");
+    assert!(r.rss("r") < 30 * MIB, "r let its memory go: {}", r.rss("r"));
+    assert!(
+        r.rss("a") >= 60 * MIB,
+        "a's weights in host RAM: {}",
+        r.rss("a")
+    );
+    assert_eq!(
+        (&st["counters"]["sleeps"], &st["counters"]["evictions"]),
+        (&1.into(), &2.into())
+    );
+    // Back to a: a wake, where without r's eviction it would have been a load.
+    assert_eq!(r.work("a").await.0, 200);
+    let st = r.status().await;
+    assert_eq!(
+        (&consumer(&st, "a")["wakes"], &consumer(&st, "a")["loads"]),
+        (&1.into(), &1.into())
+    );
+    r.broker.shutdown().await;
+}

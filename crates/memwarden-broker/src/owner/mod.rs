@@ -150,7 +150,9 @@ pub enum Found {
     Up,
     /// A vLLM server that says it sleeps: left so by an earlier broker. What its processes
     /// hold in host RAM, as measured then.
-    Asleep { host: Option<u64> },
+    Asleep {
+        host: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone)]

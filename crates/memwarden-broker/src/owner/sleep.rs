@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::load::{give_back, measure_one, release};
 use super::{Found, Msg, Owner, Shared, UnloadOutcome};
-use crate::admission::sleep::sleepers_to_drop;
-use crate::admission::sleep::{Eviction, eviction};
+use crate::admission::sleep::{Eviction, eviction, ram_victims, sleepers_to_drop};
 use crate::admission::{self, Phase, Wait};
 use crate::config::{ConsumerConfig, HOST_CUSHION, PoolKind, Route, SleepEngine};
 use crate::lifecycle;
@@ -117,17 +116,22 @@ impl Owner {
         if self.cfg.consumers[c].sleep.is_none() {
             return self.start_unload(c, false);
         }
-        self.start_evict(c);
+        self.start_evict(c, None);
         self.rt[c].evicting = false;
     }
 
     /// Makes victim `v` give its room back: a sleep where host RAM can take its weights (or a
-    /// deep sleep where it cannot), else an unload.
-    pub(super) fn start_evict(&mut self, v: usize) {
+    /// deep sleep where it cannot), else an unload. For a request queued at `queued_at`, host
+    /// RAM's own consumers may first be evicted to take its weights ([`Owner::ram_makes_room`]).
+    pub(super) fn start_evict(&mut self, v: usize, queued_at: Option<u64>) {
+        let room = self.host_room();
+        if queued_at.is_some_and(|q| self.ram_makes_room(v, room, q)) {
+            return;
+        }
         let cfg = &self.cfg.consumers[v];
         let how = eviction(
             cfg.sleep.as_ref().map(|s| s.ram),
-            self.host_room(),
+            room,
             cfg.sleep.as_ref().is_some_and(|s| s.deep.is_some()),
             cfg.can_unload(),
         );
@@ -139,6 +143,44 @@ impl Owner {
                 tracing::debug!(consumer = %cfg.name, "host RAM cannot take its weights, and it has no deep sleep and no unload: left awake");
             }
         }
+    }
+
+    /// Where the `ram` pool lacks room for sleeper `v`'s weights: evicts the consumers of that
+    /// pool that are worth it ([`ram_victims`]), or waits for evictions under way there. True
+    /// when `v` is left awake for now, to sleep once the room is back; false when host RAM
+    /// does not make room and `v` gives its own back as it can without it.
+    fn ram_makes_room(&mut self, v: usize, room: Option<u64>, queued_at: u64) -> bool {
+        let (Some(h), Some(ram)) = (
+            self.host_pool(),
+            self.cfg.consumers[v].sleep.as_ref().map(|s| s.ram),
+        ) else {
+            return false;
+        };
+        let room = room.unwrap_or(0);
+        if ram <= room {
+            return false;
+        }
+        // Memory on its way back in host RAM is counted before anything else is evicted.
+        if (0..self.cons.len())
+            .any(|c| self.cons[c].pool == h && self.cons[c].phase == Phase::Unloading)
+        {
+            return true;
+        }
+        self.refresh_demand(h);
+        let now = self.now_ms(Instant::now());
+        let wake = self.rt[v].sleep.last_wake.map(|d| d.as_millis() as u64);
+        let Some(victims) = ram_victims(&self.cons, h, v, ram - room, wake, queued_at, now) else {
+            return false;
+        };
+        for r in victims {
+            tracing::info!(
+                consumer = %self.cfg.consumers[r].name,
+                sleeper = %self.cfg.consumers[v].name,
+                "evicted from host RAM so that a server can sleep there rather than unload"
+            );
+            self.start_unload(r, true);
+        }
+        true
     }
 
     fn start_sleep(&mut self, c: usize, level: u8) {
@@ -186,6 +228,8 @@ impl Owner {
                 host,
             });
         });
+        // The next decision in this round sees its weights on their way to host RAM.
+        self.count_sleepers();
     }
 
     pub(super) fn sleep_done(
@@ -319,7 +363,9 @@ impl Owner {
     /// known.
     pub(super) fn asks_if_asleep(&self, c: usize) -> bool {
         let cfg = &self.cfg.consumers[c];
-        cfg.sleep.as_ref().is_some_and(|s| s.engine == SleepEngine::Vllm)
+        cfg.sleep
+            .as_ref()
+            .is_some_and(|s| s.engine == SleepEngine::Vllm)
             && cfg.start.is_none()
             && self.shared.upstream(cfg).is_some()
     }
