@@ -112,6 +112,20 @@ impl Rig {
         status(&self.broker).await
     }
 
+    /// Waits until `name` sleeps with its weights measured in host RAM, and checks its
+    /// level (`null`: not known); the status then.
+    async fn asleep(&self, name: &str, level: serde_json::Value) -> serde_json::Value {
+        let st = (self.wait_for(|st| consumer(st, name)["sleep_host_bytes"].is_u64())).await;
+        let c = consumer(&st, name);
+        assert_eq!(
+            (&c["state"], &c["sleep_level"]),
+            (&"sleeping".into(), &level),
+            "{st:#}"
+        );
+        assert!(u64_of(&c["sleep_host_bytes"]) >= 60 * MIB, "{c}");
+        st
+    }
+
     async fn wait_for(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         wait_for(&self.broker, Duration::from_secs(5), pred).await
     }
@@ -119,6 +133,14 @@ impl Rig {
 
 fn u64_of(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Asserts the broker's counters named in `want`.
+fn counted(st: &serde_json::Value, want: &[(&str, u64)]) {
+    let got: Vec<(&str, u64)> = (want.iter())
+        .map(|&(k, _)| (k, u64_of(&st["counters"][k])))
+        .collect();
+    assert_eq!(got, want, "{:#}", st["counters"]);
 }
 
 fn f64_of(v: &serde_json::Value) -> f64 {
@@ -139,15 +161,8 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
         rss >= rss_awake + 55 * MIB,
         "a's weights in host RAM: {rss_awake} then {rss}"
     );
-    let st = r
-        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
-        .await;
+    let st = r.asleep("a", 1.into()).await;
     let sa = consumer(&st, "a");
-    assert_eq!(
-        (&sa["state"], &sa["sleep_level"]),
-        (&"sleeping".into(), &1.into())
-    );
-    assert!(u64_of(&sa["sleep_host_bytes"]) >= 60 * MIB, "{sa}");
     // Its GPU memory came back (the context stays), and host RAM counts its weights.
     assert!(u64_of(&sa["resident_bytes"]) <= 2 * MIB, "{sa}");
     let ram = &st["pools"][1];
@@ -155,10 +170,7 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
         u64_of(&ram["available_bytes"]) <= (200 - 8 - 60) * MIB,
         "{ram}"
     );
-    assert_eq!(
-        (&st["counters"]["sleeps"], &st["counters"]["loads"]),
-        (&1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 1), ("loads", 2)]);
 
     // Back to a: b (SGLang) sleeps in turn, and a is woken, not loaded. b's GPU memory is back
     // as soon as the pool shows it; its host RAM is read after.
@@ -176,11 +188,7 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
         "a woke in {wake} s and loaded in {load} s"
     );
     assert!(load >= 0.8, "{load}");
-    let c = &st["counters"];
-    assert_eq!(
-        (&c["sleeps"], &c["wakes"], &c["loads"]),
-        (&2.into(), &1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 2), ("wakes", 1), ("loads", 2)]);
     let rss = r.rss("a");
     assert!(
         rss < rss_awake + 20 * MIB,
@@ -218,10 +226,7 @@ async fn without_room_in_host_ram_weights_are_dropped_or_the_server_unloaded() {
         .await;
     let sa = consumer(&st, "a");
     assert_eq!((&sa["state"], &sa["wakes"]), (&"loaded".into(), &1.into()));
-    assert_eq!(
-        (&st["counters"]["sleeps"], &st["counters"]["evictions"]),
-        (&1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 1), ("evictions", 2)]);
     r.broker.shutdown().await;
 }
 
@@ -232,15 +237,7 @@ async fn without_a_ram_pool_host_ram_is_what_the_machine_has_free() {
     let r = rig(None, &on_gpu, "", "", None).await;
     assert_eq!(r.work("a").await.0, 200);
     assert_eq!(r.work("b").await.0, 200);
-    let st = r
-        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
-        .await;
-    let sa = consumer(&st, "a");
-    assert_eq!(
-        (&sa["state"], &sa["sleep_level"]),
-        (&"sleeping".into(), &1.into())
-    );
-    assert!(u64_of(&sa["sleep_host_bytes"]) >= 60 * MIB, "{sa}");
+    r.asleep("a", 1.into()).await;
     r.broker.shutdown().await;
 }
 
@@ -262,10 +259,7 @@ async fn a_server_that_answers_its_sleep_and_keeps_its_memory_is_stuck() {
     let sa = consumer(&st, "a");
     assert_eq!(sa["state"], "stuck");
     assert!(u64_of(&sa["resident_bytes"]) >= 60 * MIB, "{sa}");
-    assert_eq!(
-        (&st["counters"]["stuck"], &st["counters"]["sleeps"]),
-        (&1.into(), &0.into())
-    );
+    counted(&st, &[("stuck", 1), ("sleeps", 0)]);
     // Counted in the GPU pool, not in host RAM: it never slept.
     assert_eq!(u64_of(&st["pools"][1]["free_bytes"]), 200 * MIB);
     // Requests for a are still served: its server holds its memory and answers.
@@ -294,10 +288,7 @@ async fn a_sleeper_leaves_host_ram_when_a_ram_consumer_needs_it() {
         "a let its host copy go: {}",
         r.rss("a")
     );
-    assert_eq!(
-        (&st["counters"]["sleeps"], &st["counters"]["evictions"]),
-        (&1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 1), ("evictions", 2)]);
     r.broker.shutdown().await;
 }
 
@@ -311,18 +302,11 @@ async fn an_idle_server_that_can_sleep_sleeps_after_its_ttl() {
         .wait_for(|st| consumer(st, "a")["state"] == "sleeping")
         .await;
     assert_eq!(consumer(&st, "a")["sleep_level"], 1);
-    let c = &st["counters"];
-    assert_eq!(
-        (&c["idle_unloads"], &c["evictions"]),
-        (&1.into(), &0.into())
-    );
+    counted(&st, &[("idle_unloads", 1), ("evictions", 0)]);
     // The next request wakes it.
     assert_eq!(r.work("a").await.0, 200);
     let st = r.status().await;
-    assert_eq!(
-        (&st["counters"]["wakes"], &st["counters"]["loads"]),
-        (&1.into(), &1.into())
-    );
+    counted(&st, &[("wakes", 1), ("loads", 1)]);
     r.broker.shutdown().await;
 }
 
@@ -336,14 +320,8 @@ async fn a_vllm_server_left_asleep_is_found_asleep_after_a_restart_and_woken() {
         .await;
     let r = r.restarted().await;
     // The new broker asks it, and counts its weights in host RAM.
-    let st = r
-        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
-        .await;
-    let sa = consumer(&st, "a");
-    assert_eq!(sa["state"], "sleeping", "{sa}");
-    assert!(u64_of(&sa["sleep_host_bytes"]) >= 60 * MIB, "{sa}");
     // The level it was put to sleep at is not known to this broker.
-    assert!(sa["sleep_level"].is_null(), "{sa}");
+    let st = r.asleep("a", serde_json::Value::Null).await;
     let ram = &st["pools"][1];
     assert!(
         u64_of(&ram["available_bytes"]) <= (200 - 8 - 60) * MIB,
@@ -352,8 +330,7 @@ async fn a_vllm_server_left_asleep_is_found_asleep_after_a_restart_and_woken() {
     // A request wakes it: no load.
     assert_eq!(r.work("a").await, (200, "a ok loaded=true\n".into()));
     let st = r.status().await;
-    let c = &st["counters"];
-    assert_eq!((&c["wakes"], &c["loads"]), (&1.into(), &0.into()), "{c}");
+    counted(&st, &[("wakes", 1), ("loads", 0)]);
     r.broker.shutdown().await;
 }
 
@@ -368,32 +345,12 @@ async fn a_ram_consumer_is_evicted_so_that_a_server_sleeps_rather_than_unloads()
     assert_eq!(r.work("a").await.0, 200);
     assert_eq!(r.work("a").await.0, 200);
     assert_eq!(r.work("b").await, (200, "b ok loaded=true\n".into()));
-    let st = r
-        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
-        .await;
-    let sa = consumer(&st, "a");
-    assert_eq!(
-        (&sa["state"], &sa["sleep_level"]),
-        (&"sleeping".into(), &1.into()),
-        "{st:#}"
-    );
+    let st = r.asleep("a", 1.into()).await;
     assert_eq!(consumer(&st, "r")["state"], "unloaded");
     assert!(r.rss("r") < 30 * MIB, "r let its memory go: {}", r.rss("r"));
-    assert!(
-        r.rss("a") >= 60 * MIB,
-        "a's weights in host RAM: {}",
-        r.rss("a")
-    );
-    assert_eq!(
-        (&st["counters"]["sleeps"], &st["counters"]["evictions"]),
-        (&1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 1), ("evictions", 2)]);
     // Back to a: a wake, where without r's eviction it would have been a load.
     assert_eq!(r.work("a").await.0, 200);
-    let st = r.status().await;
-    assert_eq!(
-        (&consumer(&st, "a")["wakes"], &consumer(&st, "a")["loads"]),
-        (&1.into(), &1.into())
-    );
+    counted(&r.status().await, &[("wakes", 1), ("loads", 3)]);
     r.broker.shutdown().await;
 }
