@@ -3,7 +3,7 @@
 //! RAM's own consumers make room for a sleeper first.
 
 use super::demand::{DEFAULT_RELOAD_MS, cheapest};
-use super::{ConsumerState, Phase, in_demand};
+use super::{ConsumerState, in_demand};
 
 /// Until a wake of a server was measured, it is taken to cost this fraction of its load (a
 /// level-1 wake copies the weights back from host RAM; a load starts the server and reads them
@@ -90,13 +90,9 @@ pub fn ram_victims(
 ) -> Option<Vec<usize>> {
     let candidates: Vec<usize> = (0..consumers.len())
         .filter(|&i| {
-            let o = &consumers[i];
             i != x
-                && o.pool == host
-                && o.phase == Phase::Loaded
-                && o.evictable
-                && !o.stuck
-                && o.in_flight == 0
+                && consumers[i].pool == host
+                && consumers[i].may_go_now()
                 && in_demand(consumers, &[i], queued_at, now).is_none()
         })
         .collect();
@@ -112,6 +108,7 @@ pub fn ram_victims(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::Phase;
     use crate::admission::tests::{MIB, consumer};
 
     const GIB: u64 = 1 << 30;

@@ -379,12 +379,13 @@ impl Owner {
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let Some(up) = shared.upstream(&consumer) else {
-                return;
+            let asked = match shared.upstream(&consumer) {
+                Some(up) => {
+                    crate::sleep::is_sleeping(&shared.client, &up, IS_SLEEPING_TIMEOUT).await
+                }
+                None => Err("no upstream".into()),
             };
-            let found = match crate::sleep::is_sleeping(&shared.client, &up, IS_SLEEPING_TIMEOUT)
-                .await
-            {
+            let found = match asked {
                 Ok(true) => {
                     let t = Target {
                         kind: PoolKind::Ram,
