@@ -8,9 +8,12 @@ use std::time::Instant;
 use memwarden_probe::Probe;
 use memwarden_probe::net::{PortIndex, listening_on, owner_of_port, pid_owns_port};
 use memwarden_probe::probe::ScannedProcess;
-use memwarden_probe::snapshot::{Gpu, ProcessGpu, Vendor};
 
 use crate::config::{Config, ConsumerConfig, PoolConfig, PoolKind};
+
+mod gpu_use;
+
+use gpu_use::GpuUse;
 
 /// How to find a consumer's processes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -352,68 +355,6 @@ pub fn fronts(comm: &str) -> bool {
     FRONTS
         .iter()
         .any(|f| comm == *f || (f.len() > COMM_LEN && comm == &f[..COMM_LEN]))
-}
-
-/// The GPU memory of every process of the targets' GPUs, from one scan.
-#[derive(Debug, Default)]
-struct GpuUse {
-    /// pid -> its figures on each of those GPUs it uses.
-    per_pid: HashMap<u32, Vec<ProcessGpu>>,
-    /// Processes whose fds could not be read: fdinfo says nothing of them.
-    unreadable: Vec<u32>,
-    /// GPUs whose figures were all read: on another, a process that shows nothing may still
-    /// hold memory.
-    readable: Vec<u32>,
-    /// GPUs whose per-process figures come from the driver (NVML) rather than from each
-    /// process's own fdinfo.
-    driver_listed: Vec<u32>,
-}
-
-impl GpuUse {
-    /// From [`Probe::gpu_use_of`]'s answer for the targets' processes.
-    fn new(
-        (gpus, per_pid, unreadable): (Vec<Gpu>, HashMap<u32, Vec<ProcessGpu>>, Vec<u32>),
-        targets: &[Target],
-    ) -> GpuUse {
-        let ours: Vec<u32> = targets.iter().filter_map(|t| t.gpu).collect();
-        GpuUse {
-            readable: gpus
-                .iter()
-                .filter(|g| g.error.is_none() && ours.contains(&g.index))
-                .map(|g| g.index)
-                .collect(),
-            driver_listed: gpus
-                .iter()
-                .filter(|g| g.vendor == Vendor::Nvidia)
-                .map(|g| g.index)
-                .collect(),
-            per_pid,
-            unreadable,
-        }
-    }
-
-    /// What `pids` hold on the target's GPU; `None` when that GPU or one of their figures
-    /// could not be read.
-    fn held(&self, pids: &[u32], t: &Target) -> Option<u64> {
-        let gpu = t.gpu?;
-        if !self.readable.contains(&gpu) {
-            return None;
-        }
-        // fdinfo figures exist only for processes whose fds we may read: another user's
-        // server would show nothing, and nothing would count as holding 0.
-        if !self.driver_listed.contains(&gpu) && pids.iter().any(|p| self.unreadable.contains(p)) {
-            return None;
-        }
-        pids.iter()
-            .filter_map(|p| self.per_pid.get(p))
-            .flatten()
-            .filter(|g| g.gpu_index == gpu)
-            .map(|g| match t.kind {
-                PoolKind::Vram => g.vram_bytes,
-                _ => g.gtt_bytes,
-            })
-            .sum()
-    }
 }
 
 /// One reading of pools and consumers, stamped with when it began (a reading that began

@@ -3,11 +3,59 @@
 //! for vLLM whether its processes' environment meets it).
 
 use std::io::Read;
+use std::time::Duration;
 
+use axum::body::Body;
+use http_body_util::{BodyExt, Limited};
 use memwarden_probe::HostRoot;
 
-use crate::config::{Config, PoolKind, Sleep, SleepEngine};
+use crate::config::{Config, PoolKind, Sleep, SleepEngine, Upstream};
+use crate::lifecycle::HttpClient;
 use crate::measure::Target;
+
+/// The most of vLLM's `/is_sleeping` answer read: `{"is_sleeping": true}` and room to spare.
+const IS_SLEEPING_MAX: usize = 4096;
+
+/// Asks a vLLM server whether it sleeps (`GET /is_sleeping`, `{"is_sleeping": bool}`), within
+/// `timeout`; why not, when it does not answer so.
+pub async fn is_sleeping(
+    client: &HttpClient,
+    up: &Upstream,
+    timeout: Duration,
+) -> Result<bool, String> {
+    let url = up.url("/is_sleeping");
+    let ask = async {
+        let req = hyper::Request::get(&url)
+            .header(hyper::header::HOST, up.authority())
+            .body(Body::empty())
+            .map_err(|e| e.to_string())?;
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("answered {}", resp.status()));
+        }
+        let body = Limited::new(resp.into_body(), IS_SLEEPING_MAX)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        parse_is_sleeping(&body)
+    };
+    match tokio::time::timeout(timeout, ask).await {
+        Ok(r) => r.map_err(|e| format!("GET {url}: {e}")),
+        Err(_) => Err(format!("GET {url} did not answer in time")),
+    }
+}
+
+/// vLLM's answer to `GET /is_sleeping`.
+fn parse_is_sleeping(body: &[u8]) -> Result<bool, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        is_sleeping: bool,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .map(|a| a.is_sleeping)
+        .map_err(|e| format!("not vLLM's answer: {e}"))
+}
 
 /// The host-RAM side of a reading: for each consumer that can sleep, the same processes as
 /// its pool's target, read as a `ram` pool's (its weights while asleep).
@@ -70,6 +118,17 @@ pub fn describe(sleep: &Sleep, root: &HostRoot, pids: &[u32]) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vllms_answer_says_whether_it_sleeps() {
+        assert_eq!(parse_is_sleeping(br#"{"is_sleeping": true}"#), Ok(true));
+        assert_eq!(
+            parse_is_sleeping(br#"{"is_sleeping":false,"x":1}"#),
+            Ok(false)
+        );
+        assert!(parse_is_sleeping(b"ok").is_err());
+        assert!(parse_is_sleeping(br#"{"sleeping": true}"#).is_err());
+    }
 
     #[test]
     fn the_dev_mode_is_one_variable_set_to_1() {

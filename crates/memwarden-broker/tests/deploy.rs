@@ -25,6 +25,14 @@ fn the_example_configuration_parses() {
         .as_ref()
         .expect("the vLLM server sleeps");
     assert_eq!(vllm.engine, memwarden_broker::config::SleepEngine::Vllm);
+    // Its port is chosen at each start, and it goes first, in batches.
+    let v = &cfg.consumers[2];
+    assert_eq!(v.upstream.as_ref().map(|u| u.port), Some(0));
+    assert!(v.start.as_ref().unwrap().iter().any(|w| w == "${PORT}"));
+    assert_eq!(
+        (v.priority, v.min_residency),
+        (10, Some(std::time::Duration::from_secs(20)))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,8 @@ struct Rig {
     broker: memwarden_broker::Running,
     base: String,
     consumers: Vec<(String, TestConsumer)>,
-    _machine: GpuMachine,
+    toml: String,
+    machine: GpuMachine,
     _dir: tempfile::TempDir,
 }
 
@@ -78,12 +79,24 @@ async fn rig(
         base: format!("http://{}", broker.addr()),
         broker,
         consumers,
-        _machine: machine,
+        toml,
+        machine,
         _dir: dir,
     }
 }
 
 impl Rig {
+    /// The broker stopped and a new one started on the same file; the consumers run on.
+    async fn restarted(self) -> Rig {
+        self.broker.shutdown().await;
+        let broker = start_on(&self.toml, self.machine.probe()).await;
+        Rig {
+            base: format!("http://{}", broker.addr()),
+            broker,
+            ..self
+        }
+    }
+
     /// A request to consumer `name`: its status and body.
     async fn work(&self, name: &str) -> (u16, String) {
         http("GET", format!("{}/c/{name}/work", self.base), "").await
@@ -99,6 +112,20 @@ impl Rig {
         status(&self.broker).await
     }
 
+    /// Waits until `name` sleeps with its weights measured in host RAM, and checks its
+    /// level (`null`: not known); the status then.
+    async fn asleep(&self, name: &str, level: serde_json::Value) -> serde_json::Value {
+        let st = (self.wait_for(|st| consumer(st, name)["sleep_host_bytes"].is_u64())).await;
+        let c = consumer(&st, name);
+        assert_eq!(
+            (&c["state"], &c["sleep_level"]),
+            (&"sleeping".into(), &level),
+            "{st:#}"
+        );
+        assert!(u64_of(&c["sleep_host_bytes"]) >= 60 * MIB, "{c}");
+        st
+    }
+
     async fn wait_for(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         wait_for(&self.broker, Duration::from_secs(5), pred).await
     }
@@ -106,6 +133,14 @@ impl Rig {
 
 fn u64_of(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Asserts the broker's counters named in `want`.
+fn counted(st: &serde_json::Value, want: &[(&str, u64)]) {
+    let got: Vec<(&str, u64)> = (want.iter())
+        .map(|&(k, _)| (k, u64_of(&st["counters"][k])))
+        .collect();
+    assert_eq!(got, want, "{:#}", st["counters"]);
 }
 
 fn f64_of(v: &serde_json::Value) -> f64 {
@@ -126,15 +161,8 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
         rss >= rss_awake + 55 * MIB,
         "a's weights in host RAM: {rss_awake} then {rss}"
     );
-    let st = r
-        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
-        .await;
+    let st = r.asleep("a", 1.into()).await;
     let sa = consumer(&st, "a");
-    assert_eq!(
-        (&sa["state"], &sa["sleep_level"]),
-        (&"sleeping".into(), &1.into())
-    );
-    assert!(u64_of(&sa["sleep_host_bytes"]) >= 60 * MIB, "{sa}");
     // Its GPU memory came back (the context stays), and host RAM counts its weights.
     assert!(u64_of(&sa["resident_bytes"]) <= 2 * MIB, "{sa}");
     let ram = &st["pools"][1];
@@ -142,10 +170,7 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
         u64_of(&ram["available_bytes"]) <= (200 - 8 - 60) * MIB,
         "{ram}"
     );
-    assert_eq!(
-        (&st["counters"]["sleeps"], &st["counters"]["loads"]),
-        (&1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 1), ("loads", 2)]);
 
     // Back to a: b (SGLang) sleeps in turn, and a is woken, not loaded. b's GPU memory is back
     // as soon as the pool shows it; its host RAM is read after.
@@ -163,11 +188,7 @@ async fn a_server_sleeps_when_host_ram_takes_it_and_wakes_faster_than_it_loads()
         "a woke in {wake} s and loaded in {load} s"
     );
     assert!(load >= 0.8, "{load}");
-    let c = &st["counters"];
-    assert_eq!(
-        (&c["sleeps"], &c["wakes"], &c["loads"]),
-        (&2.into(), &1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 2), ("wakes", 1), ("loads", 2)]);
     let rss = r.rss("a");
     assert!(
         rss < rss_awake + 20 * MIB,
@@ -205,10 +226,7 @@ async fn without_room_in_host_ram_weights_are_dropped_or_the_server_unloaded() {
         .await;
     let sa = consumer(&st, "a");
     assert_eq!((&sa["state"], &sa["wakes"]), (&"loaded".into(), &1.into()));
-    assert_eq!(
-        (&st["counters"]["sleeps"], &st["counters"]["evictions"]),
-        (&1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 1), ("evictions", 2)]);
     r.broker.shutdown().await;
 }
 
@@ -219,15 +237,7 @@ async fn without_a_ram_pool_host_ram_is_what_the_machine_has_free() {
     let r = rig(None, &on_gpu, "", "", None).await;
     assert_eq!(r.work("a").await.0, 200);
     assert_eq!(r.work("b").await.0, 200);
-    let st = r
-        .wait_for(|st| consumer(st, "a")["sleep_host_bytes"].is_u64())
-        .await;
-    let sa = consumer(&st, "a");
-    assert_eq!(
-        (&sa["state"], &sa["sleep_level"]),
-        (&"sleeping".into(), &1.into())
-    );
-    assert!(u64_of(&sa["sleep_host_bytes"]) >= 60 * MIB, "{sa}");
+    r.asleep("a", 1.into()).await;
     r.broker.shutdown().await;
 }
 
@@ -249,10 +259,7 @@ async fn a_server_that_answers_its_sleep_and_keeps_its_memory_is_stuck() {
     let sa = consumer(&st, "a");
     assert_eq!(sa["state"], "stuck");
     assert!(u64_of(&sa["resident_bytes"]) >= 60 * MIB, "{sa}");
-    assert_eq!(
-        (&st["counters"]["stuck"], &st["counters"]["sleeps"]),
-        (&1.into(), &0.into())
-    );
+    counted(&st, &[("stuck", 1), ("sleeps", 0)]);
     // Counted in the GPU pool, not in host RAM: it never slept.
     assert_eq!(u64_of(&st["pools"][1]["free_bytes"]), 200 * MIB);
     // Requests for a are still served: its server holds its memory and answers.
@@ -281,10 +288,7 @@ async fn a_sleeper_leaves_host_ram_when_a_ram_consumer_needs_it() {
         "a let its host copy go: {}",
         r.rss("a")
     );
-    assert_eq!(
-        (&st["counters"]["sleeps"], &st["counters"]["evictions"]),
-        (&1.into(), &2.into())
-    );
+    counted(&st, &[("sleeps", 1), ("evictions", 2)]);
     r.broker.shutdown().await;
 }
 
@@ -298,17 +302,55 @@ async fn an_idle_server_that_can_sleep_sleeps_after_its_ttl() {
         .wait_for(|st| consumer(st, "a")["state"] == "sleeping")
         .await;
     assert_eq!(consumer(&st, "a")["sleep_level"], 1);
-    let c = &st["counters"];
-    assert_eq!(
-        (&c["idle_unloads"], &c["evictions"]),
-        (&1.into(), &0.into())
-    );
+    counted(&st, &[("idle_unloads", 1), ("evictions", 0)]);
     // The next request wakes it.
     assert_eq!(r.work("a").await.0, 200);
     let st = r.status().await;
-    assert_eq!(
-        (&st["counters"]["wakes"], &st["counters"]["loads"]),
-        (&1.into(), &1.into())
+    counted(&st, &[("wakes", 1), ("loads", 1)]);
+    r.broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vllm_server_left_asleep_is_found_asleep_after_a_restart_and_woken() {
+    let _one = one_at_a_time().await;
+    let on_gpu = [("a", "normal", "vllm", 800)];
+    let r = rig(Some("200MiB"), &on_gpu, "", "idle_ttl = \"300ms\"\n", None).await;
+    assert_eq!(r.work("a").await.0, 200);
+    r.wait_for(|st| consumer(st, "a")["state"] == "sleeping")
+        .await;
+    let r = r.restarted().await;
+    // The new broker asks it, and counts its weights in host RAM.
+    // The level it was put to sleep at is not known to this broker.
+    let st = r.asleep("a", serde_json::Value::Null).await;
+    let ram = &st["pools"][1];
+    assert!(
+        u64_of(&ram["available_bytes"]) <= (200 - 8 - 60) * MIB,
+        "{ram}"
     );
+    // A request wakes it: no load.
+    assert_eq!(r.work("a").await, (200, "a ok loaded=true\n".into()));
+    let st = r.status().await;
+    counted(&st, &[("wakes", 1), ("loads", 0)]);
+    r.broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ram_consumer_is_evicted_so_that_a_server_sleeps_rather_than_unloads() {
+    let _one = one_at_a_time().await;
+    // Host RAM has 92 MiB beside its cushion; r holds 40 of them, so a's 60 MiB of weights fit
+    // only once r is gone. a takes 800 ms to load and is asked for twice; r loads at once.
+    let on_gpu = [("a", "normal", "vllm", 800), ("b", "normal", "vllm", 0)];
+    let r = rig(Some("100MiB"), &on_gpu, "", "", Some(("r", "40MiB"))).await;
+    assert_eq!(r.work("r").await.0, 200);
+    assert_eq!(r.work("a").await.0, 200);
+    assert_eq!(r.work("a").await.0, 200);
+    assert_eq!(r.work("b").await, (200, "b ok loaded=true\n".into()));
+    let st = r.asleep("a", 1.into()).await;
+    assert_eq!(consumer(&st, "r")["state"], "unloaded");
+    assert!(r.rss("r") < 30 * MIB, "r let its memory go: {}", r.rss("r"));
+    counted(&st, &[("sleeps", 1), ("evictions", 2)]);
+    // Back to a: a wake, where without r's eviction it would have been a load.
+    assert_eq!(r.work("a").await.0, 200);
+    counted(&r.status().await, &[("wakes", 1), ("loads", 3)]);
     r.broker.shutdown().await;
 }

@@ -96,6 +96,11 @@ impl ConsumerState {
         }
     }
 
+    /// Whether it may be evicted now: loaded, evictable, not stuck, and running no work.
+    pub fn may_go_now(&self) -> bool {
+        self.phase == Phase::Loaded && self.evictable && !self.stuck && self.in_flight == 0
+    }
+
     fn may_coexist(&self, other: usize) -> bool {
         self.coexist_with.contains(&other)
     }
@@ -198,14 +203,7 @@ pub fn pick_victims(
     short_by: u64,
 ) -> Option<Vec<usize>> {
     let candidates: Vec<usize> = (0..consumers.len())
-        .filter(|&i| {
-            let o = &consumers[i];
-            conflict(consumers, target, i)
-                && o.phase == Phase::Loaded
-                && o.evictable
-                && !o.stuck
-                && o.in_flight == 0
-        })
+        .filter(|&i| conflict(consumers, target, i) && consumers[i].may_go_now())
         .collect();
     demand::cheapest(consumers, &candidates, short_by)
 }

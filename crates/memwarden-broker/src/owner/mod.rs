@@ -122,11 +122,11 @@ pub enum Msg {
         consumer: String,
         alive: bool,
     },
-    /// Whether a server the broker does not load was up when first seen.
+    /// What a server was found to be when first seen.
     Probed {
         consumer: String,
         generation: u64,
-        alive: bool,
+        found: Found,
     },
     Status(oneshot::Sender<Status>),
     Ping(oneshot::Sender<()>),
@@ -140,6 +140,19 @@ pub enum Msg {
     },
     Shutdown,
     Tick,
+}
+
+/// What a consumer's server was found to be when the broker first saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// It did not answer (or, for one the broker loads, is not asleep).
+    Down,
+    Up,
+    /// A vLLM server that says it sleeps: left so by an earlier broker. What its processes
+    /// hold in host RAM, as measured then.
+    Asleep {
+        host: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -436,8 +449,8 @@ impl Owner {
             Msg::Probed {
                 consumer,
                 generation,
-                alive,
-            } => self.probed(&consumer, generation, alive),
+                found,
+            } => self.probed(&consumer, generation, found),
             Msg::Status(reply) => {
                 let _ = reply.send(self.status());
             }

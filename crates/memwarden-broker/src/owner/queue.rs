@@ -85,7 +85,7 @@ impl Owner {
 
     /// Fills in what demand-aware decisions read of pool `p`'s consumers: each one's measured
     /// load time, when it was loaded, its requests queued, its residency and its priority.
-    fn refresh_demand(&mut self, p: usize) {
+    pub(super) fn refresh_demand(&mut self, p: usize) {
         for c in 0..self.cons.len() {
             if self.cons[c].pool != p {
                 continue;
@@ -194,7 +194,7 @@ impl Owner {
                     return false;
                 }
                 for v in victims {
-                    self.start_evict(v);
+                    self.start_evict(v, Some(since));
                 }
                 false
             }

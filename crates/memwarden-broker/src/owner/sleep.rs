@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::load::{give_back, measure_one, release};
-use super::{Msg, Owner, Shared, UnloadOutcome};
-use crate::admission::sleep::sleepers_to_drop;
-use crate::admission::sleep::{Eviction, eviction};
+use super::{Found, Msg, Owner, Shared, UnloadOutcome};
+use crate::admission::sleep::{Eviction, eviction, ram_victims, sleepers_to_drop};
 use crate::admission::{self, Phase, Wait};
-use crate::config::{ConsumerConfig, HOST_CUSHION, PoolKind, Route};
+use crate::config::{ConsumerConfig, HOST_CUSHION, PoolKind, Route, SleepEngine};
 use crate::lifecycle;
 use crate::measure::{Sample, Target};
 use crate::verify::trusted;
@@ -18,6 +17,9 @@ use crate::verify::trusted;
 /// How long a sleep or wake route may take to answer: a level-1 sleep copies the weights to
 /// host RAM, tens of GiB at a few GiB/s.
 const SLEEP_ROUTE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a vLLM server is given to say whether it sleeps when the broker first sees it.
+const IS_SLEEPING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A consumer's sleep, as far as the broker knows.
 #[derive(Debug, Default, Clone)]
@@ -32,6 +34,9 @@ pub(super) struct SleepRt {
     dropping: bool,
     /// Its server was asked to let its host RAM go and did not: not asked again while asleep.
     undroppable: bool,
+    /// Found asleep when the broker started: the level it was put to sleep at is not known,
+    /// so it is counted as level 1 and its wake reads its weights again.
+    recovered: bool,
     /// What its processes were measured to hold in host RAM while asleep.
     host: Option<u64>,
     pub(super) sleeps: u64,
@@ -65,7 +70,7 @@ impl SleepRt {
 
     /// 1 or 2 while asleep or going to sleep.
     pub(super) fn level(&self) -> Option<u8> {
-        (self.level > 0).then_some(self.level)
+        (self.level > 0 && !self.recovered).then_some(self.level)
     }
 
     pub(super) fn host(&self) -> Option<u64> {
@@ -111,17 +116,22 @@ impl Owner {
         if self.cfg.consumers[c].sleep.is_none() {
             return self.start_unload(c, false);
         }
-        self.start_evict(c);
+        self.start_evict(c, None);
         self.rt[c].evicting = false;
     }
 
     /// Makes victim `v` give its room back: a sleep where host RAM can take its weights (or a
-    /// deep sleep where it cannot), else an unload.
-    pub(super) fn start_evict(&mut self, v: usize) {
+    /// deep sleep where it cannot), else an unload. For a request queued at `queued_at`, host
+    /// RAM's own consumers may first be evicted to take its weights ([`Owner::ram_makes_room`]).
+    pub(super) fn start_evict(&mut self, v: usize, queued_at: Option<u64>) {
+        let room = self.host_room();
+        if queued_at.is_some_and(|q| self.ram_makes_room(v, room, q)) {
+            return;
+        }
         let cfg = &self.cfg.consumers[v];
         let how = eviction(
             cfg.sleep.as_ref().map(|s| s.ram),
-            self.host_room(),
+            room,
             cfg.sleep.as_ref().is_some_and(|s| s.deep.is_some()),
             cfg.can_unload(),
         );
@@ -133,6 +143,44 @@ impl Owner {
                 tracing::debug!(consumer = %cfg.name, "host RAM cannot take its weights, and it has no deep sleep and no unload: left awake");
             }
         }
+    }
+
+    /// Where the `ram` pool lacks room for sleeper `v`'s weights: evicts the consumers of that
+    /// pool that are worth it ([`ram_victims`]), or waits for evictions under way there. True
+    /// when `v` is left awake for now, to sleep once the room is back; false when host RAM
+    /// does not make room and `v` gives its own back as it can without it.
+    fn ram_makes_room(&mut self, v: usize, room: Option<u64>, queued_at: u64) -> bool {
+        let (Some(h), Some(ram)) = (
+            self.host_pool(),
+            self.cfg.consumers[v].sleep.as_ref().map(|s| s.ram),
+        ) else {
+            return false;
+        };
+        let room = room.unwrap_or(0);
+        if ram <= room {
+            return false;
+        }
+        // Memory on its way back in host RAM is counted before anything else is evicted.
+        if (0..self.cons.len())
+            .any(|c| self.cons[c].pool == h && self.cons[c].phase == Phase::Unloading)
+        {
+            return true;
+        }
+        self.refresh_demand(h);
+        let now = self.now_ms(Instant::now());
+        let wake = self.rt[v].sleep.last_wake.map(|d| d.as_millis() as u64);
+        let Some(victims) = ram_victims(&self.cons, h, v, ram - room, wake, queued_at, now) else {
+            return false;
+        };
+        for r in victims {
+            tracing::info!(
+                consumer = %self.cfg.consumers[r].name,
+                sleeper = %self.cfg.consumers[v].name,
+                "evicted from host RAM so that a server can sleep there rather than unload"
+            );
+            self.start_unload(r, true);
+        }
+        true
     }
 
     fn start_sleep(&mut self, c: usize, level: u8) {
@@ -180,6 +228,8 @@ impl Owner {
                 host,
             });
         });
+        // The next decision in this round sees its weights on their way to host RAM.
+        self.count_sleepers();
     }
 
     pub(super) fn sleep_done(
@@ -308,6 +358,81 @@ impl Owner {
         }
     }
 
+    /// Whether consumer `c`'s server is asked, when first seen, whether it sleeps: a vLLM
+    /// server the broker does not start (one it starts is stopped with it), whose port is
+    /// known.
+    pub(super) fn asks_if_asleep(&self, c: usize) -> bool {
+        let cfg = &self.cfg.consumers[c];
+        cfg.sleep
+            .as_ref()
+            .is_some_and(|s| s.engine == SleepEngine::Vllm)
+            && cfg.start.is_none()
+            && self.shared.upstream(cfg).is_some()
+    }
+
+    /// Asks `c`'s server `GET /is_sleeping`, within a bound; one that sleeps has its host RAM
+    /// measured. Else, one that is up whenever its server is is asked whether it is up.
+    pub(super) fn ask_if_asleep(&self, c: usize, generation: u64) {
+        let cfg = Arc::clone(&self.cfg);
+        let consumer = cfg.consumers[c].clone();
+        let up_when = super::upkeep::up_when_its_server_is(&consumer);
+        let tx = self.tx.clone();
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let asked = match shared.upstream(&consumer) {
+                Some(up) => {
+                    crate::sleep::is_sleeping(&shared.client, &up, IS_SLEEPING_TIMEOUT).await
+                }
+                None => Err("no upstream".into()),
+            };
+            let found = match asked {
+                Ok(true) => {
+                    let t = Target {
+                        kind: PoolKind::Ram,
+                        gpu: None,
+                        ..shared.target(&cfg, &consumer)
+                    };
+                    Found::Asleep {
+                        host: measure_one(&shared, &cfg, &t).await.0,
+                    }
+                }
+                Ok(false) if up_when => Found::Up,
+                Err(why) if up_when => {
+                    tracing::debug!(consumer = %consumer.name, "{why}");
+                    let deadline = Instant::now();
+                    match lifecycle::wait_ready(&shared.client, &consumer, deadline, None).await {
+                        Ok(()) => Found::Up,
+                        Err(_) => Found::Down,
+                    }
+                }
+                _ => Found::Down,
+            };
+            let _ = tx.send(Msg::Probed {
+                consumer: consumer.name.clone(),
+                generation,
+                found,
+            });
+        });
+    }
+
+    /// `c`'s server sleeps, left so by an earlier broker: it is counted asleep, in host RAM
+    /// (by `host` once measured, its `sleep_ram` until then), and a request wakes it.
+    pub(super) fn found_asleep(&mut self, c: usize, host: Option<u64>) {
+        tracing::info!(
+            consumer = %self.cfg.consumers[c].name,
+            host_bytes = host,
+            "its server sleeps: counted as sleeping, and woken when asked for"
+        );
+        self.cons[c].phase = Phase::Sleeping;
+        self.cons[c].measured = None;
+        self.rt[c].sleep = SleepRt {
+            level: 1,
+            recovered: true,
+            host,
+            ..self.rt[c].sleep.awake()
+        };
+    }
+
     /// Whether bringing `c` back is a wake: it is asleep, or it can sleep and has no other
     /// way to be loaded (its server runs on, asleep or not).
     pub(super) fn wakes_instead(&self, c: usize) -> bool {
@@ -329,12 +454,13 @@ impl Owner {
         let tx = self.tx.clone();
         let shared = Arc::clone(&self.shared);
         let level = self.rt[c].sleep.level;
+        let recovered = self.rt[c].sleep.recovered;
         tracing::info!(consumer = %cfg.name, level, "waking");
         tokio::spawn(async move {
             let started = Instant::now();
             let mut routes = vec![sleep.wake.clone()];
-            // Its weights were dropped: it reads them again.
-            if level == 2 {
+            // Its weights were dropped (or may have been): it reads them again.
+            if level == 2 || recovered {
                 routes.extend(sleep.reload.iter().cloned());
             }
             let deadline = started + cfg.load_timeout;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use memwarden_probe::Probe;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AdmitError, Msg, Owner, Shared};
+use super::{AdmitError, Found, Msg, Owner, Shared};
 use crate::admission::Phase;
 use crate::config::Config;
 
@@ -23,7 +23,7 @@ fn two_rivals() -> (Owner, mpsc::UnboundedReceiver<Msg>) {
     for (c, name) in ["a", "b"].into_iter().enumerate() {
         o.probe(c);
         assert_eq!(o.cons[c].phase, Phase::Loading);
-        o.probed(name, o.rt[c].generation, true);
+        o.probed(name, o.rt[c].generation, Found::Up);
         assert_eq!(o.cons[c].phase, Phase::Loaded);
     }
     (o, rx)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{AdmitError, Msg, Owner, Promise};
+use super::{AdmitError, Found, Msg, Owner, Promise};
 use crate::admission::Phase;
 use crate::config::ConsumerConfig;
 use crate::lifecycle;
@@ -16,7 +16,7 @@ const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// A consumer with a server and nothing the broker loads it by is up whenever its server is
 /// (it cold-starts on its first request, as Ollama does).
-fn up_when_its_server_is(c: &ConsumerConfig) -> bool {
+pub(super) fn up_when_its_server_is(c: &ConsumerConfig) -> bool {
     c.upstream.is_some() && c.start.is_none() && c.load.is_none()
 }
 
@@ -82,7 +82,7 @@ impl Owner {
 
     /// Asks consumer `c`'s server whether it is up (its health route, or its port), for at
     /// most `within` (one try when zero), and reports the answer as `msg` says.
-    fn check_up(
+    pub(super) fn check_up(
         &self,
         c: usize,
         within: Duration,
@@ -103,11 +103,13 @@ impl Owner {
     }
 
     /// What the server of a consumer the broker does not load is found to be, at start or
-    /// when a reload adds it: until the answer comes, it is as loading (its declared size
-    /// promised), so nothing is granted into memory it may hold, and nothing is refused
-    /// because of it either.
+    /// when a reload adds it, and whether a vLLM server was left asleep (by an earlier
+    /// broker): until the answer comes, it is as loading (its declared size promised), so
+    /// nothing is granted into memory it may hold, and nothing is refused because of it
+    /// either.
     pub(super) fn probe(&mut self, c: usize) {
-        if !up_when_its_server_is(&self.cfg.consumers[c]) {
+        let asks = self.asks_if_asleep(c);
+        if !up_when_its_server_is(&self.cfg.consumers[c]) && !asks {
             return;
         }
         let p = self.cons[c].pool;
@@ -121,34 +123,50 @@ impl Owner {
         });
         self.pools[p].update_promised();
         let generation = self.rt[c].generation;
+        if asks {
+            return self.ask_if_asleep(c, generation);
+        }
         self.check_up(c, Duration::ZERO, move |consumer, alive| Msg::Probed {
             consumer,
             generation,
-            alive,
+            found: if alive { Found::Up } else { Found::Down },
         });
     }
 
-    pub(super) fn probed(&mut self, name: &str, generation: u64, alive: bool) {
+    pub(super) fn probed(&mut self, name: &str, generation: u64, found: Found) {
         let Some(c) = self.index(name) else { return };
         if self.rt[c].generation != generation || self.cons[c].phase != Phase::Loading {
             return;
         }
         let p = self.cons[c].pool;
         let now = Instant::now();
-        if alive {
+        let up_when = up_when_its_server_is(&self.cfg.consumers[c]);
+        match found {
+            Found::Asleep { host } => {
+                self.pools[p].ledger.retain(|l| l.consumer != c);
+                self.found_asleep(c, host);
+            }
             // Counted at its declared size until its processes are measured.
-            self.cons[c].phase = Phase::Loaded;
-            self.rt[c].loaded_at = Some(now);
-            for l in &mut self.pools[p].ledger {
-                if l.consumer == c && l.settled_at.is_none() {
-                    l.settled_at = Some(now);
+            Found::Up if up_when => {
+                self.cons[c].phase = Phase::Loaded;
+                self.rt[c].loaded_at = Some(now);
+                for l in &mut self.pools[p].ledger {
+                    if l.consumer == c && l.settled_at.is_none() {
+                        l.settled_at = Some(now);
+                    }
                 }
             }
-        } else {
-            tracing::warn!(consumer = %name, "its server does not answer: counted as holding nothing until it does");
-            self.cons[c].phase = Phase::Unloaded;
-            self.rt[c].down = true;
-            self.pools[p].ledger.retain(|l| l.consumer != c);
+            Found::Down if up_when => {
+                tracing::warn!(consumer = %name, "its server does not answer: counted as holding nothing until it does");
+                self.cons[c].phase = Phase::Unloaded;
+                self.rt[c].down = true;
+                self.pools[p].ledger.retain(|l| l.consumer != c);
+            }
+            // One the broker loads, not asleep: it starts unloaded, as any it loads.
+            Found::Up | Found::Down => {
+                self.cons[c].phase = Phase::Unloaded;
+                self.pools[p].ledger.retain(|l| l.consumer != c);
+            }
         }
         self.pools[p].update_promised();
     }
