@@ -139,7 +139,9 @@ async fn peak_growth<T>(f: impl std::future::Future<Output = T>) -> (T, u64) {
     );
     let before = status_kib("VmRSS:");
     let out = f.await;
-    (out, (status_kib("VmHWM:").saturating_sub(before)) * 1024)
+    let grew = status_kib("VmHWM:").saturating_sub(before) * 1024;
+    eprintln!("peak resident memory grew by {} MiB", grew / MIB);
+    (out, grew)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +209,7 @@ async fn many_large_bodies_at_once_take_bounded_memory() {
 
     // Model last: each body is held up to its model, all of them within one budget (256 MiB);
     // past it a request is told to come back.
-    let chat = Chat::model_last(24 * MIB);
+    let chat = Chat::model_last(32 * MIB);
     let want = chat.answer();
     let sends = (0..16).map(|_| chat.send(&base));
     let (answers, grew) = peak_growth(futures_util::future::join_all(sends)).await;
