@@ -6,21 +6,27 @@ mod common;
 
 use std::convert::Infallible;
 use std::hash::{DefaultHasher, Hasher};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
 use hyper::Request;
+use memwarden_broker::client::BrokerClient;
 
 const MIB: u64 = 1 << 20;
 
 /// An upstream that reads each request body as it comes and keeps none of it: it answers the
-/// number of bytes and their hash.
-async fn counting_upstream() -> u16 {
+/// number of bytes and their hash, and counts the requests it saw.
+async fn counting_upstream() -> (u16, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
     let app = axum::Router::new()
-        .fallback(|req: axum::extract::Request| async move {
+        .fallback(move |req: axum::extract::Request| async move {
+            count.fetch_add(1, Ordering::Relaxed);
             let mut body = req.into_body();
             let (mut n, mut h) = (0u64, DefaultHasher::new());
             while let Some(frame) = body.frame().await {
@@ -39,19 +45,25 @@ async fn counting_upstream() -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    port
+    (port, seen)
 }
 
-/// A broker with one consumer, serving model `big`, in front of [`counting_upstream`].
-async fn broker() -> (memwarden_broker::Running, String) {
-    let port = counting_upstream().await;
+/// A broker with one consumer, serving model `big`, in front of [`counting_upstream`]; `extra`
+/// goes into the consumer's block.
+async fn broker_with(extra: &str) -> (memwarden_broker::Running, String, Arc<AtomicUsize>) {
+    let (port, seen) = counting_upstream().await;
     let toml = pool_toml("4GiB", "")
         + &format!(
             "[[consumer]]\nname = \"up\"\npool = \"ram\"\nresident = \"1MiB\"\n\
-             upstream = \"http://127.0.0.1:{port}\"\nmodels = [\"big\"]\n"
+             upstream = \"http://127.0.0.1:{port}\"\nmodels = [\"big\"]\n{extra}\n"
         );
     let r = start(&toml).await;
     let base = format!("http://{}", r.addr());
+    (r, base, seen)
+}
+
+async fn broker() -> (memwarden_broker::Running, String) {
+    let (r, base, _) = broker_with("").await;
     (r, base)
 }
 
@@ -225,5 +237,59 @@ async fn many_large_bodies_at_once_take_bounded_memory() {
         "16 bodies of 24 MiB held grew the process {} MiB",
         grew / MIB
     );
+    r.shutdown().await;
+}
+
+/// The requests waiting for `up`, as `/metrics` says.
+async fn waiting(base: &str) -> String {
+    let (code, text) = http("GET", format!("{base}/metrics"), "").await;
+    assert_eq!(code, 200, "{text}");
+    let series = "memwarden_consumer_requests_waiting{consumer=\"up\",pool=\"ram\"} ";
+    (text.lines().find_map(|l| l.strip_prefix(series)))
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+        .to_string()
+}
+
+async fn until_waiting(base: &str, n: &str) {
+    for _ in 0..400 {
+        if waiting(base).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never {n} waiting");
+}
+
+/// While a request waits its turn the rest of its body stays unread in the socket, so a client
+/// that goes away then is seen when the turn comes: the body breaks off on its way upstream,
+/// the request ends, and the upstream is not blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_while_queued_ends_its_request_cleanly() {
+    use tokio::io::AsyncWriteExt;
+    let _one = one_at_a_time().await;
+    let (r, base, _) = broker_with("max_concurrent = 1").await;
+    let lease = BrokerClient::new(&base, None).unwrap();
+    let id = lease
+        .take_lease("up", Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Its model, of a body of 100 MiB that never comes.
+    let mut conn = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    let head = Chat::model_first(0).head;
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        100 * MIB
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    until_waiting(&base, "1").await;
+    drop(conn);
+    lease.give_back(&id).await.unwrap();
+    until_waiting(&base, "0").await;
+    let small = Chat::model_first(10);
+    assert_eq!(small.send(&base).await.2, small.answer());
+    let st = status(&r).await;
+    assert_eq!(st["counters"]["upstream_errors"], 0, "{st:#}");
+    assert_eq!(consumer(&st, "up")["in_flight"], 0, "{st:#}");
     r.shutdown().await;
 }
