@@ -156,15 +156,26 @@ impl ModelScanner {
         if self.state == State::Failed {
             return Err(self.fail("a body already refused"));
         }
-        for &b in chunk {
-            if self.state == State::Found {
-                break;
+        let mut i = 0;
+        while i < chunk.len() && self.state != State::Found {
+            // The bulk of a large body is the text of its messages: skipped a run at a time.
+            if self.state == State::Str && self.target == Target::Skip {
+                let plain = chunk[i..]
+                    .iter()
+                    .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+                    .unwrap_or(chunk.len() - i);
+                i += plain;
+                self.at += plain as u64;
+                if i == chunk.len() {
+                    break;
+                }
             }
-            if let Err(e) = self.step(b) {
+            if let Err(e) = self.step(chunk[i]) {
                 self.state = State::Failed;
                 return Err(e);
             }
             self.at += 1;
+            i += 1;
         }
         Ok(self.model.as_deref())
     }
