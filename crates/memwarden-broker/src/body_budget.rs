@@ -1,6 +1,7 @@
-//! The memory of the request bodies the broker holds whole (those routed by their `model`),
-//! bounded all together: past the budget a body is refused (503, try again) instead of held, so
-//! many large requests at once cannot take the node's memory.
+//! The memory of the request bodies the broker holds (the part of a request routed by its
+//! `model` read to find it; the rest is streamed), bounded all together: past the budget a body
+//! is refused (503, try again) instead of held, so many large requests at once cannot take the
+//! node's memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod measure;
 pub mod metrics;
+pub mod model_field;
 pub mod owner;
 pub mod proxy_path;
 pub mod sleep;

@@ -5,6 +5,7 @@ mod leases;
 mod page;
 mod proxy;
 mod streams;
+mod upload;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -43,7 +44,7 @@ pub struct App {
     snapshot: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
     /// Ticks once a second ([`App::tick_clock`]): what the bounds of proxied requests wait on.
     clock: tokio::sync::watch::Sender<()>,
-    /// What the bodies held whole by [`by_model`] may take together.
+    /// What the body prefixes held by [`by_model`] (to find their model) may take together.
     bodies: Arc<BodyBudget>,
     /// Set once the broker shuts down: streams that would never end by themselves (a followed
     /// log) end then, rather than hold the shutdown for its whole grace.

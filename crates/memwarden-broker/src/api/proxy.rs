@@ -1,6 +1,7 @@
 //! The proxy: `/c/{consumer}/…` and OpenAI-style requests routed by their `model`, each
 //! passed to its consumer's upstream once the broker grants it a turn.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,49 +15,56 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use memwarden_probe::error_chain;
-use serde::Deserialize;
 use serde_json::json;
 
+use super::upload::{Prefixed, Progress, Watched};
 use super::{App, admit_error, error, refused};
 use crate::body_budget::Charge;
 use crate::config::Config;
 use crate::handle::Permit;
 use crate::lifecycle::HttpClient;
+use crate::model_field::ModelScanner;
 use crate::owner::Msg;
 
-/// The most of a request body read to find its `model` (images travel inside chat requests).
-const MAX_ROUTED_BODY: usize = 64 << 20;
-
-#[derive(Deserialize)]
-struct ModelField {
-    model: String,
-}
+/// The most of a request body read to find its `model` (images travel inside chat requests);
+/// the rest of the body is streamed, however long.
+const MAX_ROUTED_PREFIX: usize = 64 << 20;
 
 /// An OpenAI-style request (`POST /v1/chat/completions`, `/v1/embeddings`, …) goes to the
 /// consumer its body's `model` names, at the same path: one base URL for every server, as
-/// applications that switch models by name expect.
+/// applications that switch models by name expect. The body is read only up to its model; the
+/// rest stays with the client until the upstream reads it.
 pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, mut incoming) = req.into_parts();
-    // Held until the request has gone upstream: its bytes count against every body's budget.
+    let path = parts.uri.path();
+    let not_routed = |why: String| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{path} is routed by the \"model\" of its JSON body, and this one cannot be: {why} \
+                 (or send it to /c/CONSUMER{path})"
+            ),
+        )
+    };
+    // Held until the prefix has gone upstream: its bytes count against every body's budget.
     let mut charge = Charge::new(&app.bodies);
-    let mut held = bytes::BytesMut::new();
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut incoming).await {
-        let data = match frame {
-            Ok(f) => match f.into_data() {
+    let mut scan = ModelScanner::new();
+    let mut prefix = VecDeque::new();
+    let mut held = 0;
+    let model = loop {
+        let data = match http_body_util::BodyExt::frame(&mut incoming).await {
+            Some(Ok(f)) => match f.into_data() {
                 Ok(d) => d,
                 Err(_) => continue,
             },
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+            Some(Err(e)) => {
+                return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
+            }
+            None => match scan.finish() {
+                Ok(m) => break m.to_string(),
+                Err(e) => return not_routed(e.to_string()),
+            },
         };
-        if held.len() + data.len() > MAX_ROUTED_BODY {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "a request routed by its model may be {} at most; send larger ones to /c/CONSUMER/…",
-                    memwarden_probe::size::format_size(MAX_ROUTED_BODY as u64)
-                ),
-            );
-        }
         if !charge.grow(data.len()) {
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -66,21 +74,27 @@ pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Respo
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
-        held.extend_from_slice(&data);
-    }
-    let body = held.freeze();
-    let cfg = app.config();
-    let Ok(ModelField { model }) = serde_json::from_slice(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} is routed by the \"model\" of its JSON body, and this one names none \
-                 (or send it to /c/CONSUMER{})",
-                parts.uri.path(),
-                parts.uri.path()
-            ),
-        );
+        let room = MAX_ROUTED_PREFIX - held;
+        let found = match scan.push(&data[..data.len().min(room)]) {
+            Ok(found) => found.map(str::to_string),
+            Err(e) => return not_routed(e.to_string()),
+        };
+        held += data.len();
+        prefix.push_back(data);
+        if let Some(m) = found {
+            break m;
+        }
+        if held >= MAX_ROUTED_PREFIX {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a request routed by its model must name it within its first {}; send it to /c/CONSUMER{path}",
+                    memwarden_probe::size::format_size(MAX_ROUTED_PREFIX as u64)
+                ),
+            );
+        }
     };
+    let cfg = app.config();
     let Some(c) = cfg.consumer_for_model(&model) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -97,15 +111,8 @@ pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Respo
         .map_or("/", |p| p.as_str())
         .to_string();
     let consumer = cfg.consumers[c].name.clone();
-    let answer = forward(
-        app,
-        consumer,
-        path,
-        Request::from_parts(parts, Body::from(body)),
-    )
-    .await;
-    drop(charge);
-    answer
+    let body = Body::new(Prefixed::new(prefix, incoming, charge));
+    forward(app, consumer, path, Request::from_parts(parts, body)).await
 }
 
 /// The model names requests may ask for: each proxied consumer's `models`, or its name.
@@ -227,16 +234,24 @@ pub(super) async fn forward(
     if let Ok(v) = HeaderValue::from_str(&up.authority()) {
         parts.headers.insert(header::HOST, v);
     }
+    let progress = Progress::new();
+    let body = Body::new(Watched::new(body, Arc::clone(&progress)));
     let upstream_req = hyper::Request::from_parts(parts, body);
     let client: &HttpClient = &app.shared.client;
     let wait = cfg.consumers[c].response_timeout;
+    // Counted from the last byte of the request sent: a long upload is not a slow answer.
+    let bound = async {
+        while progress.last_moved() + wait > Instant::now() {
+            app.past(progress.last_moved() + wait).await;
+        }
+    };
     let answer = tokio::select! {
         biased;
         answer = client.request(upstream_req) => answer.map_err(|e| {
             let why = format!("failed: {}", error_chain(&e));
             (StatusCode::BAD_GATEWAY, why)
         }),
-        () = app.past(Instant::now() + wait) => Err((
+        () = bound => Err((
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "did not start answering within {} (its response_timeout)",
@@ -246,6 +261,23 @@ pub(super) async fn forward(
     };
     let mut resp = match answer {
         Ok(resp) => resp,
+        // The client's body broke off (it went away): not the upstream's failure.
+        Err(_) if progress.broke() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the request body broke off before it was all sent".into(),
+            );
+        }
+        // A body that stopped moving: the client or the upstream stalled, and which is unknown.
+        Err((status, _)) if !progress.done() && status == StatusCode::GATEWAY_TIMEOUT => {
+            return error(
+                status,
+                format!(
+                    "the request body to {consumer:?} did not move for {} (its response_timeout)",
+                    crate::human::duration(wait)
+                ),
+            );
+        }
         Err((status, why)) => {
             drop(permit);
             let msg = format!("upstream of {consumer:?} at {} {why}", up.authority());
