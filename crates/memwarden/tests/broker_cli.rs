@@ -430,16 +430,7 @@ fn serve_check_refuses_what_serve_would_refuse_on_this_machine() {
     let check = |name: &str, toml: &str| {
         let f = dir.path().join(name);
         std::fs::write(&f, format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}")).unwrap();
-        common::memwarden(&[
-            "--root",
-            root.to_str().unwrap(),
-            "--gpu-source",
-            "drm",
-            "serve",
-            "--check",
-            "--config",
-            f.to_str().unwrap(),
-        ])
+        common::serve_check(&root, &f)
     };
     assert_bad_input(
         &check(
