@@ -215,3 +215,64 @@ pub fn run(g: &Global, args: TopArgs) -> Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// One HTTP exchange on 127.0.0.1: the request head it got comes back through the handle.
+    fn answer_once(response: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/status", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            conn.write_all(response.as_bytes()).unwrap();
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (url, server)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(BROKER_TIMEOUT))
+            .build()
+            .into()
+    }
+
+    #[test]
+    fn the_status_is_asked_with_the_token() {
+        let (url, server) = answer_once(
+            "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"pools\": []}",
+        );
+        let v = ask_status(&agent(), &url, Some("Bearer s3cret")).unwrap();
+        assert_eq!(v, serde_json::json!({"pools": []}));
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /v1/status "), "{head}");
+        assert!(head.contains("authorization: bearer s3cret"), "{head}");
+    }
+
+    #[test]
+    fn a_refusal_says_the_brokers_reason_sanitised() {
+        let (url, server) = answer_once(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 32\r\nConnection: close\r\n\r\n\
+{\"error\": \"bad \\u001b[2J token\"}",
+        );
+        let why = ask_status(&agent(), &url, None).unwrap_err();
+        server.join().unwrap();
+        assert!(why.starts_with("the broker refused its status: bad "), "{why}");
+        assert!(why.ends_with("(401 Unauthorized)") || why.ends_with("(401)"), "{why}");
+        assert!(!why.contains('\u{1b}'), "{why}");
+    }
+}
