@@ -271,8 +271,14 @@ mod tests {
         );
         let why = ask_status(&agent(), &url, None).unwrap_err();
         server.join().unwrap();
-        assert!(why.starts_with("the broker refused its status: bad "), "{why}");
-        assert!(why.ends_with("(401 Unauthorized)") || why.ends_with("(401)"), "{why}");
+        assert!(
+            why.starts_with("the broker refused its status: bad "),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("(401 Unauthorized)") || why.ends_with("(401)"),
+            "{why}"
+        );
         assert!(!why.contains('\u{1b}'), "{why}");
     }
 }
