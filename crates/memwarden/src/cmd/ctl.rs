@@ -267,6 +267,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_help_names_the_default_broker() {
+        let cmd = <BrokerArgs as clap::Args>::augment_args(clap::Command::new("status"));
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "broker")
+            .unwrap();
+        let help = arg.get_help().unwrap();
+        assert!(help.to_string().contains(DEFAULT_BROKER), "{help}");
+    }
+
+    #[test]
     fn status_is_two_aligned_tables_and_unknowns_are_dashes() {
         let v = serde_json::json!({
             "pools": [{"name": "gpu0", "kind": "vram", "total_bytes": 24u64 << 30,
