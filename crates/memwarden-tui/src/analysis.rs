@@ -80,6 +80,18 @@ impl Analyst {
     /// What the analysis says after the last snapshot; `focus` also gets its changepoints.
     pub fn insights(&mut self, snap: &Snapshot, focus: Option<&RowKey>) -> Insights {
         let mut out = Insights::default();
+        self.insights_into(snap, focus, &mut out);
+        out
+    }
+
+    /// The same, written over `out`: its maps keep their room from one sample to the next, so
+    /// the view does not hold the old answer and a growing new one at once.
+    pub fn insights_into(&mut self, snap: &Snapshot, focus: Option<&RowKey>, out: &mut Insights) {
+        out.gpus.clear();
+        out.processes.clear();
+        out.workloads.clear();
+        out.processes
+            .reserve(self.history.processes().size_hint().0);
         for (i, track) in self.history.gpus() {
             out.gpus.insert(i, view(track, true));
         }
@@ -132,7 +144,6 @@ impl Analyst {
                 v.segments = segs;
             }
         }
-        out
     }
 }
 

@@ -90,17 +90,45 @@ fn wait_taken(addr: std::net::SocketAddr) {
     });
 }
 
+/// A `job` broker in this process and a `memwarden run` (`spawn_run`) holding its lease.
+struct JobRun {
+    rt: tokio::runtime::Runtime,
+    broker: memwarden_broker::Running,
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl JobRun {
+    fn start(flags: &[&str], cmd: &[&str]) -> JobRun {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let broker = job_broker(&rt);
+        let addr = broker.addr();
+        let child = spawn_run(addr, flags, cmd);
+        wait_taken(addr);
+        JobRun {
+            rt,
+            broker,
+            addr,
+            child,
+        }
+    }
+}
+
+/// How `memwarden run` ended: its exit code and what it said on stderr.
+fn ended(child: std::process::Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), err)
+}
+
 #[test]
 fn run_renews_a_short_lease_for_as_long_as_the_command_runs() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let broker = job_broker(&rt);
-    let addr = broker.addr();
-    let child = spawn_run(
+    let JobRun {
+        rt,
+        broker,
         addr,
-        &["--heartbeat", "1s"],
-        &["sh", "-c", "sleep 3; exit 4"],
-    );
-    wait_taken(addr);
+        child,
+    } = JobRun::start(&["--heartbeat", "1s"], &["sh", "-c", "sleep 3; exit 4"]);
     let taken = Instant::now();
     // Twice the lease's ttl later, it is still held: renewed, not expired.
     std::thread::sleep(Duration::from_secs(2));
@@ -108,9 +136,8 @@ fn run_renews_a_short_lease_for_as_long_as_the_command_runs() {
     assert_eq!(held.len(), 1, "{held:?}");
     assert!(held[0]["expires_in_seconds"].as_f64().unwrap() <= 1.0);
     assert_eq!(in_flight(addr), 1);
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{err}");
+    let (code, err) = ended(child);
+    assert_eq!(code, Some(4), "{err}");
     assert!(err.is_empty(), "{err}");
     assert!(taken.elapsed() > Duration::from_millis(2500));
     assert_eq!(in_flight(addr), 0);
@@ -120,11 +147,12 @@ fn run_renews_a_short_lease_for_as_long_as_the_command_runs() {
 
 #[test]
 fn a_killed_run_loses_its_lease_within_its_heartbeat() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let broker = job_broker(&rt);
-    let addr = broker.addr();
-    let mut child = spawn_run(addr, &["--heartbeat", "1s"], &["sleep", "30"]);
-    wait_taken(addr);
+    let JobRun {
+        rt,
+        broker,
+        addr,
+        mut child,
+    } = JobRun::start(&["--heartbeat", "1s"], &["sleep", "30"]);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         in_flight(addr),
@@ -146,21 +174,17 @@ fn a_killed_run_loses_its_lease_within_its_heartbeat() {
 
 #[test]
 fn run_says_once_that_its_lease_is_lost_and_the_command_runs_on() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let broker = job_broker(&rt);
-    let addr = broker.addr();
-    let child = spawn_run(
+    let JobRun {
+        rt,
+        broker,
         addr,
-        &["--heartbeat", "600ms"],
-        &["sh", "-c", "sleep 2; exit 5"],
-    );
-    wait_taken(addr);
+        child,
+    } = JobRun::start(&["--heartbeat", "600ms"], &["sh", "-c", "sleep 2; exit 5"]);
     let id = leases(addr)[0]["id"].as_str().unwrap().to_string();
     let (line, _) = request(addr, "DELETE", &format!("/v1/leases/{id}"));
     assert!(line.contains(" 204 "), "{line}");
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{err}");
+    let (code, err) = ended(child);
+    assert_eq!(code, Some(5), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.starts_with("memwarden: warning: ") && err.contains(&id) && err.contains("gone"),
@@ -171,19 +195,12 @@ fn run_says_once_that_its_lease_is_lost_and_the_command_runs_on() {
 
 #[test]
 fn a_broker_gone_before_the_command_ends_leaves_the_commands_exit_code() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let broker = job_broker(&rt);
-    let addr = broker.addr();
-    let child = spawn_run(
-        addr,
-        &["--heartbeat", "600ms"],
-        &["sh", "-c", "sleep 2; exit 6"],
-    );
-    wait_taken(addr);
+    let JobRun {
+        rt, broker, child, ..
+    } = JobRun::start(&["--heartbeat", "600ms"], &["sh", "-c", "sleep 2; exit 6"]);
     rt.block_on(broker.shutdown());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{err}");
+    let (code, err) = ended(child);
+    assert_eq!(code, Some(6), "{err}");
     assert!(
         err.lines().all(|l| l.starts_with("memwarden: warning: ")),
         "{err}"
@@ -193,15 +210,15 @@ fn a_broker_gone_before_the_command_ends_leaves_the_commands_exit_code() {
 
 #[test]
 fn run_stops_renewing_when_its_ttl_has_passed() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let broker = job_broker(&rt);
-    let addr = broker.addr();
-    let mut child = spawn_run(
+    let JobRun {
+        rt,
+        broker,
         addr,
+        mut child,
+    } = JobRun::start(
         &["--ttl", "1500ms", "--heartbeat", "600ms"],
         &["sleep", "4"],
     );
-    wait_taken(addr);
     // Held past its first 600 ms by renewals, taken back by the broker at --ttl while the
     // command still runs.
     std::thread::sleep(Duration::from_millis(1000));
@@ -213,9 +230,8 @@ fn run_stops_renewing_when_its_ttl_has_passed() {
         child.try_wait().unwrap().is_none(),
         "the command ended early"
     );
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = ended(child);
+    assert_eq!(code, Some(0), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--ttl (1s 500ms) has passed"), "{err}");
     rt.block_on(broker.shutdown());
@@ -430,16 +446,7 @@ fn serve_check_refuses_what_serve_would_refuse_on_this_machine() {
     let check = |name: &str, toml: &str| {
         let f = dir.path().join(name);
         std::fs::write(&f, format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}")).unwrap();
-        common::memwarden(&[
-            "--root",
-            root.to_str().unwrap(),
-            "--gpu-source",
-            "drm",
-            "serve",
-            "--check",
-            "--config",
-            f.to_str().unwrap(),
-        ])
+        common::serve_check(&root, &f)
     };
     assert_bad_input(
         &check(

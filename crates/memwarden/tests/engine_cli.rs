@@ -109,23 +109,13 @@ fn the_card_defaults_to_the_gpu_seen_and_fits_reads_its_free_memory() {
     let root = dir.path().join("root");
     // One DRM GPU with 24 GiB, 4 GiB of it used.
     sysfs::gpu(&root, 0, &[0, 1]);
-    let root = root.to_str().unwrap();
     let mdir = dir.path().join("model");
     std::fs::create_dir(&mdir).unwrap();
     let m = model(&mdir);
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "--root",
-            root,
-            "--gpu-source",
-            "drm",
-            "estimate",
-            &m,
-            "--engine",
-            "vllm",
-        ];
+        let mut args = vec!["estimate", &m, "--engine", "vllm"];
         args.extend_from_slice(extra);
-        common::memwarden(&args)
+        common::on_drm_machine(&root, &args)
     };
     // 0.9 of 24 GiB is more than the 20 GiB free: vLLM would not start.
     let o = run(&["--fits"]);
@@ -260,18 +250,7 @@ fn a_broker_consumer_run_by_vllm_needs_its_share_of_the_card() {
     );
     let file = dir.path().join("broker.toml");
     std::fs::write(&file, &config).unwrap();
-    let check = |file: &Path| {
-        common::memwarden(&[
-            "--root",
-            root.to_str().unwrap(),
-            "--gpu-source",
-            "drm",
-            "serve",
-            "--check",
-            "--config",
-            file.to_str().unwrap(),
-        ])
-    };
+    let check = |file: &Path| common::serve_check(&root, file);
     let o = check(&file);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);

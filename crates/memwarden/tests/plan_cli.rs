@@ -9,7 +9,7 @@ mod sysfs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{assert_bad_input, stderr, stdout};
+use common::{assert_bad_input, on_drm_machine, stderr, stdout};
 
 use gguf_writer::{Gguf, Meta, llama, put_str};
 
@@ -303,21 +303,21 @@ fn fit_prints_the_number_alone_and_reasons_on_stderr() {
 fn fit_ram_is_capped_by_the_callers_cgroup() {
     let dir = tempfile::tempdir().unwrap();
     contained_machine(dir.path());
-    let root = dir.path().to_str().unwrap();
-    let o = memwarden(&[
-        "--root",
-        root,
-        "fit",
-        "--pool",
-        "ram",
-        "--per-worker",
-        "1GiB",
-        "--want",
-        "64",
-        "--headroom",
-        "1",
-        "--json",
-    ]);
+    let o = on_machine(
+        dir.path(),
+        &[
+            "fit",
+            "--pool",
+            "ram",
+            "--per-worker",
+            "1GiB",
+            "--want",
+            "64",
+            "--headroom",
+            "1",
+            "--json",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(
@@ -364,8 +364,7 @@ fn fit_without_want_answers_how_many_fit_at_most() {
 fn fit_on_a_host_without_swap_names_the_oom_killer() {
     let dir = tempfile::tempdir().unwrap();
     contained_machine(dir.path());
-    let root = dir.path().to_str().unwrap();
-    let o = memwarden(&["--root", root, "fit", "--per-worker", "8GiB"]);
+    let o = on_machine(dir.path(), &["fit", "--per-worker", "8GiB"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("OOM killer (this host has no swap)"), "{err}");
@@ -447,6 +446,11 @@ fn fit_inside_a_real_memory_cgroup() {
     assert!(v["source"].as_str().unwrap().contains("memwarden-fit-test"));
 }
 
+/// `memwarden --root DIR ARGS…`: a command on a fixture machine without a GPU.
+fn on_machine(dir: &Path, args: &[&str]) -> Output {
+    memwarden(&[&["--root", dir.to_str().unwrap()], args].concat())
+}
+
 fn four_node_gpu_machine(dir: &Path) {
     let nodes: Vec<Vec<u32>> = (0..4).map(|n| (n * 8..n * 8 + 8).collect()).collect();
     sysfs::Machine {
@@ -468,21 +472,10 @@ fn four_node_gpu_machine(dir: &Path) {
 fn place_next_to_the_gpu_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     four_node_gpu_machine(dir.path());
-    let root = dir.path().to_str().unwrap();
     let run = |extra: &[&str]| {
-        let mut a = vec![
-            "--root",
-            root,
-            "--gpu-source",
-            "drm",
-            "place",
-            "--cpus",
-            "4",
-            "--gpu",
-            "0",
-        ];
+        let mut a = vec!["place", "--cpus", "4", "--gpu", "0"];
         a.extend(extra);
-        memwarden(&a)
+        on_drm_machine(dir.path(), &a)
     };
     let o = run(&["--format", "docker"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -521,19 +514,10 @@ fn place_next_to_the_gpu_in_every_format() {
     );
 
     // Spread over nodes: no memory node, and the JSON has no CpusetMems.
-    let o = memwarden(&[
-        "--root",
-        root,
-        "--gpu-source",
-        "drm",
-        "place",
-        "--cpus",
-        "12",
-        "--gpu",
-        "0",
-        "--format",
-        "json",
-    ]);
+    let o = on_drm_machine(
+        dir.path(),
+        &["place", "--cpus", "12", "--gpu", "0", "--format", "json"],
+    );
     let v = json(&o);
     assert!(v.get("CpusetMems").is_none(), "{v}");
     assert!(stderr(&o).contains("left to the kernel"), "{}", stderr(&o));
@@ -555,11 +539,10 @@ fn place_next_to_the_gpu_in_every_format() {
 fn place_bad_input_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     four_node_gpu_machine(dir.path());
-    let root = dir.path().to_str().unwrap();
     let run = |extra: &[&str]| {
-        let mut a = vec!["--root", root, "--gpu-source", "drm", "place"];
+        let mut a = vec!["place"];
         a.extend(extra);
-        memwarden(&a)
+        on_drm_machine(dir.path(), &a)
     };
     assert_bad_input(&run(&["--cpus", "0"]), "at least 1");
     assert_bad_input(&run(&["--cpus", "-2"]), "-2");
@@ -585,7 +568,6 @@ fn place_apply_that_fails_prints_no_placement() {
     let cpuset = dir.path().join("sys/fs/cgroup/cpuset");
     std::fs::create_dir_all(cpuset.join("bare")).unwrap();
     std::fs::create_dir_all(cpuset.join("stuck/cpuset.cpus")).unwrap();
-    let root = dir.path().to_str().unwrap();
     for (extra, needle) in [
         (&["--apply", "/nope"][..], "no such cgroup"),
         (&["--apply", "/bare"][..], "has no cpuset.cpus"),
@@ -593,21 +575,9 @@ fn place_apply_that_fails_prints_no_placement() {
         (&["--pid", "1"][..], "cannot be used with --root"),
     ] {
         for format in ["text", "docker", "json", "cgroup"] {
-            let mut a = vec![
-                "--root",
-                root,
-                "--gpu-source",
-                "drm",
-                "place",
-                "--cpus",
-                "4",
-                "--gpu",
-                "0",
-                "--format",
-                format,
-            ];
+            let mut a = vec!["place", "--cpus", "4", "--gpu", "0", "--format", format];
             a.extend(extra);
-            let o = memwarden(&a);
+            let o = on_drm_machine(dir.path(), &a);
             assert_eq!(stdout(&o), "", "{extra:?} {format}");
             assert_bad_input(&o, needle);
         }
@@ -618,69 +588,47 @@ fn place_apply_that_fails_prints_no_placement() {
 fn fit_and_estimate_read_a_gpus_free_memory() {
     let dir = tempfile::tempdir().unwrap();
     four_node_gpu_machine(dir.path());
-    let root = dir.path().to_str().unwrap();
     // The fixture GPU has 24 GiB of VRAM with 4 GiB used.
-    let o = memwarden(&[
-        "--root",
-        root,
-        "--gpu-source",
-        "drm",
-        "fit",
-        "--pool",
-        "vram:0",
-        "--fixed",
-        "2GiB",
-        "--per-worker",
-        "3GiB",
-        "--want",
-        "10",
-        "--headroom",
-        "1",
-        "--json",
-    ]);
+    let o = on_drm_machine(
+        dir.path(),
+        &[
+            "fit",
+            "--pool",
+            "vram:0",
+            "--fixed",
+            "2GiB",
+            "--per-worker",
+            "3GiB",
+            "--want",
+            "10",
+            "--headroom",
+            "1",
+            "--json",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["available_bytes"], 20u64 << 30);
     assert_eq!(v["threads"], 6);
-    let o = memwarden(&[
-        "--root",
-        root,
-        "--gpu-source",
-        "drm",
-        "fit",
-        "--pool",
-        "gtt:0",
-        "--per-worker",
-        "1GiB",
-        "--want",
-        "2",
-    ]);
+    let o = on_drm_machine(
+        dir.path(),
+        &[
+            "fit",
+            "--pool",
+            "gtt:0",
+            "--per-worker",
+            "1GiB",
+            "--want",
+            "2",
+        ],
+    );
     assert_bad_input(&o, "no free GTT figure");
 
     let m = model(dir.path());
-    let o = memwarden(&[
-        "--root",
-        root,
-        "--gpu-source",
-        "drm",
-        "estimate",
-        &m,
-        "--gpu",
-        "0",
-        "--fits",
-    ]);
+    let o = on_drm_machine(dir.path(), &["estimate", &m, "--gpu", "0", "--fits"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("GPU 0"), "{}", stdout(&o));
-    let o = memwarden(&[
-        "--root",
-        root,
-        "--gpu-source",
-        "drm",
-        "estimate",
-        &m,
-        "--gpu",
-        "1",
-    ]);
+    let o = on_drm_machine(dir.path(), &["estimate", &m, "--gpu", "1"]);
     assert_bad_input(&o, "no GPU with index 1 (GPUs here: 0)");
 }
 

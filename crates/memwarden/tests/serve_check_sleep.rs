@@ -53,16 +53,7 @@ fn serve_check_says_whether_vllm_can_sleep() {
     );
     let f = dir.path().join("m.toml");
     std::fs::write(&f, toml).unwrap();
-    let o = common::memwarden(&[
-        "--root",
-        dir.path().join("root").to_str().unwrap(),
-        "--gpu-source",
-        "drm",
-        "serve",
-        "--check",
-        "--config",
-        f.to_str().unwrap(),
-    ]);
+    let o = common::serve_check(&dir.path().join("root"), &f);
     let said = common::stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{said}{}", common::stderr(&o));
     let line = |name: &str| {

@@ -212,7 +212,7 @@ impl App {
             h.push_back(g.figures.utilization_percent);
         }
         let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
-        self.insights = self.analyst.insights(&snap, focus);
+        self.analyst.insights_into(&snap, focus, &mut self.insights);
         self.samples_seen += 1;
         self.parents = snap.parents();
         self.snap = Some(snap);
@@ -297,7 +297,7 @@ impl App {
     fn refresh_insights(&mut self) {
         if let Some(snap) = &self.snap {
             let focus = self.detail.then_some(self.selected_key.as_ref()).flatten();
-            self.insights = self.analyst.insights(snap, focus);
+            self.analyst.insights_into(snap, focus, &mut self.insights);
             self.rows_verdicts_refresh();
         }
     }

@@ -19,9 +19,9 @@ pub const DEFAULT_BROKER: &str = "http://127.0.0.1:7077";
 /// The broker to ask and its token, shared by every command that speaks to a broker.
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
-    /// The broker's URL
-    #[arg(long, default_value = DEFAULT_BROKER, env = "MEMWARDEN_BROKER", value_name = "URL")]
-    pub broker: String,
+    /// The broker's URL [default: http://127.0.0.1:7077]
+    #[arg(long, env = "MEMWARDEN_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
     /// The broker's bearer token
     #[arg(
         long,
@@ -33,8 +33,13 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    fn client(&self) -> Result<BrokerClient> {
-        Ok(BrokerClient::new(&self.broker, self.token.clone())?)
+    /// The broker named (`--broker`, `MEMWARDEN_BROKER`), else the local default.
+    pub fn url(&self) -> &str {
+        self.broker.as_deref().unwrap_or(DEFAULT_BROKER)
+    }
+
+    pub fn client(&self) -> Result<BrokerClient> {
+        Ok(BrokerClient::new(self.url(), self.token.clone())?)
     }
 }
 
@@ -260,6 +265,17 @@ fn ago(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_help_names_the_default_broker() {
+        let cmd = <BrokerArgs as clap::Args>::augment_args(clap::Command::new("status"));
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "broker")
+            .unwrap();
+        let help = arg.get_help().unwrap();
+        assert!(help.to_string().contains(DEFAULT_BROKER), "{help}");
+    }
 
     #[test]
     fn status_is_two_aligned_tables_and_unknowns_are_dashes() {

@@ -45,7 +45,7 @@ pub fn run(_g: &Global, args: RunArgs) -> Result<ExitCode> {
     let Some((prog, rest)) = args.command.split_first() else {
         bail!("no command given after --");
     };
-    let client = BrokerClient::new(&args.broker.broker, args.broker.token.clone())?;
+    let client = args.broker.client()?;
     // One worker: the lease is renewed there while this thread waits for the command.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -2,6 +2,7 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// `memwarden ARGS` with no root or GPU source taken from the environment.
@@ -18,6 +19,19 @@ pub fn memwarden_with(args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .expect("run memwarden")
+}
+
+/// `memwarden --root ROOT --gpu-source drm ARGS`: a command on a fixture machine whose GPUs
+/// are found through DRM.
+pub fn on_drm_machine(root: &Path, args: &[&str]) -> Output {
+    let root = root.to_str().expect("a UTF-8 path");
+    memwarden(&[&["--root", root, "--gpu-source", "drm"], args].concat())
+}
+
+/// `serve --check` of a broker configuration on such a machine.
+pub fn serve_check(root: &Path, config: &Path) -> Output {
+    let config = config.to_str().expect("a UTF-8 path");
+    on_drm_machine(root, &["serve", "--check", "--config", config])
 }
 
 pub fn stdout(o: &Output) -> String {
