@@ -20,8 +20,10 @@ OUT=${2:-crates/memwarden/top-hot-symbols.txt}
 SECS=${SECS:-120}
 NPROC=${NPROC:-150}
 
-for tool in valgrind tmux python3; do
-  command -v "$tool" >/dev/null || { echo "$tool is not installed (apt-get install $tool)" >&2; exit 2; }
+for tool in valgrind tmux python3 curl nm; do
+  pkg=$tool
+  [ "$tool" = nm ] && pkg=binutils
+  command -v "$tool" >/dev/null || { echo "$tool is not installed (apt-get install $pkg)" >&2; exit 2; }
 done
 [ -x "$BIN" ] || { echo "$BIN is not built (cargo build --release -p memwarden)" >&2; exit 2; }
 BIN=$(realpath "$BIN")
