@@ -74,9 +74,12 @@ fn owner(root: &HostRoot, pid: u32) -> Option<u32> {
 
 /// Processes whose end takes the machine or the user's own terminal down with them: init, the
 /// leader of the session memwarden runs in (the login shell of this terminal) and memwarden
-/// itself. `None` when `pid` is none of them.
+/// itself; and pid 0, which is no process: kill(0, …) signals memwarden's whole process group.
+/// `None` when `pid` is none of them.
 pub fn protected(pid: u32, session_leader: Option<u32>, me: u32) -> Option<&'static str> {
-    if pid == 1 {
+    if pid == 0 {
+        Some("pid 0 (to the kernel, this whole process group)")
+    } else if pid == 1 {
         Some("init (pid 1)")
     } else if session_leader == Some(pid) {
         Some("the leader of this terminal's session")
@@ -262,6 +265,8 @@ mod tests {
         assert!(protected(500, Some(400), 500).is_some());
         assert_eq!(protected(401, Some(400), 500), None);
         assert_eq!(protected(2, None, 500), None);
+        // A session leader outside this pid namespace reads as 0: pid 0 stays refused anyway.
+        assert!(protected(0, None, 500).is_some());
         assert!(matches!(
             send(
                 &HostRoot::system(),

@@ -291,8 +291,12 @@ fn others_processes_are_refused_before_asking() {
 #[test]
 fn init_and_the_terminals_session_leader_are_refused_and_logged() {
     // SAFETY: getsid(0) has no preconditions.
-    let leader = unsafe { libc::getsid(0) } as u32;
-    for pid in [1, leader] {
+    let leader = unsafe { libc::getsid(0) };
+    // In a container whose session leader lives outside its pid namespace, getsid reads 0:
+    // there is no leader to test, and pid 0 (a whole process group to kill(2)) must be refused.
+    let mut pids = vec![0, 1];
+    pids.extend(u32::try_from(leader).ok().filter(|&l| l > 0));
+    for pid in pids {
         let mut snap = snapshot_with(&[]);
         snap.processes.push(Process {
             pid,
