@@ -118,8 +118,12 @@ impl Chat {
     }
 
     async fn send(&self, base: &str) -> (u16, Option<String>, String) {
+        self.send_to(base, "/v1/chat/completions").await
+    }
+
+    async fn send_to(&self, base: &str, path: &str) -> (u16, Option<String>, String) {
         let stream = futures_util::stream::iter(self.chunks().map(Ok::<_, Infallible>));
-        let req = Request::post(format!("{base}/v1/chat/completions"))
+        let req = Request::post(format!("{base}{path}"))
             .header("content-length", self.len())
             .body(Body::from_stream(stream))
             .unwrap();
@@ -237,6 +241,29 @@ async fn many_large_bodies_at_once_take_bounded_memory() {
         "16 bodies of 24 MiB held grew the process {} MiB",
         grew / MIB
     );
+    r.shutdown().await;
+}
+
+/// A request refused before its body is read (an unknown consumer or model) gets its answer,
+/// not a reset connection, however much of its body is still on its way: the broker reads the
+/// rest off the socket after answering instead of closing a socket with bytes unread in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_before_its_body_is_read_gets_its_answer() {
+    let _one = one_at_a_time().await;
+    let (r, base) = broker().await;
+    let nobody = Chat {
+        head: Bytes::from_static(br#"{"model":"nobody","messages":[{"role":"user","content":""#),
+        ..Chat::model_first(32 * MIB)
+    };
+    for _ in 0..8 {
+        let to_nowhere = Chat::model_first(32 * MIB);
+        let (code, _, answer) = to_nowhere.send_to(&base, "/c/nosuch/v1/chat").await;
+        assert_eq!(code, 404, "{answer}");
+        let (code, _, answer) = nobody.send(&base).await;
+        assert_eq!(code, 404, "{answer}");
+    }
+    let small = Chat::model_first(10);
+    assert_eq!(small.send(&base).await.2, small.answer());
     r.shutdown().await;
 }
 

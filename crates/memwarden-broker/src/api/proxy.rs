@@ -17,7 +17,7 @@ use hyper::body::{Frame, SizeHint};
 use memwarden_probe::error_chain;
 use serde_json::json;
 
-use super::upload::{Prefixed, Progress, Watched};
+use super::upload::{Prefixed, Progress, Watched, linger};
 use super::{App, admit_error, error, refused};
 use crate::body_budget::Charge;
 use crate::config::Config;
@@ -36,66 +36,17 @@ const MAX_ROUTED_PREFIX: usize = 64 << 20;
 /// rest stays with the client until the upstream reads it.
 pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, mut incoming) = req.into_parts();
-    let path = parts.uri.path();
-    let not_routed = |why: String| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{path} is routed by the \"model\" of its JSON body, and this one cannot be: {why} \
-                 (or send it to /c/CONSUMER{path})"
-            ),
-        )
-    };
-    // Held until the prefix has gone upstream: its bytes count against every body's budget.
-    let mut charge = Charge::new(&app.bodies);
-    let mut scan = ModelScanner::new();
-    let mut prefix = VecDeque::new();
-    let mut held = 0;
-    let model = loop {
-        let data = match http_body_util::BodyExt::frame(&mut incoming).await {
-            Some(Ok(f)) => match f.into_data() {
-                Ok(d) => d,
-                Err(_) => continue,
-            },
-            Some(Err(e)) => {
-                return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
-            }
-            None => match scan.finish() {
-                Ok(m) => break m.to_string(),
-                Err(e) => return not_routed(e.to_string()),
-            },
-        };
-        if !charge.grow(data.len()) {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many large request bodies at once; try again".into(),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
-        }
-        let room = MAX_ROUTED_PREFIX - held;
-        let found = match scan.push(&data[..data.len().min(room)]) {
-            Ok(found) => found.map(str::to_string),
-            Err(e) => return not_routed(e.to_string()),
-        };
-        held += data.len();
-        prefix.push_back(data);
-        if let Some(m) = found {
-            break m;
-        }
-        if held >= MAX_ROUTED_PREFIX {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "a request routed by its model must name it within its first {}; send it to /c/CONSUMER{path}",
-                    memwarden_probe::size::format_size(MAX_ROUTED_PREFIX as u64)
-                ),
-            );
+    let (model, prefix, charge) = match read_to_model(&app, parts.uri.path(), &mut incoming).await {
+        Ok(found) => found,
+        Err(refusal) => {
+            linger(incoming);
+            return refusal;
         }
     };
     let cfg = app.config();
     let Some(c) = cfg.consumer_for_model(&model) else {
+        drop((prefix, charge));
+        linger(incoming);
         return error(
             StatusCode::NOT_FOUND,
             format!(
@@ -113,6 +64,76 @@ pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Respo
     let consumer = cfg.consumers[c].name.clone();
     let body = Body::new(Prefixed::new(prefix, incoming, charge));
     forward(app, consumer, path, Request::from_parts(parts, body)).await
+}
+
+/// Reads a body up to its top-level `model`: the model, the bytes read, and their charge
+/// against the bodies' budget; or the answer that refuses the request.
+async fn read_to_model(
+    app: &App,
+    path: &str,
+    incoming: &mut Body,
+) -> Result<(String, VecDeque<Bytes>, Charge), Response> {
+    let not_routed = |why: String| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{path} is routed by the \"model\" of its JSON body, and this one cannot be: {why} \
+                 (or send it to /c/CONSUMER{path})"
+            ),
+        )
+    };
+    // Held until the prefix has gone upstream: its bytes count against every body's budget.
+    let mut charge = Charge::new(&app.bodies);
+    let mut scan = ModelScanner::new();
+    let mut prefix = VecDeque::new();
+    let mut held = 0;
+    let model = loop {
+        let data = match http_body_util::BodyExt::frame(incoming).await {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Some(Err(e)) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body: {e}"),
+                ));
+            }
+            None => match scan.finish() {
+                Ok(m) => break m.to_string(),
+                Err(e) => return Err(not_routed(e.to_string())),
+            },
+        };
+        if !charge.grow(data.len()) {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many large request bodies at once; try again".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(r);
+        }
+        let room = MAX_ROUTED_PREFIX - held;
+        let found = match scan.push(&data[..data.len().min(room)]) {
+            Ok(found) => found.map(str::to_string),
+            Err(e) => return Err(not_routed(e.to_string())),
+        };
+        held += data.len();
+        prefix.push_back(data);
+        if let Some(m) = found {
+            break m;
+        }
+        if held >= MAX_ROUTED_PREFIX {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a request routed by its model must name it within its first {}; send it to /c/CONSUMER{path}",
+                    memwarden_probe::size::format_size(MAX_ROUTED_PREFIX as u64)
+                ),
+            ));
+        }
+    };
+    Ok((model, prefix, charge))
 }
 
 /// The model names requests may ask for: each proxied consumer's `models`, or its name.
@@ -158,7 +179,32 @@ pub(super) async fn forward(
     app: Arc<App>,
     consumer: String,
     path: String,
-    mut req: Request,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let resp = forward_taking(
+        app,
+        consumer,
+        path,
+        Request::from_parts(parts, ()),
+        &mut body,
+    )
+    .await;
+    // Refused before the body went upstream: it is read off the socket after the answer.
+    if let Some(unread) = body {
+        linger(unread);
+    }
+    resp
+}
+
+/// [`forward`], taking `body` only once the request goes upstream.
+async fn forward_taking(
+    app: Arc<App>,
+    consumer: String,
+    path: String,
+    mut req: Request<()>,
+    body: &mut Option<Body>,
 ) -> Response {
     let cfg = app.config();
     if let Some(r) = refused(&cfg, req.headers()) {
@@ -201,7 +247,7 @@ pub(super) async fn forward(
     // Connection headers, and the connection is spliced through once the upstream agrees.
     let upgrade = req.headers().get(header::UPGRADE).cloned();
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, ()) = req.into_parts();
     parts.uri = match up.url(&path).parse() {
         Ok(u) => u,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad path: {e}")),
@@ -235,7 +281,10 @@ pub(super) async fn forward(
         parts.headers.insert(header::HOST, v);
     }
     let progress = Progress::new();
-    let body = Body::new(Watched::new(body, Arc::clone(&progress)));
+    let body = Body::new(Watched::new(
+        body.take().unwrap_or_else(Body::empty),
+        Arc::clone(&progress),
+    ));
     let upstream_req = hyper::Request::from_parts(parts, body);
     let client: &HttpClient = &app.shared.client;
     let wait = cfg.consumers[c].response_timeout;

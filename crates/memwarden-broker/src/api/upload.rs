@@ -160,3 +160,31 @@ impl hyper::body::Body for Watched {
         self.inner.size_hint()
     }
 }
+
+/// How long, and how much, of a refused request's body is read and thrown away after the
+/// answer. A client still sending its body when the answer comes (a 503 or 507 before an upload
+/// is read) would otherwise see its connection reset: closing a socket with unread bytes in it
+/// sends a reset, which can discard the answer before the client reads it.
+const LINGER_FOR: Duration = Duration::from_secs(10);
+const LINGER_BYTES: u64 = 1 << 30;
+
+/// Reads what is left of a body the broker will not use, in the background, within
+/// [`LINGER_FOR`] and [`LINGER_BYTES`], keeping none of it.
+pub(super) fn linger(mut body: Body) {
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut left = LINGER_BYTES;
+        let drain = async {
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match left.checked_sub(n) {
+                    Some(l) => left = l,
+                    None => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_FOR, drain).await;
+    });
+}
