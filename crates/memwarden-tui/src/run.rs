@@ -172,6 +172,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         }
         app.tick(now);
         terminal.draw(|f| crate::ui::draw(f, &app, now))?;
+        release_free_heap();
 
         let deadline = [app.deadline(), player.as_ref().and_then(Player::due)]
             .into_iter()
@@ -204,6 +205,18 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         if let Some(c) = &live_control {
             c.set_focus(app.focus());
         }
+    }
+}
+
+/// Hands the heap's free pages back to the kernel after each frame. Each sample frees a whole
+/// snapshot while the next one is built, and glibc keeps what it freed in the middle of the
+/// heap resident: without this, top's resident heap settles ~0.4 MiB above what it uses. The
+/// walk over the free lists costs microseconds once a frame.
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory to the kernel; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

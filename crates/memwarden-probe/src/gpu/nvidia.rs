@@ -184,7 +184,8 @@ pub fn read_device(
 
 /// The real NVML, initialised once per run.
 pub struct Nvml {
-    nvml: nvml_wrapper::Nvml,
+    /// Boxed: it holds an entry for each of the library's functions, too big to move inline.
+    nvml: Box<nvml_wrapper::Nvml>,
 }
 
 impl std::fmt::Debug for Nvml {
@@ -195,10 +196,25 @@ impl std::fmt::Debug for Nvml {
 
 impl Nvml {
     /// Loads libnvidia-ml and initialises it; the error says why not (no driver, no device).
+    ///
+    /// It runs on a thread of its own: nvml-wrapper builds its table of several hundred entry
+    /// points on the stack, a frame of ~150 KiB whose pages the stack probes touch even when the
+    /// library is missing. On the main thread those pages would stay resident for as long as
+    /// the process runs (a third of `top`'s stack and heap together); a thread's stack is
+    /// handed back when the thread ends.
     pub fn init() -> Result<Nvml, String> {
-        nvml_wrapper::Nvml::init()
-            .map(|nvml| Nvml { nvml })
-            .map_err(|e| e.to_string())
+        std::thread::Builder::new()
+            .name("memwarden-nvml".into())
+            .spawn(|| {
+                nvml_wrapper::Nvml::init()
+                    .map(|nvml| Nvml {
+                        nvml: Box::new(nvml),
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("no thread to load NVML on: {e}"))?
+            .join()
+            .map_err(|_| "loading NVML failed with a panic".to_string())?
     }
 
     /// The driver's version, as `nvidia-smi` shows it.
