@@ -20,9 +20,10 @@ OUT=${2:-crates/memwarden/top-hot-symbols.txt}
 SECS=${SECS:-120}
 NPROC=${NPROC:-150}
 
-for tool in valgrind tmux python3 curl nm; do
+for tool in valgrind callgrind_control tmux python3 curl nm; do
   pkg=$tool
   [ "$tool" = nm ] && pkg=binutils
+  [ "$tool" = callgrind_control ] && pkg=valgrind
   command -v "$tool" >/dev/null || { echo "$tool is not installed (apt-get install $pkg)" >&2; exit 2; }
 done
 [ -x "$BIN" ] || { echo "$BIN is not built (cargo build --release -p memwarden)" >&2; exit 2; }
@@ -71,27 +72,37 @@ for _ in $(seq 1 50); do
 done
 
 # Runs top under callgrind in a 200 × 50 tmux window for $2 seconds, then quits it with q.
+# At $3 seconds the profile so far (the start: $name.out.1) is written apart from the rest
+# ($name.out), so that code run only at start can be laid out after the code run each sample.
 profile() {
-  local name=$1 secs=$2
-  shift 2
+  local name=$1 secs=$2 start=$3
+  shift 3
   tmux -L "$SOCK" -f /dev/null new-session -d -s "$name" -x 200 -y 50 \
     "exec env HOME=$work valgrind --tool=callgrind --demangle=no \
        --callgrind-out-file=$work/$name.out $BIN top $* 2>$work/$name.err"
-  sleep "$secs"
+  local pid
+  pid=$(tmux -L "$SOCK" display-message -p -t "$name" '#{pane_pid}')
+  sleep "$start"
+  callgrind_control -d "$pid" >/dev/null
+  sleep $((secs - start))
   tmux -L "$SOCK" send-keys -t "$name" q
   for _ in $(seq 1 100); do
     [ -s "$work/$name.out" ] && ! tmux -L "$SOCK" has-session -t "$name" 2>/dev/null && break
     sleep 0.2
   done
-  [ -s "$work/$name.out" ] || { echo "top under callgrind left no profile ($name):" >&2; cat "$work/$name.err" >&2; exit 1; }
+  for f in "$work/$name.out" "$work/$name.out.1"; do
+    [ -s "$f" ] || { echo "top under callgrind left no profile $f:" >&2; cat "$work/$name.err" >&2; exit 1; }
+  done
 }
-profile broker "$SECS" --interval 500ms --broker "http://127.0.0.1:$port"
-profile alone "$SECS" --interval 500ms --broker "http://127.0.0.1:$closed"
-profile replay 20 --replay "$(dirname "$0")/../examples/training-beside-inference.jsonl" --speed 10
+profile broker "$SECS" 20 --interval 500ms --broker "http://127.0.0.1:$port"
+profile alone "$SECS" 20 --interval 500ms --broker "http://127.0.0.1:$closed"
+profile replay 20 8 --replay "$(dirname "$0")/../examples/training-beside-inference.jsonl" --speed 10
 
-# Every function of the binary callgrind saw run (fn= and cfn= lines name each the first time), in the
-# order first seen, kept only if the binary defines it.
-python3 - "$BIN" "$OUT" "$work"/broker.out "$work"/alone.out "$work"/replay.out <<'EOF'
+# Every function of the binary callgrind saw run (fn= and cfn= lines name each the first time),
+# kept only if the binary defines it: first those run after the start, in the order first seen,
+# then those run only at start (which top unmaps once it has started, crates/memwarden-tui/src/
+# resident.rs).
+python3 - "$BIN" "$OUT" "$work"/{broker,alone,replay}.out "$work"/{broker,alone,replay}.out.1 <<'EOF'
 import re, subprocess, sys
 binary, out, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
 defined = set()
@@ -100,8 +111,10 @@ for line in nm.stdout.splitlines():
     parts = line.split()
     if len(parts) == 3 and parts[1] in "tTwW":
         defined.add(parts[2])
-seen, names = set(), []
-for path in profiles:
+seen, names, steady = set(), [], 0
+for i, path in enumerate(profiles):
+    if i == len(profiles) // 2:
+        steady = len(names)
     for line in open(path, errors="replace"):
         m = re.match(r"c?fn=\(\d+\) (\S+)", line)
         if not m:
@@ -112,5 +125,5 @@ for path in profiles:
             names.append(name)
 with open(out, "w") as f:
     f.write("\n".join(names) + "\n")
-print(f"{len(names)} functions top runs written to {out}")
+print(f"{len(names)} functions top runs written to {out}, {steady} of them after the start")
 EOF

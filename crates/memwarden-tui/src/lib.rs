@@ -16,6 +16,7 @@ pub mod kill;
 pub mod live;
 pub mod memmap;
 pub mod replay;
+mod resident;
 pub mod run;
 pub mod table;
 pub mod theme;

@@ -17,6 +17,7 @@ use crate::app::{App, Command, ReplayStatus};
 use crate::config::Config;
 use crate::live::{self, Event, LiveControl};
 use crate::replay::Player;
+use crate::resident;
 use crate::theme::ThemeName;
 
 pub enum Source {
@@ -48,6 +49,10 @@ pub struct Options {
 
 /// How often the broker is asked while it answers.
 const BROKER_EVERY: Duration = Duration::from_secs(2);
+/// When, after start, the code run only at start is unmapped (resident.rs): once the first
+/// sample is drawn, and again once the first samples read one file per process and the broker
+/// has answered; until then the start's code would set the view's peak resident memory.
+const SETTLE_AT: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(3)];
 
 /// Applies a config (with the command line's overrides on top) to the app.
 pub fn apply_config(app: &mut App, cfg: &Config, o: &Overrides) {
@@ -161,6 +166,10 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         app.replay = Some(replay_status(p, name));
     }
 
+    // The first seconds run code that never runs again (set-up, the first full read of the
+    // machine, the first answers of the broker): dropped from the resident set as they pass.
+    let started = Instant::now();
+    let mut settled = 0;
     loop {
         let now = Instant::now();
         if let (Some(p), Some(name)) = (&mut player, &replay_name) {
@@ -172,7 +181,13 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         }
         app.tick(now);
         terminal.draw(|f| crate::ui::draw(f, &app, now))?;
-        release_free_heap();
+        resident::release_free_heap();
+        if let Some(&at) = SETTLE_AT.get(settled)
+            && now.duration_since(started) >= at
+        {
+            resident::drop_start_up_code();
+            settled += 1;
+        }
 
         let deadline = [app.deadline(), player.as_ref().and_then(Player::due)]
             .into_iter()
@@ -205,18 +220,6 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         if let Some(c) = &live_control {
             c.set_focus(app.focus());
         }
-    }
-}
-
-/// Hands the heap's free pages back to the kernel after each frame. Each sample frees a whole
-/// snapshot while the next one is built, and glibc keeps what it freed in the middle of the
-/// heap resident: without this, top's resident heap settles ~0.4 MiB above what it uses. The
-/// walk over the free lists costs microseconds once a frame.
-fn release_free_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the kernel; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
