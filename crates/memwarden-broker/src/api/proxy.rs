@@ -45,7 +45,6 @@ pub(super) async fn by_model(State(app): State<Arc<App>>, req: Request) -> Respo
     };
     let cfg = app.config();
     let Some(c) = cfg.consumer_for_model(&model) else {
-        drop((prefix, charge));
         linger(incoming);
         return error(
             StatusCode::NOT_FOUND,
